@@ -1,0 +1,231 @@
+"""Configuration as dataclasses: the model, the data pipeline, the trainer and the watchdog.
+
+A profile is a TOML file with the optional sections [model], [data], [train] and [watchdog]
+whose keys are the fields below; unknown sections or keys are errors, not silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from detr.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+
+@dataclass
+class DETRConfig:
+    """The model, matcher and loss. Defaults are the paper's DETR-R50 on COCO."""
+
+    backbone: str = "resnet50"
+    dilation: bool = False
+    backbone_weights: str = "none"  # "imagenet", "none" or a path to a torchvision state_dict
+    hidden_dim: int = 256
+    nheads: int = 8
+    enc_layers: int = 6
+    dec_layers: int = 6
+    dim_feedforward: int = 2048
+    num_queries: int = 100
+    dropout: float = 0.1
+    num_classes: int = 91
+    aux_loss: bool = True
+    eos_coef: float = 0.1
+    set_cost_class: float = 1.0
+    set_cost_bbox: float = 5.0
+    set_cost_giou: float = 2.0
+    bbox_loss_coef: float = 5.0
+    giou_loss_coef: float = 2.0
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are augmented and batched.
+
+    An empty `coco_path` means the built-in synthetic dataset, generated once into a cache folder.
+    """
+
+    coco_path: str = ""
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+    train_annotations: str = ""  # default: ROOT/annotations/instances_{train_split}.json
+    val_annotations: str = ""
+    train_scales: list[int] = field(default_factory=lambda: list(range(480, 801, 32)))
+    max_size: int = 1333
+    crop_resize_scales: list[int] = field(default_factory=lambda: [400, 500, 600])
+    crop_min_size: int = 384
+    crop_max_size: int = 600
+    val_size: int = 800
+    hflip: bool = True
+    num_workers: int = 2
+    pin_memory: bool = True
+    aspect_ratio_grouping: bool = False
+    max_corrupt_fraction: float = 0.01
+    synthetic_train_images: int = 2000
+    synthetic_val_images: int = 200
+    synthetic_image_size: int = 640
+    synthetic_seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation schedule and the run's bookkeeping."""
+
+    epochs: int = 300
+    max_steps: int = 0  # 0: no limit
+    batch_size: int = 2
+    lr: float = 1e-4
+    lr_backbone: float = 1e-5
+    weight_decay: float = 1e-4
+    lr_drop: int = 200  # epochs before the StepLR drop
+    lr_drop_factor: float = 0.1
+    clip_max_norm: float = 0.1  # 0 disables clipping
+    amp: str = "off"  # off | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 42
+    eval_every: int = 1  # epochs; 0 disables evaluation during training
+    log_every: int = 10  # steps
+    output_dir: str = ""  # default runs/<timestamp>
+    resume: str = ""
+    weights: str = ""
+    channels_last: bool = False
+    compile_backbone: bool = False
+
+
+@dataclass
+class WatchdogConfig:
+    """Gradient-health monitoring (see detrdoctor's gradient watchdog)."""
+
+    enabled: bool = True
+    on_anomaly: str = "skip"  # warn | skip | rollback | stop
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; what `config.toml` in a run folder holds."""
+
+    description: str = ""
+    model: DETRConfig = field(default_factory=DETRConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+
+
+SECTIONS = {f.name: f for f in dataclasses.fields(RunConfig) if f.name != "description"}
+
+
+def _coerce(value: Any, template: Any, where: str) -> Any:
+    """Check a TOML value against the type of the field's default and convert int→float."""
+    if isinstance(template, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if isinstance(template, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if isinstance(template, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if isinstance(template, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if isinstance(template, list):
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{where}: expected a list of integers, got {value!r}")
+        return list(value)
+    return value
+
+
+def apply_overrides(section: Any, values: dict[str, Any], where: str) -> None:
+    """Set fields of a config dataclass from a mapping, rejecting unknown keys and wrong types."""
+    known = {f.name for f in dataclasses.fields(section)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(known))})")
+        setattr(section, key, _coerce(value, getattr(section, key), f"{where}.{key}"))
+
+
+def config_from_dict(data: dict[str, Any], source: str = "profile") -> RunConfig:
+    """Build a RunConfig from a parsed profile, validating every section and key."""
+    cfg = RunConfig()
+    for key, value in data.items():
+        if key == "description":
+            cfg.description = str(value)
+        elif key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: [{key}] must be a table")
+            apply_overrides(getattr(cfg, key), value, f"{source} [{key}]")
+        else:
+            raise ConfigError(
+                f"{source}: unknown section or key '{key}' (known: description, {', '.join(SECTIONS)})"
+            )
+    return cfg
+
+
+def load_config_file(path: str | Path) -> RunConfig:
+    """Read a profile TOML file into a RunConfig."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: profile file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    return config_from_dict(data, str(path))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def config_to_toml(cfg: RunConfig) -> str:
+    """Serialise a RunConfig as a profile TOML that `load_config_file` reads back unchanged."""
+    lines = [f"description = {_toml_value(cfg.description)}"]
+    for name in SECTIONS:
+        lines.append(f"\n[{name}]")
+        for key, value in dataclasses.asdict(getattr(cfg, name)).items():
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def validate(cfg: RunConfig) -> None:
+    """Reject values that cannot work, naming the flag or key at fault."""
+    t, m, d = cfg.train, cfg.model, cfg.data
+    checks = [
+        (t.batch_size >= 1, f"batch size must be at least 1, got {t.batch_size} (--batch-size)"),
+        (t.lr > 0, f"learning rate must be positive, got {t.lr} (--lr)"),
+        (t.lr_backbone >= 0, f"backbone learning rate must be ≥ 0, got {t.lr_backbone} (--lr-backbone)"),
+        (t.clip_max_norm >= 0, f"clip max norm must be ≥ 0, got {t.clip_max_norm} (--clip-max-norm)"),
+        (t.epochs >= 1, f"epochs must be at least 1, got {t.epochs} (--epochs)"),
+        (t.max_steps >= 0, f"max steps must be ≥ 0, got {t.max_steps} (--max-steps)"),
+        (t.amp in ("off", "bf16", "fp16"), f"amp must be off, bf16 or fp16, got '{t.amp}' (--amp)"),
+        (t.log_every >= 1, f"log every must be at least 1, got {t.log_every} (--log-every)"),
+        (t.eval_every >= 0, f"eval every must be ≥ 0, got {t.eval_every} (--eval-every)"),
+        (d.num_workers >= 0, f"num workers must be ≥ 0, got {d.num_workers} (--num-workers)"),
+        (m.backbone in ("resnet18", "resnet34", "resnet50", "resnet101"),
+         f"backbone must be resnet18/34/50/101, got '{m.backbone}'"),
+        (m.hidden_dim % m.nheads == 0, f"hidden_dim {m.hidden_dim} must be divisible by nheads {m.nheads}"),
+        (m.num_classes >= 1 and m.num_queries >= 1, "num_classes and num_queries must be at least 1"),
+        (cfg.watchdog.on_anomaly in ("warn", "skip", "rollback", "stop"),
+         f"on-anomaly must be warn, skip, rollback or stop, got '{cfg.watchdog.on_anomaly}'"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

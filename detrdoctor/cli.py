@@ -1,0 +1,185 @@
+"""The `detrdoctor` command line: a thin layer of Typer commands over library functions.
+
+Nothing here imports torch at module level, so `detrdoctor --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    name="detrdoctor",
+    help="Train DETR object detectors and diagnose what goes wrong: environment, memory, data loading, gradients.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def run_guarded(fn: Callable[[], int | None]) -> None:
+    """Run a command body; user errors become one red line on stderr and a non-zero exit."""
+    from detr.errors import DetrError
+
+    try:
+        code = fn()
+    except DetrError as e:
+        from rich.console import Console
+
+        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        raise typer.Exit(e.exit_code) from None
+    raise typer.Exit(code or 0)
+
+
+@app.callback(invoke_without_command=True)
+def main(ctx: typer.Context) -> None:
+    """With no command, `detrdoctor` runs `train` with the demo profile."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(train)
+
+
+@app.command()
+def train(
+    profile: Optional[str] = typer.Option(None, help="Profile name or TOML path (default: demo, or detr-r50 with --coco-path)."),
+    coco_path: Optional[str] = typer.Option(None, help="COCO-format dataset root (default: the synthetic dataset)."),
+    output_dir: Optional[str] = typer.Option(None, help="Run folder (default: runs/<timestamp>)."),
+    epochs: Optional[int] = typer.Option(None, help="Number of epochs."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop when the global step count reaches N."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per step (per process)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate of the transformer and heads."),
+    lr_backbone: Optional[float] = typer.Option(None, help="Learning rate of the backbone (0 freezes it)."),
+    clip_max_norm: Optional[float] = typer.Option(None, help="Gradient clipping max norm (0 disables)."),
+    amp: Optional[str] = typer.Option(None, help="Mixed precision: off, bf16 or fp16."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+    num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
+    resume: Optional[str] = typer.Option(None, help="Continue exactly from a checkpoint."),
+    weights: Optional[str] = typer.Option(None, help="Load model weights only (path or URL; official checkpoints too)."),
+    backbone_weights: Optional[str] = typer.Option(None, help="imagenet, none or a path to a torchvision ResNet state_dict."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    eval_every: Optional[int] = typer.Option(None, help="Evaluate every N epochs (0: never during training)."),
+    log_every: Optional[int] = typer.Option(None, help="Write a step record every N steps."),
+    on_anomaly: Optional[str] = typer.Option(None, help="Gradient watchdog action: warn, skip, rollback or stop."),
+    no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Plain log lines instead of the live dashboard."),
+    profile_cpu: Optional[int] = typer.Option(None, help="Record a py-spy flame graph over this many steps."),
+) -> None:
+    """Train DETR (default: the demo profile on the synthetic dataset, on the CPU)."""
+    from detrdoctor.train_command import run_train
+
+    options = dict(locals())
+    run_guarded(lambda: run_train(options))
+
+
+@app.command()
+def evaluate(
+    weights: str = typer.Option(..., help="Checkpoint to evaluate (ours or official)."),
+    profile: Optional[str] = typer.Option(None, help="Profile name or TOML path (default: the checkpoint's config, else detr-r50)."),
+    coco_path: Optional[str] = typer.Option(None, help="COCO-format dataset root (default: the synthetic dataset)."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per batch."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+    num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
+    json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """COCO box AP of a checkpoint on the validation split."""
+    from detrdoctor.train_command import run_evaluate
+
+    options = dict(locals())
+    run_guarded(lambda: run_evaluate(options))
+
+
+@app.command("profiles")
+def list_profiles(json_output: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """List the named presets."""
+    from detrdoctor.train_command import run_list_profiles
+
+    run_guarded(lambda: run_list_profiles(json_output))
+
+
+@app.command()
+def synth(
+    out: str = typer.Argument(..., help="Output folder (gets train2017/, val2017/, annotations/)."),
+    train_images: int = typer.Option(2000, help="Images in the training split."),
+    val_images: int = typer.Option(200, help="Images in the validation split."),
+    image_size: int = typer.Option(640, help="Longer image side in pixels."),
+    seed: int = typer.Option(0, help="Same seed → byte-identical dataset."),
+) -> None:
+    """Render a synthetic COCO-format detection dataset."""
+    from detrdoctor.train_command import run_synth
+
+    run_guarded(lambda: run_synth(out, train_images, val_images, image_size, seed))
+
+
+@app.command("env-check")
+def env_check(
+    json_output: bool = typer.Option(False, "--json", help="Print checks, summary and facts as JSON."),
+    coco_path: Optional[str] = typer.Option(None, help="Also check a COCO-format dataset folder."),
+    strict: bool = typer.Option(False, help="Exit 1 on warnings too."),
+    from_facts: Optional[str] = typer.Option(None, "--from", help="Judge facts collected elsewhere (a previous --json output)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda: with cuda, a missing GPU is a failure."),
+    num_workers: Optional[int] = typer.Option(None, help="The num_workers you plan to use."),
+) -> None:
+    """Judge the whole stack (torch, torchvision, CUDA, NumPy, pycocotools, NVML, host limits) and name each fix."""
+    from detrdoctor.envcheck import run_env_check
+
+    run_guarded(lambda: run_env_check(json_output, coco_path, strict, from_facts, device, num_workers))
+
+
+@app.command()
+def memprofile(
+    profile: str = typer.Option("detr-r50", help="Profile name or TOML path."),
+    batch_sizes: str = typer.Option("1,2,4,8", help="Comma-separated batch sizes."),
+    amp: str = typer.Option("both", help="both, off, bf16 or fp16."),
+    shape: str = typer.Option("worst", help="worst, HxW or dataset."),
+    find_max: bool = typer.Option(False, "--find-max", help="Search the largest batch size that fits, per AMP mode."),
+    device: str = typer.Option("auto", help="auto, cuda[:N] or cpu."),
+    estimate: bool = typer.Option(False, "--estimate", help="Estimate without allocating (also alongside a GPU measurement)."),
+    gpu_memory: Optional[str] = typer.Option(None, help="Device memory to plan for: a size (24GiB) or a GPU name (A100-80GB)."),
+    snapshot: bool = typer.Option(False, "--snapshot", help="Write a CUDA memory snapshot of the largest fitting point."),
+    json_output: bool = typer.Option(False, "--json", help="Print results as JSON."),
+    output_dir: Optional[str] = typer.Option(None, help="Also write CSV (and the snapshot) here."),
+    coco_path: Optional[str] = typer.Option(None, help="Dataset for --shape dataset."),
+    in_process: bool = typer.Option(False, "--in-process", help="Measure every point in this process instead of a fresh one."),
+) -> None:
+    """GPU memory and speed across batch sizes, with and without AMP (estimated without a GPU)."""
+    from detrdoctor.memprofile import run_memprofile
+
+    options = dict(locals())
+    run_guarded(lambda: run_memprofile(options))
+
+
+@app.command("loader-bench")
+def loader_bench(
+    profile: str = typer.Option("demo", help="Profile name or TOML path."),
+    coco_path: Optional[str] = typer.Option(None, help="COCO-format dataset root (default: the profile's data)."),
+    split: str = typer.Option("train", help="train or val."),
+    num_workers: str = typer.Option("auto", help="Comma-separated worker counts, or auto."),
+    pin_memory: str = typer.Option("both", help="both, on or off."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per batch (default: the profile's)."),
+    batches: int = typer.Option(30, help="Batches to time per setting."),
+    prefetch_factor: Optional[int] = typer.Option(None, help="DataLoader prefetch_factor."),
+    persistent_workers: bool = typer.Option(False, "--persistent-workers", help="Keep workers between epochs."),
+    step_time: str = typer.Option("auto", help="auto (measure the model), SECONDS, or none."),
+    json_output: bool = typer.Option(False, "--json", help="Print results as JSON."),
+) -> None:
+    """DataLoader throughput per num_workers and pin_memory, with a verdict on GPU starvation."""
+    from detrdoctor.loaderbench import run_loader_bench
+
+    options = dict(locals())
+    run_guarded(lambda: run_loader_bench(options))
+
+
+@app.command()
+def stack(
+    pid: int = typer.Argument(..., help="Process id of a running training process."),
+    native: bool = typer.Option(False, help="Include native frames (py-spy --native)."),
+) -> None:
+    """Print the Python stacks of a running process and its DataLoader workers (py-spy)."""
+    from detrdoctor.pyspy import run_stack
+
+    run_guarded(lambda: run_stack(pid, native))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
