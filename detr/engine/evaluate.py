@@ -1,0 +1,82 @@
+"""COCO box AP through pycocotools' COCOeval, gathered over distributed ranks."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from detr.engine.distributed import all_gather_objects, is_main_process
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def coco_box_stats(coco: Any, detections: np.ndarray, image_ids: list[int]) -> dict[str, float | None]:
+    """COCOeval box metrics for detections given as rows [image_id, x, y, w, h, score, category_id].
+
+    COCOeval reports -1 where a metric is undefined (no ground truth of that size); we report None.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    if len(detections) == 0:
+        return {name: 0.0 for name in STAT_NAMES}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress unconditionally
+        coco_dt = coco.loadRes(detections)
+        coco_eval = COCOeval(coco, coco_dt, iouType="bbox")
+        coco_eval.params.imgIds = sorted(set(image_ids))
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return {name: (float(v) if v >= 0 else None) for name, v in zip(STAT_NAMES, coco_eval.stats[:6])}
+
+
+def detections_as_rows(targets: list[dict[str, Any]], results: list[dict[str, torch.Tensor]]) -> np.ndarray:
+    """Post-processed results (absolute xyxy) → COCO result rows with xywh boxes."""
+    rows = []
+    for target, result in zip(targets, results):
+        boxes = result["boxes"].float().cpu()
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
+        image_id = torch.full((len(boxes), 1), float(int(target["image_id"])))
+        rows.append(torch.cat([image_id, xywh, result["scores"].float().cpu()[:, None],
+                               result["labels"].float().cpu()[:, None]], dim=1))
+    return torch.cat(rows).numpy().astype(np.float64) if rows else np.zeros((0, 7))
+
+
+@torch.no_grad()
+def evaluate_coco(
+    model: nn.Module,
+    postprocessor: nn.Module,
+    loader: Iterable,
+    coco: Any,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+) -> dict[str, float | None]:
+    """Run the model over `loader` and score it against `coco`; every rank returns the same metrics."""
+    was_training = model.training
+    model.eval()
+    rows, image_ids = [], []
+    for images, mask, targets in loader:
+        images, mask = images.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            outputs = model(images, mask)
+        orig_sizes = torch.stack([t["orig_size"] for t in targets]).to(device)
+        rows.append(detections_as_rows(targets, postprocessor(outputs, orig_sizes)))
+        image_ids.extend(int(t["image_id"]) for t in targets)
+    model.train(was_training)
+    gathered = all_gather_objects((np.concatenate(rows) if rows else np.zeros((0, 7)), image_ids))
+    stats: dict[str, float | None] = {}
+    if is_main_process():
+        # A distributed sampler repeats a few images to even out the ranks: score each image once.
+        seen: set[int] = set()
+        kept = []
+        for rank_rows, rank_ids in gathered:
+            new_ids = set(rank_ids) - seen
+            kept.append(rank_rows[np.isin(rank_rows[:, 0], list(new_ids))])
+            seen |= new_ids
+        stats = coco_box_stats(coco, np.concatenate(kept), sorted(seen))
+    return all_gather_objects(stats)[0]

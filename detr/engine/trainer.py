@@ -1,0 +1,332 @@
+"""The training loop: explicit steps, exact resume, COCO evaluation, DDP under torchrun.
+
+Diagnostics plug in as callbacks (see callbacks.py); nothing here draws on a terminal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from detr.config import RunConfig, config_to_toml, validate
+from detr.engine.callbacks import Callback, StepContext
+from detr.engine.checkpointing import load_training_checkpoint, rng_state, save_atomic, set_rng_state
+from detr.engine.device import resolve_amp_dtype, resolve_device
+from detr.engine.distributed import broadcast_flag, init_distributed
+from detr.engine.evaluate import evaluate_coco
+from detr.engine.loaders import build_loader
+from detr.engine.metrics import MetricsWriter
+from detr.engine.optim import build_optimizer, build_scheduler
+from detr.errors import DataError
+
+LOGGED_LOSSES = ("loss_ce", "loss_bbox", "loss_giou", "class_error", "cardinality_error")
+
+
+def default_output_dir() -> Path:
+    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def move_targets(targets: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
+    return [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+
+
+class Trainer:
+    """Builds the model, data, optimizer and run folder from a RunConfig; `fit()` trains."""
+
+    def __init__(self, cfg: RunConfig, callbacks: Sequence[Callback] = (), output_dir: str | Path | None = None):
+        from detr import build_model, load_model_weights
+        from detr.data import build_dataset, check_dataset
+
+        validate(cfg)
+        self.cfg, t = cfg, cfg.train
+        self.callbacks = list(callbacks)
+        self.device = resolve_device(t.device)
+        self.amp_dtype = resolve_amp_dtype(t.amp, self.device)
+        self.rank, self.world_size, local_rank = init_distributed(self.device.type)
+        if self.device.type == "cuda" and self.world_size > 1:
+            self.device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(self.device)
+        self.is_main = self.rank == 0
+
+        resume = load_training_checkpoint(t.resume) if t.resume else None
+        self.output_dir = Path(output_dir or t.output_dir or (Path(t.resume).parent if t.resume else default_output_dir()))
+
+        torch.manual_seed(t.seed)  # identical initial weights on every rank
+        self.data_summary = check_dataset(cfg.data, "train")
+        self.train_set = build_dataset(cfg.data, "train", train=True, seed=t.seed)
+        self.val_set = build_dataset(cfg.data, "val", train=False, seed=t.seed) if t.eval_every > 0 else None
+        self.train_loader = build_loader(self.train_set, cfg.data, t.batch_size, train=True, seed=t.seed,
+                                         rank=self.rank, world_size=self.world_size, device=self.device)
+
+        model, self.criterion, self.postprocessor = build_model(cfg.model, train_backbone=t.lr_backbone > 0)
+        if t.weights:
+            load_model_weights(model, t.weights, cfg.model)
+        model.to(self.device)
+        self.criterion.to(self.device)
+        if t.channels_last and self.device.type == "cuda":
+            model.backbone.to(memory_format=torch.channels_last)
+        if t.compile_backbone:
+            model.backbone.compile()
+        self.model_without_ddp = model
+        self.model = model
+        if self.world_size > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.grad_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.grad_param_names = [n for n, _ in self.grad_params]
+        self.optimizer = build_optimizer(model, t)
+        self.scheduler = build_scheduler(self.optimizer, t)
+        self.scaler = torch.amp.GradScaler("cuda") if t.amp == "fp16" else None
+
+        self.global_step = 0
+        self.start_epoch = 0
+        self.start_batch = 0
+        self.corrupt_samples = 0
+        self.last_eval: dict[str, Any] | None = None
+        self._resume_rng = None
+        if resume is not None:
+            self._restore(resume)
+        self.metrics = MetricsWriter(self.output_dir / "metrics.jsonl" if self.is_main else None)
+        self._stop_requested = False  # Ctrl-C
+        self.stop_request: tuple[str, int] | None = None  # (reason, exit code) set by request_stop
+
+    # ----------------------------------------------------------------- checkpoints
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        self.model_without_ddp.load_state_dict(ckpt["model"])
+        if "optimizer" in ckpt and "lr_scheduler" in ckpt:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["lr_scheduler"])
+        if "global_step" in ckpt:
+            self.start_epoch, self.start_batch = ckpt["epoch"], ckpt["batch_in_epoch"]
+            self.global_step = ckpt["global_step"]
+            self._resume_rng = ckpt.get("rng")
+            if self.scaler is not None and ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
+            self.corrupt_samples = ckpt.get("corrupt_samples", 0)
+            for cb in self.callbacks:
+                state = ckpt.get("callbacks", {}).get(type(cb).__name__)
+                if state:
+                    cb.load_state_dict(state)
+        else:  # an official checkpoint: `epoch` is the last finished epoch
+            self.start_epoch = ckpt.get("epoch", -1) + 1
+            self.global_step = self.start_epoch * len(self.train_loader)
+
+    def checkpoint_state(self, epoch: int, batch_in_epoch: int) -> dict[str, Any]:
+        """The official keys (model, optimizer, lr_scheduler, epoch, args) plus what exact resume needs."""
+        return {
+            "model": self.model_without_ddp.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.scheduler.state_dict(),
+            "epoch": epoch,
+            "args": dataclasses.asdict(self.cfg),
+            "global_step": self.global_step,
+            "batch_in_epoch": batch_in_epoch,
+            "rng": rng_state(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "corrupt_samples": self.corrupt_samples,
+            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+        }
+
+    def save_checkpoint(self, epoch: int, batch_in_epoch: int) -> Path | None:
+        path = self.output_dir / "checkpoint.pth"
+        if self.is_main:
+            save_atomic(self.checkpoint_state(epoch, batch_in_epoch), path)
+        return path
+
+    # ----------------------------------------------------------------- events
+    def emit_event(self, kind: str, message: str, severity: str = "info", **fields: Any) -> dict[str, Any]:
+        """Write an event record and hand it to every callback."""
+        event = {"type": "event", "step": self.global_step, "kind": kind, "severity": severity,
+                 "message": message, **fields}
+        self.metrics.write(event)
+        for cb in self.callbacks:
+            cb.on_event(self, event)
+        return event
+
+    # ----------------------------------------------------------------- one step
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+
+    def train_step(self, ctx: StepContext) -> None:
+        """Forward, loss, backward, grad norms, callbacks, clipping and the optimizer step."""
+        clock = time.perf_counter
+        t0 = clock()
+        with self.autocast():
+            outputs = self.model(ctx.images, ctx.mask)
+        ctx.loss_dict = self.criterion(outputs, ctx.targets)
+        weights = self.criterion.weight_dict
+        ctx.loss = sum(ctx.loss_dict[k] * w for k, w in weights.items() if k in ctx.loss_dict)
+        t1 = clock()
+        self.optimizer.zero_grad(set_to_none=True)
+        (self.scaler.scale(ctx.loss) if self.scaler is not None else ctx.loss).backward()
+        t2 = clock()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        grads = [p.grad if p.grad is not None else torch.zeros((), device=p.device) for _, p in self.grad_params]
+        # One fused pass gives every parameter's norm: the total, the clip and the watchdog all reuse it.
+        ctx.param_norms = torch.stack(torch._foreach_norm(grads))
+        ctx.grad_norm = torch.linalg.vector_norm(ctx.param_norms)
+        for cb in self.callbacks:
+            cb.after_backward(self, ctx)
+        if not ctx.skip_step:
+            max_norm = self.cfg.train.clip_max_norm
+            if max_norm > 0:
+                torch._foreach_mul_(grads, torch.clamp(max_norm / (ctx.grad_norm + 1e-6), max=1.0))
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+            else:
+                self.optimizer.step()
+            ctx.optimizer_stepped = True
+        if self.scaler is not None:
+            self.scaler.update()
+        t3 = clock()
+        ctx.timings.update(forward=t1 - t0, backward=t2 - t1, optimizer=t3 - t2)
+
+    def step_record(self, ctx: StepContext) -> dict[str, Any]:
+        """The metrics.jsonl step record; reads device values, so only built on logging steps."""
+        names = [k for k in LOGGED_LOSSES if k in ctx.loss_dict]
+        values = torch.stack([ctx.loss.detach().float()] + [ctx.loss_dict[k].detach().float() for k in names])
+        if self.world_size > 1:
+            dist.all_reduce(values)
+            values /= self.world_size
+        values = values.tolist()
+        step_time = ctx.timings["step"]
+        record = {"type": "step", "step": ctx.step, "epoch": ctx.epoch, "loss": values[0],
+                  **dict(zip(names, values[1:])),
+                  "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": float(ctx.grad_norm),
+                  "step_time_s": step_time, "data_time_s": ctx.timings["data"],
+                  "images_per_s": len(ctx.targets) * self.world_size / step_time if step_time > 0 else None}
+        if not ctx.optimizer_stepped:
+            record["skipped"] = True
+        return record
+
+    # ----------------------------------------------------------------- the loop
+    def _on_sigint(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+
+    def request_stop(self, reason: str, exit_code: int = 1) -> None:
+        """Stop at the end of the current step: a checkpoint is written and `fit()` reports `exit_code`."""
+        self.stop_request = (reason, exit_code)
+
+    def evaluate(self) -> dict[str, Any]:
+        from detr.engine.loaders import build_eval_loader
+
+        for cb in self.callbacks:
+            cb.on_eval_start(self)
+        loader = build_eval_loader(self.val_set, self.cfg.data, self.cfg.train.batch_size,
+                                   rank=self.rank, world_size=self.world_size, device=self.device)
+        stats = evaluate_coco(self.model_without_ddp, self.postprocessor, loader, self.val_set.coco,
+                              self.device, self.amp_dtype)
+        record = {"type": "eval", "step": self.global_step, **stats}
+        self.metrics.write(record)
+        self.last_eval = record
+        for cb in self.callbacks:
+            cb.on_eval(self, record)
+        return record
+
+    def _check_corrupt(self, targets: list[dict[str, Any]]) -> None:
+        for target in targets:
+            for name in target.get("corrupt_files", ()):
+                self.corrupt_samples += 1
+                self.emit_event("corrupt_image", f"could not decode {name}; replaced by another sample",
+                                severity="warning", path=str(name))
+        limit = self.cfg.data.max_corrupt_fraction * len(self.train_set)
+        if self.corrupt_samples > max(limit, 0):
+            raise DataError(f"{self.corrupt_samples} corrupt images skipped, more than max_corrupt_fraction="
+                            f"{self.cfg.data.max_corrupt_fraction} of {len(self.train_set)}; check the dataset "
+                            "(`detrdoctor env-check --coco-path ROOT`)")
+
+    def fit(self) -> dict[str, Any]:
+        """Train until `epochs` or `max_steps`; returns a summary. Ctrl-C stops after the current step."""
+        t = self.cfg.train
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "config.toml").write_text(config_to_toml(self.cfg))
+        previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        started = time.perf_counter()
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        if self.global_step == 0 and self.data_summary:
+            self.emit_event("data_summary", self.data_summary.get("message", "dataset checked"), **{
+                k: v for k, v in self.data_summary.items() if k != "message"})
+        if self._resume_rng is not None:
+            set_rng_state(self._resume_rng)
+        interrupted = False
+        epoch = self.start_epoch
+        try:
+            interrupted = self._run_epochs()
+            epoch = self._epoch
+        finally:
+            signal.signal(signal.SIGINT, previous_handler)
+        if t.eval_every > 0 and (self.last_eval is None or self.last_eval["step"] != self.global_step) and not interrupted:
+            self.evaluate()
+        summary = {"steps": self.global_step, "epoch": epoch, "interrupted": interrupted,
+                   "elapsed_s": time.perf_counter() - started, "output_dir": str(self.output_dir),
+                   "checkpoint": str(self.output_dir / "checkpoint.pth"), "last_eval": self.last_eval,
+                   "corrupt_samples": self.corrupt_samples,
+                   "exit_code": 130 if interrupted else (self.stop_request[1] if self.stop_request else 0)}
+        for cb in self.callbacks:
+            cb.on_train_end(self, summary)
+        self.metrics.close()
+        return summary
+
+    def _run_epochs(self) -> bool:
+        """The epoch loop; returns True when stopped by Ctrl-C."""
+        t = self.cfg.train
+        self._epoch = self.start_epoch
+        for epoch in range(self.start_epoch, t.epochs):
+            self._epoch = epoch
+            start_batch = self.start_batch if epoch == self.start_epoch else 0
+            self.train_set.set_epoch(epoch)
+            self.train_loader.batch_sampler.set_epoch(epoch, start_batch=start_batch)
+            batch_in_epoch = start_batch
+            stop = t.max_steps and self.global_step >= t.max_steps
+            data_start = time.perf_counter()
+            for images, mask, targets in ([] if stop else self.train_loader):
+                data_time = time.perf_counter() - data_start
+                self._check_corrupt(targets)
+                self.global_step += 1
+                ctx = StepContext(step=self.global_step, epoch=epoch, batch_in_epoch=batch_in_epoch,
+                                  images=images.to(self.device, non_blocking=True),
+                                  mask=mask.to(self.device, non_blocking=True),
+                                  targets=move_targets(targets, self.device))
+                if self.cfg.train.channels_last and self.device.type == "cuda":
+                    ctx.images = ctx.images.contiguous(memory_format=torch.channels_last)
+                for cb in self.callbacks:
+                    cb.on_step_start(self, ctx)
+                self.train_step(ctx)
+                batch_in_epoch += 1
+                ctx.timings.update(data=data_time, step=time.perf_counter() - data_start)
+                record = self.step_record(ctx) if self.global_step % t.log_every == 0 else None
+                if record is not None:
+                    self.metrics.write(record)
+                for cb in self.callbacks:
+                    cb.on_step_end(self, ctx, record)
+                interrupted = broadcast_flag(self._stop_requested, self.device) if self.world_size > 1 \
+                    else self._stop_requested
+                if interrupted or self.stop_request or (t.max_steps and self.global_step >= t.max_steps):
+                    self.save_checkpoint(epoch, batch_in_epoch)
+                    resume_hint = f"checkpoint written, continue with --resume {self.output_dir / 'checkpoint.pth'}"
+                    if interrupted:
+                        self.emit_event("interrupted", f"stopped by Ctrl-C at step {self.global_step}; {resume_hint}")
+                    elif self.stop_request:
+                        self.emit_event("stopped", f"{self.stop_request[0]}; {resume_hint}", severity="error")
+                    return bool(interrupted)
+                data_start = time.perf_counter()
+            if stop:
+                return False
+            self.scheduler.step()
+            self.save_checkpoint(epoch + 1, 0)
+            if t.eval_every > 0 and (epoch + 1) % t.eval_every == 0:
+                self.evaluate()
+        return False

@@ -1,0 +1,64 @@
+"""Plain-text progress for `train`: one line per logged step, eval and event (for logs and non-terminals)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from detr.engine.callbacks import Callback, StepContext
+
+SEVERITY_STYLE = {"info": "dim", "warning": "yellow", "error": "bold red"}
+
+
+def fmt(value: Any, spec: str = ".4f") -> str:
+    return "nan" if value is None else format(value, spec)
+
+
+class PlainProgress(Callback):
+    """Prints on the main process only; rich styling is dropped automatically when stdout is not a terminal."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(highlight=False)
+
+    def on_train_start(self, trainer) -> None:
+        if not trainer.is_main:
+            return
+        cfg = trainer.cfg
+        steps = cfg.train.max_steps or cfg.train.epochs * len(trainer.train_loader)
+        self.total_steps = steps
+        self.console.print(
+            f"[bold]training[/] {cfg.model.backbone} DETR on {trainer.device} (world size {trainer.world_size}, "
+            f"amp {cfg.train.amp}) — {len(trainer.train_set)} images, {steps} steps, run folder {trainer.output_dir}")
+
+    def on_step_end(self, trainer, ctx: StepContext, record: dict[str, Any] | None) -> None:
+        if record is None or not trainer.is_main:
+            return
+        parts = " ".join(f"{k.removeprefix('loss_')} {fmt(record.get(k), '.3f')}"
+                         for k in ("loss_ce", "loss_bbox", "loss_giou") if k in record)
+        ips = record.get("images_per_s")
+        self.console.print(
+            f"step {record['step']}/{self.total_steps} epoch {record['epoch']} loss {fmt(record['loss'])} ({parts}) "
+            f"grad {fmt(record['grad_norm'], '.2f')} lr {record['lr']:.2e} "
+            f"{fmt(ips, '.1f')} img/s data {100 * record['data_time_s'] / max(record['step_time_s'], 1e-9):.0f}%"
+            + (" [yellow]skipped[/]" if record.get("skipped") else ""))
+
+    def on_eval(self, trainer, record: dict[str, Any]) -> None:
+        if trainer.is_main:
+            self.console.print(f"[bold green]eval[/] step {record['step']}: AP {fmt(record.get('AP'), '.3f')} "
+                               f"AP50 {fmt(record.get('AP50'), '.3f')} AP75 {fmt(record.get('AP75'), '.3f')}")
+
+    def on_event(self, trainer, event: dict[str, Any]) -> None:
+        if trainer.is_main:
+            style = SEVERITY_STYLE.get(event.get("severity", "info"), "")
+            self.console.print(f"[{style}]{event['kind']}[/] step {event['step']}: {escape(event['message'])}")
+
+    def on_train_end(self, trainer, summary: dict[str, Any]) -> None:
+        if not trainer.is_main:
+            return
+        ev = summary.get("last_eval") or {}
+        self.console.print(
+            f"[bold]done[/] {summary['steps']} steps in {summary['elapsed_s']:.0f} s"
+            + (f", AP {fmt(ev.get('AP'), '.3f')} AP50 {fmt(ev.get('AP50'), '.3f')}" if ev else "")
+            + f" — checkpoint {summary['checkpoint']}")

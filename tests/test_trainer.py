@@ -1,0 +1,130 @@
+"""The trainer on the tiny profile: learning, exact resume, atomic checkpoints, evaluation, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from detr.engine.checkpointing import save_atomic
+from detr.engine.metrics import read_metrics
+from detr.engine.trainer import Trainer
+from detrdoctor.cli import app
+
+
+def step_losses(run_dir) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if r["type"] == "step"}
+
+
+def test_loss_goes_down_over_30_steps(tiny_cfg, tmp_path):
+    tiny_cfg.train.max_steps = 30
+    tiny_cfg.train.epochs = 100
+    summary = Trainer(tiny_cfg, output_dir=tmp_path).fit()
+    losses = list(step_losses(tmp_path).values())
+    assert summary["steps"] == 30 and len(losses) == 30
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    assert (tmp_path / "checkpoint.pth").exists() and (tmp_path / "config.toml").exists()
+
+
+def test_step_records_have_the_documented_fields(tiny_cfg, tmp_path):
+    tiny_cfg.train.max_steps = 2
+    Trainer(tiny_cfg, output_dir=tmp_path).fit()
+    record = next(r for r in read_metrics(tmp_path / "metrics.jsonl") if r["type"] == "step")
+    for key in ("step", "epoch", "loss", "loss_ce", "loss_bbox", "loss_giou", "class_error", "cardinality_error",
+                "lr", "grad_norm", "step_time_s", "data_time_s", "images_per_s"):
+        assert key in record, key
+
+
+def test_resume_mid_epoch_reproduces_every_later_loss(tiny_cfg, tmp_path):
+    tiny_cfg.train.epochs = 3
+    tiny_cfg.model.dropout = 0.1  # resume must also restore the dropout RNG
+    full = tmp_path / "full"
+    tiny_cfg.train.max_steps = 13  # 8 batches per epoch: crosses an epoch boundary after the resume
+    Trainer(tiny_cfg, output_dir=full).fit()
+
+    part = tmp_path / "part"
+    tiny_cfg.train.max_steps = 5  # stops in the middle of epoch 0
+    Trainer(tiny_cfg, output_dir=part).fit()
+    tiny_cfg.train.max_steps = 13
+    tiny_cfg.train.resume = str(part / "checkpoint.pth")
+    Trainer(tiny_cfg).fit()
+
+    expected, resumed = step_losses(full), step_losses(part)
+    assert sorted(resumed) == list(range(1, 14))
+    assert [resumed[s] for s in range(6, 14)] == [expected[s] for s in range(6, 14)]
+
+
+def test_a_killed_checkpoint_write_leaves_the_previous_file_loadable(tmp_path):
+    path = tmp_path / "checkpoint.pth"
+    save_atomic({"model": {"w": torch.zeros(4)}, "epoch": 0}, path)
+    writer = textwrap.dedent(f"""
+        import torch
+        from detr.engine.checkpointing import save_atomic
+        big = {{"w": torch.ones(8_000_000)}}
+        for epoch in range(1, 1000):
+            save_atomic({{"model": big, "epoch": epoch}}, {str(path)!r})
+            print(epoch, flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True)
+    while int(proc.stdout.readline()) < 2:
+        pass  # the kill below then lands while a later write is in progress
+    proc.kill()
+    proc.wait()
+    assert torch.load(path, weights_only=True)["epoch"] >= 2
+
+
+def test_evaluate_scores_perfect_predictions_at_ap_one(tiny_cfg):
+    import numpy as np
+
+    from detr.data import build_dataset
+    from detr.engine.evaluate import coco_box_stats
+
+    dataset = build_dataset(tiny_cfg.data, "val", train=False)
+    coco = dataset.coco
+    rows = [[a["image_id"], *a["bbox"], 1.0, a["category_id"]] for a in coco.dataset["annotations"]]
+    stats = coco_box_stats(coco, np.array(rows, dtype=np.float64), list(coco.getImgIds()))
+    assert stats["AP"] == pytest.approx(1.0) and stats["AP50"] == pytest.approx(1.0)
+
+
+def test_evaluate_command_on_a_trained_checkpoint(tiny_cfg, tmp_path):
+    tiny_cfg.train.max_steps = 2
+    Trainer(tiny_cfg, output_dir=tmp_path).fit()
+    result = CliRunner().invoke(app, ["evaluate", "--weights", str(tmp_path / "checkpoint.pth"), "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    stats = json.loads(result.output)
+    assert set(stats) >= {"AP", "AP50", "AP75", "images"} and 0.0 <= stats["AP"] <= 1.0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "0"], "batch size"),
+    (["--lr", "-1"], "learning rate"),
+    (["--amp", "fp16", "--device", "cpu"], "fp16"),
+    (["--profile", "no-such-profile"], "unknown profile"),
+    (["--amp", "fp8"], "amp"),
+])
+def test_bad_flags_exit_2_with_one_line(args, message):
+    result = CliRunner().invoke(app, ["train", "--profile", "tiny", *args] if "--profile" not in args else ["train", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_profile_with_unknown_key_exits_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nbatch_sise = 4\n")
+    result = CliRunner().invoke(app, ["train", "--profile", str(bad)])
+    assert result.exit_code == 2 and "batch_sise" in result.output
+
+
+def test_profiles_command_lists_every_preset():
+    result = CliRunner().invoke(app, ["profiles", "--json"])
+    import json
+
+    names = {p["name"] for p in json.loads(result.output)}
+    assert {"detr-r50", "detr-r50-fast", "detr-r101", "detr-r50-dc5", "demo", "tiny"} <= names
