@@ -100,10 +100,30 @@ class TrainConfig:
 
 @dataclass
 class WatchdogConfig:
-    """Gradient-health monitoring (see detrdoctor's gradient watchdog)."""
+    """Gradient-health monitoring (see detrdoctor's gradient watchdog).
+
+    The defaults raise no warning on healthy runs of the `tiny` and `demo` profiles.
+    """
 
     enabled: bool = True
     on_anomaly: str = "skip"  # warn | skip | rollback | stop
+    window: int = 100  # steps of history behind the robust statistics
+    warmup_steps: int = 10  # steps recorded before the early-warning rules start judging
+    spike_z: float = 6.0  # grad_norm_spike: robust z-score of the log gradient norm
+    spike_min_sigma: float = 0.25  # floor of the log-norm spread (0.25 ≈ ±28 %), for quiet stretches
+    growth_steps: int = 8  # grad_norm_growth / activation_growth: the trend's length
+    growth_factor: float = 1.25  # grad_norm_growth: robust (Theil–Sen) growth per step over the trend
+    activation_growth_factor: float = 1.5  # activation_growth: the same for the largest output of a group
+    growth_rising: float = 0.75  # share of the trend's steps that must rise
+    loss_spike: float = 1.0  # loss_spike: loss above the window's top by this many window ranges
+    amp_skip_rate: float = 0.2  # amp_skip_rate: share of GradScaler-skipped steps in a full window
+    overflow_ratio: float = 0.25  # overflow_risk: largest activation / overflow limit (fp16: 65504)
+    sample_every: int = 50  # steps between attention-logit / update-to-weight samples (0: never)
+    cooldown_steps: int = 25  # a warning of a kind is not repeated within this many steps
+    snapshot_every: int = 50  # rollback: good steps between in-memory snapshots
+    rollback_lr_factor: float = 0.5  # rollback: learning rates are multiplied by this
+    max_rollbacks: int = 3  # rollback: after this many, the run stops instead
+    detect_anomaly: bool = False  # re-run a non-finite step under torch.autograd.detect_anomaly to name the op
 
 
 @dataclass
@@ -225,6 +245,11 @@ def validate(cfg: RunConfig) -> None:
         (m.num_classes >= 1 and m.num_queries >= 1, "num_classes and num_queries must be at least 1"),
         (cfg.watchdog.on_anomaly in ("warn", "skip", "rollback", "stop"),
          f"on-anomaly must be warn, skip, rollback or stop, got '{cfg.watchdog.on_anomaly}'"),
+        (cfg.watchdog.window >= 2 and cfg.watchdog.growth_steps >= 2,
+         "[watchdog] window and growth_steps must be at least 2"),
+        (0 < cfg.watchdog.rollback_lr_factor <= 1, "[watchdog] rollback_lr_factor must be in (0, 1]"),
+        (min(cfg.watchdog.warmup_steps, cfg.watchdog.sample_every, cfg.watchdog.max_rollbacks) >= 0
+         and cfg.watchdog.snapshot_every >= 1, "[watchdog] step counts must be ≥ 0 (snapshot_every ≥ 1)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -141,6 +141,7 @@ def memprofile(
     output_dir: Optional[str] = typer.Option(None, help="Also write CSV (and the snapshot) here."),
     coco_path: Optional[str] = typer.Option(None, help="Dataset for --shape dataset."),
     in_process: bool = typer.Option(False, "--in-process", help="Measure every point in this process instead of a fresh one."),
+    safety_margin: float = typer.Option(0.1, help="Share of device memory kept free when judging what fits."),
 ) -> None:
     """GPU memory and speed across batch sizes, with and without AMP (estimated without a GPU)."""
     from detrdoctor.memprofile import run_memprofile

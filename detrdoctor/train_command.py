@@ -53,7 +53,12 @@ def build_callbacks(cfg: RunConfig, options: dict[str, Any]) -> list:
     """The diagnostics attached to a `train` run, in the order their hooks run."""
     from detrdoctor.stall import StallDetector
 
-    callbacks: list = [progress_display(options, Console(highlight=False)), StallDetector()]
+    callbacks: list = []
+    if cfg.watchdog.enabled:  # first: it may veto the optimizer step, and the displays then show its verdict
+        from detrdoctor.watchdog import GradientWatchdog
+
+        callbacks.append(GradientWatchdog(cfg.watchdog))
+    callbacks += [progress_display(options, Console(highlight=False)), StallDetector()]
     if options.get("profile_cpu"):
         from detrdoctor.flamegraph import CpuProfiler
 

@@ -1,6 +1,18 @@
+"""Shared fixtures: a private dataset cache for the whole session, a tiny model config and the tiny profile."""
+
+from __future__ import annotations
+
+import os
+
 import pytest
 
 from detr import DETRConfig
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Synthetic datasets are generated into a temporary cache, never the user's home."""
+    os.environ.setdefault("DETRDOCTOR_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
 @pytest.fixture
@@ -8,3 +20,11 @@ def tiny_config() -> DETRConfig:
     """A DETR small enough for CPU tests: resnet18, hidden 64, 4 heads, 2+2 layers, 10 queries, no dropout."""
     return DETRConfig(backbone="resnet18", hidden_dim=64, nheads=4, enc_layers=2, dec_layers=2,
                       dim_feedforward=128, num_queries=10, dropout=0.0, num_classes=7)
+
+
+@pytest.fixture
+def tiny_cfg():
+    """The `tiny` profile as a RunConfig."""
+    from detrdoctor.profiles import load_profile
+
+    return load_profile("tiny")

@@ -17,7 +17,7 @@ def fixed_batch() -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     images = torch.randn(4, 3, 64, 64, generator=g)
     mask = torch.zeros(4, 64, 64, dtype=torch.bool)
     centers = torch.rand(4, 2, 2, generator=g) * 0.4 + 0.3
-    targets = [{"labels": torch.randint(1, 11, (2,), generator=g),
+    targets = [{"labels": torch.randint(1, 7, (2,), generator=g),
                 "boxes": torch.cat([c, torch.full((2, 2), 0.2)], dim=1)}  # cx, cy, w, h
                for c in centers]
     return images, mask, targets

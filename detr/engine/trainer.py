@@ -94,6 +94,8 @@ class Trainer:
         self._resume_rng = None
         if resume is not None:
             self._restore(resume)
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsWriter(self.output_dir / "metrics.jsonl" if self.is_main else None)
         self._stop_requested = False  # Ctrl-C
         self.stop_request: tuple[str, int] | None = None  # (reason, exit code) set by request_stop
@@ -144,8 +146,8 @@ class Trainer:
     # ----------------------------------------------------------------- events
     def emit_event(self, kind: str, message: str, severity: str = "info", **fields: Any) -> dict[str, Any]:
         """Write an event record and hand it to every callback."""
-        event = {"type": "event", "step": self.global_step, "kind": kind, "severity": severity,
-                 "message": message, **fields}
+        event = {"type": "event", "step": self.global_step, "kind": kind, "severity": severity, "message": message,
+                 "signal": None, "value": None, "threshold": None, "module": None, **fields}
         self.metrics.write(event)
         for cb in self.callbacks:
             cb.on_event(self, event)
@@ -250,7 +252,6 @@ class Trainer:
         """Train until `epochs` or `max_steps`; returns a summary. Ctrl-C stops after the current step."""
         t = self.cfg.train
         if self.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "config.toml").write_text(config_to_toml(self.cfg))
         previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
         started = time.perf_counter()

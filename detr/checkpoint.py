@@ -1,0 +1,180 @@
+"""Loading official (and our own) DETR checkpoints safely, and explaining the ones that don't fit."""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from detr.config import DETRConfig
+from detr.errors import CheckpointError
+
+SHOWN_KEYS = 3  # how many keys of each kind a mismatch message names
+# (block type, number of layer3 blocks) → torchvision ResNet
+RESNET_BY_BLOCKS = {("basic", 2): "resnet18", ("basic", 6): "resnet34",
+                    ("bottleneck", 6): "resnet50", ("bottleneck", 23): "resnet101"}
+PANOPTIC_NUM_CLASSES = 250
+
+
+def load_checkpoint_file(path_or_url: str | Path) -> dict[str, Any]:
+    """The whole checkpoint in a file or http(s) URL (model, optimizer, args, ... or a bare state_dict).
+
+    Always `weights_only=True`, so a checkpoint cannot run code while loading. Official training
+    checkpoints also hold their command-line arguments as an `argparse.Namespace`; that class is
+    allowlisted because rebuilding it only sets plain attributes, it calls nothing.
+    """
+    source = str(path_or_url)
+    is_url = source.startswith(("http://", "https://"))
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            if is_url:
+                # Through the torch hub cache: downloaded once, checked against the hash in its file name.
+                checkpoint = torch.hub.load_state_dict_from_url(
+                    source, map_location="cpu", check_hash=True, weights_only=True
+                )
+            else:
+                checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {source} not found") from None
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e) or "Unsupported operand" in str(e):  # bytes that are no pickle
+            raise CheckpointError(f"{source} is not a readable PyTorch checkpoint (not a pickle)") from None
+        reason = re.search(r"WeightsUnpickler error: ([^\n]*?)\.? Please", str(e))
+        raise CheckpointError(
+            f"{source} contains pickled code/objects and torch.load(weights_only=True) refused it"
+            f"{f' ({reason.group(1)})' if reason else ''}; only tensors and plain containers are loaded, "
+            "so that a checkpoint can never run code"
+        ) from None
+    except OSError as e:
+        if is_url:
+            reason = getattr(e, "reason", None) or e
+            raise CheckpointError(
+                f"could not download {source} ({reason}); download it and pass the file path"
+            ) from None
+        raise CheckpointError(f"cannot read checkpoint {source} ({e.strerror or e})") from None
+    except Exception as e:  # torch.load reports a truncated or foreign file with many exception types
+        raise CheckpointError(f"{source} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"{source} holds a {type(checkpoint).__name__}, not a checkpoint dictionary")
+    return dict(checkpoint)
+
+
+def load_checkpoint_state_dict(path_or_url: str | Path) -> dict[str, Tensor]:
+    """The model state_dict of a checkpoint file or URL: `{'model': sd}` or a bare sd, `module.` removed."""
+    return model_state_dict(load_checkpoint_file(path_or_url), str(path_or_url))
+
+
+def model_state_dict(checkpoint: Mapping[str, Any], source: str) -> dict[str, Tensor]:
+    """The model weights of a loaded checkpoint: its 'model' entry, or the checkpoint itself if it is a state_dict."""
+    state_dict = checkpoint.get("model", checkpoint)
+    if not isinstance(state_dict, Mapping) or not all(isinstance(v, Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{source} holds neither a state_dict nor {{'model': state_dict}}")
+    # Checkpoints saved from a DistributedDataParallel wrapper prefix every key with `module.`.
+    return {k.removeprefix("module."): v for k, v in state_dict.items()}
+
+
+def load_model_weights(model: nn.Module, path_or_url: str | Path, cfg: DETRConfig) -> None:
+    """Load a checkpoint into `model` (built from `cfg`) with strict=True, or explain in one line why it doesn't fit."""
+    load_state_dict_into(model, load_checkpoint_state_dict(path_or_url), str(path_or_url), cfg)
+
+
+def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, Tensor], source: str,
+                         cfg: DETRConfig | None = None) -> None:
+    """`model.load_state_dict(state_dict, strict=True)`, with a one-line CheckpointError naming the keys that
+    don't fit and the config that would. Without `cfg`, the model's own weights tell its config."""
+    state_dict = model_state_dict(state_dict, source)
+    mismatch = describe_mismatch(model.state_dict(), state_dict)
+    if mismatch:
+        current = vars(cfg) if cfg is not None else infer_config_from_state_dict(model.state_dict())
+        raise CheckpointError(
+            f"checkpoint {source} does not fit the model: {mismatch}; {_suggest_config(state_dict, current)}"
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def infer_config_from_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
+    """The DETRConfig fields a state_dict reveals (those it can't are left out).
+
+    `nheads` and `dilation` leave no trace in the weights. A segmentation (panoptic) checkpoint nests
+    the detector under `detr.`; it is read through.
+    """
+    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    if "class_embed.weight" not in state_dict and "detr.class_embed.weight" in state_dict:
+        state_dict = {k.removeprefix("detr."): v for k, v in state_dict.items() if k.startswith("detr.")}
+    config: dict[str, Any] = {}
+    if "class_embed.weight" in state_dict:
+        config["num_classes"] = state_dict["class_embed.weight"].shape[0] - 1
+    if "query_embed.weight" in state_dict:
+        config["num_queries"], config["hidden_dim"] = state_dict["query_embed.weight"].shape
+    for part in ("encoder", "decoder"):
+        layers = _count_children(state_dict, f"transformer.{part}.layers.")
+        if layers:
+            config[f"{part[:3]}_layers"] = layers
+    if "transformer.encoder.layers.0.linear1.weight" in state_dict:
+        config["dim_feedforward"] = state_dict["transformer.encoder.layers.0.linear1.weight"].shape[0]
+    backbone = _infer_backbone(state_dict)
+    if backbone:
+        config["backbone"] = backbone
+    return config
+
+
+def _infer_backbone(state_dict: Mapping[str, Tensor]) -> str | None:
+    body = "backbone.0.body."
+    if f"{body}layer3.0.conv1.weight" not in state_dict:
+        return None
+    block = "bottleneck" if f"{body}layer3.0.conv3.weight" in state_dict else "basic"
+    return RESNET_BY_BLOCKS.get((block, _count_children(state_dict, f"{body}layer3.")))
+
+
+def _count_children(state_dict: Mapping[str, Tensor], prefix: str) -> int:
+    """How many numbered children `prefix` + `N.*` the keys name."""
+    return len({k[len(prefix):].split(".", 1)[0] for k in state_dict if k.startswith(prefix)})
+
+
+def describe_mismatch(expected: Mapping[str, Tensor], state_dict: Mapping[str, Tensor]) -> str:
+    """The missing, unexpected and mis-shaped keys of `state_dict` against `expected`, or '' when it fits."""
+    missing = [k for k in expected if k not in state_dict]
+    # FrozenBatchNorm2d drops the BatchNorm step counter on load; it is not a mismatch.
+    unexpected = [k for k in state_dict if k not in expected and not _is_dropped_bn_counter(k, expected)]
+    misshaped = [
+        f"{k} {_shape(state_dict[k])} vs {_shape(v)}"
+        for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    parts = [
+        f"{len(keys)} {kind} keys ({', '.join(keys[:SHOWN_KEYS])}{', ...' if len(keys) > SHOWN_KEYS else ''})"
+        for kind, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys
+    ]
+    return ", ".join(parts)
+
+
+def _is_dropped_bn_counter(key: str, expected: Mapping[str, Tensor]) -> bool:
+    return key.endswith(".num_batches_tracked") and key.removesuffix("num_batches_tracked") + "running_mean" in expected
+
+
+def _shape(t: Tensor) -> str:
+    return "[" + ",".join(str(d) for d in t.shape) + "]"
+
+
+def _suggest_config(state_dict: Mapping[str, Tensor], current: Mapping[str, Any]) -> str:
+    """What the checkpoint looks like, and the config fields to change to load it."""
+    inferred = infer_config_from_state_dict(state_dict)
+    if "num_classes" not in inferred:
+        return "it does not look like a DETR detection checkpoint (no class_embed.weight)"
+    described = ", ".join(
+        f"{k}={v}" + (" (a panoptic checkpoint)" if k == "num_classes" and v == PANOPTIC_NUM_CLASSES else "")
+        for k, v in inferred.items()
+    )
+    different = [f"{k}={v}" for k, v in inferred.items() if current.get(k) != v]
+    if different:
+        advice = f"set {', '.join(different)} in the [model] section of the profile to load it"
+    else:
+        advice = "those match the model's config, so the key layout itself differs"
+    if any(k.startswith("detr.") for k in state_dict):
+        advice += "; its keys are nested under 'detr.' with a mask head: a segmentation model, not a detector"
+    return f"it looks like {described}; {advice}"

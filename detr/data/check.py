@@ -1,0 +1,45 @@
+"""The pre-training dataset check: layout, annotation file, every image present, and what gets dropped."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from detr.config import DataConfig
+from detr.data.annotations import load_coco, split_paths
+from detr.data.root import dataset_root
+from detr.data.targets import annotation_summary
+from detr.errors import DataError
+
+SHOWN = 3  # missing file names quoted in the error
+
+
+def missing_images(image_dir: Path, file_names: list[str]) -> list[str]:
+    """The file names absent from image_dir: one directory listing, a stat only for nested names."""
+    with os.scandir(image_dir) as entries:
+        present = {e.name for e in entries}
+    return [n for n in file_names if n not in present and ("/" not in n or not (image_dir / n).is_file())]
+
+
+def check_dataset(data_cfg: DataConfig, split: str) -> dict:
+    """Validate split "train" or "val" before training; DataError with one line naming what is wrong.
+
+    Returns the summary of `annotation_summary` (counts of crowd, degenerate, outside-image, clamped and
+    unknown-category annotations, images without annotations, max category id) plus the paths.
+    """
+    root = dataset_root(data_cfg)
+    image_dir, ann_file = split_paths(data_cfg, root, split)
+    coco = load_coco(ann_file)
+    if not image_dir.is_dir():
+        raise DataError(f"{image_dir}: image folder not found")
+    images = coco.dataset["images"]
+    missing = missing_images(image_dir, [img["file_name"] for img in images])
+    if missing:
+        raise DataError(
+            f"{image_dir}: {len(missing)} of {len(images)} images listed in {ann_file.name} are missing "
+            f"(first: {', '.join(missing[:SHOWN])})"
+        )
+    summary = annotation_summary(images, coco.dataset["annotations"], frozenset(coco.cats))
+    summary.update(split=split, root=str(root), image_dir=str(image_dir), annotation_file=str(ann_file),
+                   categories=len(coco.cats))
+    return summary

@@ -1,0 +1,30 @@
+"""From DETR's raw outputs to scored, labelled boxes in image coordinates (the COCO API's format)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detr.box_ops import box_cxcywh_to_xyxy
+
+
+class PostProcess(nn.Module):
+    """One detection per query: its best real class, that class's probability, and its xyxy box in pixels."""
+
+    @torch.no_grad()
+    def forward(self, outputs: dict, target_sizes: Tensor) -> list[dict[str, Tensor]]:
+        """target_sizes [B, 2] as (height, width): the original image sizes for COCO evaluation, or the
+        augmented but unpadded sizes to draw on the network's input → [{'scores', 'labels', 'boxes'}] per image."""
+        out_logits, out_bbox = outputs["pred_logits"].float(), outputs["pred_boxes"].float()
+        if target_sizes.shape != (len(out_logits), 2):
+            raise ValueError(f"target_sizes must be [{len(out_logits)}, 2] (h, w), got {list(target_sizes.shape)}")
+
+        prob = F.softmax(out_logits, -1)
+        scores, labels = prob[..., :-1].max(-1)  # the last class is "no object"
+
+        boxes = box_cxcywh_to_xyxy(out_bbox)
+        img_h, img_w = target_sizes.unbind(1)
+        scale_fct = torch.stack([img_w, img_h, img_w, img_h], dim=1)
+        boxes = boxes * scale_fct[:, None, :]
+        return [{"scores": s, "labels": l, "boxes": b} for s, l, b in zip(scores, labels, boxes)]

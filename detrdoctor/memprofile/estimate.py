@@ -1,0 +1,181 @@
+"""Estimated CUDA memory of one training step, computed on any machine without allocating it.
+
+The step runs under FakeTensorMode with fake CUDA tensors: every operator computes only shapes, dtypes
+and devices, so CUDA autocast, the fused dropout and the fused AdamW behave as on a GPU. The backward pass
+is driven from Python (see backward.py) and a MemoryAccount with a model of the caching allocator counts
+the storages. Added on top, as estimates: cuBLAS workspaces and the CUDA context.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+from torch.overrides import TorchFunctionMode
+
+from detr.config import RunConfig
+from detrdoctor.memprofile.allocator import CachingAllocatorModel
+from detrdoctor.memprofile.backward import PythonBackward
+from detrdoctor.memprofile.groups import OTHER, attribute_groups, group_of, node_group
+from detrdoctor.memprofile.request import PointResult
+from detrdoctor.memprofile.step import AMP_DTYPES, TrainingStep, resolve_build, synthetic_batch
+from detrdoctor.memprofile.tracker import PHASE_CATEGORY, MemoryAccount
+
+MiB = 1 << 20
+# cuBLAS takes a workspace per (thread, stream) from the caching allocator: the forward runs on the
+# main thread, the backward on autograd's device thread; 32 MiB each is the default on Hopper and later.
+CUBLAS_WORKSPACES = 2 * 32 * MiB
+# Driver, runtime and kernel images of a process that used cuBLAS and cuDNN (lazy module loading).
+CUDA_CONTEXT = 500 * MiB
+
+
+class _AccountingFakeMode(MemoryAccount, FakeTensorMode):
+    """FakeTensorMode that accounts for the storages its operators create (one mode, not two stacked:
+    every operator passes through here, so each Python layer costs). A value fake tensors cannot have
+    (an .item(), a data-dependent branch) becomes a neutral one, which changes no shape the step allocates.
+    """
+
+    def __init__(self) -> None:
+        MemoryAccount.__init__(self)
+        FakeTensorMode.__init__(self)
+        self._depth = 0
+
+    def start(self) -> None:
+        """A fresh account (and allocator model) for the next point; the fake tensors stay."""
+        MemoryAccount.__init__(self, CachingAllocatorModel())
+
+    def dispatch(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            try:
+                return super().dispatch(func, types, args, kwargs)
+            except DataDependentOutputException:
+                dtype = args[0].dtype
+                return True if dtype == torch.bool else 1.0 if dtype.is_floating_point else 1
+        # Operators that fake tensors decompose re-enter here: only the outermost one is a GPU kernel.
+        self._depth += 1
+        try:
+            out = super().dispatch(func, types, args, kwargs)
+        finally:
+            self._depth -= 1
+        if self._depth == 0:
+            self.track_outputs(func, out)
+        return out
+
+
+class _FakeDeepcopy(TorchFunctionMode):
+    """copy.deepcopy of a fake tensor gives a fake tensor of the same mode (PyTorch's own goes through a
+    storage copy that lands in another mode); DETR deep-copies its transformer layers."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is not torch.Tensor.__deepcopy__:
+            return func(*args, **(kwargs or {}))
+        tensor, memo = args
+        if id(tensor) not in memo:
+            copied = tensor.detach().clone().requires_grad_(tensor.requires_grad)
+            if getattr(tensor, "_is_param", False):
+                copied._is_param = True  # what makes isinstance(copied, nn.Parameter) hold
+            memo[id(tensor)] = copied
+        return memo[id(tensor)]
+
+
+@contextmanager
+def cuda_autocast(dtype: torch.dtype | None) -> Iterator[None]:
+    """torch.autocast("cuda") that also works without a GPU (torch.autocast turns itself off there)."""
+    if dtype is None:
+        yield
+        return
+    previous = torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda")
+    torch.set_autocast_enabled("cuda", True)
+    torch.set_autocast_dtype("cuda", dtype)
+    torch.autocast_increment_nesting()
+    try:
+        yield
+    finally:
+        if torch.autocast_decrement_nesting() == 0:
+            torch.clear_autocast_cache()
+        torch.set_autocast_enabled("cuda", previous[0])
+        torch.set_autocast_dtype("cuda", previous[1])
+
+
+class _PlaceholderMatcher(torch.nn.Module):
+    """A fixed assignment in place of the Hungarian matching, which needs real cost values. Its cost
+    matrices ([layers·B, queries, targets], a few hundred KiB, freed before the losses) are left out."""
+
+    @torch.no_grad()
+    def match_layers(self, layer_outputs, targets):
+        return [[(torch.arange(len(t["labels"])), torch.arange(len(t["labels"]))) for t in targets]
+                for _ in layer_outputs]
+
+
+class Estimator:
+    """Estimates points of one profile. The fake model, its gradients and optimizer state are built once
+    and shared; each point starts from a fresh account in which they are registered first."""
+
+    def __init__(self, cfg: RunConfig, build: str | None = None):
+        self.cfg = copy.deepcopy(cfg)
+        self.cfg.model.backbone_weights = "none"
+        self.cfg.train.channels_last = False  # a layout, not a size; fake modules cannot be converted
+        self.build = build
+        self._mode = _AccountingFakeMode()
+        self._step: TrainingStep | None = None
+
+    def estimate(self, batch_size: int, amp: str, shape: tuple[int, int]) -> PointResult:
+        """The estimated CUDA memory of a training step in steady state (the previous step's gradients and
+        the optimizer state alive), with the breakdown at its peak."""
+        started = time.perf_counter()
+        mode, amp_dtype = self._mode, AMP_DTYPES[amp]
+        with warnings.catch_warnings():
+            # torch.autocast("cuda", enabled=False) in the model warns that there is no GPU: expected here.
+            warnings.simplefilter("ignore")
+            with mode:
+                step = self._built()
+                mode.start()
+                group = {p: group_of(name) for name, p in step.model.named_parameters()}
+                for name, tensor in [*step.model.named_parameters(), *step.model.named_buffers()]:
+                    mode.retag(tensor, "parameters", group_of(name))
+                for p in step.grad_params:
+                    mode.retag(p.grad, "gradients", group[p])
+                    for state in step.optimizer.state[p].values():
+                        mode.retag(state, "optimizer_state", group[p])
+                with mode.scope(category="inputs"):
+                    batch = synthetic_batch(batch_size, shape, self.cfg.model.num_classes, step.device)
+                engine = PythonBackward(on_node=lambda node: mode.scope(group=node_group(node)),
+                                        on_grad=lambda p, grad: mode.retag(grad, "gradients", group[p]))
+                mode.reset_peak()
+                try:
+                    with attribute_groups(step.model, mode), engine.recording():
+                        step.step(batch, backward=engine.backward, autocast=cuda_autocast(amp_dtype))
+                except torch.OutOfMemoryError as e:  # a model may check sizes itself: its verdict stands
+                    return PointResult(batch_size, amp, "oom", "estimated", error=str(e).splitlines()[0],
+                                       device="CUDA (estimated)", wall_s=time.perf_counter() - started)
+                del batch
+        breakdown = mode.breakdown()
+        breakdown["workspace"] = {"cublas": CUBLAS_WORKSPACES}
+        reserved = mode.allocator.peak_reserved + CUBLAS_WORKSPACES
+        return PointResult(
+            batch_size=batch_size, amp=amp, status="ok", mode="estimated",
+            peak_bytes=mode.peak + CUBLAS_WORKSPACES, reserved_bytes=reserved,
+            device_bytes=reserved + CUDA_CONTEXT, breakdown=breakdown, device="CUDA (estimated)",
+            wall_s=time.perf_counter() - started)
+
+    def _built(self) -> TrainingStep:
+        """The fake model on "cuda", after a first optimizer step (gradients and moments allocated)."""
+        if self._step is None:
+            with _FakeDeepcopy():
+                step = TrainingStep(self.cfg, torch.device("cuda", 0), None, phase=self._phase,
+                                    build=resolve_build(self.build), grad_scaler=False)
+            if hasattr(step.criterion, "matcher"):
+                step.criterion.matcher = _PlaceholderMatcher()
+            step.prime()
+            self._step = step
+        return self._step
+
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        with self._mode.scope(category=PHASE_CATEGORY[name], group=OTHER):
+            yield

@@ -1,0 +1,138 @@
+"""The command's options, checked and resolved into what to run: every bad input fails here, before any work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from detr.config import RunConfig
+from detr.errors import ConfigError
+from detrdoctor.memprofile.device import CudaDevice, cuda_device
+from detrdoctor.memprofile.gpus import GPU, resolve_target
+from detrdoctor.memprofile.shapes import parse_shape
+
+AMP_CHOICES = ("both", "off", "bf16", "fp16")
+
+
+@dataclass
+class Plan:
+    profile: str
+    cfg: RunConfig
+    batch_sizes: list[int]
+    amp_modes: list[str]
+    shape_option: str
+    device: str | None  # "cuda:N" or "cpu" to measure on; None: estimate only
+    gpu: CudaDevice | None  # the GPU measured on
+    estimate: bool  # estimate for CUDA (always when there is nothing to measure on)
+    target: GPU | None  # device memory to plan for: --gpu-memory, else the GPU measured on
+    safety_margin: float
+    find_max: bool
+    snapshot: bool
+    json_output: bool
+    output_dir: Path | None
+    in_process: bool
+    build: str | None = None  # "module:function" for a model other than DETR (tests)
+
+    @property
+    def usable_bytes(self) -> int | None:
+        """What a point may use on the target and still be said to fit: total minus the safety margin."""
+        return int(self.target.memory_bytes * (1 - self.safety_margin)) if self.target else None
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """`1,2,4,8` → [1, 2, 4, 8] (sorted, duplicates dropped); anything but positive integers is an error."""
+    sizes = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit() or int(item) < 1:
+            raise ConfigError(f"--batch-sizes must be positive integers separated by commas, got '{text}'")
+        sizes.append(int(item))
+    return sorted(set(sizes))
+
+
+def make_plan(options: dict[str, Any]) -> Plan:
+    """Validate the memprofile options (cli.py's names) and resolve profile, device, AMP modes and target."""
+    import torch
+
+    from detrdoctor.profiles import load_profile
+
+    batch_sizes = parse_batch_sizes(options["batch_sizes"])
+    if options["amp"] not in AMP_CHOICES:
+        raise ConfigError(f"--amp must be both, off, bf16 or fp16, got '{options['amp']}'")
+    parse_shape(options["shape"])
+    margin = options.get("safety_margin", 0.1)
+    if not 0 <= margin < 1:
+        raise ConfigError(f"--safety-margin must be a fraction in [0, 1), got {margin}")
+    cfg = load_profile(options["profile"])
+    if options.get("coco_path"):
+        cfg.data.coco_path = options["coco_path"]
+
+    device, gpu = _resolve_device(options["device"], torch.cuda.is_available(), torch.cuda.device_count())
+    target = resolve_target(options["gpu_memory"]) if options.get("gpu_memory") else None
+    if target is None and gpu is not None:
+        target = GPU(gpu.name, gpu.total_bytes, gpu.bf16)
+    amp_modes = _amp_modes(options["amp"], device, gpu, target)
+    _check_gpu_requests(options, device, target)
+    return Plan(
+        profile=options["profile"], cfg=cfg, batch_sizes=batch_sizes, amp_modes=amp_modes,
+        shape_option=options["shape"], device=device, gpu=gpu, estimate=bool(options["estimate"]) or device is None,
+        target=target, safety_margin=margin, find_max=bool(options["find_max"]), snapshot=bool(options["snapshot"]),
+        json_output=bool(options["json_output"]),
+        output_dir=Path(options["output_dir"]) if options.get("output_dir") else None,
+        in_process=bool(options["in_process"]), build=options.get("build"))
+
+
+def _amp_modes(amp: str, device: str | None, gpu: CudaDevice | None, target: GPU | None) -> list[str]:
+    """`both` → off plus the best AMP dtype of the device (bf16 where it runs, else fp16); a single mode is
+    checked against the device: the CPU has no fp16 training, estimating fp16 needs the GPU named."""
+    if device == "cpu":
+        if amp == "fp16":
+            raise ConfigError("--amp fp16 needs a CUDA GPU (its GradScaler is CUDA-only); use bf16 or off on the CPU")
+        bf16 = True
+    elif device is None:
+        if amp == "fp16" and target is None:
+            raise ConfigError("--amp fp16: no GPU here; name the GPU to estimate for with --gpu-memory "
+                              "(e.g. V100-16GB), or use --amp bf16 or off")
+        bf16 = target.bf16 if target else True
+    else:
+        bf16 = gpu.bf16
+    if amp == "bf16" and not bf16:
+        raise ConfigError(f"--amp bf16: {gpu.name if gpu else target.name} does not support bf16; use --amp fp16")
+    return ["off", "bf16" if bf16 else "fp16"] if amp == "both" else [amp]
+
+
+def _check_gpu_requests(options: dict[str, Any], device: str | None, target: GPU | None) -> None:
+    """--find-max needs memory to fit into; --snapshot needs a GPU and a folder."""
+    if options["find_max"] and device == "cpu":
+        raise ConfigError("--find-max searches GPU memory: measure on a GPU, or estimate with --gpu-memory "
+                          "(without --device cpu)")
+    if options["find_max"] and target is None:
+        raise ConfigError("--find-max needs device memory to fit into: no GPU here, so give --gpu-memory "
+                          "(e.g. 24GiB or A100-80GB)")
+    if options["snapshot"] and device in (None, "cpu"):
+        raise ConfigError("--snapshot records CUDA allocations: it needs a GPU to measure on")
+    if options["snapshot"] and not options.get("output_dir"):
+        raise ConfigError("--snapshot writes its file into --output-dir: give one")
+
+
+def _resolve_device(name: str, has_cuda: bool, count: int) -> tuple[str | None, CudaDevice | None]:
+    """`auto` → the first GPU, else nothing to measure on (estimate); `cuda[:N]` must exist; `cpu` measures there."""
+    if name == "auto":
+        name = "cuda:0" if has_cuda else ""
+        if not name:
+            return None, None
+    if name == "cpu":
+        return "cpu", None
+    if name == "cuda" or name.startswith("cuda:"):
+        index_text = name.partition(":")[2] or "0"
+        if not index_text.isdigit():
+            raise ConfigError(f"--device {name}: use auto, cpu, cuda or cuda:N")
+        if not has_cuda:
+            raise ConfigError(f"--device {name}: no CUDA GPU is visible (run without --device to estimate, "
+                              "or see `detrdoctor env-check`)")
+        index = int(index_text)
+        if index >= count:
+            raise ConfigError(f"--device {name}: only {count} GPU(s) visible")
+        return f"cuda:{index}", cuda_device(index)
+    raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got '{name}'")

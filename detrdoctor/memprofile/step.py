@@ -1,0 +1,131 @@
+"""One training step of a profile's model on a synthetic batch, in the order `Trainer.train_step` runs it.
+
+The order matters for memory: the trainer clears the previous step's gradients after the forward pass,
+so they are still alive at the end of it, next to the activations and the optimizer state.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from detr.config import RunConfig
+
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Objects per synthetic image: COCO's mean is about 7; the loss's memory hardly depends on it.
+BOXES_PER_IMAGE = 10
+
+Phase = Callable[[str], AbstractContextManager]
+
+
+def _no_phase(_name: str) -> AbstractContextManager:
+    return nullcontext()
+
+
+@dataclass
+class Batch:
+    """A padded batch as the data loader gives it: images, padding mask (True on padding), targets."""
+
+    images: Tensor
+    mask: Tensor
+    targets: list[dict[str, Tensor]]
+
+
+def synthetic_batch(batch_size: int, shape: tuple[int, int], num_classes: int, device: torch.device | str,
+                    seed: int = 0) -> Batch:
+    """`batch_size` images of exactly `shape` (no padding: the worst case) with random boxes."""
+    generator = torch.Generator().manual_seed(seed)
+    h, w = shape
+    targets = []
+    for _ in range(batch_size):
+        centre = 0.25 + 0.5 * torch.rand(BOXES_PER_IMAGE, 2, generator=generator)
+        size = 0.05 + 0.4 * torch.rand(BOXES_PER_IMAGE, 2, generator=generator)
+        labels = torch.randint(0, num_classes, (BOXES_PER_IMAGE,), generator=generator)
+        targets.append({"labels": labels.to(device), "boxes": torch.cat([centre, size], 1).to(device)})
+    images = torch.randn(batch_size, 3, h, w, device=device)
+    mask = torch.zeros(batch_size, h, w, dtype=torch.bool, device=device)
+    return Batch(images, mask, targets)
+
+
+class TrainingStep:
+    """The profile's model, loss and optimizer on `device`, and `step(batch)`: forward, loss, backward,
+    gradient norms and clipping, optimizer step (with the GradScaler under fp16 on a GPU).
+
+    `phase(name)` is entered around "forward", "backward", "clip" and "optimizer", for accounting;
+    `build` replaces DETR (see resolve_build); without `grad_scaler` fp16 runs unscaled.
+    """
+
+    def __init__(self, cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | None, phase: Phase = _no_phase,
+                 build: Callable[[RunConfig], tuple[nn.Module, nn.Module]] | None = None, grad_scaler: bool = True):
+        from detr.engine.optim import build_optimizer
+
+        self.cfg, self.device, self.amp_dtype, self.phase = cfg, device, amp_dtype, phase
+        # Built directly on the device: fake CUDA tensors cannot be moved there afterwards.
+        with torch.device(device):
+            self.model, self.criterion = (build or build_detr)(cfg)
+        if cfg.train.channels_last and device.type == "cuda":
+            self.model.backbone.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.model, cfg.train)
+        self.grad_params = [p for p in self.model.parameters() if p.requires_grad]
+        use_scaler = grad_scaler and amp_dtype == torch.float16 and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self._autocast = lambda: torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                                                enabled=amp_dtype is not None)
+
+    def prime(self) -> None:
+        """The state after a first step: gradients present and the optimizer's moments allocated."""
+        with torch.no_grad():
+            for p in self.grad_params:
+                p.grad = torch.zeros_like(p)
+        with self.phase("optimizer"):
+            self.optimizer.step()
+
+    def step(self, batch: Batch, backward: Callable[[Tensor], None] = Tensor.backward,
+             autocast: AbstractContextManager | None = None) -> None:
+        """One optimisation step; `backward(loss)` fills the gradients; `autocast`, if given, replaces
+        torch.autocast over the forward pass."""
+        with self.phase("forward"):
+            with autocast or self._autocast():
+                outputs = self.model(batch.images, batch.mask)
+            losses = self.criterion(outputs, batch.targets)
+            loss = sum(losses[k] * w for k, w in self.criterion.weight_dict.items() if k in losses)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.phase("backward"):
+            backward(self.scaler.scale(loss) if self.scaler is not None else loss)
+        del outputs, losses, loss
+        with self.phase("clip"):
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            grads = [p.grad if p.grad is not None else torch.zeros((), device=p.device) for p in self.grad_params]
+            total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            max_norm = self.cfg.train.clip_max_norm
+            if max_norm > 0:
+                torch._foreach_mul_(grads, torch.clamp(max_norm / (total_norm + 1e-6), max=1.0))
+            del grads, total_norm
+        with self.phase("optimizer"):
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+
+
+def resolve_build(spec: str | None) -> Callable[[RunConfig], tuple[nn.Module, nn.Module]]:
+    """A "module:function" that builds (model, criterion) from a RunConfig; None means DETR."""
+    if spec is None:
+        return build_detr
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_detr(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
+    """DETR and its loss as the trainer builds them (the backbone trains when lr_backbone > 0)."""
+    from detr import build_model
+
+    model, criterion, _ = build_model(cfg.model, train_backbone=cfg.train.lr_backbone > 0)
+    return model, criterion

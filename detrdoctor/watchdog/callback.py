@@ -1,0 +1,423 @@
+"""GradientWatchdog: judges every step's gradients, loss and activations before the optimizer applies them.
+
+Per step it reads one small tensor from the device: the losses, the total and per-group gradient norms
+(summed from the per-parameter norms of the trainer's single `torch._foreach_norm` pass), the first
+non-finite parameter, the loss scale, and the largest output of each module group (one max per group,
+from forward hooks). Every `sample_every` steps it also samples attention logits and every conv/linear
+output, and the update-to-weight ratio per group.
+
+A non-finite loss or gradient never reaches the weights, whatever `--on-anomaly` says; `warn` only
+leaves the early-warning signals without action. `skip` also drops the step of a gradient-norm or loss
+spike; `rollback` then restores the last in-memory snapshot and lowers the learning rates; `stop` ends
+the run with a checkpoint and a reproduction bundle (exit status 3).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from detr.config import WatchdogConfig
+from detr.engine.callbacks import Callback, StepContext
+from detr.engine.checkpointing import rng_state
+from detrdoctor.watchdog.bundle import locate_nonfinite, write_bundle
+from detrdoctor.watchdog.groups import GROUPS, OUTPUT_MODULES, ForwardOrder, forward_rank, module_group
+from detrdoctor.watchdog.signals import EarlyWarning, Signal, StepStats
+
+if TYPE_CHECKING:
+    from detr.engine.trainer import Trainer
+
+COMPONENTS = ("loss_ce", "loss_bbox", "loss_giou")
+ANOMALY_EXIT_CODE = 3  # `detrdoctor train` exit status after `--on-anomaly stop` (1: error, 2: bad input)
+KINDS = ("grad_norm_spike", "grad_norm_growth", "loss_spike", "amp_skip_rate", "overflow_risk", "activation_growth",
+         "nonfinite_grad", "nonfinite_loss", "nonfinite_op", "step_skipped", "rollback", "stopped")
+
+
+def max_abs(output: Any) -> torch.Tensor | None:
+    """max |x| of a module's output (its first tensor), kept on the device."""
+    if isinstance(output, (tuple, list)):
+        output = next((o for o in output if torch.is_tensor(o)), None)
+    if not torch.is_tensor(output) or not output.is_floating_point():
+        return None
+    return torch.linalg.vector_norm(output.detach(), ord=math.inf)
+
+
+@torch.no_grad()
+def attention_logits(attn: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """q·k/√d of an nn.MultiheadAttention call, [batch·heads, queries, keys], recomputed from its input projections."""
+    if attn.batch_first:
+        query, key = query.transpose(0, 1), key.transpose(0, 1)
+    w_q, w_k, _ = attn.in_proj_weight.chunk(3)
+    b_q, b_k = attn.in_proj_bias.chunk(3)[:2] if attn.in_proj_bias is not None else (None, None)
+    head_dim = attn.embed_dim // attn.num_heads
+
+    def heads(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        x = nn.functional.linear(x, w, b)  # [L, B, E]
+        return x.reshape(x.shape[0], -1, head_dim).transpose(0, 1)  # [B·heads, L, head_dim]
+
+    return torch.bmm(heads(query, w_q, b_q) * head_dim ** -0.5, heads(key, w_k, b_k).transpose(1, 2))
+
+
+class GradientWatchdog(Callback):
+    """Early warnings before a NaN, the culprit module when one comes, and `--on-anomaly` to survive it."""
+
+    def __init__(self, cfg: WatchdogConfig):
+        self.cfg = cfg
+        self.rules = EarlyWarning(cfg, list(GROUPS))
+        self.latest: dict[str, Any] = {}  # the last step's numbers, for live displays
+        # Run totals, saved in checkpoints.
+        self.events: Counter[str] = Counter()
+        self.steps_skipped = 0
+        self.amp_skipped_steps = 0
+        self.rollbacks = 0
+        self.clipped_steps = 0
+        self.judged_steps = 0
+        self.max_grad_norm: dict[str, Any] = {"value": 0.0, "step": None, "group": None}
+        self.first_warning_step: int | None = None
+        self.first_nonfinite_step: int | None = None
+        self.last_warned: dict[str, int] = {}
+        self.good_streak = 0
+        # Per-run machinery, set up in on_train_start.
+        self.groups: list[str] = []
+        self.param_names: list[str] = []
+        self._forward_order: ForwardOrder | None = None
+        self.forward_rank: torch.Tensor | None = None  # parameter → position in forward order
+        self.by_rank: list[int] = []  # position in forward order → parameter
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+        self._sample_hooks: list[torch.utils.hooks.RemovableHandle] = []
+        self._outputs: dict[str, torch.Tensor] = {}
+        self._sampled: dict[str, torch.Tensor] = {}
+        self._step_rng: dict[str, Any] | None = None
+        self._weights_before: list[torch.Tensor] | None = None
+        self._pending_update_ratios: torch.Tensor | None = None
+        self._rollback_due: Signal | None = None
+        self._snapshot: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ setup
+    def on_train_start(self, trainer: Trainer) -> None:
+        names = trainer.grad_param_names
+        device = trainer.device
+        self.param_names = names
+        present = {module_group(n) for n in names}
+        self.groups = [g for g in GROUPS if g in present]
+        self.group_index = torch.tensor([self.groups.index(module_group(n)) for n in names], device=device)
+        self._forward_order = ForwardOrder(trainer.model_without_ddp)  # read after the first forward
+        # Values beyond the AMP dtype's largest overflow; beyond √(float32 max) their squares do, and
+        # LayerNorm's variance, the norms and the GIoU areas square them in float32 even under autocast.
+        self.overflow_limit = min(torch.finfo(trainer.amp_dtype or torch.float32).max,
+                                  math.sqrt(torch.finfo(torch.float32).max))
+        for group, path in OUTPUT_MODULES.items():
+            try:
+                module = trainer.model_without_ddp.get_submodule(path)
+            except AttributeError:  # not DETR's layout: that group goes unwatched
+                continue
+            self._hooks.append(module.register_forward_hook(self._output_hook(group)))
+        if self.cfg.on_anomaly == "rollback":
+            self._snapshot = take_snapshot(trainer)
+
+    def _output_hook(self, name: str):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            value = max_abs(output)
+            if value is not None:
+                self._outputs[name] = value
+        return hook
+
+    def _attach_sampling_hooks(self, model: nn.Module) -> None:
+        """Attention logits and every conv/linear output, for this step's forward only."""
+        for name, module in model.named_modules():
+            if isinstance(module, nn.MultiheadAttention) and module._qkv_same_embed_dim:
+                def pre_hook(m: nn.Module, args: tuple, kwargs: dict, name: str = name) -> None:
+                    query = args[0] if args else kwargs["query"]
+                    key = args[1] if len(args) > 1 else kwargs["key"]
+                    self._sampled[f"{name}.logits"] = max_abs(attention_logits(m, query, key))
+                self._sample_hooks.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+            elif isinstance(module, (nn.Conv2d, nn.Linear)):
+                def hook(m: nn.Module, args: tuple, output: Any, name: str = name) -> None:
+                    value = max_abs(output)
+                    if value is not None:
+                        self._sampled[name] = value
+                self._sample_hooks.append(module.register_forward_hook(hook))
+
+    def _detach_sampling_hooks(self) -> None:
+        for handle in self._sample_hooks:
+            handle.remove()
+        self._sample_hooks.clear()
+
+    # ------------------------------------------------------------------ per step
+    def is_sample_step(self, step: int) -> bool:
+        return self.cfg.sample_every > 0 and step % self.cfg.sample_every == 0
+
+    def on_step_start(self, trainer: Trainer, ctx: StepContext) -> None:
+        self._outputs.clear()
+        self._sampled.clear()
+        if self.cfg.on_anomaly in ("rollback", "stop") or self.cfg.detect_anomaly:
+            self._step_rng = rng_state()  # what the forward's dropout draws from, for a re-run of this step
+        if self.is_sample_step(ctx.step):
+            self._attach_sampling_hooks(trainer.model_without_ddp)
+
+    def after_backward(self, trainer: Trainer, ctx: StepContext) -> None:
+        self._detach_sampling_hooks()
+        if self.forward_rank is None:
+            rank = forward_rank(self.param_names, self._forward_order.close())
+            self.forward_rank = torch.tensor(rank, device=ctx.param_norms.device)
+            self.by_rank = sorted(range(len(rank)), key=rank.__getitem__)
+        stats, culprit, bad_params = self.read_step(trainer, ctx)
+        nonfinite = not math.isfinite(stats.loss) or (not math.isfinite(stats.grad_norm) and not stats.amp_skipped)
+        if nonfinite:
+            self.good_streak = 0
+            self.handle_nonfinite(trainer, ctx, stats, culprit, bad_params)
+        else:
+            self.judge(trainer, ctx, stats)
+        if not ctx.skip_step and self.is_sample_step(ctx.step):
+            self._weights_before = [p.detach().clone() for _, p in trainer.grad_params]
+
+    def read_step(self, trainer: Trainer, ctx: StepContext) -> tuple[StepStats, str | None, int]:
+        """Everything the watchdog needs from the device, in one transfer."""
+        components = [k for k in COMPONENTS if k in ctx.loss_dict]
+        losses = torch.stack([ctx.loss.detach().float()] + [ctx.loss_dict[k].detach().float() for k in components])
+        if trainer.world_size > 1:  # gradients are already averaged; the losses must agree across ranks too
+            dist.all_reduce(losses)
+            losses /= trainer.world_size
+        norms = ctx.param_norms.float()
+        group_norms = torch.zeros(len(self.groups), device=norms.device).index_add_(
+            0, self.group_index, norms.square()).sqrt()
+        bad = ~torch.isfinite(norms)
+        culprit_rank = torch.where(bad, self.forward_rank, -1).max()
+        scale = trainer.scaler._get_scale_async().float().reshape(1) if trainer.scaler is not None \
+            else norms.new_empty(0)  # the scale this step was taken with (GradScaler has no public async getter)
+        outputs, sampled = list(self._outputs), list(self._sampled)
+        update_ratios = self._pending_update_ratios if self._pending_update_ratios is not None else norms.new_empty(0)
+        values = torch.cat([
+            losses, ctx.grad_norm.detach().float().reshape(1), group_norms,
+            torch.stack([culprit_rank, bad.sum()]).float(), scale,
+            torch.stack([self._outputs[k].float() for k in outputs]) if outputs else norms.new_empty(0),
+            torch.stack([self._sampled[k].float() for k in sampled]) if sampled else norms.new_empty(0),
+            update_ratios,
+        ]).tolist()
+        self._pending_update_ratios = None
+        take = iter(values)
+        loss = next(take)
+        component_values = {k: next(take) for k in components}
+        grad_norm = next(take)
+        group_values = {g: next(take) for g in self.groups}
+        rank, bad_params = int(next(take)), int(next(take))
+        loss_scale = next(take) if trainer.scaler is not None else None
+        activations = {k: next(take) for k in outputs}
+        sampled_values = {k: next(take) for k in sampled}
+        if len(update_ratios):
+            self.latest["update_ratios"] = {g: next(take) for g in self.groups}
+        amp_skipped = trainer.scaler is not None and bad_params > 0 and math.isfinite(loss)
+        stats = StepStats(ctx.step, loss, component_values, grad_norm, group_values, activations, sampled_values,
+                          amp_skipped, loss_scale)
+        clip = trainer.cfg.train.clip_max_norm
+        clip_ratio = min(1.0, clip / (grad_norm + 1e-6)) if clip > 0 and math.isfinite(grad_norm) else 1.0
+        self.latest.update(step=ctx.step, loss=loss, grad_norm=grad_norm, group_norms=group_values, clip_ratio=clip_ratio,
+                           loss_scale=loss_scale, amp_skipped=amp_skipped, activations=activations)
+        culprit = self.param_names[self.by_rank[rank]] if rank >= 0 else None
+        return stats, culprit, bad_params
+
+    def judge(self, trainer: Trainer, ctx: StepContext, stats: StepStats) -> None:
+        """A finite step: run the early-warning rules, act on a spike, keep the run totals."""
+        if stats.amp_skipped:
+            self.amp_skipped_steps += 1
+        else:
+            self.judged_steps += 1
+            clip = trainer.cfg.train.clip_max_norm
+            self.clipped_steps += clip > 0 and stats.grad_norm > clip
+            if stats.grad_norm > self.max_grad_norm["value"]:
+                group = max(stats.group_norms, key=stats.group_norms.get)
+                self.max_grad_norm = {"value": stats.grad_norm, "step": ctx.step, "group": group}
+        signals = self.rules.observe(stats, self.overflow_limit)
+        for signal in signals:
+            if ctx.step - self.last_warned.get(signal.kind, -math.inf) > self.cfg.cooldown_steps:
+                self.last_warned[signal.kind] = ctx.step
+                self.emit(trainer, signal.kind, signal.message, "warning", signal.signal, signal.value,
+                          signal.threshold, signal.module)
+        self.good_streak = 0 if signals else self.good_streak + 1
+        action = next((s for s in signals if s.actionable), None)
+        if action is not None and self.cfg.on_anomaly != "warn":
+            self.act(trainer, ctx, action, stats)
+
+    def handle_nonfinite(self, trainer: Trainer, ctx: StepContext, stats: StepStats, culprit: str | None,
+                         bad_params: int) -> None:
+        """Name where the NaN/inf came from, and never let it reach the weights, whatever the mode."""
+        if self.first_nonfinite_step is None:
+            self.first_nonfinite_step = ctx.step
+        if not math.isfinite(stats.loss):
+            # Born in the forward: every gradient follows, so the gradients cannot tell where. The first
+            # group (in forward order) whose output is non-finite can.
+            born = next((g for g, v in stats.activations.items() if not math.isfinite(v)), None)
+            upstream = {g: v for g, v in stats.activations.items() if math.isfinite(v)}
+            broken = [k for k, v in stats.components.items() if not math.isfinite(v)]
+            message = f"loss is {stats.loss}" + (f" ({', '.join(broken)})" if broken else "")
+            if born is not None:
+                message += f"; the forward first turns non-finite in the {born} output"
+                if upstream:
+                    largest = max(upstream, key=upstream.get)
+                    message += f" (the {largest} output reached {upstream[largest]:.3g})"
+            signal = Signal("nonfinite_loss", "loss", stats.loss, None, message, born)
+            extra = {"parameter": None}
+        else:
+            group = module_group(culprit) if culprit else None
+            signal = Signal("nonfinite_grad", "grad_norm", stats.grad_norm, None,
+                            f"gradient norm is {stats.grad_norm} with a finite loss {stats.loss:.4g}; first "
+                            f"non-finite gradient in {group} ({culprit}), {bad_params} of {len(self.param_names)} "
+                            "parameters non-finite", group)
+            extra = {"parameter": culprit}
+        self.emit(trainer, signal.kind, signal.message, "error", signal.signal, signal.value, None, signal.module,
+                  nonfinite_parameters=bad_params, **extra)
+        if self.cfg.detect_anomaly and self._step_rng is not None:
+            found = locate_nonfinite(trainer, ctx, self._step_rng)
+            self.emit(trainer, "nonfinite_op", found["message"], "error", "detect_anomaly", None, None,
+                      module_group(found["module"]) if found.get("module") else signal.module,
+                      op=found.get("op"), forward_module=found.get("module"), location=found.get("location"))
+        self.act(trainer, ctx, signal, stats)
+
+    # ------------------------------------------------------------------ actions
+    def act(self, trainer: Trainer, ctx: StepContext, signal: Signal, stats: StepStats) -> None:
+        """Drop this optimizer step; with rollback or stop, also restore a snapshot or end the run."""
+        ctx.skip_step = True
+        ctx.skip_reason = signal.kind
+        self.steps_skipped += 1
+        self.emit(trainer, "step_skipped", f"optimizer step {ctx.step} dropped: {signal.kind}", "warning",
+                  signal.signal, signal.value, signal.threshold, signal.module)
+        mode = self.cfg.on_anomaly
+        if mode == "rollback" and self.rollbacks < self.cfg.max_rollbacks and self._snapshot is not None:
+            self._rollback_due = signal  # restored at the end of the step, after GradScaler's update
+        elif mode in ("rollback", "stop"):
+            self.stop(trainer, ctx, signal, stats)
+
+    def stop(self, trainer: Trainer, ctx: StepContext, signal: Signal, stats: StepStats) -> None:
+        why = signal.kind if self.cfg.on_anomaly == "stop" else f"{signal.kind} after {self.rollbacks} rollbacks"
+        reason = f"watchdog: {why} at step {ctx.step}"
+        if trainer.is_main and self._step_rng is not None:
+            observed = {"loss": stats.loss, "loss_dict": stats.components, "grad_norm": stats.grad_norm,
+                        "signal": signal.kind, "module": signal.module}
+            path = write_bundle(Path(trainer.output_dir) / f"repro-step{ctx.step}.pth", trainer, ctx,
+                                self._step_rng, observed)
+            reason += f"; reproduction bundle {path} (replay: python -m detrdoctor.watchdog.bundle {path})"
+        trainer.request_stop(reason, ANOMALY_EXIT_CODE)
+
+    def on_step_end(self, trainer: Trainer, ctx: StepContext, record: dict[str, Any] | None) -> None:
+        if self._rollback_due is not None:
+            self.rollback(trainer, ctx, self._rollback_due)
+            self._rollback_due = None
+        if self._weights_before is not None:
+            if ctx.optimizer_stepped:
+                self._pending_update_ratios = self.update_ratios(trainer, self._weights_before)
+            self._weights_before = None
+        if (self._snapshot is not None and ctx.optimizer_stepped and self.good_streak > 0
+                and self.good_streak % self.cfg.snapshot_every == 0):
+            self._snapshot = take_snapshot(trainer)
+
+    def rollback(self, trainer: Trainer, ctx: StepContext, signal: Signal) -> None:
+        lrs = [group["lr"] * self.cfg.rollback_lr_factor for group in trainer.optimizer.param_groups]
+        restore_snapshot(trainer, self._snapshot)
+        for group, lr in zip(trainer.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self.rollbacks += 1
+        self.good_streak = 0
+        self.emit(trainer, "rollback",
+                  f"restored the state of step {self._snapshot['step']} after {signal.kind} at step {ctx.step}; "
+                  f"learning rates ×{self.cfg.rollback_lr_factor} (now {', '.join(f'{lr:.3g}' for lr in lrs)}); "
+                  f"rollback {self.rollbacks} of at most {self.cfg.max_rollbacks}", "warning", signal.signal,
+                  signal.value, signal.threshold, signal.module, restored_step=self._snapshot["step"], lrs=lrs)
+
+    def update_ratios(self, trainer: Trainer, before: list[torch.Tensor]) -> torch.Tensor:
+        """‖Δw‖ / ‖w‖ per group for the step just taken, left on the device until the next step's read."""
+        params = [p.detach() for _, p in trainer.grad_params]
+        deltas = torch._foreach_sub(params, before)
+        squares = torch.stack(torch._foreach_norm(deltas)).square(), torch.stack(torch._foreach_norm(params)).square()
+        delta_sq, weight_sq = (torch.zeros(len(self.groups), device=s.device).index_add_(0, self.group_index, s)
+                               for s in squares)
+        return (delta_sq / weight_sq.clamp_min(1e-30)).sqrt()
+
+    # ------------------------------------------------------------------ events and summary
+    def emit(self, trainer: Trainer, kind: str, message: str, severity: str, signal: str | None,
+             value: float | None, threshold: float | None, module: str | None, **extra: Any) -> None:
+        if severity != "info" and self.first_warning_step is None:
+            self.first_warning_step = trainer.global_step
+        trainer.emit_event(kind, message, severity=severity, signal=signal, value=value, threshold=threshold,
+                           module=module, **extra)
+
+    def on_event(self, trainer: Trainer, event: dict[str, Any]) -> None:
+        if event["kind"] in KINDS:
+            self.events[event["kind"]] += 1
+
+    def summary(self) -> dict[str, Any]:
+        """The run's totals: `summary["watchdog"]` of `fit()`, and the `watchdog_summary` event.
+
+        first_warning_step is the step of the first warning or error event; clipped_fraction counts the
+        steps whose gradient norm exceeded clip_max_norm among those with finite gradients."""
+        return {
+            "steps_skipped": self.steps_skipped,
+            "amp_skipped_steps": self.amp_skipped_steps,
+            "rollbacks": self.rollbacks,
+            "events": dict(self.events),
+            "max_grad_norm": dict(self.max_grad_norm),
+            "clipped_fraction": self.clipped_steps / self.judged_steps if self.judged_steps else 0.0,
+            "first_warning_step": self.first_warning_step,
+            "first_nonfinite_step": self.first_nonfinite_step,
+            "update_ratios": self.latest.get("update_ratios"),
+        }
+
+    def on_train_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+        if self._pending_update_ratios is not None:
+            self.latest["update_ratios"] = dict(zip(self.groups, self._pending_update_ratios.tolist()))
+            self._pending_update_ratios = None
+        result = self.summary()
+        summary["watchdog"] = result
+        top = result["max_grad_norm"]
+        events = ", ".join(f"{n} {k}" for k, n in sorted(result["events"].items())) or "no events"
+        message = (f"{result['steps_skipped']} steps skipped, {result['rollbacks']} rollbacks, {events}; "
+                   f"{result['clipped_fraction']:.0%} of steps clipped"
+                   + (f"; largest gradient norm {top['value']:.3g} at step {top['step']} ({top['group']})"
+                      if top["step"] is not None else ""))
+        trainer.emit_event("watchdog_summary", message, severity="info", signal=None, value=None, threshold=None,
+                           module=None, **result)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "rules": self.rules.state_dict(), "events": dict(self.events), "steps_skipped": self.steps_skipped,
+            "amp_skipped_steps": self.amp_skipped_steps, "rollbacks": self.rollbacks,
+            "clipped_steps": self.clipped_steps, "judged_steps": self.judged_steps,
+            "max_grad_norm": dict(self.max_grad_norm), "first_warning_step": self.first_warning_step,
+            "first_nonfinite_step": self.first_nonfinite_step, "last_warned": dict(self.last_warned),
+            "good_streak": self.good_streak,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rules.load_state_dict(state["rules"])
+        self.events = Counter(state["events"])
+        for key in ("steps_skipped", "amp_skipped_steps", "rollbacks", "clipped_steps", "judged_steps",
+                    "max_grad_norm", "first_warning_step", "first_nonfinite_step", "last_warned", "good_streak"):
+            setattr(self, key, state[key])
+
+
+def take_snapshot(trainer: Trainer) -> dict[str, Any]:
+    """Model, optimizer and GradScaler state, copied on the device (no host transfer)."""
+    return {
+        "step": trainer.global_step,
+        "model": {k: v.detach().clone() for k, v in trainer.model_without_ddp.state_dict().items()},
+        "optimizer": copy.deepcopy(trainer.optimizer.state_dict()),
+        "scaler": copy.deepcopy(trainer.scaler.state_dict()) if trainer.scaler is not None else None,
+    }
+
+
+def restore_snapshot(trainer: Trainer, snapshot: dict[str, Any]) -> None:
+    trainer.model_without_ddp.load_state_dict(snapshot["model"])
+    # A copy: the optimizer may adopt the loaded tensors as its state and update them in place.
+    trainer.optimizer.load_state_dict(copy.deepcopy(snapshot["optimizer"]))
+    if trainer.scaler is not None:
+        trainer.scaler.load_state_dict(snapshot["scaler"])

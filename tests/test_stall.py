@@ -1,0 +1,188 @@
+"""The stall detector: a DataLoader worker blocked on a read is dumped and named; limits; py-spy
+missing; on_stall="stop"."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from detrdoctor import pyspy
+from detrdoctor.stall import StallDetector, StallError
+
+# A tiny training loop whose dataset opens a named pipe for its third image: nothing ever writes to
+# it, so the DataLoader worker blocks in open() and the loop waits for a batch that never comes.
+DRIVER = """
+import json, sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from detrdoctor.stall import StallDetector
+
+
+def open_fifo_image(path):
+    with open(path, "rb") as f:
+        return torch.tensor(len(f.read()))
+
+
+class FifoDataset(Dataset):
+    def __init__(self, fifo):
+        self.fifo = fifo
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, index):
+        return open_fifo_image(self.fifo) if index == 2 else torch.tensor(index)
+
+
+class Trainer:  # what the detector uses of detr's Trainer
+    rank, world_size, global_step, is_main = 0, 1, 0, True
+
+    def __init__(self, output_dir):
+        self.output_dir = Path(output_dir)
+
+    def emit_event(self, kind, message, severity="info", **fields):
+        print(json.dumps({"kind": kind, "severity": severity, "message": message, **fields}), flush=True)
+
+    def request_stop(self, reason, exit_code=1):
+        raise AssertionError("on_stall=wait must not stop the run")
+
+
+trainer = Trainer(sys.argv[2])
+detector = StallDetector(min_limit_s=1.0, factor=10.0, first_step_limit_s=60.0)
+detector.on_train_start(trainer)
+loader = DataLoader(FifoDataset(sys.argv[1]), batch_size=1, num_workers=1)
+for step, batch in enumerate(loader, 1):
+    trainer.global_step = step
+    detector.on_step_end(trainer, SimpleNamespace(step=step, timings={"step": 0.01}), None)
+detector.on_train_end(trainer, {})
+print(json.dumps({"kind": "done", "steps": step}), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.skipif(pyspy.attach_problem() is not None, reason=f"{pyspy.attach_problem()}")
+def test_blocked_worker_read_is_dumped_and_named(tmp_path):
+    fifo = tmp_path / "image.jpg"
+    os.mkfifo(fifo)
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    # Its own process group, so a failing test can end the driver and its blocked worker together.
+    child = subprocess.Popen([sys.executable, str(driver), str(fifo), str(tmp_path)], stdout=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    try:
+        # The first line the driver prints is the stall event (torch's import included, well within a minute).
+        assert select.select([child.stdout], [], [], 120)[0], "no stall reported"
+        stall = json.loads(child.stdout.readline())
+        assert stall["kind"] == "stall" and stall["severity"] == "warning"
+        assert stall["path"] == str(tmp_path / "stall-3-1.txt")  # step 3 never completes; first dump
+        dump = (tmp_path / "stall-3-1.txt").read_text()
+        assert "open_fifo_image" in dump and "FifoDataset.__getitem__" in dump
+        workers = [f for f in stall["frames"] if f["pid"] != child.pid]
+        assert [f["function"] for f in workers] == ["open_fifo_image"]
+        assert stall["message"].startswith("no step for") and "(step 3, limit 1 s): pid " in stall["message"]
+        assert "in open_fifo_image (driver.py:" in stall["message"] and "; trainer in " in stall["message"]
+        # A writer unblocks the worker (the blocked open() counts as a reader): the loop then finishes.
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        os.write(fd, b"jpeg")
+        os.close(fd)
+        out, _ = child.communicate(timeout=120)
+        later = [json.loads(line) for line in out.splitlines()]  # more dumps of the same stall may precede the end
+        assert later[-1] == {"kind": "done", "steps": 5} and all(e["kind"] == "stall" for e in later[:-1])
+        assert child.returncode == 0
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+class FakeTrainer:
+    """Collects events; `stalled` is set when the detector reports one."""
+
+    rank, world_size, global_step, is_main = 0, 1, 0, True
+
+    def __init__(self, output_dir):
+        self.output_dir = output_dir
+        self.events: list[dict] = []
+        self.stalled = threading.Event()
+        self.stop_reason = None
+
+    def emit_event(self, kind, message, severity="info", **fields):
+        self.events.append({"kind": kind, "message": message, "severity": severity, **fields})
+        self.stalled.set()
+
+    def request_stop(self, reason, exit_code=1):
+        self.stop_reason = reason
+
+
+def step(detector, trainer, number, seconds):
+    detector.on_step_end(trainer, SimpleNamespace(step=number, timings={"step": seconds}), None)
+
+
+def test_limit_follows_the_median_step_time(tmp_path):
+    detector = StallDetector(min_limit_s=60.0, factor=10.0, first_step_limit_s=300.0)
+    assert detector.limit_s() == 300.0  # nothing measured yet: start-up may be slow
+    trainer = FakeTrainer(tmp_path)
+    for number, seconds in enumerate([0.5, 2.0, 30.0], 1):
+        step(detector, trainer, number, seconds)
+    assert detector.limit_s() == 60.0  # 10 × 2 s is below the floor
+    for number in range(4, 10):
+        step(detector, trainer, number, 9.0)
+    assert detector.limit_s() == 90.0
+
+
+def test_without_pyspy_the_stall_is_reported_and_the_fix_said_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(pyspy, "find_pyspy", lambda: None)
+    monkeypatch.setattr(pyspy, "_explained", set())
+    trainer = FakeTrainer(tmp_path)
+    detector = StallDetector(min_limit_s=0.2, first_step_limit_s=0.2, max_dumps=2)
+    detector.on_train_start(trainer)
+    try:
+        assert trainer.stalled.wait(30)
+        trainer.stalled.clear()
+        assert trainer.stalled.wait(30)  # the same stall, one limit later
+    finally:
+        detector.on_train_end(trainer, {})
+    first, second = trainer.events[:2]
+    assert first["kind"] == second["kind"] == "stall" and first["path"] is None
+    assert first["message"].startswith("no step for") and "(step 1, limit 0 s)" in first["message"]
+    assert "pip install py-spy" in first["message"] and "pip install" not in second["message"]
+
+
+def test_evaluation_pauses_the_detector(tmp_path, monkeypatch):
+    monkeypatch.setattr(pyspy, "find_pyspy", lambda: None)
+    trainer = FakeTrainer(tmp_path)
+    detector = StallDetector(min_limit_s=0.3, first_step_limit_s=0.3)
+    detector.on_train_start(trainer)
+    detector.on_eval_start(trainer)
+    try:
+        assert not trainer.stalled.wait(1.0)  # three limits of evaluation: no stall
+    finally:
+        detector.on_train_end(trainer, {})
+    assert trainer.events == []
+
+
+def test_on_stall_stop_raises_in_the_blocked_main_thread(tmp_path, monkeypatch):
+    monkeypatch.setattr(pyspy, "find_pyspy", lambda: None)
+    trainer = FakeTrainer(tmp_path)
+    detector = StallDetector(min_limit_s=0.2, first_step_limit_s=0.2, on_stall="stop")
+    detector.on_train_start(trainer)
+    blocked = threading.Event()
+    try:
+        with pytest.raises(StallError, match=r"stalled: no step for 0 s \(step 1"):
+            while True:  # a main thread waiting on a queue, like the DataLoader's: Python runs between waits
+                blocked.wait(0.05)
+    finally:
+        detector.on_train_end(trainer, {})  # before the grace period ends, or the process would exit
+    assert trainer.stop_reason.startswith("stalled: no step for")
