@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every GPU check in one call, for a lent GPU machine (device tool). Not run by CI.
+#   Before the call, here:  echo /.whl/ >> .git/info/exclude, then download the pycocotools and py-spy
+#   wheels for Python 3.12 into .whl (see the device README); carry [".whl"].
+# Results go to $OUT (or ./gpu-check-out); copy the numbers into profiles/calibration/ and the issue notes.
+set -uo pipefail
+out="${OUT:-gpu-check-out}"
+mkdir -p "$out"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site:$PWD"
+else
+  export PYTHONPATH="$PWD"
+fi
+export PYTHONUNBUFFERED=1 DETRDOCTOR_CACHE=/tmp/detrdoctor-cache
+run() { echo "== $*"; timeout 240 "$@" 2>&1 | tee -a "$out/gpu_check.log"; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.csv"
+# 1. env-check judged on a real GPU node (CUDA, driver, arch, bf16, NVML).
+run python3 -m detrdoctor.cli env-check --json > "$out/env_check.json"
+# 2. memprofile: measured sweep of DETR-R50 with the estimate's error per point, saved as a calibration record.
+run python3 benchmarks/memprofile_gpu_check.py --profile detr-r50 --batch-sizes 1,2,4,8 --save
+cp profiles/calibration/*.json "$out/" 2>/dev/null
+# 3. AMP training steps + NVML readings + throughput: tiny fp16 and bf16 runs through the trainer (plain log lines).
+for amp in fp16 bf16 off; do
+  run python3 -m detrdoctor.cli train --profile detr-r50-fast --backbone-weights none --max-steps 30 \
+      --eval-every 0 --log-every 5 --amp "$amp" --device cuda --no-dashboard --output-dir "/tmp/run-$amp"
+  cp "/tmp/run-$amp/metrics.jsonl" "$out/metrics-$amp.jsonl" 2>/dev/null
+done
+# 4. DataLoader pin_memory / host→device copy on a real GPU.
+run python3 -m detrdoctor.cli loader-bench --profile demo --num-workers 0,4,8 --pin-memory both --json > "$out/loader_bench.json"
