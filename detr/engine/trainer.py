@@ -137,11 +137,9 @@ class Trainer:
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
         }
 
-    def save_checkpoint(self, epoch: int, batch_in_epoch: int) -> Path | None:
-        path = self.output_dir / "checkpoint.pth"
+    def save_checkpoint(self, epoch: int, batch_in_epoch: int) -> None:
         if self.is_main:
-            save_atomic(self.checkpoint_state(epoch, batch_in_epoch), path)
-        return path
+            save_atomic(self.checkpoint_state(epoch, batch_in_epoch), self.output_dir / "checkpoint.pth")
 
     # ----------------------------------------------------------------- events
     def emit_event(self, kind: str, message: str, severity: str = "info", **fields: Any) -> dict[str, Any]:
@@ -262,16 +260,13 @@ class Trainer:
                 k: v for k, v in self.data_summary.items() if k != "message"})
         if self._resume_rng is not None:
             set_rng_state(self._resume_rng)
-        interrupted = False
-        epoch = self.start_epoch
         try:
             interrupted = self._run_epochs()
-            epoch = self._epoch
         finally:
             signal.signal(signal.SIGINT, previous_handler)
         if t.eval_every > 0 and (self.last_eval is None or self.last_eval["step"] != self.global_step) and not interrupted:
             self.evaluate()
-        summary = {"steps": self.global_step, "epoch": epoch, "interrupted": interrupted,
+        summary = {"steps": self.global_step, "epoch": self._epoch, "interrupted": interrupted,
                    "elapsed_s": time.perf_counter() - started, "output_dir": str(self.output_dir),
                    "checkpoint": str(self.output_dir / "checkpoint.pth"), "last_eval": self.last_eval,
                    "corrupt_samples": self.corrupt_samples,
