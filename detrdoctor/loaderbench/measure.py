@@ -6,6 +6,7 @@ import dataclasses
 import os
 import signal
 import statistics
+import time
 from contextlib import nullcontext
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ def _proc_fields(pid: int, name: str) -> dict[str, int]:
 
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of a process (all its threads), from /proc/<pid>/stat."""
+    if pid == os.getpid():  # /proc counts in clock ticks (10 ms): too coarse for a short timed window
+        return time.process_time()
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
