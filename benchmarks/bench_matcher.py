@@ -16,29 +16,12 @@ import sys
 import time
 
 import torch
-from scipy.optimize import linear_sum_assignment
-from torchvision.ops import box_convert, generalized_box_iou
+from official_reference import official_match
 
 from detr.matcher import HungarianMatcher
 
 COSTS = {"cost_class": 1.0, "cost_bbox": 5.0, "cost_giou": 2.0}
 TARGET_SPEEDUPS = {16: 5.0, 64: 30.0}
-
-
-@torch.no_grad()
-def official_match(outputs: dict, targets: list[dict], cost_class: float, cost_bbox: float, cost_giou: float):
-    """facebookresearch/detr's algorithm: one [B·Q, all targets] cost matrix, then LSA per image block."""
-    bs, num_queries = outputs["pred_logits"].shape[:2]
-    out_prob = outputs["pred_logits"].flatten(0, 1).softmax(-1)
-    out_bbox = outputs["pred_boxes"].flatten(0, 1)
-    tgt_ids = torch.cat([t["labels"] for t in targets])
-    tgt_bbox = torch.cat([t["boxes"] for t in targets])
-    giou = generalized_box_iou(box_convert(out_bbox, "cxcywh", "xyxy"), box_convert(tgt_bbox, "cxcywh", "xyxy"))
-    cost = cost_bbox * torch.cdist(out_bbox, tgt_bbox, p=1) + cost_class * -out_prob[:, tgt_ids] + cost_giou * -giou
-    cost = cost.view(bs, num_queries, -1).cpu()
-    blocks = cost.split([len(t["boxes"]) for t in targets], -1)
-    return [tuple(torch.as_tensor(x, dtype=torch.int64) for x in linear_sum_assignment(c[i]))
-            for i, c in enumerate(blocks)]
 
 
 def random_batch(batch_size: int, num_queries: int, num_classes: int, max_targets: int, generator: torch.Generator):

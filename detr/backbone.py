@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops import FrozenBatchNorm2d as TorchvisionFrozenBatchNorm2d
 
 from detr.checkpoint import describe_mismatch, load_checkpoint_state_dict
 from detr.config import DETRConfig
@@ -17,16 +17,35 @@ from detr.position_encoding import PositionEmbeddingSine
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
-class Backbone(nn.Module):
-    """A torchvision ResNet up to layer4 (stride 32, or 16 with a dilated layer4), and the downsampled mask."""
+class FrozenBatchNorm2d(TorchvisionFrozenBatchNorm2d):
+    """torchvision's frozen BatchNorm (same buffers, same float32 result), applied in the input's dtype.
 
-    def __init__(self, resnet: nn.Module, train_backbone: bool, num_channels: int):
+    Under autocast the convolutions produce bf16/fp16; torchvision's float32 scale and shift would
+    promote every normalised activation back to float32, which doubles the backbone's activation memory
+    and leaves AMP saving almost nothing.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.to(x.dtype)[:, None, None] + shift.to(x.dtype)[:, None, None]
+
+
+class Backbone(nn.Module):
+    """A torchvision ResNet up to layer4 (stride 32, or 16 with a dilated layer4) or layer3 (stride 16),
+    and the downsampled mask."""
+
+    def __init__(self, resnet: nn.Module, train_backbone: bool, num_channels: int, train_stem: bool = False,
+                 stage: int = 4):
         super().__init__()
         for name, parameter in resnet.named_parameters():
-            # The stem and layer1 stay at their ImageNet values, as in the official training.
-            if not train_backbone or not any(layer in name for layer in ("layer2", "layer3", "layer4")):
+            # The stem and layer1 stay at their ImageNet values, as in the official training (train_stem:
+            # a backbone trained from scratch has no such values to keep).
+            in_stem = not any(layer in name for layer in ("layer2", "layer3", "layer4"))
+            if not train_backbone or (in_stem and not train_stem):
                 parameter.requires_grad_(False)
-        self.body = IntermediateLayerGetter(resnet, return_layers={"layer4": "0"})
+        # The getter keeps the layers up to the one returned: with stage 3, layer4 is not built into the model.
+        self.body = IntermediateLayerGetter(resnet, return_layers={f"layer{stage}": "0"})
         self.num_channels = num_channels
 
     def forward(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -56,13 +75,15 @@ def build_backbone(cfg: DETRConfig, train_backbone: bool = True) -> Joiner:
         raise ConfigError(f"backbone must be one of {', '.join(RESNETS)}, got '{cfg.backbone}'")
     if cfg.dilation and cfg.backbone in ("resnet18", "resnet34"):
         raise ConfigError(f"dilation (DC5) needs a bottleneck ResNet (resnet50/101), got '{cfg.backbone}'")
+    norm_layer = FrozenBatchNorm2d if cfg.backbone_norm == "frozen" else nn.BatchNorm2d
     resnet = getattr(torchvision.models, cfg.backbone)(
-        weights=None, norm_layer=FrozenBatchNorm2d, replace_stride_with_dilation=[False, False, cfg.dilation]
+        weights=None, norm_layer=norm_layer, replace_stride_with_dilation=[False, False, cfg.dilation]
     )
     load_backbone_weights(resnet, cfg)
-    num_channels = 512 if cfg.backbone in ("resnet18", "resnet34") else 2048
+    num_channels = (512 if cfg.backbone in ("resnet18", "resnet34") else 2048) >> (4 - cfg.backbone_stage)
     position_embedding = PositionEmbeddingSine(cfg.hidden_dim // 2, normalize=True)
-    return Joiner(Backbone(resnet, train_backbone, num_channels), position_embedding)
+    backbone = Backbone(resnet, train_backbone, num_channels, cfg.train_backbone_stem, cfg.backbone_stage)
+    return Joiner(backbone, position_embedding)
 
 
 def load_backbone_weights(resnet: nn.Module, cfg: DETRConfig) -> None:

@@ -26,7 +26,16 @@ class DETRConfig:
 
     backbone: str = "resnet50"
     dilation: bool = False
+    # The ResNet stage that feeds the transformer: 4 (C5, stride 32: the paper) or 3 (C4, stride 16; for
+    # small inputs, where C5 leaves only a handful of tokens whose receptive field is the whole image).
+    backbone_stage: int = 4
     backbone_weights: str = "none"  # "imagenet", "none" or a path to a torchvision state_dict
+    # The paper freezes the stem and layer1 because they come pretrained; a backbone trained from scratch
+    # (the CPU demo) learns much faster with them trainable.
+    train_backbone_stem: bool = False
+    # "frozen": FrozenBatchNorm2d (the paper, for pretrained weights); "batch": BatchNorm2d that learns
+    # and tracks statistics — a ResNet trained from scratch needs real normalisation to train quickly.
+    backbone_norm: str = "frozen"
     hidden_dim: int = 256
     nheads: int = 8
     enc_layers: int = 6
@@ -59,6 +68,7 @@ class DataConfig:
     train_scales: list[int] = field(default_factory=lambda: list(range(480, 801, 32)))
     max_size: int = 1333
     crop_resize_scales: list[int] = field(default_factory=lambda: [400, 500, 600])
+    crop_probability: float = 0.5  # share of training images that take the random-crop branch
     crop_min_size: int = 384
     crop_max_size: int = 600
     val_size: int = 800
@@ -239,8 +249,14 @@ def validate(cfg: RunConfig) -> None:
         (t.log_every >= 1, f"log every must be at least 1, got {t.log_every} (--log-every)"),
         (t.eval_every >= 0, f"eval every must be ≥ 0, got {t.eval_every} (--eval-every)"),
         (d.num_workers >= 0, f"num workers must be ≥ 0, got {d.num_workers} (--num-workers)"),
+        (0 <= d.crop_probability <= 1, f"[data] crop_probability must be in [0, 1], got {d.crop_probability}"),
         (m.backbone in ("resnet18", "resnet34", "resnet50", "resnet101"),
          f"backbone must be resnet18/34/50/101, got '{m.backbone}'"),
+        (m.backbone_stage in (3, 4), f"backbone_stage must be 3 or 4, got {m.backbone_stage}"),
+        (not (m.dilation and m.backbone_stage == 3), "dilation (DC5) dilates stage 4: it needs backbone_stage = 4"),
+        (m.backbone_norm in ("frozen", "batch"), f"backbone_norm must be frozen or batch, got '{m.backbone_norm}'"),
+        (m.backbone_norm == "frozen" or t.lr_backbone > 0,
+         "backbone_norm = \"batch\" learns its statistics: it needs a backbone that trains (lr_backbone > 0)"),
         (m.hidden_dim % m.nheads == 0, f"hidden_dim {m.hidden_dim} must be divisible by nheads {m.nheads}"),
         (m.num_classes >= 1 and m.num_queries >= 1, "num_classes and num_queries must be at least 1"),
         (cfg.watchdog.on_anomaly in ("warn", "skip", "rollback", "stop"),

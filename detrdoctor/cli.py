@@ -64,6 +64,9 @@ def train(
     on_anomaly: Optional[str] = typer.Option(None, help="Gradient watchdog action: warn, skip, rollback or stop."),
     no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Plain log lines instead of the live dashboard."),
     profile_cpu: Optional[int] = typer.Option(None, help="Record a py-spy flame graph over this many steps."),
+    stall_after: float = typer.Option(60.0, help="Seconds without a finished step (at least 10× the median step "
+                                      "time) before the stacks are dumped; 0 turns stall detection off."),
+    on_stall: str = typer.Option("wait", help="After a stall dump: wait (keep going) or stop the run."),
 ) -> None:
     """Train DETR (default: the demo profile on the synthetic dataset, on the CPU)."""
     from detrdoctor.train_command import run_train

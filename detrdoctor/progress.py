@@ -22,13 +22,17 @@ class PlainProgress(Callback):
     def __init__(self, console: Console | None = None):
         self.console = console or Console(highlight=False)
 
+    def print(self, text: str) -> None:
+        # soft_wrap: a log line stays one line in a file, whatever the (default 80) console width.
+        self.console.print(text, soft_wrap=True)
+
     def on_train_start(self, trainer) -> None:
         if not trainer.is_main:
             return
         cfg = trainer.cfg
         steps = cfg.train.max_steps or cfg.train.epochs * len(trainer.train_loader)
         self.total_steps = steps
-        self.console.print(
+        self.print(
             f"[bold]training[/] {cfg.model.backbone} DETR on {trainer.device} (world size {trainer.world_size}, "
             f"amp {cfg.train.amp}) — {len(trainer.train_set)} images, {steps} steps, run folder {trainer.output_dir}")
 
@@ -38,7 +42,7 @@ class PlainProgress(Callback):
         parts = " ".join(f"{k.removeprefix('loss_')} {fmt(record.get(k), '.3f')}"
                          for k in ("loss_ce", "loss_bbox", "loss_giou") if k in record)
         ips = record.get("images_per_s")
-        self.console.print(
+        self.print(
             f"step {record['step']}/{self.total_steps} epoch {record['epoch']} loss {fmt(record['loss'])} ({parts}) "
             f"grad {fmt(record['grad_norm'], '.2f')} lr {record['lr']:.2e} "
             f"{fmt(ips, '.1f')} img/s data {100 * record['data_time_s'] / max(record['step_time_s'], 1e-9):.0f}%"
@@ -46,19 +50,20 @@ class PlainProgress(Callback):
 
     def on_eval(self, trainer, record: dict[str, Any]) -> None:
         if trainer.is_main:
-            self.console.print(f"[bold green]eval[/] step {record['step']}: AP {fmt(record.get('AP'), '.3f')} "
-                               f"AP50 {fmt(record.get('AP50'), '.3f')} AP75 {fmt(record.get('AP75'), '.3f')}")
+            self.print(f"[bold green]eval[/] step {record['step']}: AP {fmt(record.get('AP'), '.3f')} "
+                       f"AP50 {fmt(record.get('AP50'), '.3f')} AP75 {fmt(record.get('AP75'), '.3f')} "
+                       f"({fmt(record.get('eval_time_s'), '.1f')} s)")
 
     def on_event(self, trainer, event: dict[str, Any]) -> None:
         if trainer.is_main:
             style = SEVERITY_STYLE.get(event.get("severity", "info"), "")
-            self.console.print(f"[{style}]{event['kind']}[/] step {event['step']}: {escape(event['message'])}")
+            self.print(f"[{style}]{event['kind']}[/] step {event['step']}: {escape(event['message'])}")
 
     def on_train_end(self, trainer, summary: dict[str, Any]) -> None:
         if not trainer.is_main:
             return
         ev = summary.get("last_eval") or {}
-        self.console.print(
+        self.print(
             f"[bold]done[/] {summary['steps']} steps in {summary['elapsed_s']:.0f} s"
             + (f", AP {fmt(ev.get('AP'), '.3f')} AP50 {fmt(ev.get('AP50'), '.3f')}" if ev else "")
             + f" — checkpoint {summary['checkpoint']}")

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from detr.config import RunConfig
+from detr.errors import ConfigError
 
 # CLI option → (config section, key); options not listed here are not configuration.
 OPTION_KEYS = {
@@ -51,14 +52,23 @@ def run_train(options: dict[str, Any]) -> int:
 
 def build_callbacks(cfg: RunConfig, options: dict[str, Any]) -> list:
     """The diagnostics attached to a `train` run, in the order their hooks run."""
-    from detrdoctor.stall import StallDetector
+    from detrdoctor.stall import ON_STALL, StallDetector
 
+    stall_after, on_stall = options.get("stall_after", 60.0), options.get("on_stall", "wait")
+    if on_stall not in ON_STALL:
+        raise ConfigError(f"--on-stall must be {' or '.join(ON_STALL)}, got '{on_stall}'")
+    if stall_after < 0:
+        raise ConfigError(f"--stall-after must be ≥ 0 seconds (0 turns stall detection off), got {stall_after}")
     callbacks: list = []
     if cfg.watchdog.enabled:  # first: it may veto the optimizer step, and the displays then show its verdict
         from detrdoctor.watchdog import GradientWatchdog
 
         callbacks.append(GradientWatchdog(cfg.watchdog))
-    callbacks += [progress_display(options, Console(highlight=False)), StallDetector()]
+    callbacks.append(progress_display(options, Console(highlight=False)))
+    if stall_after > 0:
+        # The first step also waits for worker start-up and compilation: it gets at least five minutes.
+        callbacks.append(StallDetector(min_limit_s=stall_after, first_step_limit_s=max(stall_after, 300.0),
+                                       on_stall=on_stall))
     if options.get("profile_cpu"):
         from detrdoctor.flamegraph import CpuProfiler
 
@@ -162,7 +172,6 @@ def run_synth(out: str, train_images: int, val_images: int, image_size: int, see
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from detr.data import generate_synthetic_coco
-    from detr.errors import ConfigError
 
     for flag, value, low in (("--train-images", train_images, 1), ("--val-images", val_images, 1),
                              ("--image-size", image_size, 32)):

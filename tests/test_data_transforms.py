@@ -74,6 +74,18 @@ def test_train_transform_keeps_boxes_aligned(seed: int) -> None:
     assert_aligned(out, torch.tensor([[cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2]]), tol=2)
 
 
+@pytest.mark.parametrize("probability, crops", [(0.0, False), (1.0, True)])
+def test_crop_probability_zero_never_crops_and_one_always_does(probability: float, crops: bool) -> None:
+    # A rectangle at the image's right edge: any crop cuts into the image, so it moves or shrinks.
+    image, boxes, labels = rectangle_sample(90, 120, (100, 30, 120, 60))
+    cfg = DataConfig(**{**SMALL.__dict__, "crop_probability": probability, "hflip": False})
+    full = [0.9167, 0.5, 0.1667, 0.3333]  # the rectangle relative to the whole image (cx, cy, w, h)
+    for seed in range(8):
+        _, out_boxes, _ = TrainTransform(cfg)((image, boxes, labels), random.Random(seed))
+        whole = len(out_boxes) == 1 and torch.allclose(out_boxes[0], torch.tensor(full), atol=2e-3)
+        assert whole != crops
+
+
 def test_val_transform_and_normalize() -> None:
     image, boxes, labels = rectangle_sample(60, 80, (10, 20, 35, 50))
     out, rel, _ = ValTransform(SMALL)((image, boxes, labels))

@@ -3,31 +3,11 @@ import itertools
 import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
-from torchvision.ops import box_convert, generalized_box_iou
 
+from benchmarks.official_reference import official_cost_matrix, official_match
 from detr import HungarianMatcher
 
 COSTS = {"cost_class": 1.0, "cost_bbox": 5.0, "cost_giou": 2.0}
-
-
-def official_cost_matrix(outputs, targets, cost_class=1.0, cost_bbox=5.0, cost_giou=2.0):
-    """facebookresearch/detr's matcher cost: one [B·Q, all targets] matrix for the whole batch."""
-    bs, num_queries = outputs["pred_logits"].shape[:2]
-    out_prob = outputs["pred_logits"].flatten(0, 1).softmax(-1)
-    out_bbox = outputs["pred_boxes"].flatten(0, 1)
-    tgt_ids = torch.cat([t["labels"] for t in targets])
-    tgt_bbox = torch.cat([t["boxes"] for t in targets])
-    giou = generalized_box_iou(box_convert(out_bbox, "cxcywh", "xyxy"), box_convert(tgt_bbox, "cxcywh", "xyxy"))
-    cost = cost_bbox * torch.cdist(out_bbox, tgt_bbox, p=1) + cost_class * -out_prob[:, tgt_ids] + cost_giou * -giou
-    return cost.view(bs, num_queries, -1)
-
-
-def official_match(outputs, targets, **costs):
-    """The official assignment: LSA on each image's block of the whole-batch matrix."""
-    cost = official_cost_matrix(outputs, targets, **costs)
-    blocks = cost.split([len(t["boxes"]) for t in targets], -1)
-    return [tuple(torch.as_tensor(x, dtype=torch.int64) for x in linear_sum_assignment(c[i]))
-            for i, c in enumerate(blocks)]
 
 
 def random_case(batch_size, num_queries, num_classes, sizes, seed):

@@ -52,6 +52,43 @@ def test_no_aux_outputs_without_aux_loss(tiny_config):
     assert set(criterion.weight_dict) == {"loss_ce", "loss_bbox", "loss_giou"}
 
 
+def test_frozen_batchnorm_matches_torchvision_and_keeps_the_autocast_dtype():
+    from detr.backbone import FrozenBatchNorm2d
+
+    ours, theirs = FrozenBatchNorm2d(16), torchvision.ops.FrozenBatchNorm2d(16)
+    randomize_frozen_batchnorm(ours)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 16, 5, 7)
+    assert torch.equal(ours(x), theirs(x))
+    assert ours(x.bfloat16()).dtype == torch.bfloat16  # torchvision's promotes it to float32
+    torch.testing.assert_close(ours(x.bfloat16()).float(), theirs(x), atol=0.05, rtol=0.02)
+
+
+def test_a_backbone_trained_from_scratch_can_train_its_stem_with_real_batchnorm(tiny_config):
+    frozen_stem, _, _ = build_model(tiny_config)
+    tiny_config.train_backbone_stem, tiny_config.backbone_norm = True, "batch"
+    scratch, _, _ = build_model(tiny_config)
+
+    def trainable(model):
+        return {n for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")}
+
+    assert not any(".body.conv1." in n or ".body.layer1." in n for n in trainable(frozen_stem))
+    assert "backbone.0.body.conv1.weight" in trainable(scratch) and "backbone.0.body.bn1.weight" in trainable(scratch)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in scratch.modules())
+    # Same keys as the paper's layout, plus BatchNorm's step counters.
+    extra = set(scratch.state_dict()) - set(frozen_stem.state_dict())
+    assert extra and all(k.endswith("num_batches_tracked") for k in extra)
+
+
+def test_backbone_stage_3_feeds_stride_16_features_and_builds_no_layer4(tiny_config):
+    tiny_config.backbone_stage = 3
+    model, _, _ = build_model(tiny_config)
+    features, mask, pos = model.backbone(torch.randn(2, 3, 64, 96), torch.zeros(2, 64, 96, dtype=torch.bool))
+    assert features.shape == (2, 256, 4, 6) and mask.shape == (2, 4, 6) and pos.shape[-2:] == (4, 6)
+    assert not any(".layer4." in k for k in model.state_dict())
+    assert model(torch.randn(1, 3, 64, 96))["pred_boxes"].shape == (1, tiny_config.num_queries, 4)
+
+
 def test_pad_images_pads_bottom_right_and_masks_the_padding():
     a, b = torch.rand(3, 4, 6), torch.rand(3, 5, 3)
     batch, mask = pad_images([a, b])

@@ -108,6 +108,8 @@ def test_evaluate_command_on_a_trained_checkpoint(tiny_cfg, tmp_path):
     (["--amp", "fp16", "--device", "cpu"], "fp16"),
     (["--profile", "no-such-profile"], "unknown profile"),
     (["--amp", "fp8"], "amp"),
+    (["--on-stall", "later"], "--on-stall"),
+    (["--stall-after", "-5"], "--stall-after"),
 ])
 def test_bad_flags_exit_2_with_one_line(args, message):
     result = CliRunner().invoke(app, ["train", "--profile", "tiny", *args] if "--profile" not in args else ["train", *args])
@@ -123,9 +125,35 @@ def test_profile_with_unknown_key_exits_2(tmp_path):
     assert result.exit_code == 2 and "batch_sise" in result.output
 
 
+@pytest.mark.parametrize("toml, message", [
+    ("[model]\nbackbone_stage = 5\n", "backbone_stage"),
+    ("[model]\nbackbone_norm = \"group\"\n", "backbone_norm"),
+    ("[model]\nbackbone_norm = \"batch\"\n[train]\nlr_backbone = 0.0\n", "lr_backbone > 0"),
+    ("[model]\nbackbone = \"resnet50\"\ndilation = true\nbackbone_stage = 3\n", "dilation"),
+    ("[data]\ncrop_probability = 1.5\n", "crop_probability"),
+])
+def test_impossible_profile_values_exit_2(tmp_path, toml, message):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(toml)
+    result = CliRunner().invoke(app, ["train", "--profile", str(bad)])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
 def test_profiles_command_lists_every_preset():
     result = CliRunner().invoke(app, ["profiles", "--json"])
     import json
 
     names = {p["name"] for p in json.loads(result.output)}
     assert {"detr-r50", "detr-r50-fast", "detr-r101", "detr-r50-dc5", "demo", "tiny"} <= names
+
+
+def test_imagenet_backbone_weights_without_network_fail_in_one_line(tmp_path, monkeypatch):
+    # A proxy nobody listens on: the download is refused at once, as on a machine without network.
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    result = CliRunner().invoke(app, ["train", "--profile", "tiny", "--backbone-weights", "imagenet",
+                                      "--output-dir", str(tmp_path / "run")])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "ImageNet resnet18 weights" in result.output and "--backbone-weights none" in result.output
+    assert not (tmp_path / "run").exists()

@@ -77,7 +77,8 @@ def normalize(sample: Sample) -> Output:
 
 
 class TrainTransform:
-    """Flip; then 50/50 multi-scale resize or [resize → random crop → multi-scale resize]; normalise."""
+    """Flip; then multi-scale resize, or (with `crop_probability`, paper 0.5) resize → random crop →
+    multi-scale resize; normalise."""
 
     def __init__(self, data_cfg: DataConfig) -> None:
         self.scales: Sequence[int] = list(data_cfg.train_scales)
@@ -85,11 +86,12 @@ class TrainTransform:
         self.crop_resize_scales: Sequence[int] = list(data_cfg.crop_resize_scales)
         self.crop_min, self.crop_max = data_cfg.crop_min_size, data_cfg.crop_max_size
         self.hflip = data_cfg.hflip
+        self.crop_probability = data_cfg.crop_probability
 
     def __call__(self, sample: Sample, rng: random.Random) -> Output:
         if self.hflip and rng.random() < 0.5:
             sample = hflip(sample)
-        if rng.random() < 0.5:
+        if rng.random() >= self.crop_probability:
             sample = resize(sample, rng.choice(self.scales), self.max_size)
         else:
             sample = resize(sample, rng.choice(self.crop_resize_scales), None)

@@ -223,11 +223,12 @@ class Trainer:
 
         for cb in self.callbacks:
             cb.on_eval_start(self)
+        start = time.perf_counter()
         loader = build_eval_loader(self.val_set, self.cfg.data, self.cfg.train.batch_size,
                                    rank=self.rank, world_size=self.world_size, device=self.device)
         stats = evaluate_coco(self.model_without_ddp, self.postprocessor, loader, self.val_set.coco,
                               self.device, self.amp_dtype)
-        record = {"type": "eval", "step": self.global_step, **stats}
+        record = {"type": "eval", "step": self.global_step, **stats, "eval_time_s": time.perf_counter() - start}
         self.metrics.write(record)
         self.last_eval = record
         for cb in self.callbacks:
