@@ -13,6 +13,7 @@ are compared, so the two are known to compute the same thing.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import tempfile
@@ -49,12 +50,8 @@ def main() -> int:
     optimizer = torch.optim.AdamW(parameter_groups(model, t), lr=t.lr, weight_decay=t.weight_decay)
     model.train()
 
-    batches = []
     ours.train_loader.batch_sampler.set_epoch(0)
-    for batch in ours.train_loader:
-        batches.append(batch)
-        if len(batches) == args.batches:
-            break
+    batches = list(itertools.islice(ours.train_loader, args.batches))
 
     def our_step(i: int) -> float:
         images, mask, targets = batches[i % len(batches)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import statistics
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from detr.engine.callbacks import Callback, StepContext
-from detr.engine.trainer import Trainer
+from detr.engine.trainer import Trainer, move_targets
 from detrdoctor.profiles import load_profile
 from detrdoctor.watchdog import GradientWatchdog
 
@@ -89,13 +90,9 @@ def main() -> None:
     clock = HookClock(watchdog)
     watchdog.on_train_start(on)
 
-    batches = []
     off.train_loader.batch_sampler.set_epoch(0)
-    for images, mask, targets in off.train_loader:
-        batches.append((images.to(off.device), mask.to(off.device),
-                        [{k: v.to(off.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]))
-        if len(batches) == args.batches:
-            break
+    batches = [(images.to(off.device), mask.to(off.device), move_targets(targets, off.device))
+               for images, mask, targets in itertools.islice(off.train_loader, args.batches)]
 
     for trainer in (off, on):
         for i in range(args.warmup_steps):

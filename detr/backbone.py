@@ -10,12 +10,9 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d as TorchvisionFrozenBatchNorm2d
 
 from detr.checkpoint import describe_mismatch, load_checkpoint_state_dict
-from detr.config import DETRConfig
+from detr.config import RESNETS, DETRConfig
 from detr.errors import CheckpointError, ConfigError
 from detr.position_encoding import PositionEmbeddingSine
-
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
-
 
 class FrozenBatchNorm2d(TorchvisionFrozenBatchNorm2d):
     """torchvision's frozen BatchNorm (same buffers, same float32 result), applied in the input's dtype.

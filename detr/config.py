@@ -20,6 +20,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+
+
 @dataclass
 class DETRConfig:
     """The model, matcher and loss. Defaults are the paper's DETR-R50 on COCO."""
@@ -250,8 +253,7 @@ def validate(cfg: RunConfig) -> None:
         (t.eval_every >= 0, f"eval every must be ≥ 0, got {t.eval_every} (--eval-every)"),
         (d.num_workers >= 0, f"num workers must be ≥ 0, got {d.num_workers} (--num-workers)"),
         (0 <= d.crop_probability <= 1, f"[data] crop_probability must be in [0, 1], got {d.crop_probability}"),
-        (m.backbone in ("resnet18", "resnet34", "resnet50", "resnet101"),
-         f"backbone must be resnet18/34/50/101, got '{m.backbone}'"),
+        (m.backbone in RESNETS, f"backbone must be one of {', '.join(RESNETS)}, got '{m.backbone}'"),
         (m.backbone_stage in (3, 4), f"backbone_stage must be 3 or 4, got {m.backbone_stage}"),
         (not (m.dilation and m.backbone_stage == 3), "dilation (DC5) dilates stage 4: it needs backbone_stage = 4"),
         (m.backbone_norm in ("frozen", "batch"), f"backbone_norm must be frozen or batch, got '{m.backbone_norm}'"),

@@ -26,13 +26,17 @@ OPTION_KEYS = {
 }
 
 
+def profile_name(options: dict[str, Any]) -> str:
+    """--profile, else detr-r50 for a real dataset (--coco-path), else the synthetic demo."""
+    return options.get("profile") or ("detr-r50" if options.get("coco_path") else "demo")
+
+
 def resolve_config(options: dict[str, Any]) -> RunConfig:
     """Profile values, overridden by the command-line flags that were given."""
     from detr.config import validate
     from detrdoctor.profiles import load_profile
 
-    name = options.get("profile") or ("detr-r50" if options.get("coco_path") else "demo")
-    cfg = load_profile(name)
+    cfg = load_profile(profile_name(options))
     for option, (section, key) in OPTION_KEYS.items():
         value = options.get(option)
         if value is not None:
@@ -86,8 +90,7 @@ def progress_display(options: dict[str, Any], console: Console):
     if interactive and not options.get("no_dashboard") and rank == 0:
         from detrdoctor.dashboard import Dashboard
 
-        name = options.get("profile") or ("detr-r50" if options.get("coco_path") else "demo")
-        return Dashboard(console, profile=Path(name).stem)
+        return Dashboard(console, profile=Path(profile_name(options)).stem)
     return PlainProgress(console)
 
 

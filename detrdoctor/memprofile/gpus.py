@@ -19,6 +19,10 @@ class GPU:
     memory_bytes: int
     bf16: bool
 
+    def usable_bytes(self, safety_margin: float) -> int:
+        """What a point may use and still be said to fit: total minus the safety margin."""
+        return int(self.memory_bytes * (1 - safety_margin))
+
 
 # Totals as nvidia-smi prints them, a little under the marketed size: the driver keeps some for itself.
 KNOWN_GPUS: dict[str, GPU] = {g.name: g for g in [

@@ -36,8 +36,7 @@ class Plan:
 
     @property
     def usable_bytes(self) -> int | None:
-        """What a point may use on the target and still be said to fit: total minus the safety margin."""
-        return int(self.target.memory_bytes * (1 - self.safety_margin)) if self.target else None
+        return self.target.usable_bytes(self.safety_margin) if self.target else None
 
 
 def parse_batch_sizes(text: str) -> list[int]:

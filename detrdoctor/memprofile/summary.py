@@ -52,7 +52,7 @@ class Summary:
 
     @property
     def usable_bytes(self) -> int | None:
-        return int(self.target.memory_bytes * (1 - self.safety_margin)) if self.target else None
+        return self.target.usable_bytes(self.safety_margin) if self.target else None
 
     @property
     def primary_mode(self) -> str:
