@@ -72,6 +72,10 @@ def build_backbone(cfg: DETRConfig, train_backbone: bool = True) -> Joiner:
         raise ConfigError(f"backbone must be one of {', '.join(RESNETS)}, got '{cfg.backbone}'")
     if cfg.dilation and cfg.backbone in ("resnet18", "resnet34"):
         raise ConfigError(f"dilation (DC5) needs a bottleneck ResNet (resnet50/101), got '{cfg.backbone}'")
+    if cfg.backbone_stage not in (3, 4):
+        raise ConfigError(f"backbone_stage must be 3 or 4, got {cfg.backbone_stage}")
+    if cfg.dilation and cfg.backbone_stage != 4:
+        raise ConfigError("dilation (DC5) dilates stage 4: it needs backbone_stage = 4")
     norm_layer = FrozenBatchNorm2d if cfg.backbone_norm == "frozen" else nn.BatchNorm2d
     resnet = getattr(torchvision.models, cfg.backbone)(
         weights=None, norm_layer=norm_layer, replace_stride_with_dilation=[False, False, cfg.dilation]

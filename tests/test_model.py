@@ -193,3 +193,9 @@ def test_dilation_needs_a_bottleneck_resnet(tiny_config):
     tiny_config.dilation = True
     with pytest.raises(ConfigError, match="resnet50/101"):
         build_model(tiny_config)
+
+
+def test_build_model_refuses_dilation_of_a_stage_it_does_not_build(tiny_config):
+    tiny_config.backbone, tiny_config.dilation, tiny_config.backbone_stage = "resnet50", True, 3
+    with pytest.raises(ConfigError, match="needs backbone_stage = 4"):
+        build_model(tiny_config)
