@@ -40,6 +40,18 @@ def test_step_records_have_the_documented_fields(tiny_cfg, tmp_path):
         assert key in record, key
 
 
+def test_channels_last_changes_the_layout_not_the_losses(tiny_cfg, tmp_path):
+    tiny_cfg.train.max_steps = 3
+    Trainer(tiny_cfg, output_dir=tmp_path / "contiguous").fit()
+    tiny_cfg.train.channels_last = True
+    trainer = Trainer(tiny_cfg, output_dir=tmp_path / "nhwc")
+    assert trainer.model.backbone[0].body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    trainer.fit()
+    contiguous, nhwc = step_losses(tmp_path / "contiguous"), step_losses(tmp_path / "nhwc")
+    assert nhwc.keys() == contiguous.keys() == {1, 2, 3}
+    assert nhwc == pytest.approx(contiguous, rel=1e-3)
+
+
 def test_resume_mid_epoch_reproduces_every_later_loss(tiny_cfg, tmp_path):
     tiny_cfg.train.epochs = 3
     tiny_cfg.model.dropout = 0.1  # resume must also restore the dropout RNG

@@ -71,7 +71,7 @@ class Trainer:
             load_model_weights(model, t.weights, cfg.model)
         model.to(self.device)
         self.criterion.to(self.device)
-        if t.channels_last and self.device.type == "cuda":
+        if t.channels_last:
             model.backbone.to(memory_format=torch.channels_last)
         if t.compile_backbone:
             model.backbone.compile()
@@ -297,7 +297,7 @@ class Trainer:
                                   images=images.to(self.device, non_blocking=True),
                                   mask=mask.to(self.device, non_blocking=True),
                                   targets=move_targets(targets, self.device))
-                if self.cfg.train.channels_last and self.device.type == "cuda":
+                if self.cfg.train.channels_last:
                     ctx.images = ctx.images.contiguous(memory_format=torch.channels_last)
                 for cb in self.callbacks:
                     cb.on_step_start(self, ctx)
