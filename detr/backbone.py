@@ -10,7 +10,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d as TorchvisionFrozenBatchNorm2d
 
 from detr.checkpoint import describe_mismatch, load_checkpoint_state_dict
-from detr.config import RESNETS, DETRConfig
+from detr.config import DETRConfig, backbone_checks
 from detr.errors import CheckpointError, ConfigError
 from detr.position_encoding import PositionEmbeddingSine
 
@@ -68,14 +68,9 @@ class Joiner(nn.Sequential):
 
 def build_backbone(cfg: DETRConfig, train_backbone: bool = True) -> Joiner:
     """The ResNet named by `cfg.backbone`, with the weights `cfg.backbone_weights` asks for."""
-    if cfg.backbone not in RESNETS:
-        raise ConfigError(f"backbone must be one of {', '.join(RESNETS)}, got '{cfg.backbone}'")
-    if cfg.dilation and cfg.backbone in ("resnet18", "resnet34"):
-        raise ConfigError(f"dilation (DC5) needs a bottleneck ResNet (resnet50/101), got '{cfg.backbone}'")
-    if cfg.backbone_stage not in (3, 4):
-        raise ConfigError(f"backbone_stage must be 3 or 4, got {cfg.backbone_stage}")
-    if cfg.dilation and cfg.backbone_stage != 4:
-        raise ConfigError("dilation (DC5) dilates stage 4: it needs backbone_stage = 4")
+    for ok, message in backbone_checks(cfg):
+        if not ok:
+            raise ConfigError(message)
     norm_layer = FrozenBatchNorm2d if cfg.backbone_norm == "frozen" else nn.BatchNorm2d
     resnet = getattr(torchvision.models, cfg.backbone)(
         weights=None, norm_layer=norm_layer, replace_stride_with_dilation=[False, False, cfg.dilation]

@@ -238,6 +238,18 @@ def config_to_toml(cfg: RunConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+def backbone_checks(m: DETRConfig) -> list[tuple[bool, str]]:
+    """(holds, message) for each backbone rule: `validate` reports them, `build_backbone` enforces them."""
+    return [
+        (m.backbone in RESNETS, f"backbone must be one of {', '.join(RESNETS)}, got '{m.backbone}'"),
+        (not (m.dilation and m.backbone in ("resnet18", "resnet34")),
+         f"dilation (DC5) needs a bottleneck ResNet (resnet50/101), got '{m.backbone}'"),
+        (m.backbone_stage in (3, 4), f"backbone_stage must be 3 or 4, got {m.backbone_stage}"),
+        (not (m.dilation and m.backbone_stage != 4), "dilation (DC5) dilates stage 4: it needs backbone_stage = 4"),
+        (m.backbone_norm in ("frozen", "batch"), f"backbone_norm must be frozen or batch, got '{m.backbone_norm}'"),
+    ]
+
+
 def validate(cfg: RunConfig) -> None:
     """Reject values that cannot work, naming the flag or key at fault."""
     t, m, d = cfg.train, cfg.model, cfg.data
@@ -253,10 +265,7 @@ def validate(cfg: RunConfig) -> None:
         (t.eval_every >= 0, f"eval every must be ≥ 0, got {t.eval_every} (--eval-every)"),
         (d.num_workers >= 0, f"num workers must be ≥ 0, got {d.num_workers} (--num-workers)"),
         (0 <= d.crop_probability <= 1, f"[data] crop_probability must be in [0, 1], got {d.crop_probability}"),
-        (m.backbone in RESNETS, f"backbone must be one of {', '.join(RESNETS)}, got '{m.backbone}'"),
-        (m.backbone_stage in (3, 4), f"backbone_stage must be 3 or 4, got {m.backbone_stage}"),
-        (not (m.dilation and m.backbone_stage == 3), "dilation (DC5) dilates stage 4: it needs backbone_stage = 4"),
-        (m.backbone_norm in ("frozen", "batch"), f"backbone_norm must be frozen or batch, got '{m.backbone_norm}'"),
+        *backbone_checks(m),
         (m.backbone_norm == "frozen" or t.lr_backbone > 0,
          "backbone_norm = \"batch\" learns its statistics: it needs a backbone that trains (lr_backbone > 0)"),
         (m.hidden_dim % m.nheads == 0, f"hidden_dim {m.hidden_dim} must be divisible by nheads {m.nheads}"),
