@@ -71,8 +71,9 @@ def load_checkpoint_state_dict(path_or_url: str | Path) -> dict[str, Tensor]:
 
 
 def model_state_dict(checkpoint: Mapping[str, Any], source: str) -> dict[str, Tensor]:
-    """The model weights of a loaded checkpoint: its 'model' entry, or the checkpoint itself if it is a state_dict."""
-    state_dict = checkpoint.get("model", checkpoint)
+    """The model weights of a loaded checkpoint: the weight average 'model_ema' of a run trained with one
+    (what its evaluations scored), else 'model', else the checkpoint itself if it is a state_dict."""
+    state_dict = checkpoint.get("model_ema", checkpoint.get("model", checkpoint))
     if not isinstance(state_dict, Mapping) or not all(isinstance(v, Tensor) for v in state_dict.values()):
         raise CheckpointError(f"{source} holds neither a state_dict nor {{'model': state_dict}}")
     # Checkpoints saved from a DistributedDataParallel wrapper prefix every key with `module.`.

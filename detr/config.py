@@ -109,6 +109,9 @@ class TrainConfig:
     weights: str = ""
     channels_last: bool = False  # backbone in NHWC: faster convolutions on GPUs and with oneDNN on CPUs
     compile_backbone: bool = False
+    # 0 disables. Else an exponential moving average of the weights (decay per step) is what evaluation
+    # scores and checkpoints ship as `model_ema`: it smooths the noise of a high learning rate.
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -262,6 +265,7 @@ def validate(cfg: RunConfig) -> None:
         (t.max_steps >= 0, f"max steps must be ≥ 0, got {t.max_steps} (--max-steps)"),
         (t.amp in ("off", "bf16", "fp16"), f"amp must be off, bf16 or fp16, got '{t.amp}' (--amp)"),
         (t.log_every >= 1, f"log every must be at least 1, got {t.log_every} (--log-every)"),
+        (0 <= t.ema_decay < 1, f"EMA decay must be in [0, 1) (0 disables), got {t.ema_decay} (--ema-decay)"),
         (t.eval_every >= 0, f"eval every must be ≥ 0, got {t.eval_every} (--eval-every)"),
         (d.num_workers >= 0, f"num workers must be ≥ 0, got {d.num_workers} (--num-workers)"),
         (0 <= d.crop_probability <= 1, f"[data] crop_probability must be in [0, 1], got {d.crop_probability}"),

@@ -52,6 +52,7 @@ def train(
     lr: Optional[float] = typer.Option(None, help="Learning rate of the transformer and heads."),
     lr_backbone: Optional[float] = typer.Option(None, help="Learning rate of the backbone (0 freezes it)."),
     clip_max_norm: Optional[float] = typer.Option(None, help="Gradient clipping max norm (0 disables)."),
+    ema_decay: Optional[float] = typer.Option(None, help="Evaluate and ship an EMA of the weights (e.g. 0.998; 0 disables)."),
     amp: Optional[str] = typer.Option(None, help="Mixed precision: off, bf16 or fp16."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),

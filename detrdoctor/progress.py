@@ -50,7 +50,8 @@ class PlainProgress(Callback):
 
     def on_eval(self, trainer, record: dict[str, Any]) -> None:
         if trainer.is_main:
-            self.print(f"[bold green]eval[/] step {record['step']}: AP {fmt(record.get('AP'), '.3f')} "
+            weights = " (EMA weights)" if record.get("ema") else ""
+            self.print(f"[bold green]eval[/] step {record['step']}{weights}: AP {fmt(record.get('AP'), '.3f')} "
                        f"AP50 {fmt(record.get('AP50'), '.3f')} AP75 {fmt(record.get('AP75'), '.3f')} "
                        f"({fmt(record.get('eval_time_s'), '.1f')} s)")
 

@@ -21,7 +21,7 @@ OPTION_KEYS = {
     "backbone_weights": ("model", "backbone_weights"),
     "on_anomaly": ("watchdog", "on_anomaly"),
     **{name: ("train", name) for name in (
-        "output_dir", "epochs", "max_steps", "batch_size", "lr", "lr_backbone", "clip_max_norm", "amp",
+        "output_dir", "epochs", "max_steps", "batch_size", "lr", "lr_backbone", "clip_max_norm", "ema_decay", "amp",
         "device", "resume", "weights", "seed", "eval_every", "log_every")},
 }
 
@@ -120,7 +120,7 @@ def run_evaluate(options: dict[str, Any]) -> int:
     import torch
 
     from detr import build_model
-    from detr.checkpoint import load_state_dict_into
+    from detr.checkpoint import load_state_dict_into, model_state_dict
     from detr.data import build_dataset, check_dataset
     from detr.engine.device import resolve_device
     from detr.engine.evaluate import evaluate_coco
@@ -136,15 +136,17 @@ def run_evaluate(options: dict[str, Any]) -> int:
     check_dataset(cfg.data, "val")
     dataset = build_dataset(cfg.data, "val", train=False)
     model, _, postprocessor = build_model(cfg.model)
-    load_state_dict_into(model, ckpt.get("model", ckpt), options["weights"])
+    load_state_dict_into(model, model_state_dict(ckpt, options["weights"]), options["weights"])
+    ema = "model_ema" in ckpt  # a run trained with a weight average is scored by it, as during training
     model.to(device)
     loader = build_eval_loader(dataset, cfg.data, cfg.train.batch_size, device=device)
     with torch.inference_mode():
         stats = evaluate_coco(model, postprocessor, loader, dataset.coco, device)
     if options.get("json_output"):
-        print(json.dumps({"weights": options["weights"], "images": len(dataset), **stats}))
+        print(json.dumps({"weights": options["weights"], "ema": ema, "images": len(dataset), **stats}))
     else:
-        table = Table(title=f"COCO box AP — {options['weights']} on {len(dataset)} images")
+        which = " (its EMA weights)" if ema else ""
+        table = Table(title=f"COCO box AP — {options['weights']}{which} on {len(dataset)} images")
         for name in stats:
             table.add_column(name, justify="right")
         table.add_row(*("—" if v is None else f"{v:.3f}" for v in stats.values()))

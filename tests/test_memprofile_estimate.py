@@ -8,6 +8,8 @@ import torch
 import memprofile_models as models
 from detrdoctor.memprofile.allocator import CachingAllocatorModel, round_size, segment_size
 from detrdoctor.memprofile.estimate import CUBLAS_WORKSPACES, Estimator
+from detrdoctor.memprofile.measure import measure_point
+from detrdoctor.memprofile.request import request_for
 from detrdoctor.memprofile.step import TrainingStep, synthetic_batch
 from detrdoctor.memprofile.tracker import CATEGORIES, MemoryTracker
 from detrdoctor.profiles import load_profile
@@ -63,6 +65,19 @@ def test_estimate_of_a_plain_model_matches_the_analytic_count():
     # Parameters, the previous step's gradients (alive until the trainer's zero_grad after the forward
     # pass) and AdamW's two moments; fused AdamW's `step` is a float32 scalar on the device, one 512-byte block.
     assert totals == {"parameters": size, "gradients": size, "optimizer_state": 2 * size + count * round_size(4)}
+
+
+def test_a_weight_average_adds_one_copy_of_the_weights():
+    cfg = load_profile("tiny")
+    cfg.train.ema_decay = 0.999
+    shape = (models.SIDE, models.SIDE)
+    estimated = Estimator(cfg, build="memprofile_models:build_mlp").estimate(2, "off", shape)
+    measured = measure_point(request_for(cfg, batch_size=2, amp="off", shape=shape, device="cpu",
+                                         build="memprofile_models:build_mlp"))
+    size, _ = _analytic(models.MLP())
+    for result in (estimated, measured):
+        assert result.breakdown["parameters"]["ema"] == size
+        assert sum(result.breakdown["parameters"].values()) == 2 * size
 
 
 def test_tracker_on_real_tensors_counts_exactly_what_is_alive():

@@ -120,6 +120,7 @@ def test_evaluate_command_on_a_trained_checkpoint(tiny_cfg, tmp_path):
     (["--amp", "fp16", "--device", "cpu"], "fp16"),
     (["--profile", "no-such-profile"], "unknown profile"),
     (["--amp", "fp8"], "amp"),
+    (["--ema-decay", "1"], "--ema-decay"),
     (["--on-stall", "later"], "--on-stall"),
     (["--stall-after", "-5"], "--stall-after"),
 ])

@@ -268,3 +268,29 @@ def test_cli_stop_exits_non_zero_with_profile_thresholds(tmp_path):
     assert result.exit_code == ANOMALY_EXIT_CODE, result.output
     assert (run_dir / "repro-step3.pth").exists() and (run_dir / "checkpoint.pth").exists()
     assert "stopped" in result.output and "grad_norm_spike" in result.output
+
+
+def test_rollback_also_restores_the_weight_average(tiny_cfg, tmp_path):
+    tiny_cfg.train.max_steps = 5
+    tiny_cfg.train.ema_decay = 0.9
+    tiny_cfg.watchdog.on_anomaly = "rollback"
+    tiny_cfg.watchdog.snapshot_every = 2
+
+    class RecordAverage(Callback):
+        def __init__(self):
+            self.average = {}
+
+        def on_step_end(self, trainer, ctx, record):
+            state = trainer.ema.module.state_dict()
+            self.average[ctx.step] = ({k: v.clone() for k, v in state.items()}, trainer.ema.updates)
+
+    record = RecordAverage()
+    inject = InjectNonFinite("transformer.decoder.layers.0.linear1", math.nan, at=4)
+    Trainer(tiny_cfg, callbacks=[inject, GradientWatchdog(tiny_cfg.watchdog), record], output_dir=tmp_path).fit()
+
+    (rollback,) = events(tmp_path, "rollback")
+    assert rollback["step"] == 4 and rollback["restored_step"] == 2
+    (at_2, updates_2), (at_3, _), (at_4, updates_4) = (record.average[s] for s in (2, 3, 4))
+    assert updates_2 == updates_4 == 2
+    assert not torch.equal(at_3["class_embed.weight"], at_2["class_embed.weight"])
+    assert all(torch.equal(at_4[k], v) for k, v in at_2.items())

@@ -21,6 +21,7 @@ from detr.engine.callbacks import Callback, StepContext
 from detr.engine.checkpointing import load_training_checkpoint, rng_state, save_atomic, set_rng_state
 from detr.engine.device import resolve_amp_dtype, resolve_device
 from detr.engine.distributed import broadcast_flag, init_distributed
+from detr.engine.ema import ModelEMA
 from detr.engine.evaluate import evaluate_coco
 from detr.engine.loaders import build_loader
 from detr.engine.metrics import MetricsWriter
@@ -73,6 +74,8 @@ class Trainer:
         self.criterion.to(self.device)
         if t.channels_last:
             model.backbone.to(memory_format=torch.channels_last)
+        # Copied before compiling: the average is only evaluated, in plain eager mode.
+        self.ema = ModelEMA(model, t.ema_decay) if t.ema_decay > 0 else None
         if t.compile_backbone:
             model.backbone.compile()
         self.model_without_ddp = model
@@ -103,6 +106,8 @@ class Trainer:
     # ----------------------------------------------------------------- checkpoints
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.model_without_ddp.load_state_dict(ckpt["model"])
+        if self.ema is not None:  # a checkpoint without an average starts one from its weights
+            self.ema.load(ckpt.get("model_ema", ckpt["model"]), ckpt.get("ema_updates", 0))
         if "optimizer" in ckpt and "lr_scheduler" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["lr_scheduler"])
@@ -135,6 +140,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "corrupt_samples": self.corrupt_samples,
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            **({"model_ema": self.ema.module.state_dict(), "ema_updates": self.ema.updates} if self.ema else {}),
         }
 
     def save_checkpoint(self, epoch: int, batch_in_epoch: int) -> None:
@@ -185,6 +191,8 @@ class Trainer:
             else:
                 self.optimizer.step()
             ctx.optimizer_stepped = True
+            if self.ema is not None:
+                self.ema.update()
         if self.scaler is not None:
             self.scaler.update()
         t3 = clock()
@@ -226,9 +234,10 @@ class Trainer:
         start = time.perf_counter()
         loader = build_eval_loader(self.val_set, self.cfg.data, self.cfg.train.batch_size,
                                    rank=self.rank, world_size=self.world_size, device=self.device)
-        stats = evaluate_coco(self.model_without_ddp, self.postprocessor, loader, self.val_set.coco,
-                              self.device, self.amp_dtype)
-        record = {"type": "eval", "step": self.global_step, **stats, "eval_time_s": time.perf_counter() - start}
+        model = self.ema.module if self.ema is not None else self.model_without_ddp
+        stats = evaluate_coco(model, self.postprocessor, loader, self.val_set.coco, self.device, self.amp_dtype)
+        record = {"type": "eval", "step": self.global_step, **stats, "ema": self.ema is not None,
+                  "eval_time_s": time.perf_counter() - start}
         self.metrics.write(record)
         self.last_eval = record
         for cb in self.callbacks:

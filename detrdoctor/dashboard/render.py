@@ -139,7 +139,8 @@ def losses_panel(view: View, width: int) -> list[Text]:
         lines.append(line(f"{label:<6}", (f"{num(current[0] if current else None):>8}", "bold"),
                           (f" ~{num(smoothed(series)):<7} ", "dim"), (sparkline(series, spark_width), "cyan")))
     ev = view.last_eval or {}
-    lines.append(line("AP ", (num(_get(ev, "AP")), "bold green"), " · AP50 ", (num(_get(ev, "AP50")), "bold green"),
+    lines.append(line("EMA AP " if ev.get("ema") else "AP ", (num(_get(ev, "AP")), "bold green"),
+                      " · AP50 ", (num(_get(ev, "AP50")), "bold green"),
                       f" · lr {view.lr:.1e}" if view.lr is not None else ""))
     return lines
 

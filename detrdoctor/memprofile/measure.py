@@ -96,6 +96,8 @@ def _static_breakdown(step: TrainingStep, peak: int) -> dict[str, dict[str, int]
             add("gradients", group_of(name), p.grad)
         for state in step.optimizer.state.get(p, {}).values():
             add("optimizer_state", group_of(name), state)
+    for tensor in step.ema_tensors():
+        add("parameters", "ema", tensor)
     static = sum(sum(groups.values()) for groups in breakdown.values())
     breakdown["activations_and_temporaries"] = {OTHER: max(peak - static, 0)}
     return breakdown
@@ -123,6 +125,8 @@ def _measure_cpu(request: PointRequest, device: torch.device, isolated: bool) ->
         names = {p: name for name, p in step.model.named_parameters()}
         for name, tensor in [*step.model.named_parameters(), *step.model.named_buffers()]:
             tracker.retag(tensor, "parameters", group_of(name))
+        for tensor in step.ema_tensors():
+            tracker.retag(tensor, "parameters", "ema")
         for p in step.grad_params:
             p.register_post_accumulate_grad_hook(lambda p: tracker.retag(p.grad, "gradients", group_of(names[p])))
         with tracker.scope(category="inputs"):

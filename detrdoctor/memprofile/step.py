@@ -62,6 +62,7 @@ class TrainingStep:
 
     def __init__(self, cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | None, phase: Phase = _no_phase,
                  build: Callable[[RunConfig], tuple[nn.Module, nn.Module]] | None = None, grad_scaler: bool = True):
+        from detr.engine.ema import ModelEMA
         from detr.engine.optim import build_optimizer
 
         self.cfg, self.device, self.amp_dtype, self.phase = cfg, device, amp_dtype, phase
@@ -72,10 +73,16 @@ class TrainingStep:
             self.model.backbone.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg.train)
         self.grad_params = [p for p in self.model.parameters() if p.requires_grad]
+        # The trainer's weight average, when the profile keeps one: a second copy of the weights.
+        self.ema = ModelEMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         use_scaler = grad_scaler and amp_dtype == torch.float16 and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self._autocast = lambda: torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                                                 enabled=amp_dtype is not None)
+
+    def ema_tensors(self) -> list[Tensor]:
+        """The weight average's tensors (none without one), for the "ema" group of the breakdown."""
+        return list(self.ema.module.state_dict().values()) if self.ema is not None else []
 
     def prime(self) -> None:
         """The state after a first step: gradients present and the optimizer's moments allocated."""
@@ -113,6 +120,8 @@ class TrainingStep:
                 self.scaler.update()
             else:
                 self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update()
 
 
 def resolve_build(spec: str | None) -> Callable[[RunConfig], tuple[nn.Module, nn.Module]]:

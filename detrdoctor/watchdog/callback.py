@@ -406,10 +406,12 @@ class GradientWatchdog(Callback):
 
 
 def take_snapshot(trainer: Trainer) -> dict[str, Any]:
-    """Model, optimizer and GradScaler state, copied on the device (no host transfer)."""
+    """Model (and its weight average), optimizer and GradScaler state, copied on the device (no host transfer)."""
+    ema = trainer.ema
     return {
         "step": trainer.global_step,
         "model": {k: v.detach().clone() for k, v in trainer.model_without_ddp.state_dict().items()},
+        "ema": ({k: v.clone() for k, v in ema.module.state_dict().items()}, ema.updates) if ema else None,
         "optimizer": copy.deepcopy(trainer.optimizer.state_dict()),
         "scaler": copy.deepcopy(trainer.scaler.state_dict()) if trainer.scaler is not None else None,
     }
@@ -417,6 +419,8 @@ def take_snapshot(trainer: Trainer) -> dict[str, Any]:
 
 def restore_snapshot(trainer: Trainer, snapshot: dict[str, Any]) -> None:
     trainer.model_without_ddp.load_state_dict(snapshot["model"])
+    if snapshot["ema"] is not None:
+        trainer.ema.load(*snapshot["ema"])
     # A copy: the optimizer may adopt the loaded tensors as its state and update them in place.
     trainer.optimizer.load_state_dict(copy.deepcopy(snapshot["optimizer"]))
     if trainer.scaler is not None:
