@@ -136,10 +136,8 @@ class Estimator:
                 step = self._built()
                 mode.start()
                 group = {p: group_of(name) for name, p in step.model.named_parameters()}
-                for name, tensor in [*step.model.named_parameters(), *step.model.named_buffers()]:
-                    mode.retag(tensor, "parameters", group_of(name))
-                for tensor in step.ema_tensors():
-                    mode.retag(tensor, "parameters", "ema")
+                for weight_group, tensor in step.weights_by_group():
+                    mode.retag(tensor, "parameters", weight_group)
                 for p in step.grad_params:
                     mode.retag(p.grad, "gradients", group[p])
                     for state in step.optimizer.state[p].values():

@@ -123,10 +123,8 @@ def _measure_cpu(request: PointRequest, device: torch.device, isolated: bool) ->
         with tracker.scope(category="parameters"):
             step = TrainingStep(cfg, device, AMP_DTYPES[request.amp], phase=phase, build=resolve_build(request.build))
         names = {p: name for name, p in step.model.named_parameters()}
-        for name, tensor in [*step.model.named_parameters(), *step.model.named_buffers()]:
-            tracker.retag(tensor, "parameters", group_of(name))
-        for tensor in step.ema_tensors():
-            tracker.retag(tensor, "parameters", "ema")
+        for weight_group, tensor in step.weights_by_group():
+            tracker.retag(tensor, "parameters", weight_group)
         for p in step.grad_params:
             p.register_post_accumulate_grad_hook(lambda p: tracker.retag(p.grad, "gradients", group_of(names[p])))
         with tracker.scope(category="inputs"):

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from detr.config import RunConfig
+from detrdoctor.memprofile.groups import group_of
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Objects per synthetic image: COCO's mean is about 7; the loss's memory hardly depends on it.
@@ -83,6 +84,11 @@ class TrainingStep:
     def ema_tensors(self) -> list[Tensor]:
         """The weight average's tensors (none without one), for the "ema" group of the breakdown."""
         return list(self.ema.module.state_dict().values()) if self.ema is not None else []
+
+    def weights_by_group(self) -> list[tuple[str, Tensor]]:
+        """(breakdown group, tensor) for every parameter and buffer, and for the weight average's copy ("ema")."""
+        named = [*self.model.named_parameters(), *self.model.named_buffers()]
+        return [(group_of(name), tensor) for name, tensor in named] + [("ema", t) for t in self.ema_tensors()]
 
     def prime(self) -> None:
         """The state after a first step: gradients present and the optimizer's moments allocated."""
