@@ -84,6 +84,7 @@ def evaluate(
     batch_size: Optional[int] = typer.Option(None, help="Images per batch."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
+    breakdown: bool = typer.Option(False, "--breakdown", help="Also show what holds AP down: labels, loose boxes, spare boxes, missed objects."),
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """COCO box AP of a checkpoint on the validation split."""

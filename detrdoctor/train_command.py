@@ -123,7 +123,7 @@ def run_evaluate(options: dict[str, Any]) -> int:
     from detr.checkpoint import load_state_dict_into, model_state_dict
     from detr.data import build_dataset, check_dataset
     from detr.engine.device import resolve_device
-    from detr.engine.evaluate import evaluate_coco
+    from detr.engine.evaluate import coco_box_stats, predict_detections
     from detr.engine.loaders import build_eval_loader
 
     cfg, ckpt = config_for_weights(options["weights"], options.get("profile"))
@@ -141,16 +141,31 @@ def run_evaluate(options: dict[str, Any]) -> int:
     model.to(device)
     loader = build_eval_loader(dataset, cfg.data, cfg.train.batch_size, device=device)
     with torch.inference_mode():
-        stats = evaluate_coco(model, postprocessor, loader, dataset.coco, device)
+        detections, image_ids = predict_detections(model, postprocessor, loader, device)
+    stats = coco_box_stats(dataset.coco, detections, image_ids)
+    breakdown = None
+    if options.get("breakdown"):
+        from detr.engine.error_breakdown import error_breakdown
+        from detrdoctor.ap_breakdown import judge_breakdown
+
+        with Console(stderr=True).status("re-scoring the detections at 5 IoU thresholds and without labels"):
+            breakdown = error_breakdown(dataset.coco, detections, image_ids)
+        breakdown["findings"] = judge_breakdown(stats["AP50"], breakdown)
     if options.get("json_output"):
-        print(json.dumps({"weights": options["weights"], "ema": ema, "images": len(dataset), **stats}))
-    else:
-        which = " (its EMA weights)" if ema else ""
-        table = Table(title=f"COCO box AP — {options['weights']}{which} on {len(dataset)} images")
-        for name in stats:
-            table.add_column(name, justify="right")
-        table.add_row(*("—" if v is None else f"{v:.3f}" for v in stats.values()))
-        Console().print(table)
+        extra = {} if breakdown is None else {"breakdown": breakdown}
+        print(json.dumps({"weights": options["weights"], "ema": ema, "images": len(dataset), **stats, **extra}))
+        return 0
+    console = Console()
+    which = " (its EMA weights)" if ema else ""
+    table = Table(title=f"COCO box AP — {options['weights']}{which} on {len(dataset)} images")
+    for name in stats:
+        table.add_column(name, justify="right")
+    table.add_row(*("—" if v is None else f"{v:.3f}" for v in stats.values()))
+    console.print(table)
+    if breakdown is not None:
+        from detrdoctor.ap_breakdown import render_breakdown
+
+        render_breakdown(console, breakdown, breakdown["findings"])
     return 0
 
 

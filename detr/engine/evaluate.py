@@ -48,15 +48,17 @@ def detections_as_rows(targets: list[dict[str, Any]], results: list[dict[str, to
 
 
 @torch.no_grad()
-def evaluate_coco(
+def predict_detections(
     model: nn.Module,
     postprocessor: nn.Module,
     loader: Iterable,
-    coco: Any,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
-) -> dict[str, float | None]:
-    """Run the model over `loader` and score it against `coco`; every rank returns the same metrics."""
+) -> tuple[np.ndarray, list[int]]:
+    """Run the model over `loader`: COCO result rows and the image ids scored, gathered over ranks.
+
+    The main process gets every rank's detections, each image once; the other ranks get none.
+    """
     was_training = model.training
     model.eval()
     rows, image_ids = [], []
@@ -69,14 +71,27 @@ def evaluate_coco(
         image_ids.extend(int(t["image_id"]) for t in targets)
     model.train(was_training)
     gathered = all_gather_objects((np.concatenate(rows) if rows else np.zeros((0, 7)), image_ids))
-    stats: dict[str, float | None] = {}
-    if is_main_process():
-        # A distributed sampler repeats a few images to even out the ranks: score each image once.
-        seen: set[int] = set()
-        kept = []
-        for rank_rows, rank_ids in gathered:
-            new_ids = set(rank_ids) - seen
-            kept.append(rank_rows[np.isin(rank_rows[:, 0], list(new_ids))])
-            seen |= new_ids
-        stats = coco_box_stats(coco, np.concatenate(kept), sorted(seen))
+    if not is_main_process():
+        return np.zeros((0, 7)), []
+    # A distributed sampler repeats a few images to even out the ranks: score each image once.
+    seen: set[int] = set()
+    kept = []
+    for rank_rows, rank_ids in gathered:
+        new_ids = set(rank_ids) - seen
+        kept.append(rank_rows[np.isin(rank_rows[:, 0], list(new_ids))])
+        seen |= new_ids
+    return np.concatenate(kept), sorted(seen)
+
+
+def evaluate_coco(
+    model: nn.Module,
+    postprocessor: nn.Module,
+    loader: Iterable,
+    coco: Any,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+) -> dict[str, float | None]:
+    """Run the model over `loader` and score it against `coco`; every rank returns the same metrics."""
+    detections, image_ids = predict_detections(model, postprocessor, loader, device, amp_dtype)
+    stats = coco_box_stats(coco, detections, image_ids) if is_main_process() else {}
     return all_gather_objects(stats)[0]
