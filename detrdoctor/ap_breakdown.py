@@ -36,7 +36,7 @@ def judge_breakdown(ap50: float | None, breakdown: dict[str, Any]) -> list[dict[
         f"tight (AP {loose:.2f} at IoU 0.1, {tight:.2f} at 0.5, {strict:.2f} at 0.7)")
     add("spare boxes", objects > 0 and boxes > SPARE_RATIO * objects,
         f"{boxes} boxes scored ≥ {breakdown['confident_score']} for {objects} objects: spare queries fire confident"
-        " duplicates: with few queries per object, raise eos_coef (the no-object weight, 0.1 in the paper)",
+        " duplicates; with few queries per object, raise eos_coef (the no-object weight, 0.1 in the paper)",
         f"{boxes} boxes scored ≥ {breakdown['confident_score']} for {objects} objects")
     add("missed objects", found < FOUND_RECALL,
         f"recall is {found:.2f} even at IoU 0.1, so some objects get no box at all: check num_queries against the"
