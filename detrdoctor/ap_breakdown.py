@@ -15,11 +15,11 @@ FOUND_RECALL = 0.9  # recall at IoU 0.1 below this: some objects get no box at a
 BAR_WIDTH = 30
 
 
-def judge_breakdown(ap50: float | None, breakdown: dict[str, Any]) -> list[dict[str, str]]:
+def judge_breakdown(breakdown: dict[str, Any]) -> list[dict[str, str]]:
     """One finding per check: {"check", "status": "ok" | "limits", "message"}."""
     ap_at, recall_at = breakdown["AP_at_iou"], breakdown["recall_at_iou"]
-    ap50, agnostic = ap50 or 0.0, breakdown["AP50_class_agnostic"] or 0.0
     loose, tight, strict = ap_at["0.1"] or 0.0, ap_at["0.5"] or 0.0, ap_at["0.7"] or 0.0
+    ap50, agnostic = tight, breakdown["AP50_class_agnostic"] or 0.0
     boxes, objects = breakdown["confident_detections"], breakdown["objects"]
     found = recall_at["0.1"] or 0.0
     findings = []
@@ -45,7 +45,7 @@ def judge_breakdown(ap50: float | None, breakdown: dict[str, Any]) -> list[dict[
     return findings
 
 
-def render_breakdown(console: Console, breakdown: dict[str, Any], findings: list[dict[str, str]]) -> None:
+def render_breakdown(console: Console, breakdown: dict[str, Any]) -> None:
     """AP and recall against the IoU threshold as a bar table, then the findings."""
     table = Table(title="AP and recall by IoU threshold", title_justify="left")
     table.add_column("IoU ≥", justify="right")
@@ -59,6 +59,6 @@ def render_breakdown(console: Console, breakdown: dict[str, Any], findings: list
                       Text.assemble(("█" * filled, "cyan"), ("·" * (BAR_WIDTH - filled), "bright_black")),
                       "—" if recall is None else f"{recall:.3f}")
     console.print(table)
-    for finding in findings:
+    for finding in breakdown["findings"]:
         mark = ("✓ ", "green") if finding["status"] == "ok" else ("✗ ", "yellow")
         console.print(Text.assemble(mark, (f"{finding['check']}: ", "bold"), finding["message"]))

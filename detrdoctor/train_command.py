@@ -150,7 +150,7 @@ def run_evaluate(options: dict[str, Any]) -> int:
 
         with Console(stderr=True).status("re-scoring the detections at 5 IoU thresholds and without labels"):
             breakdown = error_breakdown(dataset.coco, detections, image_ids)
-        breakdown["findings"] = judge_breakdown(stats["AP50"], breakdown)
+        breakdown["findings"] = judge_breakdown(breakdown)
     if options.get("json_output"):
         extra = {} if breakdown is None else {"breakdown": breakdown}
         print(json.dumps({"weights": options["weights"], "ema": ema, "images": len(dataset), **stats, **extra}))
@@ -165,7 +165,7 @@ def run_evaluate(options: dict[str, Any]) -> int:
     if breakdown is not None:
         from detrdoctor.ap_breakdown import render_breakdown
 
-        render_breakdown(console, breakdown, breakdown["findings"])
+        render_breakdown(console, breakdown)
     return 0
 
 

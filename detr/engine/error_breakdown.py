@@ -12,20 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from detr.engine.evaluate import accumulated_cocoeval
+
 IOU_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
 CONFIDENT_SCORE = 0.5
 
 
 def _ap_and_recall(coco: Any, detections: np.ndarray, image_ids: list[int]) -> tuple[list, list]:
     """Per IoU threshold: AP and the largest recall (all areas, 100 detections), averaged over classes."""
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress unconditionally
-        coco_eval = COCOeval(coco, coco.loadRes(detections), iouType="bbox")
-        coco_eval.params.imgIds = sorted(set(image_ids))
-        coco_eval.params.iouThrs = np.array(IOU_THRESHOLDS)
-        coco_eval.evaluate()
-        coco_eval.accumulate()
+    coco_eval = accumulated_cocoeval(coco, detections, image_ids, IOU_THRESHOLDS)
     precision = coco_eval.eval["precision"][:, :, :, 0, -1]  # thresholds × recall points × classes
     recall = coco_eval.eval["recall"][:, :, 0, -1]  # thresholds × classes
     # -1 marks classes without ground truth; a threshold with none at all has no value.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,21 +16,31 @@ from detr.engine.distributed import all_gather_objects, is_main_process
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
+def accumulated_cocoeval(coco: Any, detections: np.ndarray, image_ids: list[int],
+                         iou_thresholds: Sequence[float] | None = None) -> Any:
+    """COCOeval of box detections (rows [image_id, x, y, w, h, score, category_id]), evaluated and accumulated,
+    over `image_ids` and at `iou_thresholds` (default: COCO's 0.50:0.95)."""
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress unconditionally
+        coco_eval = COCOeval(coco, coco.loadRes(detections), iouType="bbox")
+        coco_eval.params.imgIds = sorted(set(image_ids))
+        if iou_thresholds is not None:
+            coco_eval.params.iouThrs = np.array(iou_thresholds)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    return coco_eval
+
+
 def coco_box_stats(coco: Any, detections: np.ndarray, image_ids: list[int]) -> dict[str, float | None]:
     """COCOeval box metrics for detections given as rows [image_id, x, y, w, h, score, category_id].
 
     COCOeval reports -1 where a metric is undefined (no ground truth of that size); we report None.
     """
-    from pycocotools.cocoeval import COCOeval
-
     if len(detections) == 0:
         return {name: 0.0 for name in STAT_NAMES}
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress unconditionally
-        coco_dt = coco.loadRes(detections)
-        coco_eval = COCOeval(coco, coco_dt, iouType="bbox")
-        coco_eval.params.imgIds = sorted(set(image_ids))
-        coco_eval.evaluate()
-        coco_eval.accumulate()
+    coco_eval = accumulated_cocoeval(coco, detections, image_ids)
+    with contextlib.redirect_stdout(io.StringIO()):
         coco_eval.summarize()
     return {name: (float(v) if v >= 0 else None) for name, v in zip(STAT_NAMES, coco_eval.stats[:6])}
 
