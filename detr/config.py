@@ -1,6 +1,6 @@
 """Configuration as dataclasses: the model, the data pipeline, the trainer and the watchdog.
 
-A profile is a TOML file with the optional sections [model], [data], [train] and [watchdog]
+A profile is a TOML file with the optional sections [model], [data], [train], [watchdog] and [diagnostics]
 whose keys are the fields below; unknown sections or keys are errors, not silently ignored.
 """
 
@@ -142,6 +142,23 @@ class WatchdogConfig:
     detect_anomaly: bool = False  # re-run a non-finite step under torch.autograd.detect_anomaly to name the op
 
 
+ON_STALL = ("wait", "stop")
+
+
+@dataclass
+class DiagnosticsConfig:
+    """detrdoctor's other run diagnostics: stall detection, the live dashboard and the CPU flame graph.
+
+    Plain settings (the library never draws anything): kept here so that profiles set them, `config.toml`
+    records them and `--resume` restores them, like the watchdog's.
+    """
+
+    stall_after: float = 60.0  # seconds without a finished step (at least 10× the median step time); 0: off
+    on_stall: str = "wait"  # wait | stop: after a stall dump, keep waiting or end the run with a checkpoint
+    dashboard: bool = True  # the live dashboard on an interactive terminal (plain log lines elsewhere)
+    profile_cpu: int = 0  # record a py-spy flame graph over this many steps (0: none)
+
+
 @dataclass
 class RunConfig:
     """Everything a run needs; what `config.toml` in a run folder holds."""
@@ -151,6 +168,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
 
 
 SECTIONS = {f.name: f for f in dataclasses.fields(RunConfig) if f.name != "description"}
@@ -281,6 +299,13 @@ def validate(cfg: RunConfig) -> None:
         (0 < cfg.watchdog.rollback_lr_factor <= 1, "[watchdog] rollback_lr_factor must be in (0, 1]"),
         (min(cfg.watchdog.warmup_steps, cfg.watchdog.sample_every, cfg.watchdog.max_rollbacks) >= 0
          and cfg.watchdog.snapshot_every >= 1, "[watchdog] step counts must be ≥ 0 (snapshot_every ≥ 1)"),
+        (cfg.diagnostics.on_stall in ON_STALL,
+         f"on-stall must be {' or '.join(ON_STALL)}, got '{cfg.diagnostics.on_stall}' (--on-stall)"),
+        (cfg.diagnostics.stall_after >= 0,
+         f"stall after must be ≥ 0 seconds (0 turns stall detection off), got {cfg.diagnostics.stall_after} "
+         "(--stall-after)"),
+        (cfg.diagnostics.profile_cpu >= 0, f"profile cpu must be ≥ 0 steps, got {cfg.diagnostics.profile_cpu} "
+                                           "(--profile-cpu)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -65,14 +65,22 @@ def train(
     on_anomaly: Optional[str] = typer.Option(None, help="Gradient watchdog action: warn, skip, rollback or stop."),
     no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Plain log lines instead of the live dashboard."),
     profile_cpu: Optional[int] = typer.Option(None, help="Record a py-spy flame graph over this many steps."),
-    stall_after: float = typer.Option(60.0, help="Seconds without a finished step (at least 10× the median step "
-                                      "time) before the stacks are dumped; 0 turns stall detection off."),
-    on_stall: str = typer.Option("wait", help="After a stall dump: wait (keep going) or stop the run."),
+    stall_after: Optional[float] = typer.Option(None, help="Seconds without a finished step (at least 10× the median "
+                                                "step time) before the stacks are dumped; 0 turns stall detection "
+                                                "off (profile default: 60)."),
+    on_stall: Optional[str] = typer.Option(None, help="After a stall dump: wait (keep going) or stop the run "
+                                           "(profile default: wait)."),
 ) -> None:
     """Train DETR (default: the demo profile on the synthetic dataset, on the CPU)."""
-    from detrdoctor.train_command import run_train
+    from detrdoctor.commands.train import TrainOptions, run_train
 
-    options = dict(locals())
+    options = TrainOptions(
+        profile=profile, coco_path=coco_path, output_dir=output_dir, epochs=epochs, max_steps=max_steps,
+        batch_size=batch_size, lr=lr, lr_backbone=lr_backbone, clip_max_norm=clip_max_norm, ema_decay=ema_decay,
+        amp=amp, device=device, num_workers=num_workers, resume=resume, weights=weights,
+        backbone_weights=backbone_weights, seed=seed, eval_every=eval_every, log_every=log_every,
+        on_anomaly=on_anomaly, dashboard=False if no_dashboard else None, profile_cpu=profile_cpu,
+        stall_after=stall_after, on_stall=on_stall)
     run_guarded(lambda: run_train(options))
 
 
@@ -88,18 +96,19 @@ def evaluate(
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """COCO box AP of a checkpoint on the validation split."""
-    from detrdoctor.train_command import run_evaluate
+    from detrdoctor.commands.evaluate import EvaluateOptions, run_evaluate
 
-    options = dict(locals())
+    options = EvaluateOptions(weights=weights, profile=profile, coco_path=coco_path, batch_size=batch_size,
+                              device=device, num_workers=num_workers, breakdown=breakdown, json_output=json_output)
     run_guarded(lambda: run_evaluate(options))
 
 
 @app.command("profiles")
 def list_profiles(json_output: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """List the named presets."""
-    from detrdoctor.train_command import run_list_profiles
+    from detrdoctor.commands.profiles import ProfilesOptions, run_profiles
 
-    run_guarded(lambda: run_list_profiles(json_output))
+    run_guarded(lambda: run_profiles(ProfilesOptions(json_output=json_output)))
 
 
 @app.command()
@@ -111,9 +120,10 @@ def synth(
     seed: int = typer.Option(0, help="Same seed → byte-identical dataset."),
 ) -> None:
     """Render a synthetic COCO-format detection dataset."""
-    from detrdoctor.train_command import run_synth
+    from detrdoctor.commands.synth import SynthOptions, run_synth
 
-    run_guarded(lambda: run_synth(out, train_images, val_images, image_size, seed))
+    options = SynthOptions(out=out, train_images=train_images, val_images=val_images, image_size=image_size, seed=seed)
+    run_guarded(lambda: run_synth(options))
 
 
 @app.command("env-check")
@@ -126,9 +136,11 @@ def env_check(
     num_workers: Optional[int] = typer.Option(None, help="The num_workers you plan to use."),
 ) -> None:
     """Judge the whole stack (torch, torchvision, CUDA, NumPy, pycocotools, NVML, host limits) and name each fix."""
-    from detrdoctor.envcheck import run_env_check
+    from detrdoctor.commands.env_check import EnvCheckOptions, run_env_check
 
-    run_guarded(lambda: run_env_check(json_output, coco_path, strict, from_facts, device, num_workers))
+    options = EnvCheckOptions(json_output=json_output, coco_path=coco_path, strict=strict, from_facts=from_facts,
+                              device=device, num_workers=num_workers)
+    run_guarded(lambda: run_env_check(options))
 
 
 @app.command()
@@ -149,9 +161,12 @@ def memprofile(
     safety_margin: float = typer.Option(0.1, help="Share of device memory kept free when judging what fits."),
 ) -> None:
     """GPU memory and speed across batch sizes, with and without AMP (estimated without a GPU)."""
-    from detrdoctor.memprofile import run_memprofile
+    from detrdoctor.commands.memprofile import MemprofileOptions, run_memprofile
 
-    options = dict(locals())
+    options = MemprofileOptions(
+        profile=profile, batch_sizes=batch_sizes, amp=amp, shape=shape, find_max=find_max, device=device,
+        estimate=estimate, gpu_memory=gpu_memory, snapshot=snapshot, json_output=json_output, output_dir=output_dir,
+        coco_path=coco_path, in_process=in_process, safety_margin=safety_margin)
     run_guarded(lambda: run_memprofile(options))
 
 
@@ -170,9 +185,12 @@ def loader_bench(
     json_output: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
     """DataLoader throughput per num_workers and pin_memory, with a verdict on GPU starvation."""
-    from detrdoctor.loaderbench import run_loader_bench
+    from detrdoctor.commands.loader_bench import LoaderBenchOptions, run_loader_bench
 
-    options = dict(locals())
+    options = LoaderBenchOptions(
+        profile=profile, coco_path=coco_path, split=split, num_workers=num_workers, pin_memory=pin_memory,
+        batch_size=batch_size, batches=batches, prefetch_factor=prefetch_factor,
+        persistent_workers=persistent_workers, step_time=step_time, json_output=json_output)
     run_guarded(lambda: run_loader_bench(options))
 
 
@@ -182,9 +200,9 @@ def stack(
     native: bool = typer.Option(False, help="Include native frames (py-spy --native)."),
 ) -> None:
     """Print the Python stacks of a running process and its DataLoader workers (py-spy)."""
-    from detrdoctor.pyspy import run_stack
+    from detrdoctor.commands.stack import StackOptions, run_stack
 
-    run_guarded(lambda: run_stack(pid, native))
+    run_guarded(lambda: run_stack(StackOptions(pid=pid, native=native)))
 
 
 if __name__ == "__main__":  # pragma: no cover

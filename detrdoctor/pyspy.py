@@ -264,21 +264,6 @@ def describe_wait(points: list[dict[str, Any]], root_pid: int) -> str:
     return "; ".join(parts + trainer if waits_on_workers else trainer + parts)
 
 
-def run_stack(pid: int, native: bool) -> int:
-    """`detrdoctor stack PID`: the stacks of a process and its children, then where each one waits."""
-    from rich.console import Console
-
-    text = dump(pid, subprocesses=True, native=native)
-    sys.stdout.write(text)
-    points = wait_points(parse_dump(text), pid)
-    console = Console(highlight=False)
-    console.rule("where they wait", style="bright_black")
-    for p in points:
-        who = "process" if p["pid"] == pid else "child"
-        console.print(f"{who} {p['pid']} ({p['state']}): [bold]{p['frame']}[/]")
-    return 0
-
-
 # ----------------------------------------------------------------------------- flame graphs
 
 

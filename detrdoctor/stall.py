@@ -16,11 +16,11 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from detr.config import ON_STALL
 from detr.engine.callbacks import Callback, StepContext
 from detr.errors import DetrError
 from detrdoctor import pyspy
 
-ON_STALL = ("wait", "stop")
 STOP_GRACE_S = 30.0  # after raising in the main thread: then the process exits without unwinding
 
 

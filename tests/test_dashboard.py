@@ -24,7 +24,7 @@ from detrdoctor.dashboard.telemetry import (
     visible_gpu_selectors,
 )
 from detrdoctor.progress import PlainProgress
-from detrdoctor.train_command import progress_display
+from detrdoctor.commands.train import progress_display
 
 GIB = 1024**3
 CPU_ONLY = Telemetry(host=HostReading(cpu_percent=45.0, cpus=2, ram_used=5 * GIB, ram_total=8 * GIB, rss=2 * GIB))
@@ -146,28 +146,28 @@ def as_terminal(monkeypatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def progress(options):
-    return [progress_display(options, Console(highlight=False))]
+def progress(dashboard: bool = True, profile: str = ""):
+    return [progress_display(Console(highlight=False), dashboard, profile)]
 
 
 def test_plain_lines_when_stdout_is_not_a_terminal(monkeypatch):
     as_terminal(monkeypatch)
     monkeypatch.setattr(sys, "stdout", io.StringIO())
-    [display] = progress({})
+    [display] = progress()
     assert isinstance(display, PlainProgress)
     monkeypatch.setenv("FORCE_COLOR", "1")  # as in many CI setups: colours, but still no live display
-    [display] = progress({})
+    [display] = progress()
     assert isinstance(display, PlainProgress)
 
 
 def test_dashboard_on_a_terminal_unless_disabled_or_not_rank_0(monkeypatch):
     as_terminal(monkeypatch)
-    [display] = progress({"profile": "tiny"})
+    [display] = progress(profile="tiny")
     assert isinstance(display, Dashboard) and display.profile == "tiny"
-    [display] = progress({"no_dashboard": True})
+    [display] = progress(dashboard=False)
     assert isinstance(display, PlainProgress)
     monkeypatch.setenv("RANK", "1")
-    [display] = progress({})
+    [display] = progress()
     assert isinstance(display, PlainProgress)
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import memprofile_models as models
-from detrdoctor.memprofile import run_memprofile
+from detrdoctor.commands.memprofile import MemprofileOptions, run_memprofile
 from detrdoctor.memprofile.measure import measure_point
 from detrdoctor.memprofile.request import request_for
 from detrdoctor.memprofile.search import LIMIT, find_max
@@ -16,11 +16,11 @@ from detrdoctor.profiles import load_profile
 SHAPE = f"{models.SIDE}x{models.SIDE}"
 
 
-def options(**overrides) -> dict:
+def options(**overrides) -> MemprofileOptions:
     base = dict(profile="tiny", batch_sizes="1,2,4", amp="off", shape=SHAPE, find_max=False, device="cpu",
                 estimate=False, gpu_memory=None, snapshot=False, json_output=True, output_dir=None, coco_path=None,
                 in_process=True, safety_margin=0.1, build="memprofile_models:build_oom_mlp")
-    return {**base, **overrides}
+    return MemprofileOptions(**{**base, **overrides})
 
 
 def run_json(capsys, **overrides) -> dict:

@@ -188,10 +188,11 @@ def test_on_stall_stop_raises_in_the_blocked_main_thread(tmp_path, monkeypatch):
     assert trainer.stop_reason.startswith("stalled: no step for")
 
 
-def test_stall_flags_set_the_limit_and_action_and_zero_turns_detection_off(tiny_cfg):
-    from detrdoctor.train_command import build_callbacks
+def test_stall_settings_set_the_limit_and_action_and_zero_turns_detection_off(tiny_cfg):
+    from detrdoctor.commands.train import build_callbacks
 
-    detector, = (cb for cb in build_callbacks(tiny_cfg, {"stall_after": 20.0, "on_stall": "stop"})
-                 if isinstance(cb, StallDetector))
+    tiny_cfg.diagnostics.stall_after, tiny_cfg.diagnostics.on_stall = 20.0, "stop"
+    detector, = (cb for cb in build_callbacks(tiny_cfg) if isinstance(cb, StallDetector))
     assert (detector.min_limit_s, detector.on_stall, detector.first_step_limit_s) == (20.0, "stop", 300.0)
-    assert not any(isinstance(cb, StallDetector) for cb in build_callbacks(tiny_cfg, {"stall_after": 0.0}))
+    tiny_cfg.diagnostics.stall_after = 0.0
+    assert not any(isinstance(cb, StallDetector) for cb in build_callbacks(tiny_cfg))

@@ -246,11 +246,11 @@ def test_attention_logits_match_the_attention_weights(batch_first):
 
 
 def test_train_command_puts_the_watchdog_first_unless_disabled(tiny_cfg):
-    from detrdoctor.train_command import build_callbacks
+    from detrdoctor.commands.train import build_callbacks
 
-    assert isinstance(build_callbacks(tiny_cfg, {})[0], GradientWatchdog)
+    assert isinstance(build_callbacks(tiny_cfg)[0], GradientWatchdog)
     tiny_cfg.watchdog.enabled = False
-    assert not any(isinstance(cb, GradientWatchdog) for cb in build_callbacks(tiny_cfg, {}))
+    assert not any(isinstance(cb, GradientWatchdog) for cb in build_callbacks(tiny_cfg))
 
 
 def test_cli_stop_exits_non_zero_with_profile_thresholds(tmp_path):

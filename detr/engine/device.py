@@ -1,38 +1,63 @@
-"""Device and mixed-precision choices, checked before any work starts."""
+"""Device and mixed-precision choices, checked before any work starts.
+
+Parsing a device name needs no torch (env-check judges names before its probes import it); resolving one does.
+"""
 
 from __future__ import annotations
 
-import torch
+import re
+from typing import TYPE_CHECKING
 
 from detr.errors import ConfigError
 
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
+AMP_MODES = ("off", "bf16", "fp16")
+_AMP_DTYPE_NAMES = {"off": None, "bf16": "bfloat16", "fp16": "float16"}
+DEVICE_HINT = "use auto, cpu, cuda or cuda:N"
+
+
+def parse_device(name: str, flag: str = "--device") -> tuple[str, int | None]:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' → (type, index); anything else is a ConfigError naming `flag`."""
+    match = re.fullmatch(r"(auto|cpu|cuda)(?::(\d+))?", name.strip())
+    if not match or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise ConfigError(f"{flag} {name!r}: unknown device; {DEVICE_HINT}")
+    return match.group(1), int(match.group(2)) if match.group(2) is not None else None
+
+
+def amp_dtype(amp: str) -> torch.dtype | None:
+    """The autocast dtype of an AMP mode (None for off), without checking the device."""
+    import torch
+
+    if amp not in _AMP_DTYPE_NAMES:
+        raise ConfigError(f"--amp must be off, bf16 or fp16, got '{amp}'")
+    name = _AMP_DTYPE_NAMES[amp]
+    return None if name is None else getattr(torch, name)
 
 
 def resolve_device(name: str) -> torch.device:
     """`auto` → the first GPU if there is one, else the CPU; `cuda` without a GPU is an error."""
-    if name == "auto":
+    import torch
+
+    kind, index = parse_device(name)
+    if kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}' (--device): use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
+    if kind == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {name}: no CUDA GPU is visible (try --device cpu, or run `detrdoctor env-check`)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
+        if index is not None and index >= torch.cuda.device_count():
             raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
-    elif device.type != "cpu":
-        raise ConfigError(f"unsupported device '{name}' (--device): use auto, cpu, cuda or cuda:N")
-    return device
+    return torch.device(kind, index) if index is not None else torch.device(kind)
 
 
 def resolve_amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `--amp`, refusing combinations the device cannot run."""
-    if amp not in AMP_DTYPES:
-        raise ConfigError(f"--amp must be off, bf16 or fp16, got '{amp}'")
+    import torch
+
+    dtype = amp_dtype(amp)
     if amp == "fp16" and device.type == "cpu":
         raise ConfigError("--amp fp16 needs a CUDA GPU (its GradScaler is CUDA-only); use --amp bf16 or off on the CPU")
     if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError(f"--amp bf16: {torch.cuda.get_device_name(device)} does not support bf16; use --amp fp16")
-    return AMP_DTYPES[amp]
+    return dtype

@@ -1,7 +1,7 @@
-"""`detrdoctor loader-bench`: DataLoader throughput per num_workers and pin_memory, and whether the model starves.
+"""loader-bench's parts: DataLoader throughput per num_workers and pin_memory, and whether the model starves.
 
-Collect (measure.py, stages.py) → judge (verdict.py) → render (report.py). Nothing here imports torch at
-module level; the measuring modules load when the command runs.
+Collect (here and measure.py, stages.py) → judge (verdict.py) → render (report.py); the command is
+`detrdoctor.commands.loader_bench`. Nothing here imports torch at module level.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from detr.config import RunConfig
+    from detrdoctor.commands.loader_bench import LoaderBenchOptions
     from detrdoctor.loaderbench.report import Report
 
 PIN_CHOICES = {"both": (False, True), "on": (True,), "off": (False,)}
@@ -66,53 +67,6 @@ def parse_step_time(text: str) -> float | str | None:
     return seconds
 
 
-def check_options(options: dict[str, Any]) -> None:
-    """Reject impossible flag values before any work starts."""
-    if options["split"] not in ("train", "val"):
-        raise ConfigError(f"--split must be train or val, got '{options['split']}'")
-    if options["pin_memory"] not in PIN_CHOICES:
-        raise ConfigError(f"--pin-memory must be both, on or off, got '{options['pin_memory']}'")
-    if options.get("batch_size") is not None and options["batch_size"] < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {options['batch_size']}")
-    if options["batches"] < 3:
-        raise ConfigError(f"--batches must be at least 3 (the spread needs several windows), got {options['batches']}")
-    if options.get("prefetch_factor") is not None and options["prefetch_factor"] < 1:
-        raise ConfigError(f"--prefetch-factor must be at least 1, got {options['prefetch_factor']}")
-
-
-def run_loader_bench(options: dict[str, Any]) -> int:
-    """The command body: exit 0 when at least one setting was measured, 1 when every setting crashed."""
-    from rich.console import Console
-
-    check_options(options)
-    worker_counts = parse_worker_counts(options["num_workers"], usable_cpus())
-    step_time = parse_step_time(options["step_time"])
-
-    from detr.config import validate
-    from detrdoctor.profiles import load_profile
-
-    cfg = load_profile(options.get("profile") or "demo")
-    if options.get("coco_path"):
-        cfg.data.coco_path = options["coco_path"]
-    if options.get("batch_size") is not None:
-        cfg.train.batch_size = options["batch_size"]
-    validate(cfg)
-
-    json_output = bool(options.get("json_output"))
-    out = Console(highlight=False)
-    collected = collect(cfg, options, worker_counts, step_time,
-                        Console(stderr=True, highlight=False) if json_output else out)
-    report = judge(collected)
-
-    from detrdoctor.loaderbench.report import dumps, render
-
-    if json_output:
-        print(dumps(report))
-    else:
-        render(report, out)
-    return 0 if report.recommendation.num_workers is not None else 1
-
-
 @dataclass
 class Collected:
     """What the measurements produced, before any judgement."""
@@ -126,7 +80,7 @@ class Collected:
     notes: list[str] = field(default_factory=list)
 
 
-def collect(cfg: RunConfig, options: dict[str, Any], worker_counts: list[int], step_time: float | str | None,
+def collect(cfg: RunConfig, options: LoaderBenchOptions, worker_counts: list[int], step_time: float | str | None,
             console: Console) -> Collected:
     """Build the dataset, then run the sweep and the step timing under a progress bar."""
     import torch
@@ -137,12 +91,12 @@ def collect(cfg: RunConfig, options: dict[str, Any], worker_counts: list[int], s
     from detrdoctor.loaderbench.measure import BenchOptions, measure_step_time, run_sweep
 
     has_gpu = torch.cuda.is_available()
-    pins = PIN_CHOICES[options["pin_memory"]] if has_gpu else (False,)
+    pins = PIN_CHOICES[options.pin_memory] if has_gpu else (False,)
     settings = [(n, pin) for n in worker_counts for pin in pins]
-    split = options["split"]
-    opts = BenchOptions(batch_size=cfg.train.batch_size, batches=options["batches"], train=split == "train",
-                        seed=cfg.train.seed, prefetch_factor=options.get("prefetch_factor"),
-                        persistent_workers=bool(options.get("persistent_workers")))
+    split = options.split
+    opts = BenchOptions(batch_size=cfg.train.batch_size, batches=options.batches, train=split == "train",
+                        seed=cfg.train.seed, prefetch_factor=options.prefetch_factor,
+                        persistent_workers=options.persistent_workers)
     if step_time == "auto":
         model_device = str(resolve_device(cfg.train.device))  # a GPU profile without a GPU fails before the sweep
     else:
@@ -176,7 +130,7 @@ def collect(cfg: RunConfig, options: dict[str, Any], worker_counts: list[int], s
             progress.advance(task)
 
     setup = {
-        "profile": options.get("profile") or "demo",
+        "profile": options.profile,
         "dataset": cfg.data.coco_path or "synthetic",
         "split": split,
         "images": len(dataset),

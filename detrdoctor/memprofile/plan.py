@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from detr.config import RunConfig
+from detr.engine.device import parse_device
 from detr.errors import ConfigError
 from detrdoctor.memprofile.device import CudaDevice, cuda_device
 from detrdoctor.memprofile.gpus import GPU, resolve_target
 from detrdoctor.memprofile.shapes import parse_shape
+
+if TYPE_CHECKING:
+    from detrdoctor.commands.memprofile import MemprofileOptions
 
 AMP_CHOICES = ("both", "off", "bf16", "fp16")
 
@@ -50,36 +54,32 @@ def parse_batch_sizes(text: str) -> list[int]:
     return sorted(set(sizes))
 
 
-def make_plan(options: dict[str, Any]) -> Plan:
-    """Validate the memprofile options (cli.py's names) and resolve profile, device, AMP modes and target."""
+def make_plan(options: MemprofileOptions) -> Plan:
+    """Validate the memprofile options and resolve profile, device, AMP modes and target."""
     import torch
 
-    from detrdoctor.profiles import load_profile
+    from detrdoctor.commands.common import load_run_config
 
-    batch_sizes = parse_batch_sizes(options["batch_sizes"])
-    if options["amp"] not in AMP_CHOICES:
-        raise ConfigError(f"--amp must be both, off, bf16 or fp16, got '{options['amp']}'")
-    parse_shape(options["shape"])
-    margin = options.get("safety_margin", 0.1)
-    if not 0 <= margin < 1:
-        raise ConfigError(f"--safety-margin must be a fraction in [0, 1), got {margin}")
-    cfg = load_profile(options["profile"])
-    if options.get("coco_path"):
-        cfg.data.coco_path = options["coco_path"]
+    batch_sizes = parse_batch_sizes(options.batch_sizes)
+    if options.amp not in AMP_CHOICES:
+        raise ConfigError(f"--amp must be both, off, bf16 or fp16, got '{options.amp}'")
+    parse_shape(options.shape)
+    if not 0 <= options.safety_margin < 1:
+        raise ConfigError(f"--safety-margin must be a fraction in [0, 1), got {options.safety_margin}")
+    cfg = load_run_config(options.profile, options.coco_path)
 
-    device, gpu = _resolve_device(options["device"], torch.cuda.is_available(), torch.cuda.device_count())
-    target = resolve_target(options["gpu_memory"]) if options.get("gpu_memory") else None
+    device, gpu = _resolve_device(options.device, torch.cuda.is_available(), torch.cuda.device_count())
+    target = resolve_target(options.gpu_memory) if options.gpu_memory else None
     if target is None and gpu is not None:
         target = GPU(gpu.name, gpu.total_bytes, gpu.bf16)
-    amp_modes = _amp_modes(options["amp"], device, gpu, target)
+    amp_modes = _amp_modes(options.amp, device, gpu, target)
     _check_gpu_requests(options, device, target)
     return Plan(
-        profile=options["profile"], cfg=cfg, batch_sizes=batch_sizes, amp_modes=amp_modes,
-        shape_option=options["shape"], device=device, gpu=gpu, estimate=bool(options["estimate"]) or device is None,
-        target=target, safety_margin=margin, find_max=bool(options["find_max"]), snapshot=bool(options["snapshot"]),
-        json_output=bool(options["json_output"]),
-        output_dir=Path(options["output_dir"]) if options.get("output_dir") else None,
-        in_process=bool(options["in_process"]), build=options.get("build"))
+        profile=options.profile, cfg=cfg, batch_sizes=batch_sizes, amp_modes=amp_modes,
+        shape_option=options.shape, device=device, gpu=gpu, estimate=options.estimate or device is None,
+        target=target, safety_margin=options.safety_margin, find_max=options.find_max, snapshot=options.snapshot,
+        json_output=options.json_output, output_dir=Path(options.output_dir) if options.output_dir else None,
+        in_process=options.in_process, build=options.build)
 
 
 def _amp_modes(amp: str, device: str | None, gpu: CudaDevice | None, target: GPU | None) -> list[str]:
@@ -101,37 +101,33 @@ def _amp_modes(amp: str, device: str | None, gpu: CudaDevice | None, target: GPU
     return ["off", "bf16" if bf16 else "fp16"] if amp == "both" else [amp]
 
 
-def _check_gpu_requests(options: dict[str, Any], device: str | None, target: GPU | None) -> None:
+def _check_gpu_requests(options: MemprofileOptions, device: str | None, target: GPU | None) -> None:
     """--find-max needs memory to fit into; --snapshot needs a GPU and a folder."""
-    if options["find_max"] and device == "cpu":
+    if options.find_max and device == "cpu":
         raise ConfigError("--find-max searches GPU memory: measure on a GPU, or estimate with --gpu-memory "
                           "(without --device cpu)")
-    if options["find_max"] and target is None:
+    if options.find_max and target is None:
         raise ConfigError("--find-max needs device memory to fit into: no GPU here, so give --gpu-memory "
                           "(e.g. 24GiB or A100-80GB)")
-    if options["snapshot"] and device in (None, "cpu"):
+    if options.snapshot and device in (None, "cpu"):
         raise ConfigError("--snapshot records CUDA allocations: it needs a GPU to measure on")
-    if options["snapshot"] and not options.get("output_dir"):
+    if options.snapshot and not options.output_dir:
         raise ConfigError("--snapshot writes its file into --output-dir: give one")
 
 
 def _resolve_device(name: str, has_cuda: bool, count: int) -> tuple[str | None, CudaDevice | None]:
     """`auto` → the first GPU, else nothing to measure on (estimate); `cuda[:N]` must exist; `cpu` measures there."""
-    if name == "auto":
-        name = "cuda:0" if has_cuda else ""
-        if not name:
-            return None, None
-    if name == "cpu":
-        return "cpu", None
-    if name == "cuda" or name.startswith("cuda:"):
-        index_text = name.partition(":")[2] or "0"
-        if not index_text.isdigit():
-            raise ConfigError(f"--device {name}: use auto, cpu, cuda or cuda:N")
+    kind, index = parse_device(name)
+    if kind == "auto":
         if not has_cuda:
-            raise ConfigError(f"--device {name}: no CUDA GPU is visible (run without --device to estimate, "
-                              "or see `detrdoctor env-check`)")
-        index = int(index_text)
-        if index >= count:
-            raise ConfigError(f"--device {name}: only {count} GPU(s) visible")
-        return f"cuda:{index}", cuda_device(index)
-    raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got '{name}'")
+            return None, None
+        kind, index = "cuda", 0
+    if kind == "cpu":
+        return "cpu", None
+    if not has_cuda:
+        raise ConfigError(f"--device {name}: no CUDA GPU is visible (run without --device to estimate, "
+                          "or see `detrdoctor env-check`)")
+    index = index or 0
+    if index >= count:
+        raise ConfigError(f"--device {name}: only {count} GPU(s) visible")
+    return f"cuda:{index}", cuda_device(index)

@@ -1,0 +1,38 @@
+"""What several commands share: which profile to start from, and profile + flags → one RunConfig."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from detr.config import RunConfig
+
+
+def default_profile(profile: str | None, coco_path: str | None) -> str:
+    """--profile, else detr-r50 for a real dataset (--coco-path), else the synthetic demo."""
+    return profile or ("detr-r50" if coco_path else "demo")
+
+
+def load_run_config(profile: str | None, coco_path: str | None,
+                    overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
+    """The profile's configuration with the flags that were given (not None) applied and validated.
+
+    `overrides` maps a config section to its keys, e.g. {"train": {"lr": 1e-4}}; keys are checked and
+    typed by `detr.config.apply_overrides`, so a misspelt key fails here, naming it.
+    """
+    from detr.config import validate
+    from detrdoctor.profiles import load_profile
+
+    cfg = load_profile(default_profile(profile, coco_path))
+    apply_flags(cfg, {"data": {"coco_path": coco_path}, **(overrides or {})})
+    validate(cfg)
+    return cfg
+
+
+def apply_flags(cfg: RunConfig, overrides: dict[str, dict[str, Any]]) -> None:
+    """Set the given flags (None: not given) on `cfg`, section by section."""
+    from detr.config import apply_overrides
+
+    for section, values in overrides.items():
+        given = {key: value for key, value in values.items() if value is not None}
+        apply_overrides(getattr(cfg, section), given, f"[{section}]")

@@ -1,0 +1,100 @@
+"""`detrdoctor evaluate`: COCO box AP of a checkpoint, and with --breakdown what holds it down."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from detr.config import RunConfig
+
+
+@dataclass
+class EvaluateOptions:
+    weights: str
+    profile: str | None
+    coco_path: str | None
+    batch_size: int | None
+    device: str | None
+    num_workers: int | None
+    breakdown: bool
+    json_output: bool
+
+
+def config_for_weights(weights: str, profile: str | None) -> tuple[RunConfig, dict[str, Any]]:
+    """The config to evaluate `weights` with: the profile if given, else the checkpoint's own, else
+    detr-r50 with what the weights reveal (class count, queries, layers, backbone)."""
+    from detr import infer_config_from_state_dict
+    from detr.checkpoint import load_checkpoint_file
+    from detrdoctor.commands.train import config_of_checkpoint
+    from detrdoctor.profiles import load_profile
+
+    ckpt = load_checkpoint_file(weights)
+    if profile:
+        return load_profile(profile), ckpt
+    cfg = config_of_checkpoint(ckpt, weights)
+    if cfg is not None:
+        return cfg, ckpt
+    cfg = load_profile("detr-r50")
+    for key, value in infer_config_from_state_dict(ckpt.get("model", ckpt)).items():
+        if hasattr(cfg.model, key):
+            setattr(cfg.model, key, value)
+    return cfg, ckpt
+
+
+def run_evaluate(options: EvaluateOptions) -> int:
+    """`detrdoctor evaluate`: COCO box AP of a checkpoint."""
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from detr import build_model
+    from detr.checkpoint import load_state_dict_into, model_state_dict
+    from detr.config import validate
+    from detr.data import build_dataset, check_dataset
+    from detr.engine.device import resolve_device
+    from detr.engine.evaluate import coco_box_stats, predict_detections
+    from detr.engine.loaders import build_eval_loader
+    from detrdoctor.commands.common import apply_flags
+
+    cfg, ckpt = config_for_weights(options.weights, options.profile)
+    apply_flags(cfg, {"data": {"coco_path": options.coco_path, "num_workers": options.num_workers},
+                      "train": {"batch_size": options.batch_size, "device": options.device}})
+    validate(cfg)
+    cfg.model.backbone_weights = "none"  # the checkpoint carries the backbone
+    device = resolve_device(cfg.train.device)
+    check_dataset(cfg.data, "val")
+    dataset = build_dataset(cfg.data, "val", train=False)
+    model, _, postprocessor = build_model(cfg.model)
+    load_state_dict_into(model, model_state_dict(ckpt, options.weights), options.weights)
+    ema = "model_ema" in ckpt  # a run trained with a weight average is scored by it, as during training
+    model.to(device)
+    loader = build_eval_loader(dataset, cfg.data, cfg.train.batch_size, device=device)
+    with torch.inference_mode():
+        detections, image_ids = predict_detections(model, postprocessor, loader, device)
+    stats = coco_box_stats(dataset.coco, detections, image_ids)
+    breakdown = None
+    if options.breakdown:
+        from detr.engine.error_breakdown import error_breakdown
+        from detrdoctor.ap_breakdown import judge_breakdown
+
+        with Console(stderr=True).status("re-scoring the detections at 5 IoU thresholds and without labels"):
+            breakdown = error_breakdown(dataset.coco, detections, image_ids)
+        breakdown["findings"] = judge_breakdown(breakdown)
+    if options.json_output:
+        extra = {} if breakdown is None else {"breakdown": breakdown}
+        print(json.dumps({"weights": options.weights, "ema": ema, "images": len(dataset), **stats, **extra}))
+        return 0
+    console = Console()
+    which = " (its EMA weights)" if ema else ""
+    table = Table(title=f"COCO box AP — {options.weights}{which} on {len(dataset)} images")
+    for name in stats:
+        table.add_column(name, justify="right")
+    table.add_row(*("—" if v is None else f"{v:.3f}" for v in stats.values()))
+    console.print(table)
+    if breakdown is not None:
+        from detrdoctor.ap_breakdown import render_breakdown
+
+        render_breakdown(console, breakdown)
+    return 0

@@ -1,0 +1,39 @@
+"""`detrdoctor synth`: render the synthetic COCO-format dataset, with a progress bar."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class SynthOptions:
+    out: str
+    train_images: int
+    val_images: int
+    image_size: int
+    seed: int
+
+
+def run_synth(options: SynthOptions) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from detr.data import generate_synthetic_coco
+    from detr.errors import ConfigError
+
+    for flag, value, low in (("--train-images", options.train_images, 1), ("--val-images", options.val_images, 1),
+                             ("--image-size", options.image_size, 32)):
+        if value < low:
+            raise ConfigError(f"{flag} must be at least {low}, got {value}")
+    console = Console(stderr=True)
+    total = options.train_images + options.val_images
+    with Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("synth", total=total)
+        root = generate_synthetic_coco(
+            options.out, train_images=options.train_images, val_images=options.val_images,
+            image_size=options.image_size, seed=options.seed,
+            progress=lambda done, total: progress.update(task, completed=done, total=total))
+    Console().print(f"wrote {options.train_images} + {options.val_images} images and COCO annotations "
+                    f"to [bold]{root}[/]")
+    return 0

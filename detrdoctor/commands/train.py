@@ -1,0 +1,148 @@
+"""`detrdoctor train`: resolve the configuration, attach the diagnostics, train."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from detr.config import RunConfig
+    from detr.engine.callbacks import Callback
+
+
+@dataclass
+class TrainOptions:
+    """The flags of `train`; None means "not given": the profile (or the resumed run) decides."""
+
+    profile: str | None
+    coco_path: str | None
+    output_dir: str | None
+    epochs: int | None
+    max_steps: int | None
+    batch_size: int | None
+    lr: float | None
+    lr_backbone: float | None
+    clip_max_norm: float | None
+    ema_decay: float | None
+    amp: str | None
+    device: str | None
+    num_workers: int | None
+    resume: str | None
+    weights: str | None
+    backbone_weights: str | None
+    seed: int | None
+    eval_every: int | None
+    log_every: int | None
+    on_anomaly: str | None
+    dashboard: bool | None
+    profile_cpu: int | None
+    stall_after: float | None
+    on_stall: str | None
+
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        """The flags as config keys, per section."""
+        train_keys = ("output_dir", "epochs", "max_steps", "batch_size", "lr", "lr_backbone", "clip_max_norm",
+                      "ema_decay", "amp", "device", "resume", "weights", "seed", "eval_every", "log_every")
+        return {
+            "model": {"backbone_weights": self.backbone_weights},
+            "data": {"num_workers": self.num_workers},
+            "train": {key: getattr(self, key) for key in train_keys},
+            "watchdog": {"on_anomaly": self.on_anomaly},
+            "diagnostics": {"dashboard": self.dashboard, "profile_cpu": self.profile_cpu,
+                            "stall_after": self.stall_after, "on_stall": self.on_stall},
+        }
+
+
+def resolve_train_config(options: TrainOptions) -> RunConfig:
+    """The profile with the flags applied; `--resume` without `--profile` continues with the run's own config."""
+    from detr.config import validate
+    from detrdoctor.commands.common import apply_flags, load_run_config
+
+    if options.resume and not options.profile:
+        cfg = config_of_run(options.resume)
+        if cfg is not None:
+            cfg.train.weights = ""  # the checkpoint carries the weights the run had reached
+            apply_flags(cfg, {"data": {"coco_path": options.coco_path}, **options.overrides()})
+            validate(cfg)
+            return cfg
+    return load_run_config(options.profile, options.coco_path, options.overrides())
+
+
+def config_of_run(checkpoint: str) -> RunConfig | None:
+    """A run's configuration: the `config.toml` beside its checkpoint, else the checkpoint's own `args`.
+
+    None for a checkpoint that holds neither (an official one): the profile then decides.
+    """
+    from detr.config import load_config_file
+
+    beside = Path(checkpoint).expanduser().parent / "config.toml"
+    if beside.is_file():
+        return load_config_file(beside)
+    from detr.checkpoint import load_checkpoint_file
+
+    return config_of_checkpoint(load_checkpoint_file(checkpoint), checkpoint)
+
+
+def config_of_checkpoint(ckpt: dict[str, Any], source: str) -> RunConfig | None:
+    """The RunConfig a checkpoint of ours was trained with (its `args`), or None for other checkpoints."""
+    from detr.config import config_from_dict
+
+    args = ckpt.get("args")
+    if isinstance(args, dict) and "model" in args:
+        return config_from_dict({k: v for k, v in args.items() if k != "description"}, f"{source} (args)")
+    return None
+
+
+def run_train(options: TrainOptions) -> int:
+    """`detrdoctor train`: exit 0 when done, 130 when stopped by Ctrl-C, non-zero when the run was stopped."""
+    from detr.engine.trainer import Trainer
+    from detrdoctor.commands.common import default_profile
+
+    cfg = resolve_train_config(options)
+    profile = Path(default_profile(options.profile, options.coco_path)).stem
+    trainer = Trainer(cfg, callbacks=build_callbacks(cfg, profile))
+    return trainer.fit()["exit_code"]
+
+
+def build_callbacks(cfg: RunConfig, profile: str = "") -> list[Callback]:
+    """The diagnostics attached to a `train` run, in the order their hooks run."""
+    from rich.console import Console
+
+    from detrdoctor.stall import StallDetector
+
+    diagnostics = cfg.diagnostics
+    callbacks: list[Callback] = []
+    if cfg.watchdog.enabled:  # first: it may veto the optimizer step, and the displays then show its verdict
+        from detrdoctor.watchdog import GradientWatchdog
+
+        callbacks.append(GradientWatchdog(cfg.watchdog))
+    callbacks.append(progress_display(Console(highlight=False), diagnostics.dashboard, profile))
+    if diagnostics.stall_after > 0:
+        # The first step also waits for worker start-up and compilation: it gets at least five minutes.
+        callbacks.append(StallDetector(min_limit_s=diagnostics.stall_after,
+                                       first_step_limit_s=max(diagnostics.stall_after, 300.0),
+                                       on_stall=diagnostics.on_stall))
+    if diagnostics.profile_cpu:
+        from detrdoctor.flamegraph import CpuProfiler
+
+        callbacks.append(CpuProfiler(diagnostics.profile_cpu))
+    return callbacks
+
+
+def progress_display(console: Console, dashboard: bool, profile: str = "") -> Callback:
+    """The live dashboard on rank 0 of an interactive terminal; plain log lines otherwise."""
+    from detrdoctor.progress import PlainProgress
+
+    rank = int(os.environ.get("RANK", "0"))  # torchrun's; the trainer is not built yet
+    # isatty too: FORCE_COLOR (common in CI) makes rich call any stream a terminal, and Live would flood the log
+    interactive = sys.stdout.isatty() and console.is_terminal and not console.is_dumb_terminal
+    if interactive and dashboard and rank == 0:
+        from detrdoctor.dashboard import Dashboard
+
+        return Dashboard(console, profile=profile)
+    return PlainProgress(console)
