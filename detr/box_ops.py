@@ -14,11 +14,6 @@ def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
     return box_convert(boxes, in_fmt="cxcywh", out_fmt="xyxy")
 
 
-def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
-    """(x0, y0, x1, y1) → (center x, center y, width, height), over the last dimension."""
-    return box_convert(boxes, in_fmt="xyxy", out_fmt="cxcywh")
-
-
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Pairwise GIoU of xyxy boxes [..., N, 4] and [..., M, 4] → [..., N, M]; leading dimensions broadcast."""
     corners1 = [c[..., :, None] for c in _corners(boxes1)]

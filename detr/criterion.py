@@ -12,6 +12,9 @@ from torch import Tensor, nn
 from detr.box_ops import box_cxcywh_to_xyxy, paired_generalized_box_iou
 from detr.matcher import HungarianMatcher, Indices
 
+LOSS_TERMS = ("loss_ce", "loss_bbox", "loss_giou")  # optimised, for the last decoder layer and (`_i`) each earlier one
+LOGGED_METRICS = ("class_error", "cardinality_error")  # logged for the last layer, never optimised
+
 
 class SetCriterion(nn.Module):
     """The losses of the official SetCriterion: labels (loss_ce, class_error), boxes (loss_bbox, loss_giou)
@@ -23,6 +26,8 @@ class SetCriterion(nn.Module):
 
     def __init__(self, num_classes: int, matcher: HungarianMatcher, weight_dict: dict[str, float], eos_coef: float):
         super().__init__()
+        self.loss_terms = LOSS_TERMS
+        self.logged_terms = LOSS_TERMS + LOGGED_METRICS  # what a step record carries
         self.num_classes = num_classes
         self.matcher = matcher
         self.weight_dict = weight_dict

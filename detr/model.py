@@ -10,10 +10,32 @@ from torch import Tensor, nn
 
 from detr.backbone import Joiner, build_backbone
 from detr.config import DETRConfig
-from detr.criterion import SetCriterion
+from detr.criterion import LOSS_TERMS, SetCriterion
 from detr.matcher import HungarianMatcher
 from detr.postprocess import PostProcess
 from detr.transformer import Transformer
+
+# DETR's parts by module path (attribute names below): the watchdog names parameters, outputs and culprits by
+# part, memprofile its memory. query_embed is read by every decoder layer, so it is a part of its own.
+MODEL_PARTS = {
+    "backbone": "backbone",
+    "input_proj": "input_proj",
+    "transformer.encoder": "encoder",
+    "query_embed": "queries",
+    "transformer.decoder": "decoder",
+    "class_embed": "class_head",
+    "bbox_embed": "box_head",
+}
+OTHER_PART = "other"  # glue code, the loss, and any module the table does not name
+
+
+def model_part(name: str) -> str:
+    """The part of a parameter, buffer or module by its qualified name (DDP's `module.` prefix ignored)."""
+    name = name.removeprefix("module.")
+    for path, part in MODEL_PARTS.items():
+        if name == path or name.startswith(path + "."):
+            return part
+    return OTHER_PART
 
 
 class DETR(nn.Module):
@@ -112,7 +134,8 @@ def build_model(cfg: DETRConfig, train_backbone: bool = True) -> tuple[DETR, Set
     model = DETR(backbone, transformer, cfg.num_classes, cfg.num_queries, aux_loss=cfg.aux_loss)
 
     matcher = HungarianMatcher(cost_class=cfg.set_cost_class, cost_bbox=cfg.set_cost_bbox, cost_giou=cfg.set_cost_giou)
-    main_weights = {"loss_ce": 1.0, "loss_bbox": cfg.bbox_loss_coef, "loss_giou": cfg.giou_loss_coef}
+    coefficients = {"loss_ce": 1.0, "loss_bbox": cfg.bbox_loss_coef, "loss_giou": cfg.giou_loss_coef}
+    main_weights = {term: coefficients[term] for term in LOSS_TERMS}
     weight_dict = dict(main_weights)
     if cfg.aux_loss:
         weight_dict.update({f"{k}_{i}": v for i in range(cfg.dec_layers - 1) for k, v in main_weights.items()})

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from detr.engine.callbacks import Callback, StepContext
+from detr.engine.callbacks import Callback, StepContext, TrainerView
 from detr.errors import DetrError
 from detrdoctor import pyspy
 
@@ -28,14 +28,14 @@ class CpuProfiler(Callback):
         self._recorder: pyspy.FlameRecorder | None = None
         self._stopping = False
 
-    def on_train_start(self, trainer: Any) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         if not trainer.is_main:
             return
         first = trainer.global_step + self.warmup + 1
         self._window = (first, first + self.steps - 1)
         pyspy.allow_descendants_to_trace()
 
-    def on_step_end(self, trainer: Any, ctx: StepContext, record: dict[str, Any] | None) -> None:
+    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: dict[str, Any] | None) -> None:
         if self._window is None:
             return
         first, last = self._window
@@ -51,7 +51,7 @@ class CpuProfiler(Callback):
             self._recorder.stop()
             self._stopping = True
 
-    def on_train_end(self, trainer: Any, summary: dict[str, Any]) -> None:
+    def on_train_end(self, trainer: TrainerView, summary: dict[str, Any]) -> None:
         if self._recorder is not None:
             self._recorder.stop()
             self._finish(trainer)
@@ -59,7 +59,7 @@ class CpuProfiler(Callback):
             trainer.emit_event("profile_cpu", f"no flame graph: the run ended before step {self._window[0]}",
                                severity="warning")
 
-    def _start(self, trainer: Any) -> None:
+    def _start(self, trainer: TrainerView) -> None:
         first, last = self._window
         recorder = pyspy.FlameRecorder(os.getpid(), Path(trainer.output_dir) / f"flamegraph-steps-{first}-{last}")
         try:
@@ -71,7 +71,7 @@ class CpuProfiler(Callback):
         self._recorder = recorder
         trainer.emit_event("profile_cpu", f"recording a py-spy flame graph of steps {first}–{last}, workers included")
 
-    def _finish(self, trainer: Any, failure: DetrError | None = None) -> None:
+    def _finish(self, trainer: TrainerView, failure: DetrError | None = None) -> None:
         """Wait for py-spy to write (it already stopped sampling), then announce the files; runs once."""
         recorder, self._recorder, self._window = self._recorder, None, None
         if failure is not None:
@@ -84,7 +84,7 @@ class CpuProfiler(Callback):
             self._warn(trainer, failure or error or DetrError("py-spy wrote no flame graph"))
 
     @staticmethod
-    def _warn(trainer: Any, error: DetrError) -> None:
+    def _warn(trainer: TrainerView, error: DetrError) -> None:
         note = str(error)
         if isinstance(error, pyspy.PySpyUnavailable):
             note = pyspy.explain_once("pyspy", note) or "py-spy cannot attach"

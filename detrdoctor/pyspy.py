@@ -8,7 +8,7 @@ machine, root, CAP_SYS_PTRACE (Docker: `--cap-add SYS_PTRACE`) or a permissive Y
 from __future__ import annotations
 
 import ctypes
-import functools
+import importlib.metadata as metadata
 import os
 import re
 import shutil
@@ -42,12 +42,24 @@ class PySpyUnavailable(DetrError):
 
 
 def find_pyspy() -> str | None:
-    """The py-spy binary: on PATH, or next to this interpreter (a virtualenv that is not activated)."""
+    """The py-spy binary: on PATH, next to this interpreter (a virtualenv that is not activated), or where
+    its wheel's metadata put it."""
     found = shutil.which("py-spy")
     if found:
         return found
     beside = Path(sys.executable).with_name("py-spy")
-    return str(beside) if beside.is_file() and os.access(beside, os.X_OK) else None
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    try:
+        dist = metadata.distribution("py-spy")
+    except metadata.PackageNotFoundError:
+        return None
+    for f in dist.files or []:
+        if f.name in ("py-spy", "py-spy.exe"):
+            path = Path(str(dist.locate_file(f))).resolve()
+            if path.is_file():
+                return str(path)
+    return None
 
 
 def ptrace_scope() -> int | None:
@@ -126,19 +138,6 @@ def dump(pid: int, subprocesses: bool = True, native: bool = False, timeout_s: f
         except DetrError as e:  # a child that exited meanwhile, or one that is not Python
             texts.append(f"Process {child}: not dumped ({e})\n")
     return SEPARATOR.join(texts)
-
-
-@functools.lru_cache(maxsize=1)
-def attach_problem() -> str | None:
-    """Why py-spy cannot read a child Python process here (missing, ptrace forbidden), or None."""
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-    try:
-        dump(child.pid, subprocesses=False)
-    except DetrError as e:
-        return str(e)
-    finally:
-        child.communicate(b"", timeout=60)
-    return None
 
 
 def _dump_one(pid: int, subprocesses: bool, native: bool, timeout_s: float) -> str:

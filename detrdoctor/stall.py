@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from detr.config import ON_STALL
-from detr.engine.callbacks import Callback, StepContext
+from detr.engine.callbacks import Callback, StepContext, TrainerView
 from detr.errors import DetrError
 from detrdoctor import pyspy
 
@@ -68,7 +68,7 @@ class StallDetector(Callback):
             return max(self.min_limit_s, self.first_step_limit_s)
         return max(self.min_limit_s, self.factor * statistics.median(self._step_times))
 
-    def on_train_start(self, trainer: Any) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         self._trainer, self._pid = trainer, os.getpid()
         self._rank_suffix = f"-rank{trainer.rank}" if trainer.world_size > 1 else ""
         self._step, self._last_progress = trainer.global_step, time.monotonic()
@@ -77,23 +77,23 @@ class StallDetector(Callback):
         self._thread = threading.Thread(target=self._watch, name="detrdoctor-stall", daemon=True)
         self._thread.start()
 
-    def on_step_end(self, trainer: Any, ctx: StepContext, record: dict[str, Any] | None) -> None:
+    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: dict[str, Any] | None) -> None:
         with self._changed:
             self._step_times.append(ctx.timings.get("step", 0.0))
             self._step, self._last_progress, self._dumps = ctx.step, time.monotonic(), 0
             self._changed.notify()
 
-    def on_eval_start(self, trainer: Any) -> None:
+    def on_eval_start(self, trainer: TrainerView) -> None:
         with self._changed:
             self._paused = True
             self._changed.notify()
 
-    def on_eval(self, trainer: Any, record: dict[str, Any]) -> None:
+    def on_eval(self, trainer: TrainerView, record: dict[str, Any]) -> None:
         with self._changed:
             self._paused, self._last_progress, self._dumps = False, time.monotonic(), 0
             self._changed.notify()
 
-    def on_train_end(self, trainer: Any, summary: dict[str, Any]) -> None:
+    def on_train_end(self, trainer: TrainerView, summary: dict[str, Any]) -> None:
         with self._changed:
             self._stopping = True
             self._changed.notify()
@@ -138,7 +138,7 @@ class StallDetector(Callback):
         if self.on_stall == "stop":
             self._stop_main(trainer, message)
 
-    def _stop_main(self, trainer: Any, message: str) -> None:
+    def _stop_main(self, trainer: TrainerView, message: str) -> None:
         """End the run: raise StallError in the main thread, which runs Python again within a few seconds
         when it waits on a DataLoader queue; blocked in native code (a collective) it never does, so
         the process exits after a grace period."""

@@ -176,8 +176,9 @@ def test_dashboard_on_a_terminal_unless_disabled_or_not_rank_0(monkeypatch):
 
 def fake_trainer(tmp_path):
     cfg = SimpleNamespace(train=SimpleNamespace(max_steps=4, epochs=2, amp="off", clip_max_norm=0.1))
-    return SimpleNamespace(cfg=cfg, train_loader=range(8), output_dir=tmp_path / "run-a", world_size=1,
-                           device=torch.device("cpu"), is_main=True, global_step=0)
+    loader = SimpleNamespace(batch_sampler=SimpleNamespace(batches_per_epoch=8))
+    return SimpleNamespace(cfg=cfg, train_loader=loader, output_dir=tmp_path / "run-a", world_size=1,
+                           device=torch.device("cpu"), is_main=True, global_step=0, total_steps=lambda: 4)
 
 
 def test_dashboard_lifecycle_prints_final_frame_and_summary(tmp_path):

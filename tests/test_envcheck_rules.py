@@ -407,12 +407,6 @@ def test_more_workers_than_cpus_warns(facts):
     assert get(facts, "host.cpus")["status"] == "pass"
 
 
-def test_default_num_workers_matches_the_config():
-    from detr.config import DataConfig
-
-    assert rules.DEFAULT_NUM_WORKERS == DataConfig().num_workers
-
-
 def test_low_disk_warns(facts):
     facts["host"]["disk"]["free_bytes"] = 2**30
     assert get(facts, "host.disk")["status"] == "warn"

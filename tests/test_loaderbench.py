@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from detrdoctor.cli import app
 from detrdoctor.loaderbench import auto_worker_counts, parse_step_time, parse_worker_counts
-from detrdoctor.loaderbench.report import Report, bar_chart, render
+from detrdoctor.loaderbench.render import Report, bar_chart, render
 from detrdoctor.loaderbench.results import SettingResult
 from detrdoctor.loaderbench.stages import split_stages
 from detrdoctor.loaderbench.verdict import explain_crash, judge_starvation, recommend, step_wait

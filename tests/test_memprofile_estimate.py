@@ -10,7 +10,7 @@ from detrdoctor.memprofile.allocator import CachingAllocatorModel, round_size, s
 from detrdoctor.memprofile.estimate import CUBLAS_WORKSPACES, Estimator
 from detrdoctor.memprofile.measure import measure_point
 from detrdoctor.memprofile.request import request_for
-from detrdoctor.memprofile.step import TrainingStep, synthetic_batch
+from detrdoctor.memprofile.step import ProfiledStep, synthetic_batch
 from detrdoctor.memprofile.tracker import CATEGORIES, MemoryTracker
 from detrdoctor.profiles import load_profile
 
@@ -83,7 +83,7 @@ def test_a_weight_average_adds_one_copy_of_the_weights():
 def test_tracker_on_real_tensors_counts_exactly_what_is_alive():
     tracker = MemoryTracker()
     with tracker:
-        step = TrainingStep(load_profile("tiny"), torch.device("cpu"), None, build=models.build_mlp)
+        step = ProfiledStep(load_profile("tiny"), torch.device("cpu"), None, build=models.build_mlp)
         batch = synthetic_batch(2, (models.SIDE, models.SIDE), 11, "cpu")
         step.step(batch)
     size, count = _analytic(step.model)

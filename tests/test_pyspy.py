@@ -14,10 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from detrdoctor import pyspy
+from pyspy_support import attach_problem
 from detrdoctor.cli import app
 from detrdoctor.flamegraph import CpuProfiler
 
-needs_pyspy = pytest.mark.skipif(pyspy.attach_problem() is not None, reason=f"{pyspy.attach_problem()}")
+needs_pyspy = pytest.mark.skipif(attach_problem() is not None, reason=f"{attach_problem()}")
 
 # A real `py-spy dump --subprocesses --native` of a DataLoader whose worker blocks opening a FIFO.
 RECORDED_DUMP = """\

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from detrdoctor import pyspy
+from pyspy_support import attach_problem
 from detrdoctor.stall import StallDetector, StallError
 
 # A tiny training loop whose dataset opens a named pipe for its third image: nothing ever writes to
@@ -72,7 +73,7 @@ print(json.dumps({"kind": "done", "steps": step}), flush=True)
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
-@pytest.mark.skipif(pyspy.attach_problem() is not None, reason=f"{pyspy.attach_problem()}")
+@pytest.mark.skipif(attach_problem() is not None, reason=f"{attach_problem()}")
 def test_blocked_worker_read_is_dumped_and_named(tmp_path):
     fifo = tmp_path / "image.jpg"
     os.mkfifo(fifo)

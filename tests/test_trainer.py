@@ -36,8 +36,62 @@ def test_step_records_have_the_documented_fields(tiny_cfg, tmp_path):
     Trainer(tiny_cfg, output_dir=tmp_path).fit()
     record = next(r for r in read_metrics(tmp_path / "metrics.jsonl") if r["type"] == "step")
     for key in ("step", "epoch", "loss", "loss_ce", "loss_bbox", "loss_giou", "class_error", "cardinality_error",
-                "lr", "grad_norm", "step_time_s", "data_time_s", "images_per_s"):
+                "lr", "grad_norm", "clip_ratio", "step_time_s", "data_time_s", "images_per_s"):
         assert key in record, key
+    clip = tiny_cfg.train.clip_max_norm
+    assert record["clip_ratio"] == pytest.approx(min(1.0, clip / record["grad_norm"]), rel=1e-4)
+    assert "loss_scale" not in record  # fp16 only
+
+
+def test_the_dashboard_shows_the_clip_ratio_of_real_records(tiny_cfg, tmp_path):
+    from detrdoctor.dashboard.live import run_info
+    from detrdoctor.dashboard.render import gradients_panel
+    from detrdoctor.dashboard.state import DashboardState
+
+    tiny_cfg.train.max_steps = 2
+    trainer = Trainer(tiny_cfg, output_dir=tmp_path)
+    trainer.fit()
+    record = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["type"] == "step"][-1]
+    state = DashboardState()
+    state.start(run_info(trainer, "tiny"))
+    state.add_record(record)
+    assert state.snapshot().clip_ratio == pytest.approx(record["clip_ratio"])
+    text = " ".join(line.plain for line in gradients_panel(state.snapshot(), 80))
+    assert f"×{record['clip_ratio']:.2g}" in text
+    state.add_record({**record, "loss_scale": 65536.0})  # what an fp16 step record carries on a GPU
+    assert "scale 65536" in " ".join(line.plain for line in gradients_panel(state.snapshot(), 80))
+
+
+def test_total_steps_is_one_number_for_every_display(tiny_cfg, tmp_path):
+    tiny_cfg.train.max_steps = 1000  # more than epochs × batches: the epochs end the run first
+    trainer = Trainer(tiny_cfg, output_dir=tmp_path)
+    batches = trainer.train_loader.batch_sampler.batches_per_epoch
+    assert trainer.total_steps() == tiny_cfg.train.epochs * batches
+    assert trainer.fit()["steps"] == trainer.total_steps()
+
+
+def test_diagnostics_settings_round_trip_through_config_toml_and_resume(tmp_path):
+    profile = tmp_path / "p.toml"
+    profile.write_text(tiny_profile_text() + "\n[diagnostics]\nstall_after = 45.0\non_stall = \"stop\"\n")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--profile", str(profile), "--max-steps", "2", "--output-dir", str(run)])
+    assert result.exit_code == 0, result.output
+    assert 'on_stall = "stop"' in (run / "config.toml").read_text()
+    from detrdoctor.commands.train import TrainOptions, resolve_train_config
+
+    flags = {f: None for f in TrainOptions.__dataclass_fields__}
+    resumed = resolve_train_config(TrainOptions(**{**flags, "resume": str(run / "checkpoint.pth")}))
+    assert (resumed.diagnostics.stall_after, resumed.diagnostics.on_stall) == (45.0, "stop")
+    assert resumed.model.hidden_dim == 64  # the run's own (tiny) model, not the default demo profile's
+    overridden = resolve_train_config(TrainOptions(**{**flags, "resume": str(run / "checkpoint.pth"),
+                                                      "on_stall": "wait"}))
+    assert overridden.diagnostics.on_stall == "wait"  # flags still override
+
+
+def tiny_profile_text() -> str:
+    from detrdoctor.profiles import resolve_profile
+
+    return resolve_profile("tiny").read_text()
 
 
 def test_channels_last_changes_the_layout_not_the_losses(tiny_cfg, tmp_path):

@@ -8,7 +8,8 @@ from collections import deque
 import pytest
 
 from detr.config import WatchdogConfig
-from detrdoctor.watchdog.groups import forward_rank, module_group, owner_call
+from detr.model import model_part
+from detrdoctor.watchdog.groups import forward_rank, owner_call
 from detrdoctor.watchdog.signals import (EarlyWarning, StepStats, amp_skip_rate, grad_norm_spike, growth, loss_spike,
                                          moved_most, overflow_risk)
 from detrdoctor.watchdog.stats import RollingWindow, median, range_excess, robust_z, slope, sustained_growth
@@ -144,10 +145,10 @@ def test_groups_of_parameter_names():
     names = ["transformer.encoder.layers.0.linear1.weight", "transformer.decoder.layers.0.linear1.weight",
              "class_embed.weight", "bbox_embed.layers.0.weight", "query_embed.weight", "input_proj.weight",
              "backbone.0.body.layer2.0.conv1.weight"]
-    assert [module_group(n) for n in names] == ["encoder", "decoder", "class_head", "box_head", "queries",
+    assert [model_part(n) for n in names] == ["encoder", "decoder", "class_head", "box_head", "queries",
                                                 "input_proj", "backbone"]
-    assert module_group("module.backbone.0.body.conv1.weight") == "backbone"
-    assert module_group("something.else") == "other"
+    assert model_part("module.backbone.0.body.conv1.weight") == "backbone"
+    assert model_part("something.else") == "other"
 
 
 def test_forward_rank_follows_the_first_calls_not_the_registration_order():

@@ -1,18 +1,57 @@
 """Extension points of the training loop: small callbacks, not a framework.
 
-The trainer calls every hook of every callback in order. Hooks see the trainer and a StepContext;
-a callback that must veto an optimizer step sets `ctx.skip_step = True` in `after_backward`.
+The trainer calls every hook of every callback in order. Hooks see the trainer through `TrainerView` —
+the attributes and methods below are the whole contract; anything else on the Trainer may change —
+and a StepContext. A callback that must veto an optimizer step sets `ctx.skip_step = True` in
+`after_backward`; one that must end the run calls `trainer.request_stop(reason, exit_code)`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
-if TYPE_CHECKING:
-    from detr.engine.trainer import Trainer
+from detr.config import RunConfig
+from detr.engine.ema import ModelEMA
+from detr.engine.step import TrainingStep
+
+
+class TrainerView(Protocol):
+    """What a callback may read from the trainer (and the two things it may call)."""
+
+    cfg: RunConfig
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    rank: int
+    world_size: int
+    is_main: bool  # rank 0: the only one that writes files and draws
+    output_dir: Path
+    model: nn.Module  # DDP-wrapped under torchrun
+    model_without_ddp: nn.Module
+    criterion: nn.Module  # its `loss_terms` and `weight_dict` name and weigh the loss
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None  # fp16 only
+    ema: ModelEMA | None
+    step: TrainingStep
+    grad_params: Sequence[tuple[str, nn.Parameter]]  # trainable parameters, the order of `ctx.param_norms`
+    grad_param_names: Sequence[str]
+    train_set: Any  # a detr.data.CocoDetection
+    train_loader: torch.utils.data.DataLoader
+    global_step: int  # steps finished (during a step: including it)
+
+    def total_steps(self) -> int: ...
+
+    def autocast(self) -> AbstractContextManager: ...
+
+    def emit_event(self, kind: str, message: str, severity: str = "info", **fields: Any) -> dict[str, Any]: ...
+
+    def request_stop(self, reason: str, exit_code: int = 1) -> None: ...
 
 
 @dataclass
@@ -38,24 +77,24 @@ class StepContext:
 class Callback:
     """Override the hooks you need; all are no-ops here."""
 
-    def on_train_start(self, trainer: Trainer) -> None: ...
+    def on_train_start(self, trainer: TrainerView) -> None: ...
 
-    def on_step_start(self, trainer: Trainer, ctx: StepContext) -> None: ...
+    def on_step_start(self, trainer: TrainerView, ctx: StepContext) -> None: ...
 
-    def after_backward(self, trainer: Trainer, ctx: StepContext) -> None:
+    def after_backward(self, trainer: TrainerView, ctx: StepContext) -> None:
         """Gradients are unscaled and their norms known; clipping and the optimizer step come next."""
 
-    def on_step_end(self, trainer: Trainer, ctx: StepContext, record: dict[str, Any] | None) -> None:
+    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: dict[str, Any] | None) -> None:
         """`record` is the step record written to metrics.jsonl on logging steps, else None."""
 
-    def on_eval_start(self, trainer: Trainer) -> None:
+    def on_eval_start(self, trainer: TrainerView) -> None:
         """Evaluation begins: no step completes until `on_eval`."""
 
-    def on_eval(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+    def on_eval(self, trainer: TrainerView, record: dict[str, Any]) -> None: ...
 
-    def on_event(self, trainer: Trainer, event: dict[str, Any]) -> None: ...
+    def on_event(self, trainer: TrainerView, event: dict[str, Any]) -> None: ...
 
-    def on_train_end(self, trainer: Trainer, summary: dict[str, Any]) -> None: ...
+    def on_train_end(self, trainer: TrainerView, summary: dict[str, Any]) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints (under the callback's class name) so a resumed run continues its state."""

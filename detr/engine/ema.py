@@ -13,6 +13,8 @@ import copy
 import torch
 from torch import nn
 
+from detr.torch_private import foreach_lerp_
+
 
 class ModelEMA:
     """A copy of `model` whose floating-point weights and buffers (BatchNorm statistics) follow it as an EMA.
@@ -37,7 +39,7 @@ class ModelEMA:
     def update(self) -> None:
         """Move the average towards the model's current weights; call after every optimizer step."""
         self.updates += 1
-        torch._foreach_lerp_(self._averaged, self._followed, 1.0 - self.current_decay())
+        foreach_lerp_(self._averaged, self._followed, 1.0 - self.current_decay())
         for ema_tensor, model_tensor in self._copied:
             ema_tensor.copy_(model_tensor)
 

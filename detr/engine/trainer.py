@@ -23,12 +23,11 @@ from detr.engine.device import resolve_amp_dtype, resolve_device
 from detr.engine.distributed import broadcast_flag, init_distributed
 from detr.engine.ema import ModelEMA
 from detr.engine.evaluate import evaluate_coco
-from detr.engine.loaders import build_loader
+from detr.engine.loaders import build_eval_loader, build_loader
 from detr.engine.metrics import MetricsWriter
 from detr.engine.optim import build_optimizer, build_scheduler
+from detr.engine.step import StepResult, TrainingStep
 from detr.errors import DataError
-
-LOGGED_LOSSES = ("loss_ce", "loss_bbox", "loss_giou", "class_error", "cardinality_error")
 
 
 def default_output_dir() -> Path:
@@ -88,6 +87,9 @@ class Trainer:
         self.optimizer = build_optimizer(model, t)
         self.scheduler = build_scheduler(self.optimizer, t)
         self.scaler = torch.amp.GradScaler("cuda") if t.amp == "fp16" else None
+        self.step = TrainingStep(self.model, self.criterion, self.optimizer, [p for _, p in self.grad_params],
+                                 device_type=self.device.type, amp_dtype=self.amp_dtype,
+                                 clip_max_norm=t.clip_max_norm, scaler=self.scaler, ema=self.ema)
 
         self.global_step = 0
         self.start_epoch = 0
@@ -143,6 +145,12 @@ class Trainer:
             **({"model_ema": self.ema.module.state_dict(), "ema_updates": self.ema.updates} if self.ema else {}),
         }
 
+    def total_steps(self) -> int:
+        """The optimizer steps of the whole run, resumed ones included: epochs × batches, capped by max_steps."""
+        t = self.cfg.train
+        steps = t.epochs * self.train_loader.batch_sampler.batches_per_epoch
+        return min(steps, t.max_steps) if t.max_steps else steps
+
     def save_checkpoint(self, epoch: int, batch_in_epoch: int) -> None:
         if self.is_main:
             save_atomic(self.checkpoint_state(epoch, batch_in_epoch), self.output_dir / "checkpoint.pth")
@@ -159,59 +167,40 @@ class Trainer:
 
     # ----------------------------------------------------------------- one step
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+        return self.step.autocast()
 
     def train_step(self, ctx: StepContext) -> None:
-        """Forward, loss, backward, grad norms, callbacks, clipping and the optimizer step."""
-        clock = time.perf_counter
-        t0 = clock()
-        with self.autocast():
-            outputs = self.model(ctx.images, ctx.mask)
-        ctx.loss_dict = self.criterion(outputs, ctx.targets)
-        weights = self.criterion.weight_dict
-        ctx.loss = sum(ctx.loss_dict[k] * w for k, w in weights.items() if k in ctx.loss_dict)
-        t1 = clock()
-        self.optimizer.zero_grad(set_to_none=True)
-        (self.scaler.scale(ctx.loss) if self.scaler is not None else ctx.loss).backward()
-        t2 = clock()
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        grads = [p.grad if p.grad is not None else torch.zeros((), device=p.device) for _, p in self.grad_params]
-        # One fused pass gives every parameter's norm: the total, the clip and the watchdog all reuse it.
-        ctx.param_norms = torch.stack(torch._foreach_norm(grads))
-        ctx.grad_norm = torch.linalg.vector_norm(ctx.param_norms)
-        for cb in self.callbacks:
-            cb.after_backward(self, ctx)
-        if not ctx.skip_step:
-            max_norm = self.cfg.train.clip_max_norm
-            if max_norm > 0:
-                torch._foreach_mul_(grads, torch.clamp(max_norm / (ctx.grad_norm + 1e-6), max=1.0))
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-            else:
-                self.optimizer.step()
-            ctx.optimizer_stepped = True
-            if self.ema is not None:
-                self.ema.update()
-        if self.scaler is not None:
-            self.scaler.update()
-        t3 = clock()
-        ctx.timings.update(forward=t1 - t0, backward=t2 - t1, optimizer=t3 - t2)
+        """The library's training step, with the callbacks' `after_backward` (which may veto the update)."""
+
+        def after_backward(result: StepResult) -> bool:
+            ctx.loss, ctx.loss_dict = result.loss, result.loss_dict
+            ctx.param_norms, ctx.grad_norm = result.param_norms, result.grad_norm
+            for cb in self.callbacks:
+                cb.after_backward(self, ctx)
+            return ctx.skip_step
+
+        result = self.step.run(ctx.images, ctx.mask, ctx.targets, after_backward=after_backward)
+        ctx.optimizer_stepped = result.stepped
+        ctx.timings.update(result.timings)
 
     def step_record(self, ctx: StepContext) -> dict[str, Any]:
         """The metrics.jsonl step record; reads device values, so only built on logging steps."""
-        names = [k for k in LOGGED_LOSSES if k in ctx.loss_dict]
+        names = [k for k in self.criterion.logged_terms if k in ctx.loss_dict]
         values = torch.stack([ctx.loss.detach().float()] + [ctx.loss_dict[k].detach().float() for k in names])
         if self.world_size > 1:
             dist.all_reduce(values)
             values /= self.world_size
         values = values.tolist()
         step_time = ctx.timings["step"]
+        grad_norm = float(ctx.grad_norm)
         record = {"type": "step", "step": ctx.step, "epoch": ctx.epoch, "loss": values[0],
                   **dict(zip(names, values[1:])),
-                  "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": float(ctx.grad_norm),
+                  "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": grad_norm,
+                  "clip_ratio": self.step.clip_ratio(grad_norm),
                   "step_time_s": step_time, "data_time_s": ctx.timings["data"],
                   "images_per_s": len(ctx.targets) * self.world_size / step_time if step_time > 0 else None}
+        if self.scaler is not None:
+            record["loss_scale"] = self.scaler.get_scale()  # after this step's update: the next step's scale
         if not ctx.optimizer_stepped:
             record["skipped"] = True
         return record
@@ -227,8 +216,6 @@ class Trainer:
         self.stop_request = (reason, exit_code)
 
     def evaluate(self) -> dict[str, Any]:
-        from detr.engine.loaders import build_eval_loader
-
         for cb in self.callbacks:
             cb.on_eval_start(self)
         start = time.perf_counter()

@@ -41,7 +41,7 @@ def run_loader_bench(options: LoaderBenchOptions) -> int:
 
     from detrdoctor.commands.common import load_run_config
     from detrdoctor.loaderbench import collect, judge, parse_step_time, parse_worker_counts, usable_cpus
-    from detrdoctor.loaderbench.report import dumps, render
+    from detrdoctor.loaderbench.render import dumps, render
 
     check_options(options)
     worker_counts = parse_worker_counts(options.num_workers, usable_cpus())

@@ -32,7 +32,7 @@ def run_memprofile(options: MemprofileOptions) -> int:
 
     from detrdoctor.memprofile import busy_warnings, device_facts, estimate_notes
     from detrdoctor.memprofile.plan import make_plan
-    from detrdoctor.memprofile.report import render_json, render_text, write_csv
+    from detrdoctor.memprofile.render import render_json, render_text, write_csv
     from detrdoctor.memprofile.shapes import resolve_shape
     from detrdoctor.memprofile.summary import Summary
     from detrdoctor.memprofile.sweep import Sweep, progress_bar

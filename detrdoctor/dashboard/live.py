@@ -18,7 +18,7 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.segment import SegmentLines
 
-from detr.engine.callbacks import Callback, StepContext
+from detr.engine.callbacks import Callback, StepContext, TrainerView
 from detrdoctor.dashboard import render
 from detrdoctor.dashboard.state import DashboardState, RunInfo
 from detrdoctor.dashboard.telemetry import TelemetrySampler
@@ -63,14 +63,11 @@ class CudaStepTimer:
             self._on_result(*(a.elapsed_time(b) / 1000 for a, b in zip(events, events[1:])))
 
 
-def run_info(trainer: Any, profile: str) -> RunInfo:
+def run_info(trainer: TrainerView, profile: str) -> RunInfo:
     t = trainer.cfg.train
-    per_epoch = len(trainer.train_loader)
-    total = per_epoch * t.epochs
-    if t.max_steps:
-        total = min(total, t.max_steps)
     return RunInfo(run_name=Path(trainer.output_dir).name, profile=profile, device=str(trainer.device),
-                   world_size=trainer.world_size, amp=t.amp, total_steps=total, steps_per_epoch=per_epoch,
+                   world_size=trainer.world_size, amp=t.amp, total_steps=trainer.total_steps(),
+                   steps_per_epoch=trainer.train_loader.batch_sampler.batches_per_epoch,
                    epochs=t.epochs, clip_max_norm=t.clip_max_norm, output_dir=str(trainer.output_dir))
 
 
@@ -92,7 +89,7 @@ class Dashboard(Callback):
         self._frame_key: tuple | None = None
         self._frame_lines: SegmentLines | None = None
 
-    def on_train_start(self, trainer: Any) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         if not trainer.is_main:
             return
         self.state.start(run_info(trainer, self.profile), trainer.global_step)
@@ -124,15 +121,15 @@ class Dashboard(Callback):
             self._frame_key = key
         return self._frame_lines
 
-    def on_step_start(self, trainer: Any, ctx: StepContext) -> None:
+    def on_step_start(self, trainer: TrainerView, ctx: StepContext) -> None:
         if self._timer is not None:
             self._timer.begin()
 
-    def after_backward(self, trainer: Any, ctx: StepContext) -> None:
+    def after_backward(self, trainer: TrainerView, ctx: StepContext) -> None:
         if self._timer is not None:
             self._timer.mark()
 
-    def on_step_end(self, trainer: Any, ctx: StepContext, record: dict[str, Any] | None) -> None:
+    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: dict[str, Any] | None) -> None:
         if self._live is None:
             return
         if self._timer is not None:
@@ -142,16 +139,16 @@ class Dashboard(Callback):
         if record is not None:
             self.state.add_record(record)
 
-    def on_eval_start(self, trainer: Any) -> None:
+    def on_eval_start(self, trainer: TrainerView) -> None:
         self.state.set_phase("evaluating")
 
-    def on_eval(self, trainer: Any, record: dict[str, Any]) -> None:
+    def on_eval(self, trainer: TrainerView, record: dict[str, Any]) -> None:
         self.state.add_eval(record)
 
-    def on_event(self, trainer: Any, event: dict[str, Any]) -> None:
+    def on_event(self, trainer: TrainerView, event: dict[str, Any]) -> None:
         self.state.add_event(event)
 
-    def on_train_end(self, trainer: Any, summary: dict[str, Any]) -> None:
+    def on_train_end(self, trainer: TrainerView, summary: dict[str, Any]) -> None:
         if self._live is None:
             return
         self.state.finish(summary)

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from detrdoctor.dashboard.state import (
+    LOSS_KEYS,
     SPLIT_KEYS,
     View,
     clip_ratio,
@@ -36,7 +37,7 @@ SEVERITY_STYLE = {"info": "dim", "warning": "yellow", "error": "bold red"}
 LEVEL_STYLE = {"ok": "green", "warn": "yellow", "bad": "bold red"}
 SPLIT_STYLE = {"data": "red", "forward": "cyan", "backward": "blue", "optimizer": "magenta", "other": "bright_black"}
 SPLIT_LABEL = {"data": "data", "forward": "fwd", "backward": "bwd", "optimizer": "opt", "other": "rest"}
-LOSS_LABEL = {"loss": "total", "loss_ce": "ce", "loss_bbox": "bbox", "loss_giou": "giou"}
+LOSS_LABEL = {key: "total" if key == "loss" else key.removeprefix("loss_") for key in LOSS_KEYS}
 TWO_COLUMNS_MIN_WIDTH = 76
 FILE_KINDS = ("stall", "profile_cpu")  # events whose `path` the summary lists
 SUMMARY_WARNINGS = 5

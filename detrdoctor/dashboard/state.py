@@ -15,18 +15,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from detr.criterion import LOSS_TERMS
 from detrdoctor.dashboard.telemetry import Telemetry
+from detrdoctor.watchdog.signals import EVENT_KINDS
 
 HISTORY = 256  # points kept per series: more than the widest sparkline shows
 WINDOW = 50  # recent steps behind rates, time shares and the ETA
 SMOOTH = 20  # logged records averaged into the smoothed losses
 EVENTS_KEPT = 50
-LOSS_KEYS = ("loss", "loss_ce", "loss_bbox", "loss_giou")
+LOSS_KEYS = ("loss", *LOSS_TERMS)  # the weighted total and the criterion's terms
 SPLIT_KEYS = ("data", "forward", "backward", "optimizer", "other")
-# The gradient watchdog's kinds (issue 8); any event naming a `signal` counts as a gradient event too.
-GRADIENT_KINDS = frozenset({"grad_norm_spike", "grad_norm_growth", "loss_spike", "amp_skip_rate", "overflow_risk",
-                            "activation_growth", "nonfinite_grad", "nonfinite_loss", "nonfinite_op", "step_skipped",
-                            "rollback"})
 WAIT_WARN, WAIT_BAD = 0.10, 0.30  # data-wait share of step time: above these the accelerator starves
 
 
@@ -268,7 +266,7 @@ def clipped_fraction(view: View) -> float | None:
 
 
 def is_gradient_warning(event: Event) -> bool:
-    return event.severity in ("warning", "error") and (event.kind in GRADIENT_KINDS or bool(event.fields.get("signal")))
+    return event.severity in ("warning", "error") and (event.kind in EVENT_KINDS or bool(event.fields.get("signal")))
 
 
 def latest_gradient_warning(view: View) -> Event | None:

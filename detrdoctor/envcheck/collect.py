@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from detrdoctor.envcheck.probes import start_probes
+from detrdoctor.pyspy import find_pyspy, ptrace_scope
 
 FACTS_FORMAT = 1
 
@@ -33,7 +34,7 @@ CAP_SYS_PTRACE_BIT = 19
 def collect(device: str, num_workers: int | None, coco_path: str | None) -> dict[str, Any]:
     """Everything the rules need; the probes run in parallel while this process reads the cheap facts."""
     start = time.perf_counter()
-    py_spy = find_py_spy()
+    py_spy = find_pyspy()
     commands = {"py-spy": [py_spy, "--version"]} if py_spy else {}
     # The torch probe is the critical path: it starts before anything else is done here.
     futures = start_probes({"torch": {"device": device}, "numeric": {}, "nvml": {}}, commands)
@@ -112,23 +113,6 @@ def requirement_facts() -> dict[str, str]:
     return found
 
 
-def find_py_spy() -> str | None:
-    """py-spy on PATH, else the binary its wheel put in this environment's scripts folder (venv not activated)."""
-    on_path = shutil.which("py-spy")
-    if on_path:
-        return on_path
-    try:
-        dist = metadata.distribution("py-spy")
-    except metadata.PackageNotFoundError:
-        return None
-    for f in dist.files or []:
-        if f.name in ("py-spy", "py-spy.exe"):
-            path = Path(str(dist.locate_file(f))).resolve()
-            if path.is_file():
-                return str(path)
-    return None
-
-
 def host_facts() -> dict[str, Any]:
     """The limits that DataLoader workers and the profiler run into."""
     return {
@@ -137,7 +121,7 @@ def host_facts() -> dict[str, Any]:
         "nofile": _nofile(),
         "cpus": _cpus(),
         "disk": _disk(Path.cwd() / "runs"),
-        "ptrace_scope": _read_int("/proc/sys/kernel/yama/ptrace_scope"),
+        "ptrace_scope": ptrace_scope(),
         "cap_sys_ptrace": _cap_sys_ptrace(),
     }
 

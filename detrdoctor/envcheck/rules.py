@@ -12,6 +12,8 @@ import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from detr.config import DataConfig
+
 Facts = dict[str, Any]
 Check = dict[str, str]
 
@@ -25,7 +27,6 @@ WHEEL_INDEX = "https://download.pytorch.org/whl/"
 SHM_MIN_BYTES = 2**30
 NOFILE_MIN = 4096
 DISK_MIN_BYTES = 2 * 2**30
-DEFAULT_NUM_WORKERS = 2  # detr.config.DataConfig.num_workers; a test keeps the two equal
 
 
 def check(id: str, status: str, found: str = "", expected: str = "", fix: str = "", message: str = "") -> Check:
@@ -846,7 +847,7 @@ def rule_cpus(facts: Facts) -> list[Check]:
     detail = (facts.get("host") or {}).get("cpus") or {}
     found = f"{cpus} CPUs" + (f" (cgroup quota {detail['cgroup_quota']})" if detail.get("cgroup_quota") else "")
     asked = options(facts).get("num_workers")
-    workers = DEFAULT_NUM_WORKERS if asked is None else int(asked)
+    workers = DataConfig().num_workers if asked is None else int(asked)
     expected = f"≥ {workers} ({'--num-workers' if asked is not None else 'default num_workers'})"
     if workers <= cpus:
         return [check("host.cpus", "pass", found, expected)]

@@ -1,6 +1,6 @@
 """loader-bench's parts: DataLoader throughput per num_workers and pin_memory, and whether the model starves.
 
-Collect (here and measure.py, stages.py) → judge (verdict.py) → render (report.py); the command is
+Collect (here and measure.py, stages.py) → judge (verdict.py) → render (render.py); the command is
 `detrdoctor.commands.loader_bench`. Nothing here imports torch at module level.
 """
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from detr.config import RunConfig
     from detrdoctor.commands.loader_bench import LoaderBenchOptions
-    from detrdoctor.loaderbench.report import Report
+    from detrdoctor.loaderbench.render import Report
 
 PIN_CHOICES = {"both": (False, True), "on": (True,), "off": (False,)}
 
@@ -149,7 +149,7 @@ def collect(cfg: RunConfig, options: LoaderBenchOptions, worker_counts: list[int
 
 def judge(collected: Collected) -> Report:
     """Starvation per setting, the recommendation, and the caveats a reader needs to trust the numbers."""
-    from detrdoctor.loaderbench.report import Report
+    from detrdoctor.loaderbench.render import Report
     from detrdoctor.loaderbench.verdict import judge_starvation, recommend
 
     c = collected

@@ -1,7 +1,7 @@
 """memprofile's parts: GPU memory and speed of DETR training steps across batch sizes and AMP modes,
 measured on a GPU and estimated without one.
 
-Collect (plan → sweep), judge (summary), render (report); the command is `detrdoctor.commands.memprofile`.
+Collect (plan → sweep), judge (summary), render (render); the command is `detrdoctor.commands.memprofile`.
 Nothing here imports torch at module level.
 """
 

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import Node
 
+from detr.torch_private import node_sequence_nr, storage_key
+
 
 class _Saved:
     """What a saved-tensor pack hook keeps: the tensor, until the node that unpacked it has run."""
@@ -66,7 +68,7 @@ class PythonBackward:
         self._waiting = _dependencies(root)
         self._owners: Counter[int] = Counter()  # storage → how many pending gradient slots hold it
         self._order = itertools.count()
-        self._ready = [(-root._sequence_nr(), next(self._order), root)]
+        self._ready = [(-node_sequence_nr(root), next(self._order), root)]
         del root
         while self._ready:
             self._run(heapq.heappop(self._ready)[2])
@@ -97,7 +99,7 @@ class PythonBackward:
                 self._waiting[target] -= 1
                 if self._waiting[target] == 0:
                     del self._waiting[target]
-                    heapq.heappush(self._ready, (-target._sequence_nr(), next(self._order), target))
+                    heapq.heappush(self._ready, (-node_sequence_nr(target), next(self._order), target))
 
     def _scope(self, node: Node) -> AbstractContextManager:
         return self._on_node(node) if self._on_node is not None else nullcontext()
@@ -158,7 +160,7 @@ def _conform(grad: Tensor, meta) -> Tensor:
 
 
 def _key(t: Tensor) -> int:
-    return t.untyped_storage()._cdata
+    return storage_key(t)
 
 
 def _as_tuple(outputs) -> tuple:

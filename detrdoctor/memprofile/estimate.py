@@ -15,15 +15,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
 from torch.overrides import TorchFunctionMode
 
 from detr.config import RunConfig
+from detr.engine.device import amp_dtype
+from detr.torch_private import DataDependentOutputException, FakeTensorMode
 from detrdoctor.memprofile.allocator import CachingAllocatorModel
 from detrdoctor.memprofile.backward import PythonBackward
 from detrdoctor.memprofile.groups import OTHER, attribute_groups, group_of, node_group
 from detrdoctor.memprofile.request import PointResult
-from detrdoctor.memprofile.step import AMP_DTYPES, TrainingStep, resolve_build, synthetic_batch
+from detrdoctor.memprofile.step import ProfiledStep, resolve_build, synthetic_batch
 from detrdoctor.memprofile.tracker import PHASE_CATEGORY, MemoryAccount
 
 MiB = 1 << 20
@@ -122,13 +123,13 @@ class Estimator:
         self.cfg.train.channels_last = False  # a layout, not a size; fake modules cannot be converted
         self.build = build
         self._mode = _AccountingFakeMode()
-        self._step: TrainingStep | None = None
+        self._step: ProfiledStep | None = None
 
     def estimate(self, batch_size: int, amp: str, shape: tuple[int, int]) -> PointResult:
         """The estimated CUDA memory of a training step in steady state (the previous step's gradients and
         the optimizer state alive), with the breakdown at its peak."""
         started = time.perf_counter()
-        mode, amp_dtype = self._mode, AMP_DTYPES[amp]
+        mode, dtype = self._mode, amp_dtype(amp)
         with warnings.catch_warnings():
             # torch.autocast("cuda", enabled=False) in the model warns that there is no GPU: expected here.
             warnings.simplefilter("ignore")
@@ -149,7 +150,7 @@ class Estimator:
                 mode.reset_peak()
                 try:
                     with attribute_groups(step.model, mode), engine.recording():
-                        step.step(batch, backward=engine.backward, autocast=cuda_autocast(amp_dtype))
+                        step.step(batch, backward=engine.backward, autocast=cuda_autocast(dtype))
                 except torch.OutOfMemoryError as e:  # a model may check sizes itself: its verdict stands
                     return PointResult(batch_size, amp, "oom", "estimated", error=str(e).splitlines()[0],
                                        device="CUDA (estimated)", wall_s=time.perf_counter() - started)
@@ -163,11 +164,11 @@ class Estimator:
             device_bytes=reserved + CUDA_CONTEXT, breakdown=breakdown, device="CUDA (estimated)",
             wall_s=time.perf_counter() - started)
 
-    def _built(self) -> TrainingStep:
+    def _built(self) -> ProfiledStep:
         """The fake model on "cuda", after a first optimizer step (gradients and moments allocated)."""
         if self._step is None:
             with _FakeDeepcopy():
-                step = TrainingStep(self.cfg, torch.device("cuda", 0), None, phase=self._phase,
+                step = ProfiledStep(self.cfg, torch.device("cuda", 0), None, phase=self._phase,
                                     build=resolve_build(self.build), grad_scaler=False)
             if hasattr(step.criterion, "matcher"):
                 step.criterion.matcher = _PlaceholderMatcher()

@@ -11,28 +11,22 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_leaves
 
+from detr.model import MODEL_PARTS, OTHER_PART, model_part
+from detr.torch_private import tree_leaves
 from detrdoctor.memprofile.tracker import MemoryAccount
 
-# Module path prefix → group; the most specific prefix wins. Glue code and the loss are "other".
-GROUPS = {
-    "backbone": "backbone",
-    "transformer.encoder": "encoder",
-    "transformer.decoder": "decoder",
-    "input_proj": "heads",
-    "query_embed": "heads",
-    "class_embed": "heads",
-    "bbox_embed": "heads",
-}
-OTHER = "other"
+HEADS = ("input_proj", "queries", "class_head", "box_head")  # DETR's parts that the breakdown counts as "heads"
+OTHER = OTHER_PART
+# Module path → breakdown group; glue code and the loss are "other".
+GROUPS = {path: "heads" if part in HEADS else part for path, part in MODEL_PARTS.items()}
 _NODE_KEY = "memprofile_group"
 
 
 def group_of(name: str) -> str:
-    """The group of a module, parameter or buffer by its qualified name."""
-    best = max((p for p in GROUPS if name == p or name.startswith(p + ".")), key=len, default=None)
-    return GROUPS[best] if best else OTHER
+    """The breakdown group of a module, parameter or buffer by its qualified name."""
+    part = model_part(name)
+    return "heads" if part in HEADS else part
 
 
 def node_group(node: torch.autograd.graph.Node) -> str:

@@ -11,10 +11,12 @@ from contextlib import contextmanager
 
 import torch
 
+from detr.engine.device import amp_dtype
+from detr.torch_private import dump_memory_snapshot, record_memory_history
 from detrdoctor.memprofile.device import device_used_bytes, process_device_bytes
 from detrdoctor.memprofile.groups import OTHER, attribute_groups, group_of, label_graph
 from detrdoctor.memprofile.request import PointRequest, PointResult
-from detrdoctor.memprofile.step import AMP_DTYPES, TrainingStep, resolve_build, synthetic_batch
+from detrdoctor.memprofile.step import ProfiledStep, resolve_build, synthetic_batch
 from detrdoctor.memprofile.tracker import PHASE_CATEGORY, MemoryTracker
 
 SNAPSHOT_ENTRIES = 200_000
@@ -46,7 +48,7 @@ def _free(device: torch.device, recording: bool) -> None:
     gc.collect()
     if device.type == "cuda":
         if recording:
-            torch.cuda.memory._record_memory_history(enabled=None)
+            record_memory_history(None)
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -56,14 +58,14 @@ def _measure_cuda(request: PointRequest, device: torch.device) -> PointResult:
     baseline = device_used_bytes(device.index)  # before set_device creates this process's context
     torch.cuda.set_device(device)
     cfg = request.run_config()
-    step = TrainingStep(cfg, device, AMP_DTYPES[request.amp], build=resolve_build(request.build))
+    step = ProfiledStep(cfg, device, amp_dtype(request.amp), build=resolve_build(request.build))
     batch = synthetic_batch(request.batch_size, request.shape, cfg.model.num_classes, device)
     for _ in range(request.warmup_steps):
         step.step(batch)
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     if request.snapshot_path:
-        torch.cuda.memory._record_memory_history(max_entries=SNAPSHOT_ENTRIES)
+        record_memory_history(SNAPSHOT_ENTRIES)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     for _ in range(request.timed_steps):
@@ -71,7 +73,7 @@ def _measure_cuda(request: PointRequest, device: torch.device) -> PointResult:
     end.record()
     torch.cuda.synchronize(device)
     if request.snapshot_path:
-        torch.cuda.memory._dump_snapshot(request.snapshot_path)
+        dump_memory_snapshot(request.snapshot_path)
     step_time = start.elapsed_time(end) / 1000 / request.timed_steps
     peak = torch.cuda.max_memory_allocated(device)
     return PointResult(
@@ -82,7 +84,7 @@ def _measure_cuda(request: PointRequest, device: torch.device) -> PointResult:
         breakdown=_static_breakdown(step, peak), device=torch.cuda.get_device_name(device))
 
 
-def _static_breakdown(step: TrainingStep, peak: int) -> dict[str, dict[str, int]]:
+def _static_breakdown(step: ProfiledStep, peak: int) -> dict[str, dict[str, int]]:
     """Parameters, gradients and optimizer state by module group (exact), the rest of the peak as one
     figure: attributing activations on a GPU would need the tracker, which would slow what is timed."""
     breakdown: dict[str, dict[str, int]] = {"parameters": {}, "gradients": {}, "optimizer_state": {}}
@@ -121,7 +123,7 @@ def _measure_cpu(request: PointRequest, device: torch.device, isolated: bool) ->
 
     with tracker:
         with tracker.scope(category="parameters"):
-            step = TrainingStep(cfg, device, AMP_DTYPES[request.amp], phase=phase, build=resolve_build(request.build))
+            step = ProfiledStep(cfg, device, amp_dtype(request.amp), phase=phase, build=resolve_build(request.build))
         names = {p: name for name, p in step.model.named_parameters()}
         for weight_group, tensor in step.weights_by_group():
             tracker.retag(tensor, "parameters", weight_group)

@@ -1,31 +1,22 @@
-"""One training step of a profile's model on a synthetic batch, in the order `Trainer.train_step` runs it.
-
-The order matters for memory: the trainer clears the previous step's gradients after the forward pass,
-so they are still alive at the end of it, next to the activations and the optimizer state.
-"""
+"""One training step of a profile's model on a synthetic batch: the trainer's own step (detr.engine.step),
+on a model built for memprofile's device (a fake CUDA one when estimating)."""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from detr.config import RunConfig
+from detr.engine.step import Phase, TrainingStep, no_phase
 from detrdoctor.memprofile.groups import group_of
 
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Objects per synthetic image: COCO's mean is about 7; the loss's memory hardly depends on it.
 BOXES_PER_IMAGE = 10
-
-Phase = Callable[[str], AbstractContextManager]
-
-
-def _no_phase(_name: str) -> AbstractContextManager:
-    return nullcontext()
 
 
 @dataclass
@@ -53,15 +44,15 @@ def synthetic_batch(batch_size: int, shape: tuple[int, int], num_classes: int, d
     return Batch(images, mask, targets)
 
 
-class TrainingStep:
-    """The profile's model, loss and optimizer on `device`, and `step(batch)`: forward, loss, backward,
-    gradient norms and clipping, optimizer step (with the GradScaler under fp16 on a GPU).
+class ProfiledStep:
+    """The profile's model, loss and optimizer on `device`, stepped by the trainer's own `TrainingStep`
+    (forward, loss, backward, gradient norms and clipping, optimizer, GradScaler under fp16 on a GPU, EMA).
 
     `phase(name)` is entered around "forward", "backward", "clip" and "optimizer", for accounting;
     `build` replaces DETR (see resolve_build); without `grad_scaler` fp16 runs unscaled.
     """
 
-    def __init__(self, cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | None, phase: Phase = _no_phase,
+    def __init__(self, cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | None, phase: Phase = no_phase,
                  build: Callable[[RunConfig], tuple[nn.Module, nn.Module]] | None = None, grad_scaler: bool = True):
         from detr.engine.ema import ModelEMA
         from detr.engine.optim import build_optimizer
@@ -78,8 +69,9 @@ class TrainingStep:
         self.ema = ModelEMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         use_scaler = grad_scaler and amp_dtype == torch.float16 and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-        self._autocast = lambda: torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                                                enabled=amp_dtype is not None)
+        self.training_step = TrainingStep(self.model, self.criterion, self.optimizer, self.grad_params,
+                                          device_type=device.type, amp_dtype=amp_dtype,
+                                          clip_max_norm=cfg.train.clip_max_norm, scaler=self.scaler, ema=self.ema)
 
     def ema_tensors(self) -> list[Tensor]:
         """The weight average's tensors (none without one), for the "ema" group of the breakdown."""
@@ -102,32 +94,8 @@ class TrainingStep:
              autocast: AbstractContextManager | None = None) -> None:
         """One optimisation step; `backward(loss)` fills the gradients; `autocast`, if given, replaces
         torch.autocast over the forward pass."""
-        with self.phase("forward"):
-            with autocast or self._autocast():
-                outputs = self.model(batch.images, batch.mask)
-            losses = self.criterion(outputs, batch.targets)
-            loss = sum(losses[k] * w for k, w in self.criterion.weight_dict.items() if k in losses)
-        self.optimizer.zero_grad(set_to_none=True)
-        with self.phase("backward"):
-            backward(self.scaler.scale(loss) if self.scaler is not None else loss)
-        del outputs, losses, loss
-        with self.phase("clip"):
-            if self.scaler is not None:
-                self.scaler.unscale_(self.optimizer)
-            grads = [p.grad if p.grad is not None else torch.zeros((), device=p.device) for p in self.grad_params]
-            total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-            max_norm = self.cfg.train.clip_max_norm
-            if max_norm > 0:
-                torch._foreach_mul_(grads, torch.clamp(max_norm / (total_norm + 1e-6), max=1.0))
-            del grads, total_norm
-        with self.phase("optimizer"):
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            if self.ema is not None:
-                self.ema.update()
+        self.training_step.run(batch.images, batch.mask, batch.targets, phase=self.phase, backward=backward,
+                               autocast=autocast)
 
 
 def resolve_build(spec: str | None) -> Callable[[RunConfig], tuple[nn.Module, nn.Module]]:

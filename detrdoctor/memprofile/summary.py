@@ -1,5 +1,5 @@
 """Judging the sweep: what fits, the recommended batch sizes, what AMP saves and how good the estimates
-are. Plain data, rendered by report.py."""
+are. Plain data, rendered by render.py."""
 
 from __future__ import annotations
 

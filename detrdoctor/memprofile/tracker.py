@@ -14,16 +14,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
+from detr.torch_private import TorchDispatchMode, storage_key, tree_leaves
 from detrdoctor.memprofile.allocator import Block, CachingAllocatorModel
 
 # Queries that create no storage; fake tensors answer `.device` through the dispatcher, thousands of times.
 _METADATA_OPS = {torch.ops.prim.device.default}
 
 CATEGORIES = ("parameters", "gradients", "optimizer_state", "inputs", "activations", "temporaries")
-# What the storages a training step's phases create are (see TrainingStep's `phase`).
+# What the storages a training step's phases create are (see detr.engine.step's `Phase`).
 PHASE_CATEGORY = {"forward": "activations", "backward": "temporaries", "clip": "temporaries",
                   "optimizer": "optimizer_state"}
 
@@ -63,7 +62,7 @@ class MemoryAccount:
     def track(self, tensor: torch.Tensor, category: str | None = None, group: str | None = None) -> None:
         """Count `tensor`'s storage if it is new (views and in-place results share a counted one)."""
         storage = tensor.untyped_storage()
-        key = storage._cdata
+        key = storage_key(tensor)
         if key in self._live:
             return
         block = self.allocator.malloc(storage.nbytes()) if self.allocator is not None else None
@@ -74,7 +73,7 @@ class MemoryAccount:
 
     def retag(self, tensor: torch.Tensor, category: str, group: str) -> None:
         """Move a counted storage to another category and group (a gradient that became a parameter's .grad)."""
-        live = self._live.get(tensor.untyped_storage()._cdata)
+        live = self._live.get(storage_key(tensor))
         if live is None:
             self.track(tensor, category, group)
             return

@@ -22,19 +22,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from detr.model import model_part
 from detr.engine.checkpointing import rng_state, save_atomic, set_rng_state
-from detrdoctor.watchdog.groups import ForwardOrder, forward_rank, module_group
+from detr.engine.step import weighted_loss
+from detrdoctor.watchdog.groups import ForwardOrder, forward_rank
 
 if TYPE_CHECKING:
-    from detr.engine.callbacks import StepContext
-    from detr.engine.trainer import Trainer
+    from detr.engine.callbacks import StepContext, TrainerView
 
 BUNDLE_FORMAT = "detrdoctor-repro/1"
-
-
-def weighted_loss(loss_dict: dict[str, torch.Tensor], weight_dict: dict[str, float]) -> torch.Tensor:
-    """The trainer's total loss: the same terms summed in the same order, so the same bits."""
-    return sum(loss_dict[k] * w for k, w in weight_dict.items() if k in loss_dict)
 
 
 def to_device(value: Any, device: torch.device | str) -> Any:
@@ -47,7 +43,7 @@ def to_device(value: Any, device: torch.device | str) -> Any:
     return value
 
 
-def write_bundle(path: Path, trainer: Trainer, ctx: StepContext, rng: dict[str, Any],
+def write_bundle(path: Path, trainer: TrainerView, ctx: StepContext, rng: dict[str, Any],
                  observed: dict[str, Any]) -> Path:
     """Save the failing step next to the run's checkpoint (atomically, like the checkpoint)."""
     bundle = {
@@ -119,7 +115,7 @@ def replay_bundle(path: str | Path, device: str = "cpu") -> dict[str, Any]:
     }
 
 
-def locate_nonfinite(trainer: Trainer, ctx: StepContext, rng: dict[str, Any]) -> dict[str, Any]:
+def locate_nonfinite(trainer: TrainerView, ctx: StepContext, rng: dict[str, Any]) -> dict[str, Any]:
     """Re-run the step's forward and backward under `torch.autograd.detect_anomaly`.
 
     Names the first module whose output is non-finite in the forward (where a NaN/inf is born), and the
@@ -163,7 +159,7 @@ def locate_nonfinite(trainer: Trainer, ctx: StepContext, rng: dict[str, Any]) ->
         set_rng_state(after_step)
     parts = []
     if "module" in found:
-        parts.append(f"first non-finite output in the forward: {found['module']} ({module_group(found['module'])})")
+        parts.append(f"first non-finite output in the forward: {found['module']} ({model_part(found['module'])})")
     if "op" in found:
         parts.append(f"backward op returning NaN: {found['op']}"
                      + (f" at {found['location']}" if "location" in found else ""))

@@ -1,7 +1,7 @@
 """GradientWatchdog: judges every step's gradients, loss and activations before the optimizer applies them.
 
 Per step it reads one small tensor from the device: the losses, the total and per-group gradient norms
-(summed from the per-parameter norms of the trainer's single `torch._foreach_norm` pass), the first
+(summed from the per-parameter norms of the training step's single fused pass), the first
 non-finite parameter, the loss scale, and the largest output of each module group (one max per group,
 from forward hooks). Every `sample_every` steps it also samples attention logits and every conv/linear
 output, and the update-to-weight ratio per group.
@@ -18,26 +18,22 @@ import copy
 import math
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from detr.config import WatchdogConfig
-from detr.engine.callbacks import Callback, StepContext
+from detr.engine.callbacks import Callback, StepContext, TrainerView
+from detr.model import model_part
 from detr.engine.checkpointing import rng_state
+from detr.torch_private import foreach_norm, foreach_sub, scaler_scale
 from detrdoctor.watchdog.bundle import locate_nonfinite, write_bundle
-from detrdoctor.watchdog.groups import GROUPS, OUTPUT_MODULES, ForwardOrder, forward_rank, module_group
-from detrdoctor.watchdog.signals import EarlyWarning, Signal, StepStats
+from detrdoctor.watchdog.groups import GROUPS, OUTPUT_MODULES, ForwardOrder, forward_rank
+from detrdoctor.watchdog.signals import EVENT_KINDS, EarlyWarning, Signal, StepStats
 
-if TYPE_CHECKING:
-    from detr.engine.trainer import Trainer
-
-COMPONENTS = ("loss_ce", "loss_bbox", "loss_giou")
 ANOMALY_EXIT_CODE = 3  # `detrdoctor train` exit status after `--on-anomaly stop` (1: error, 2: bad input)
-KINDS = ("grad_norm_spike", "grad_norm_growth", "loss_spike", "amp_skip_rate", "overflow_risk", "activation_growth",
-         "nonfinite_grad", "nonfinite_loss", "nonfinite_op", "step_skipped", "rollback", "stopped")
 
 
 def max_abs(output: Any) -> torch.Tensor | None:
@@ -101,13 +97,13 @@ class GradientWatchdog(Callback):
         self._snapshot: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ setup
-    def on_train_start(self, trainer: Trainer) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         names = trainer.grad_param_names
         device = trainer.device
         self.param_names = names
-        present = {module_group(n) for n in names}
+        present = {model_part(n) for n in names}
         self.groups = [g for g in GROUPS if g in present]
-        self.group_index = torch.tensor([self.groups.index(module_group(n)) for n in names], device=device)
+        self.group_index = torch.tensor([self.groups.index(model_part(n)) for n in names], device=device)
         self._forward_order = ForwardOrder(trainer.model_without_ddp)  # read after the first forward
         # Values beyond the AMP dtype's largest overflow; beyond √(float32 max) their squares do, and
         # LayerNorm's variance, the norms and the GIoU areas square them in float32 even under autocast.
@@ -154,7 +150,7 @@ class GradientWatchdog(Callback):
     def is_sample_step(self, step: int) -> bool:
         return self.cfg.sample_every > 0 and step % self.cfg.sample_every == 0
 
-    def on_step_start(self, trainer: Trainer, ctx: StepContext) -> None:
+    def on_step_start(self, trainer: TrainerView, ctx: StepContext) -> None:
         self._outputs.clear()
         self._sampled.clear()
         if self.cfg.on_anomaly in ("rollback", "stop") or self.cfg.detect_anomaly:
@@ -162,7 +158,7 @@ class GradientWatchdog(Callback):
         if self.is_sample_step(ctx.step):
             self._attach_sampling_hooks(trainer.model_without_ddp)
 
-    def after_backward(self, trainer: Trainer, ctx: StepContext) -> None:
+    def after_backward(self, trainer: TrainerView, ctx: StepContext) -> None:
         self._detach_sampling_hooks()
         if self.forward_rank is None:
             rank = forward_rank(self.param_names, self._forward_order.close())
@@ -178,9 +174,9 @@ class GradientWatchdog(Callback):
         if not ctx.skip_step and self.is_sample_step(ctx.step):
             self._weights_before = [p.detach().clone() for _, p in trainer.grad_params]
 
-    def read_step(self, trainer: Trainer, ctx: StepContext) -> tuple[StepStats, str | None, int]:
+    def read_step(self, trainer: TrainerView, ctx: StepContext) -> tuple[StepStats, str | None, int]:
         """Everything the watchdog needs from the device, in one transfer."""
-        components = [k for k in COMPONENTS if k in ctx.loss_dict]
+        components = [k for k in trainer.criterion.loss_terms if k in ctx.loss_dict]
         losses = torch.stack([ctx.loss.detach().float()] + [ctx.loss_dict[k].detach().float() for k in components])
         if trainer.world_size > 1:  # gradients are already averaged; the losses must agree across ranks too
             dist.all_reduce(losses)
@@ -190,8 +186,8 @@ class GradientWatchdog(Callback):
             0, self.group_index, norms.square()).sqrt()
         bad = ~torch.isfinite(norms)
         culprit_rank = torch.where(bad, self.forward_rank, -1).max()
-        scale = trainer.scaler._get_scale_async().float().reshape(1) if trainer.scaler is not None \
-            else norms.new_empty(0)  # the scale this step was taken with (GradScaler has no public async getter)
+        scale = scaler_scale(trainer.scaler).float().reshape(1) if trainer.scaler is not None \
+            else norms.new_empty(0)  # the scale this step was taken with
         outputs, sampled = list(self._outputs), list(self._sampled)
         update_ratios = self._pending_update_ratios if self._pending_update_ratios is not None else norms.new_empty(0)
         values = torch.cat([
@@ -223,7 +219,7 @@ class GradientWatchdog(Callback):
         culprit = self.param_names[self.by_rank[rank]] if rank >= 0 else None
         return stats, culprit, bad_params
 
-    def judge(self, trainer: Trainer, ctx: StepContext, stats: StepStats) -> None:
+    def judge(self, trainer: TrainerView, ctx: StepContext, stats: StepStats) -> None:
         """A finite step: run the early-warning rules, act on a spike, keep the run totals."""
         if stats.amp_skipped:
             self.amp_skipped_steps += 1
@@ -245,7 +241,7 @@ class GradientWatchdog(Callback):
         if action is not None and self.cfg.on_anomaly != "warn":
             self.act(trainer, ctx, action, stats)
 
-    def handle_nonfinite(self, trainer: Trainer, ctx: StepContext, stats: StepStats, culprit: str | None,
+    def handle_nonfinite(self, trainer: TrainerView, ctx: StepContext, stats: StepStats, culprit: str | None,
                          bad_params: int) -> None:
         """Name where the NaN/inf came from, and never let it reach the weights, whatever the mode."""
         if self.first_nonfinite_step is None:
@@ -265,7 +261,7 @@ class GradientWatchdog(Callback):
             signal = Signal("nonfinite_loss", "loss", stats.loss, None, message, born)
             extra = {"parameter": None}
         else:
-            group = module_group(culprit) if culprit else None
+            group = model_part(culprit) if culprit else None
             signal = Signal("nonfinite_grad", "grad_norm", stats.grad_norm, None,
                             f"gradient norm is {stats.grad_norm} with a finite loss {stats.loss:.4g}; first "
                             f"non-finite gradient in {group} ({culprit}), {bad_params} of {len(self.param_names)} "
@@ -276,12 +272,12 @@ class GradientWatchdog(Callback):
         if self.cfg.detect_anomaly and self._step_rng is not None:
             found = locate_nonfinite(trainer, ctx, self._step_rng)
             self.emit(trainer, "nonfinite_op", found["message"], "error", "detect_anomaly", None, None,
-                      module_group(found["module"]) if found.get("module") else signal.module,
+                      model_part(found["module"]) if found.get("module") else signal.module,
                       op=found.get("op"), forward_module=found.get("module"), location=found.get("location"))
         self.act(trainer, ctx, signal, stats)
 
     # ------------------------------------------------------------------ actions
-    def act(self, trainer: Trainer, ctx: StepContext, signal: Signal, stats: StepStats) -> None:
+    def act(self, trainer: TrainerView, ctx: StepContext, signal: Signal, stats: StepStats) -> None:
         """Drop this optimizer step; with rollback or stop, also restore a snapshot or end the run."""
         ctx.skip_step = True
         ctx.skip_reason = signal.kind
@@ -294,7 +290,7 @@ class GradientWatchdog(Callback):
         elif mode in ("rollback", "stop"):
             self.stop(trainer, ctx, signal, stats)
 
-    def stop(self, trainer: Trainer, ctx: StepContext, signal: Signal, stats: StepStats) -> None:
+    def stop(self, trainer: TrainerView, ctx: StepContext, signal: Signal, stats: StepStats) -> None:
         why = signal.kind if self.cfg.on_anomaly == "stop" else f"{signal.kind} after {self.rollbacks} rollbacks"
         reason = f"watchdog: {why} at step {ctx.step}"
         if trainer.is_main and self._step_rng is not None:
@@ -305,7 +301,7 @@ class GradientWatchdog(Callback):
             reason += f"; reproduction bundle {path} (replay: python -m detrdoctor.watchdog.bundle {path})"
         trainer.request_stop(reason, ANOMALY_EXIT_CODE)
 
-    def on_step_end(self, trainer: Trainer, ctx: StepContext, record: dict[str, Any] | None) -> None:
+    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: dict[str, Any] | None) -> None:
         if self._rollback_due is not None:
             self.rollback(trainer, ctx, self._rollback_due)
             self._rollback_due = None
@@ -317,7 +313,7 @@ class GradientWatchdog(Callback):
                 and self.good_streak % self.cfg.snapshot_every == 0):
             self._snapshot = take_snapshot(trainer)
 
-    def rollback(self, trainer: Trainer, ctx: StepContext, signal: Signal) -> None:
+    def rollback(self, trainer: TrainerView, ctx: StepContext, signal: Signal) -> None:
         lrs = [group["lr"] * self.cfg.rollback_lr_factor for group in trainer.optimizer.param_groups]
         restore_snapshot(trainer, self._snapshot)
         for group, lr in zip(trainer.optimizer.param_groups, lrs):
@@ -330,25 +326,24 @@ class GradientWatchdog(Callback):
                   f"rollback {self.rollbacks} of at most {self.cfg.max_rollbacks}", "warning", signal.signal,
                   signal.value, signal.threshold, signal.module, restored_step=self._snapshot["step"], lrs=lrs)
 
-    def update_ratios(self, trainer: Trainer, before: list[torch.Tensor]) -> torch.Tensor:
+    def update_ratios(self, trainer: TrainerView, before: list[torch.Tensor]) -> torch.Tensor:
         """‖Δw‖ / ‖w‖ per group for the step just taken, left on the device until the next step's read."""
         params = [p.detach() for _, p in trainer.grad_params]
-        deltas = torch._foreach_sub(params, before)
-        squares = torch.stack(torch._foreach_norm(deltas)).square(), torch.stack(torch._foreach_norm(params)).square()
+        squares = foreach_norm(foreach_sub(params, before)).square(), foreach_norm(params).square()
         delta_sq, weight_sq = (torch.zeros(len(self.groups), device=s.device).index_add_(0, self.group_index, s)
                                for s in squares)
         return (delta_sq / weight_sq.clamp_min(1e-30)).sqrt()
 
     # ------------------------------------------------------------------ events and summary
-    def emit(self, trainer: Trainer, kind: str, message: str, severity: str, signal: str | None,
+    def emit(self, trainer: TrainerView, kind: str, message: str, severity: str, signal: str | None,
              value: float | None, threshold: float | None, module: str | None, **extra: Any) -> None:
         if severity != "info" and self.first_warning_step is None:
             self.first_warning_step = trainer.global_step
         trainer.emit_event(kind, message, severity=severity, signal=signal, value=value, threshold=threshold,
                            module=module, **extra)
 
-    def on_event(self, trainer: Trainer, event: dict[str, Any]) -> None:
-        if event["kind"] in KINDS:
+    def on_event(self, trainer: TrainerView, event: dict[str, Any]) -> None:
+        if event["kind"] in EVENT_KINDS:
             self.events[event["kind"]] += 1
 
     def summary(self) -> dict[str, Any]:
@@ -368,7 +363,7 @@ class GradientWatchdog(Callback):
             "update_ratios": self.latest.get("update_ratios"),
         }
 
-    def on_train_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+    def on_train_end(self, trainer: TrainerView, summary: dict[str, Any]) -> None:
         for handle in self._hooks:
             handle.remove()
         self._hooks.clear()
@@ -405,7 +400,7 @@ class GradientWatchdog(Callback):
             setattr(self, key, state[key])
 
 
-def take_snapshot(trainer: Trainer) -> dict[str, Any]:
+def take_snapshot(trainer: TrainerView) -> dict[str, Any]:
     """Model (and its weight average), optimizer and GradScaler state, copied on the device (no host transfer)."""
     ema = trainer.ema
     return {
@@ -417,7 +412,7 @@ def take_snapshot(trainer: Trainer) -> dict[str, Any]:
     }
 
 
-def restore_snapshot(trainer: Trainer, snapshot: dict[str, Any]) -> None:
+def restore_snapshot(trainer: TrainerView, snapshot: dict[str, Any]) -> None:
     trainer.model_without_ddp.load_state_dict(snapshot["model"])
     if snapshot["ema"] is not None:
         trainer.ema.load(*snapshot["ema"])

@@ -1,4 +1,4 @@
-"""DETR's parameters in module groups, and the order in which the forward pass runs the modules.
+"""DETR's parts as the watchdog's module groups (detr.model.MODEL_PARTS), and the order in which the forward pass runs the modules.
 
 The order names the culprit of a non-finite gradient: a NaN/inf spreads backwards from where it enters
 the backward pass to every module that ran before it, so of the parameters with non-finite gradients,
@@ -9,30 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-GROUPS = ("backbone", "input_proj", "encoder", "queries", "decoder", "class_head", "box_head", "other")
+from detr.model import MODEL_PARTS, OTHER_PART
 
-PREFIXES = {
-    "backbone": "backbone",
-    "input_proj": "input_proj",
-    "transformer.encoder": "encoder",
-    "query_embed": "queries",  # read by every decoder layer: a group of its own
-    "transformer.decoder": "decoder",
-    "class_embed": "class_head",
-    "bbox_embed": "box_head",
-}
-
+GROUPS = (*MODEL_PARTS.values(), OTHER_PART)
 # Modules whose outputs are checked every step (group → module path): one cheap max per group.
-OUTPUT_MODULES = {"backbone": "backbone", "input_proj": "input_proj",
-                  "encoder": "transformer.encoder", "decoder": "transformer.decoder"}
-
-
-def module_group(name: str) -> str:
-    """The group of a parameter or module name (`module.` of DDP ignored); `other` if unknown."""
-    name = name.removeprefix("module.")
-    for prefix, group in PREFIXES.items():
-        if name == prefix or name.startswith(prefix + "."):
-            return group
-    return "other"
+OUTPUT_MODULES = {part: path for path, part in MODEL_PARTS.items() if part in ("backbone", "input_proj", "encoder",
+                                                                                 "decoder")}
 
 
 class ForwardOrder:

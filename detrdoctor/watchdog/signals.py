@@ -11,12 +11,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detr.config import WatchdogConfig
-from detrdoctor.watchdog.groups import module_group
+from detr.model import model_part
 from detrdoctor.watchdog.stats import RollingWindow, range_excess, robust_z, sustained_growth
 
 # A loss window whose range is below this fraction of its median counts as this wide: a flat loss
 # curve must not turn every small bump into a "spike".
 MIN_LOSS_RANGE_FRACTION = 0.05
+# Every event kind the watchdog writes (the displays and summaries count and mark these).
+EVENT_KINDS = ("grad_norm_spike", "grad_norm_growth", "loss_spike", "amp_skip_rate", "overflow_risk",
+               "activation_growth", "nonfinite_grad", "nonfinite_loss", "nonfinite_op", "step_skipped", "rollback",
+               "stopped")
 
 
 @dataclass
@@ -174,7 +178,7 @@ class EarlyWarning:
             where = max(finite, key=finite.get)
             signal = overflow_risk(finite[where] / limit, where, limit, self.cfg)
             if signal is not None:
-                signal.module = module_group(where) if where in stats.sampled else where.removesuffix(" output")
+                signal.module = model_part(where) if where in stats.sampled else where.removesuffix(" output")
                 found.append(signal)
         fastest = None
         for group, history in self.activation_log.items():

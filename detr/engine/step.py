@@ -1,0 +1,120 @@
+"""The training step — the only one: the trainer runs it, memprofile measures it, the watchdog replays its loss.
+
+forward under autocast → weighted loss from the criterion's own terms → backward (through the GradScaler
+under fp16) → every parameter's gradient norm in one fused pass → (callbacks may veto) → clipping →
+optimizer step → weight average. The order is the memory profile too: the previous step's gradients are
+cleared only after the forward, so they are alive at its end beside the activations and optimizer state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from detr.engine.ema import ModelEMA
+from detr.torch_private import foreach_mul_, foreach_norm
+
+Phase = Callable[[str], AbstractContextManager]  # entered around "forward", "backward", "clip" and "optimizer"
+
+
+def no_phase(_name: str) -> AbstractContextManager:
+    return nullcontext()
+
+
+def weighted_loss(loss_dict: dict[str, Tensor], weight_dict: dict[str, float]) -> Tensor:
+    """The optimised total: each weighted term summed in the weight table's order (so always the same bits)."""
+    return sum(loss_dict[k] * w for k, w in weight_dict.items() if k in loss_dict)
+
+
+@dataclass
+class StepResult:
+    """What one step produced; the gradient norms are before clipping, all left on the device."""
+
+    loss: Tensor  # weighted total, unscaled
+    loss_dict: dict[str, Tensor]
+    param_norms: Tensor  # per trainable parameter, in `TrainingStep.grad_params` order
+    grad_norm: Tensor
+    stepped: bool = False  # False when vetoed after the backward
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: forward (with the loss), backward, optimizer
+
+
+class TrainingStep:
+    """The model, its loss, the optimizer and the trimmings (GradScaler, clipping, EMA) of one training step.
+
+    `grad_params` are the trainable parameters, whose order `param_norms` follows.
+    """
+
+    def __init__(self, model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                 grad_params: Sequence[nn.Parameter], *, device_type: str, amp_dtype: torch.dtype | None,
+                 clip_max_norm: float, scaler: torch.amp.GradScaler | None = None, ema: ModelEMA | None = None):
+        self.model, self.criterion, self.optimizer = model, criterion, optimizer
+        self.grad_params = list(grad_params)
+        self.device_type, self.amp_dtype = device_type, amp_dtype
+        self.clip_max_norm, self.scaler, self.ema = clip_max_norm, scaler, ema
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast(self.device_type, dtype=self.amp_dtype or torch.float32,
+                              enabled=self.amp_dtype is not None)
+
+    def loss(self, images: Tensor, mask: Tensor, targets: list[dict[str, Any]],
+             autocast: AbstractContextManager | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Forward under autocast and the weighted loss (computed in float32 by the criterion)."""
+        with autocast or self.autocast():
+            outputs = self.model(images, mask)
+        loss_dict = self.criterion(outputs, targets)
+        return weighted_loss(loss_dict, self.criterion.weight_dict), loss_dict
+
+    def run(self, images: Tensor, mask: Tensor, targets: list[dict[str, Any]], *,
+            after_backward: Callable[[StepResult], bool] | None = None, phase: Phase = no_phase,
+            backward: Callable[[Tensor], None] = Tensor.backward,
+            autocast: AbstractContextManager | None = None) -> StepResult:
+        """One step. `after_backward(result)` sees the unscaled gradients' norms and returns True to skip the
+        optimizer step; `phase`, `backward` and `autocast` let memprofile account for and drive the step."""
+        clock = time.perf_counter
+        t0 = clock()
+        with phase("forward"):
+            loss, loss_dict = self.loss(images, mask, targets, autocast)
+        t1 = clock()
+        self.optimizer.zero_grad(set_to_none=True)
+        with phase("backward"):
+            backward(self.scaler.scale(loss) if self.scaler is not None else loss)
+        t2 = clock()
+        with phase("clip"):
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            grads = [p.grad if p.grad is not None else torch.zeros((), device=p.device) for p in self.grad_params]
+            # One fused pass gives every parameter's norm: the total, the clip and the watchdog all reuse it.
+            param_norms = foreach_norm(grads)
+            result = StepResult(loss, loss_dict, param_norms, torch.linalg.vector_norm(param_norms))
+        skip = after_backward(result) if after_backward is not None else False
+        if not skip:
+            with phase("clip"):
+                if self.clip_max_norm > 0:
+                    foreach_mul_(grads, torch.clamp(self.clip_max_norm / (result.grad_norm + 1e-6), max=1.0))
+            del grads
+            with phase("optimizer"):
+                if self.scaler is not None:
+                    self.scaler.step(self.optimizer)
+                else:
+                    self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update()
+            result.stepped = True
+        if self.scaler is not None:
+            self.scaler.update()
+        # The veto's own time (the callbacks) counts as the optimizer phase's, as it always has.
+        result.timings.update(forward=t1 - t0, backward=t2 - t1, optimizer=clock() - t2)
+        return result
+
+    def clip_ratio(self, grad_norm: float) -> float:
+        """How much clipping scales the gradients (1.0: not at all), from a host copy of the total norm."""
+        if self.clip_max_norm <= 0 or not grad_norm > 0:
+            return 1.0
+        return min(1.0, self.clip_max_norm / (grad_norm + 1e-6))
+
