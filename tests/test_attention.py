@@ -62,10 +62,12 @@ def test_attention_dropout_acts_in_training_only():
 def test_the_reference_path_returns_the_maps_the_watchdog_recomputes():
     fused, reference = attention_pair()
     query, key, mask = padded_inputs()
-    assert fused(query, key, key)[1] is None
-    _, weights = reference(query, key, key)  # head-averaged [B, L, S], as the official visualisation reads it
+    assert fused(query, key, key, key_padding_mask=mask)[1] is None
+    # Head-averaged [B, L, S], as the official visualisation reads them.
+    _, weights = reference(query, key, key, key_padding_mask=mask)
     logits = attention_logits(reference, query, key).view(3, 4, 5, 9)
-    torch.testing.assert_close(logits.softmax(-1).mean(1), weights)
+    expected = logits.masked_fill(mask[:, None, None, :], float("-inf")).softmax(-1).mean(1)
+    torch.testing.assert_close(expected, weights)
 
 
 def test_tiny_model_fused_and_reference_agree_and_share_the_state_dict(tiny_config):
@@ -113,8 +115,8 @@ def test_memprofile_estimates_the_kernel_the_model_runs(tiny_cfg):
 
 
 def test_tiny_training_losses_follow_the_reference_path(tiny_cfg, tmp_path):
-    from detr.engine.trainer import Trainer
     from detr.engine.metrics import read_metrics
+    from detr.engine.trainer import Trainer
 
     tiny_cfg.train.max_steps = 4
     losses = {}
