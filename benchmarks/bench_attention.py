@@ -55,22 +55,24 @@ def our_model(cfg: RunConfig, attention: str, attention_dropout: float, device: 
 
 
 def hf_model(cfg: RunConfig, attention_dropout: float, device: torch.device) -> nn.Module | None:
-    """DetrForObjectDetection configured as our model, with a random ResNet-50; None without transformers."""
+    """DetrForObjectDetection configured as our model, with a random ResNet-50; None without transformers
+    or for another backbone."""
+    if cfg.model.backbone != "resnet50" or cfg.model.dilation or cfg.model.backbone_stage != 4:
+        return None
     try:
         from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
     except ImportError:
         return None
     m = cfg.model
     config = DetrConfig(
-        use_timm_backbone=False, backbone=None, use_pretrained_backbone=False,
-        backbone_config=ResNetConfig(depths=[3, 4, 6, 3], out_features=["stage4"]),
+        backbone_config=ResNetConfig(depths=[3, 4, 6, 3], out_features=["stage4"]),  # random weights, no timm
         num_labels=m.num_classes, num_queries=m.num_queries, d_model=m.hidden_dim,
         encoder_layers=m.enc_layers, decoder_layers=m.dec_layers, encoder_attention_heads=m.nheads,
         decoder_attention_heads=m.nheads, encoder_ffn_dim=m.dim_feedforward, decoder_ffn_dim=m.dim_feedforward,
         dropout=m.dropout, activation_dropout=m.dropout, attention_dropout=attention_dropout,
-        auxiliary_loss=m.aux_loss, eos_coefficient=m.eos_coef, class_cost=m.set_cost_class,
-        bbox_cost=m.set_cost_bbox, giou_cost=m.set_cost_giou, bbox_loss_coefficient=m.bbox_loss_coef,
-        giou_loss_coefficient=m.giou_loss_coef)
+        auxiliary_loss=m.aux_loss, eos_coefficient=m.eos_coef, class_cost=int(m.set_cost_class),
+        bbox_cost=int(m.set_cost_bbox), giou_cost=int(m.set_cost_giou), bbox_loss_coefficient=int(m.bbox_loss_coef),
+        giou_loss_coefficient=int(m.giou_loss_coef))
     torch.manual_seed(0)
     model = DetrForObjectDetection(config)
     for p in model.model.backbone.parameters():
@@ -172,8 +174,11 @@ def speed(args: argparse.Namespace, cfg: RunConfig, device: torch.device, amp: t
             train["hugging face"], infer["hugging face"] = hf_steps(hf, batch, cfg, amp, device)
         print(f"\nattention dropout {p}, dropout {cfg.model.dropout}: trainable parameters "
               + ", ".join(f"{name} {trainable(model) / 1e6:.2f}M" for name, model in models.items()))
-        if hf is None:
-            print("  Hugging Face skipped: `pip install transformers` to compare (not a detrdoctor dependency)")
+        if hf is not None:
+            print(f"  Hugging Face transformers attention: {hf.config._attn_implementation}")
+        else:
+            print("  Hugging Face skipped: compared for DETR-R50 only, with `pip install transformers` (not a "
+                  "detrdoctor dependency)")
         for title, steps, training in (("train step", train, True), ("inference", infer, False)):
             for model in models.values():
                 model.train(training)
