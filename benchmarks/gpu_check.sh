@@ -29,3 +29,13 @@ for amp in fp16 bf16 off; do
 done
 # 4. DataLoader pin_memory / host→device copy on a real GPU.
 run python3 -m detrdoctor.cli loader-bench --profile demo --num-workers 0,4,8 --pin-memory both --json > "$out/loader_bench.json"
+# 5. Fused vs reference attention (issue 20): peak memory and img/s of real DETR-R50 training steps at the
+#    worst-case 1333×1333 batch (each point in a fresh process), then interleaved train/inference timings
+#    at 800×800, fp32 and bf16, the paper's attention dropout. Compare the peaks with `memprofile --estimate`.
+for amp in off bf16; do
+  run python3 benchmarks/bench_attention.py --memory --device cuda --amp "$amp" --size 1333 --batch-size 4 \
+      --attention-dropout 0.1
+  run python3 benchmarks/bench_attention.py --device cuda --amp "$amp" --size 800 --batch-size 4 --rounds 20 \
+      --attention-dropout 0.1
+done
+run python3 -m detrdoctor.cli memprofile --profile detr-r50 --estimate --batch-sizes 4 --json > "$out/memprofile_estimate_b4.json"

@@ -21,6 +21,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+ATTENTION_KINDS = ("fused", "reference")
 
 
 @dataclass
@@ -46,6 +47,12 @@ class DETRConfig:
     dim_feedforward: int = 2048
     num_queries: int = 100
     dropout: float = 0.1
+    # Dropout on the attention weights (the paper: 0.1, as `dropout`). A profile or run folder that sets only
+    # `dropout` gets it here too, as before this key existed. On a CPU only 0 keeps the fused kernel.
+    attention_dropout: float = 0.1
+    # "fused": F.scaled_dot_product_attention, whose GPU kernels never hold the [B·heads, L, L] weights;
+    # "reference": nn.MultiheadAttention's explicit softmax(QK^T)V, for numerics and attention maps.
+    attention: str = "fused"
     num_classes: int = 91
     aux_loss: bool = True
     eos_coef: float = 0.1
@@ -222,6 +229,9 @@ def config_from_dict(data: dict[str, Any], source: str = "profile") -> RunConfig
             raise ConfigError(
                 f"{source}: unknown section or key '{key}' (known: description, {', '.join(SECTIONS)})"
             )
+    model = data.get("model", {})
+    if "dropout" in model and "attention_dropout" not in model:
+        cfg.model.attention_dropout = cfg.model.dropout  # written before `attention_dropout` existed
     return cfg
 
 
@@ -290,6 +300,9 @@ def validate(cfg: RunConfig) -> None:
         *backbone_checks(m),
         (m.backbone_norm == "frozen" or t.lr_backbone > 0,
          "backbone_norm = \"batch\" learns its statistics: it needs a backbone that trains (lr_backbone > 0)"),
+        (0 <= m.attention_dropout < 1, f"[model] attention_dropout must be in [0, 1), got {m.attention_dropout}"),
+        (m.attention in ATTENTION_KINDS,
+         f"[model] attention must be {' or '.join(ATTENTION_KINDS)}, got '{m.attention}'"),
         (m.hidden_dim % m.nheads == 0, f"hidden_dim {m.hidden_dim} must be divisible by nheads {m.nheads}"),
         (m.num_classes >= 1 and m.num_queries >= 1, "num_classes and num_queries must be at least 1"),
         (cfg.watchdog.on_anomaly in ("warn", "skip", "rollback", "stop"),

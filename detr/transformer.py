@@ -4,6 +4,7 @@ torch.nn.Transformer with three changes, as in the official implementation: the 
 added to the queries and keys (never the values) of every attention layer, the encoder has no final
 LayerNorm, and the decoder returns every layer's output through its shared final norm (for the auxiliary
 losses). Post-norm layers, ReLU feed-forward blocks. Module names follow the official checkpoints.
+Attention runs through a fused kernel by default (see attention.py), with its own dropout on the weights.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from detr.attention import MultiheadAttention
+
 
 class Transformer(nn.Module):
     def __init__(self, d_model: int = 256, nhead: int = 8, num_encoder_layers: int = 6,
-                 num_decoder_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1):
+                 num_decoder_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 attention_dropout: float = 0.1, fused_attention: bool = True):
         super().__init__()
-        encoder_layer = TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout)
+        attention = (attention_dropout, fused_attention)
+        encoder_layer = TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, *attention)
         self.encoder = TransformerEncoder(encoder_layer, num_encoder_layers)
-        decoder_layer = TransformerDecoderLayer(d_model, nhead, dim_feedforward, dropout)
+        decoder_layer = TransformerDecoderLayer(d_model, nhead, dim_feedforward, dropout, *attention)
         self.decoder = TransformerDecoder(decoder_layer, num_decoder_layers, nn.LayerNorm(d_model))
         self._reset_parameters()
         self.d_model = d_model
@@ -80,9 +85,10 @@ class TransformerDecoder(nn.Module):
 
 
 class TransformerEncoderLayer(nn.Module):
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1):
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 attention_dropout: float = 0.1, fused_attention: bool = True):
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.self_attn = MultiheadAttention(d_model, nhead, attention_dropout, fused_attention)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
@@ -100,10 +106,11 @@ class TransformerEncoderLayer(nn.Module):
 
 
 class TransformerDecoderLayer(nn.Module):
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1):
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 attention_dropout: float = 0.1, fused_attention: bool = True):
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.self_attn = MultiheadAttention(d_model, nhead, attention_dropout, fused_attention)
+        self.multihead_attn = MultiheadAttention(d_model, nhead, attention_dropout, fused_attention)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model)

@@ -1,7 +1,8 @@
 """Estimated CUDA memory of one training step, computed on any machine without allocating it.
 
 The step runs under FakeTensorMode with fake CUDA tensors: every operator computes only shapes, dtypes
-and devices, so CUDA autocast, the fused dropout and the fused AdamW behave as on a GPU. The backward pass
+and devices, so CUDA autocast, the fused dropout and the fused AdamW behave as on a GPU; attention is sent
+to the kernel a GPU would pick (see _CudaAttentionKernels). The backward pass
 is driven from Python (see backward.py) and a MemoryAccount with a model of the caching allocator counts
 the storages. Added on top, as estimates: cuBLAS workspaces and the CUDA context.
 """
@@ -15,11 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from detr.config import RunConfig
 from detr.engine.device import amp_dtype
-from detr.torch_private import DataDependentOutputException, FakeTensorMode
+from detr.torch_private import DataDependentOutputException, FakeTensorMode, efficient_attention
 from detrdoctor.memprofile.allocator import CachingAllocatorModel
 from detrdoctor.memprofile.backward import PythonBackward
 from detrdoctor.memprofile.groups import OTHER, attribute_groups, group_of, node_group
@@ -82,6 +84,32 @@ class _FakeDeepcopy(TorchFunctionMode):
                 copied._is_param = True  # what makes isinstance(copied, nn.Parameter) hold
             memo[id(tensor)] = copied
         return memo[id(tensor)]
+
+
+class _CudaAttentionKernels(TorchFunctionMode):
+    """F.scaled_dot_product_attention as a GPU runs it. Its kernel choice sees no GPU behind fake CUDA
+    tensors and takes the math path, which holds the [B, heads, L, S] weights (and their dropout mask) that
+    the GPU kernels never materialise. Every call goes to the memory-efficient kernel instead: the one CUDA
+    picks for DETR's masked encoder and cross-attention in any dtype (flash attention takes no mask and no
+    fp32); where CUDA may pick flash, the unmasked bf16 decoder self-attention, flash keeps the same output
+    and log-sum-exp for the backward, and dropout is drawn inside either kernel."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is not F.scaled_dot_product_attention:
+            return func(*args, **(kwargs or {}))
+        return _efficient_attention(*args, **(kwargs or {}))
+
+
+def _efficient_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    if torch.is_autocast_enabled("cuda"):  # SDPA runs in the autocast dtype
+        query, key, value = (t.to(torch.get_autocast_dtype("cuda")) for t in (query, key, value))
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:  # as SDPA converts it: -inf where attending is not allowed
+            attn_mask = torch.zeros(attn_mask.shape, dtype=query.dtype, device=query.device).masked_fill(
+                attn_mask.logical_not(), float("-inf"))
+        attn_mask = attn_mask.expand(*query.shape[:-1], key.shape[-2])
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+    return efficient_attention(query, key, value, attn_mask, needs_grad, dropout_p, is_causal, scale)
 
 
 @contextmanager
@@ -149,7 +177,7 @@ class Estimator:
                                         on_grad=lambda p, grad: mode.retag(grad, "gradients", group[p]))
                 mode.reset_peak()
                 try:
-                    with attribute_groups(step.model, mode), engine.recording():
+                    with attribute_groups(step.model, mode), engine.recording(), _CudaAttentionKernels():
                         step.step(batch, backward=engine.backward, autocast=cuda_autocast(dtype))
                 except torch.OutOfMemoryError as e:  # a model may check sizes itself: its verdict stands
                     return PointResult(batch_size, amp, "oom", "estimated", error=str(e).splitlines()[0],
