@@ -212,8 +212,7 @@ class GradientWatchdog(Callback):
         amp_skipped = trainer.scaler is not None and bad_params > 0 and math.isfinite(loss)
         stats = StepStats(ctx.step, loss, component_values, grad_norm, group_values, activations, sampled_values,
                           amp_skipped, loss_scale)
-        clip = trainer.cfg.train.clip_max_norm
-        clip_ratio = min(1.0, clip / (grad_norm + 1e-6)) if clip > 0 and math.isfinite(grad_norm) else 1.0
+        clip_ratio = trainer.step.clip_ratio(grad_norm) if math.isfinite(grad_norm) else 1.0
         self.latest.update(step=ctx.step, loss=loss, grad_norm=grad_norm, group_norms=group_values, clip_ratio=clip_ratio,
                            loss_scale=loss_scale, amp_skipped=amp_skipped, activations=activations)
         culprit = self.param_names[self.by_rank[rank]] if rank >= 0 else None
