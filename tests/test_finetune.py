@@ -152,9 +152,10 @@ def test_resuming_a_finished_run_is_one_line_and_writes_nothing(tiny_cfg, tmp_pa
         f"error: --resume {tmp_path / 'checkpoint.pth'}: the run already finished 1 epoch (--epochs 1); "
         "pass a larger --epochs to continue")
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+    # One step more than the first epoch's 8; --weights is not read: the resumed checkpoint has every weight.
     result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path / "checkpoint.pth"), "--epochs", "2",
-                                      "--max-steps", "9"])
-    assert result.exit_code == 0, result.output  # one step more than the first epoch's 8
+                                      "--max-steps", "9", "--weights", str(tmp_path / "no-such.pth")])
+    assert result.exit_code == 0, result.output
 
 
 @pytest.mark.parametrize("checkpoint, epochs, max_steps, message", [
@@ -222,3 +223,32 @@ def test_evaluate_per_class_names_the_categories(seven_class_run):
     assert all(set(c) == {"id", "name", "AP", "AP50"} for c in report["per_class"])
     result = CliRunner().invoke(app, ["evaluate", "--weights", weights, "--per-class"])
     assert result.exit_code == 0 and "AP per class" in result.output and "triangle" in result.output
+
+
+def test_train_fine_tunes_onto_a_dataset_of_other_classes_from_the_command_line(seven_class_run, tiny_cfg, tmp_path):
+    """The user's path: `train --coco-path THEIRS --weights CKPT` with a profile holding their class count."""
+    import shutil
+
+    from detr.data import dataset_root
+
+    source, root = dataset_root(tiny_cfg.data), tmp_path / "shapes3"
+    merge = {1: 1, 4: 1, 2: 2, 3: 2, 6: 2, 5: 3}  # circle, ring: round; square, triangle, diamond: angular
+    for split in ("train2017", "val2017"):
+        shutil.copytree(source / split, root / split)
+        data = json.loads((source / "annotations" / f"instances_{split}.json").read_text())
+        for annotation in data["annotations"]:
+            annotation["category_id"] = merge[annotation["category_id"]]
+        data["categories"] = [{"id": 1, "name": "round"}, {"id": 2, "name": "angular"}, {"id": 3, "name": "cross"}]
+        (root / "annotations").mkdir(exist_ok=True)
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+    profile = tmp_path / "tiny4.toml"
+    profile.write_text((Path(__file__).parents[1] / "profiles" / "tiny.toml").read_text().replace(
+        "num_classes = 7", "num_classes = 4"))
+
+    result = CliRunner().invoke(app, ["train", "--profile", str(profile), "--coco-path", str(root), "--weights",
+                                      str(seven_class_run / "checkpoint.pth"), "--max-steps", "2",
+                                      "--output-dir", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "weights_partial" in result.output and "re-initialised class_embed.weight, class_embed.bias" in result.output
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)
+    assert [c["name"] for c in checkpoint["categories"]] == ["round", "angular", "cross"]

@@ -82,8 +82,9 @@ class Trainer:
         self.categories = dataset_categories(self.train_set.coco)
         model, self.criterion, self.postprocessor = build_model(cfg.model, train_backbone=t.lr_backbone > 0)
         # Fine-tuning: tensors sized by another class count or num_queries keep their fresh initialisation.
+        # A resumed run takes every weight from its checkpoint instead (no download of `weights` for nothing).
         self.reinitialised = load_fitting_state_dict(model, load_checkpoint_state_dict(t.weights), t.weights,
-                                                     cfg.model) if t.weights else []
+                                                     cfg.model) if t.weights and resume is None else []
         model.to(self.device)
         self.criterion.to(self.device)
         if t.channels_last:
