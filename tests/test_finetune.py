@@ -13,7 +13,11 @@ import torch
 from typer.testing import CliRunner
 
 from detr import build_model
-from detr.checkpoint import checkpoint_categories, load_checkpoint_state_dict, load_fitting_state_dict
+from detr.checkpoint import (
+    checkpoint_categories,
+    load_checkpoint_state_dict,
+    load_fitting_state_dict,
+)
 from detr.config import load_config_file
 from detr.engine.checkpointing import check_resume_not_finished
 from detr.engine.metrics import read_metrics
@@ -191,7 +195,12 @@ def test_per_class_ap_is_cocoevals_own_per_category_number(tiny_cfg):
     from pycocotools.cocoeval import COCOeval
 
     from detr.data import build_dataset
-    from detr.engine.evaluate import accumulated_cocoeval, coco_box_stats, per_class_ap, summary_stats
+    from detr.engine.evaluate import (
+        accumulated_cocoeval,
+        coco_box_stats,
+        per_class_ap,
+        summary_stats,
+    )
 
     coco = build_dataset(tiny_cfg.data, "val", train=False).coco
     rng = np.random.default_rng(0)
