@@ -288,10 +288,11 @@ class Trainer:
             from detr.checkpoint import REINITIALISABLE
 
             fields = sorted({REINITIALISABLE[k] for k in self.reinitialised})
+            values = " and ".join(str(getattr(self.cfg.model, field)) for field in fields)
             self.emit_event("weights_partial", f"fine-tuning from {self.cfg.train.weights}: re-initialised "
-                            f"{', '.join(self.reinitialised)} for another {' and '.join(fields)} than the checkpoint's; "
-                            "every other tensor loaded", reinitialised=self.reinitialised,
-                            weights=self.cfg.train.weights)
+                            f"{', '.join(self.reinitialised)}: the checkpoint was trained with another "
+                            f"{' and '.join(fields)} than this run's {values}; every other tensor loaded",
+                            reinitialised=self.reinitialised, weights=self.cfg.train.weights)
         if self._resume_rng is not None:
             set_rng_state(self._resume_rng)
         try:
