@@ -16,9 +16,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from detr.checkpoint import REINITIALISABLE, load_checkpoint_state_dict, load_fitting_state_dict
 from detr.config import RunConfig, config_to_toml, validate
-from detr.engine.callbacks import Callback, StepContext
 from detr.data.annotations import dataset_categories
+from detr.engine.callbacks import Callback, StepContext
 from detr.engine.checkpointing import (
     check_resume_not_finished,
     load_training_checkpoint,
@@ -52,7 +53,6 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, callbacks: Sequence[Callback] = (), output_dir: str | Path | None = None):
         from detr import build_model
-        from detr.checkpoint import load_checkpoint_state_dict, load_fitting_state_dict
         from detr.data import build_dataset, check_dataset
 
         validate(cfg)
@@ -285,8 +285,6 @@ class Trainer:
             self.emit_event("data_summary", self.data_summary.get("message", "dataset checked"), **{
                 k: v for k, v in self.data_summary.items() if k != "message"})
         if self.global_step == 0 and self.reinitialised:
-            from detr.checkpoint import REINITIALISABLE
-
             fields = sorted({REINITIALISABLE[k] for k in self.reinitialised})
             values = " and ".join(str(getattr(self.cfg.model, field)) for field in fields)
             self.emit_event("weights_partial", f"fine-tuning from {self.cfg.train.weights}: re-initialised "
