@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pickle
 import re
 from collections.abc import Mapping
@@ -20,6 +21,10 @@ SHOWN_KEYS = 3  # how many keys of each kind a mismatch message names
 RESNET_BY_BLOCKS = {("basic", 2): "resnet18", ("basic", 6): "resnet34",
                     ("bottleneck", 6): "resnet50", ("bottleneck", 23): "resnet101"}
 PANOPTIC_NUM_CLASSES = 250
+# Tensors whose first dimension counts what the config says, and which config field that is: when only that
+# count differs, fine-tuning starts them afresh (see `load_fitting_state_dict`).
+REINITIALISABLE = {"class_embed.weight": "num_classes", "class_embed.bias": "num_classes",
+                   "query_embed.weight": "num_queries"}
 
 
 def load_checkpoint_file(path_or_url: str | Path) -> dict[str, Any]:
@@ -90,13 +95,51 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, Tensor], sou
     """`model.load_state_dict(state_dict, strict=True)`, with a one-line CheckpointError naming the keys that
     don't fit and the config that would. Without `cfg`, the model's own weights tell its config."""
     state_dict = model_state_dict(state_dict, source)
-    mismatch = describe_mismatch(model.state_dict(), state_dict)
-    if mismatch:
-        current = vars(cfg) if cfg is not None else infer_config_from_state_dict(model.state_dict())
-        raise CheckpointError(
-            f"checkpoint {source} does not fit the model: {mismatch}; {_suggest_config(state_dict, current)}"
-        )
+    _raise_if_mismatched(describe_mismatch(model.state_dict(), state_dict), state_dict, source, cfg, model)
     model.load_state_dict(state_dict, strict=True)
+
+
+def load_fitting_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], source: str,
+                            cfg: DETRConfig | None = None) -> list[str]:
+    """Load a checkpoint to fine-tune from: every tensor that fits, and the names of those that keep the model's
+    fresh initialisation — the class head when only the class count differs, the query embeddings when only
+    `num_queries` does (the usual surgery for a dataset of other classes, as in facebookresearch/detr#9).
+
+    Those tensors are left as `build_model` initialised them, so they start exactly as in a fresh model.
+    Anything else that does not fit (another backbone, width or depth) is the one-line CheckpointError of
+    `load_state_dict_into`.
+    """
+    state_dict = model_state_dict(state_dict, source)
+    expected = model.state_dict()
+    # A field's tensors start afresh together, and only if in each of them the count alone differs (not the width).
+    fresh_fields = {
+        field for field in set(REINITIALISABLE.values())
+        if all(_only_count_differs(state_dict, expected, k) for k, f in REINITIALISABLE.items() if f == field)
+    }
+    reinitialised = [k for k, field in REINITIALISABLE.items() if field in fresh_fields]
+    kept = {k: v for k, v in state_dict.items() if k not in reinitialised}
+    mismatch = describe_mismatch({k: v for k, v in expected.items() if k not in reinitialised}, kept)
+    # The advice leaves out num_classes and num_queries: fine-tuning adapts to those by itself.
+    _raise_if_mismatched(mismatch, state_dict, source, cfg, model, may_differ=set(REINITIALISABLE.values()))
+    model.load_state_dict(kept, strict=False)  # the keys left out are exactly `reinitialised`: checked above
+    return reinitialised
+
+
+def _only_count_differs(state_dict: Mapping[str, Tensor], expected: Mapping[str, Tensor], key: str) -> bool:
+    """The tensor differs in its first dimension (a count) only."""
+    if key not in state_dict or key not in expected:
+        return False
+    shape, wanted = state_dict[key].shape, expected[key].shape
+    return shape != wanted and shape[1:] == wanted[1:]
+
+
+def _raise_if_mismatched(mismatch: str, state_dict: Mapping[str, Tensor], source: str, cfg: DETRConfig | None,
+                         model: nn.Module, may_differ: set[str] = frozenset()) -> None:
+    """A CheckpointError for a `describe_mismatch` result, with the config that would fit; nothing when ''."""
+    if mismatch:
+        current = dataclasses.asdict(cfg) if cfg is not None else infer_config_from_state_dict(model.state_dict())
+        advice = _suggest_config(state_dict, current, may_differ)
+        raise CheckpointError(f"checkpoint {source} does not fit the model: {mismatch}; {advice}")
 
 
 def infer_config_from_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
@@ -162,8 +205,9 @@ def _shape(t: Tensor) -> str:
     return "[" + ",".join(str(d) for d in t.shape) + "]"
 
 
-def _suggest_config(state_dict: Mapping[str, Tensor], current: Mapping[str, Any]) -> str:
-    """What the checkpoint looks like, and the config fields to change to load it."""
+def _suggest_config(state_dict: Mapping[str, Tensor], current: Mapping[str, Any],
+                    may_differ: set[str] = frozenset()) -> str:
+    """What the checkpoint looks like, and the config fields to change to load it (other than `may_differ`)."""
     inferred = infer_config_from_state_dict(state_dict)
     if "num_classes" not in inferred:
         return "it does not look like a DETR detection checkpoint (no class_embed.weight)"
@@ -171,7 +215,7 @@ def _suggest_config(state_dict: Mapping[str, Tensor], current: Mapping[str, Any]
         f"{k}={v}" + (" (a panoptic checkpoint)" if k == "num_classes" and v == PANOPTIC_NUM_CLASSES else "")
         for k, v in inferred.items()
     )
-    different = [f"{k}={v}" for k, v in inferred.items() if current.get(k) != v]
+    different = [f"{k}={v}" for k, v in inferred.items() if current.get(k) != v and k not in may_differ]
     if different:
         advice = f"set {', '.join(different)} in the [model] section of the profile to load it"
     else:
@@ -179,3 +223,13 @@ def _suggest_config(state_dict: Mapping[str, Tensor], current: Mapping[str, Any]
     if any(k.startswith("detr.") for k in state_dict):
         advice += "; its keys are nested under 'detr.' with a mask head: a segmentation model, not a detector"
     return f"it looks like {described}; {advice}"
+
+
+def checkpoint_categories(checkpoint: Mapping[str, Any]) -> dict[int, str]:
+    """Category id → name from a checkpoint's top-level "categories" ([{"id", "name"}], written by our trainer);
+    empty for a checkpoint without them (the official ones), whose readers then fall back to ids or the dataset."""
+    categories = checkpoint.get("categories")
+    if not isinstance(categories, list):
+        return {}
+    return {int(c["id"]): str(c["name"]) for c in categories
+            if isinstance(c, Mapping) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,13 +260,23 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
-def config_to_toml(cfg: RunConfig) -> str:
-    """Serialise a RunConfig as a profile TOML that `load_config_file` reads back unchanged."""
+def config_to_toml(cfg: RunConfig, categories: Sequence[Mapping[str, Any]] = ()) -> str:
+    """Serialise a RunConfig as a profile TOML that `load_config_file` reads back unchanged.
+
+    `categories` (the training set's [{"id", "name"}]) are appended as comments: they are facts of the
+    annotations, not settings, so no profile key could set them or disagree with the data; the checkpoint
+    carries them for programs, the comments are for the person reading the run folder.
+    """
     lines = [f"description = {_toml_value(cfg.description)}"]
     for name in SECTIONS:
         lines.append(f"\n[{name}]")
         for key, value in dataclasses.asdict(getattr(cfg, name)).items():
             lines.append(f"{key} = {_toml_value(value)}")
+    if categories:
+        lines.append("\n# The training set's categories (id = name); checkpoint.pth carries them as \"categories\".")
+        # TOML comments may not hold control characters: a name with a line break must not end the comment.
+        lines.extend(f"# {c['id']} = {''.join(ch if ch.isprintable() else ' ' for ch in str(c['name']))}"
+                     for c in categories)
     return "\n".join(lines) + "\n"
 
 

@@ -28,8 +28,9 @@ def run_guarded(fn: Callable[[], int | None]) -> None:
         code = fn()
     except DetrError as e:
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
     raise typer.Exit(code or 0)
 
@@ -93,13 +94,15 @@ def evaluate(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
     breakdown: bool = typer.Option(False, "--breakdown", help="Also show what holds AP down: labels, loose boxes, spare boxes, missed objects."),
+    per_class: bool = typer.Option(False, "--per-class", help="Also show AP and AP50 of each category, with its name."),
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """COCO box AP of a checkpoint on the validation split."""
     from detrdoctor.commands.evaluate import EvaluateOptions, run_evaluate
 
     options = EvaluateOptions(weights=weights, profile=profile, coco_path=coco_path, batch_size=batch_size,
-                              device=device, num_workers=num_workers, breakdown=breakdown, json_output=json_output)
+                              device=device, num_workers=num_workers, breakdown=breakdown, per_class=per_class,
+                              json_output=json_output)
     run_guarded(lambda: run_evaluate(options))
 
 

@@ -211,7 +211,7 @@ def test_profiles_command_lists_every_preset():
     import json
 
     names = {p["name"] for p in json.loads(result.output)}
-    assert {"detr-r50", "detr-r50-fast", "detr-r101", "detr-r50-dc5", "demo", "tiny"} <= names
+    assert {"detr-r50", "detr-r50-fast", "detr-r101", "detr-r50-dc5", "demo", "tiny", "finetune"} <= names
 
 
 def test_imagenet_backbone_weights_without_network_fail_in_one_line(tmp_path, monkeypatch):

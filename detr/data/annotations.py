@@ -81,3 +81,9 @@ def load_coco(path: Path) -> COCO:
     if not path.is_file():
         raise DataError(f"{path}: annotation path is not a file")
     return _load(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+def dataset_categories(coco: COCO) -> list[dict]:
+    """The categories of an annotation file as [{"id", "name"}] sorted by id: what checkpoints carry, so that
+    a model's labels (the dataset's own category ids) keep their names. A category without a name gets its id."""
+    return [{"id": int(i), "name": str(coco.cats[i].get("name", i))} for i in sorted(coco.cats)]

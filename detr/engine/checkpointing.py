@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from detr.errors import CheckpointError
+from detr.errors import CheckpointError, ConfigError
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -58,3 +58,25 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     if "model" not in ckpt:
         raise CheckpointError(f"{path}: not a training checkpoint (no 'model' entry); use --weights to load bare weights")
     return ckpt
+
+
+def resume_epoch(ckpt: dict[str, Any]) -> int:
+    """The epoch a resumed run continues in: ours record the epoch in progress (beside `global_step`),
+    the official ones the last finished epoch."""
+    return ckpt["epoch"] if "global_step" in ckpt else ckpt.get("epoch", -1) + 1
+
+
+def check_resume_not_finished(ckpt: dict[str, Any], epochs: int, max_steps: int, source: str | Path) -> None:
+    """A ConfigError when resuming `ckpt` would train nothing: its run already reached `epochs` (or `max_steps`).
+
+    Without it such a resume "finishes" at once and looks like a run that trained (Deformable-DETR#161).
+    """
+    finished = resume_epoch(ckpt)
+    if finished >= epochs:
+        raise ConfigError(f"--resume {source}: the run already finished {finished} "
+                          f"epoch{'s' if finished != 1 else ''} (--epochs {epochs}); "
+                          "pass a larger --epochs to continue")
+    steps = ckpt.get("global_step", 0)
+    if max_steps and steps >= max_steps:
+        raise ConfigError(f"--resume {source}: the run already made {steps} step{'s' if steps != 1 else ''} "
+                          f"(--max-steps {max_steps}); pass a larger --max-steps (0: no limit) to continue")

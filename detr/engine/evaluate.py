@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,10 +39,38 @@ def coco_box_stats(coco: Any, detections: np.ndarray, image_ids: list[int]) -> d
     """
     if len(detections) == 0:
         return {name: 0.0 for name in STAT_NAMES}
-    coco_eval = accumulated_cocoeval(coco, detections, image_ids)
+    return summary_stats(accumulated_cocoeval(coco, detections, image_ids))
+
+
+def summary_stats(coco_eval: Any) -> dict[str, float | None]:
+    """The headline metrics (STAT_NAMES) of an accumulated COCOeval, None where undefined."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco_eval.summarize()
     return {name: (float(v) if v >= 0 else None) for name, v in zip(STAT_NAMES, coco_eval.stats[:6])}
+
+
+def per_class_ap(coco_eval: Any, names: Mapping[int, str]) -> list[dict[str, Any]]:
+    """AP (IoU 0.50:0.95) and AP50 of each category of an accumulated COCOeval, as [{"id", "name", "AP", "AP50"}].
+
+    Read from COCOeval's own precision array [IoU, recall, category, area, max detections] exactly as its
+    summary reads the all-category numbers (area "all", 100 detections), so the two cannot disagree; a
+    category without ground truth in the scored images has None. `names` maps ids to names (else the id).
+    """
+    params = coco_eval.params
+    precision = coco_eval.eval["precision"][:, :, :, params.areaRngLbl.index("all"), params.maxDets.index(100)]
+    at_50 = np.flatnonzero(np.isclose(params.iouThrs, 0.5))
+    rows = []
+    for k, category_id in enumerate(params.catIds):
+        ap = _mean_defined(precision[:, :, k])
+        ap50 = _mean_defined(precision[at_50, :, k]) if len(at_50) else None
+        rows.append({"id": int(category_id), "name": names.get(category_id, str(category_id)), "AP": ap, "AP50": ap50})
+    return rows
+
+
+def _mean_defined(values: np.ndarray) -> float | None:
+    """The mean over entries COCOeval defined (-1 marks "no ground truth"), as its summary computes it."""
+    defined = values[values > -1]
+    return float(defined.mean()) if defined.size else None
 
 
 def detections_as_rows(targets: list[dict[str, Any]], results: list[dict[str, torch.Tensor]]) -> np.ndarray:

@@ -16,9 +16,18 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from detr.checkpoint import REINITIALISABLE, load_checkpoint_state_dict, load_fitting_state_dict
 from detr.config import RunConfig, config_to_toml, validate
+from detr.data.annotations import dataset_categories
 from detr.engine.callbacks import Callback, StepContext
-from detr.engine.checkpointing import load_training_checkpoint, rng_state, save_atomic, set_rng_state
+from detr.engine.checkpointing import (
+    check_resume_not_finished,
+    load_training_checkpoint,
+    resume_epoch,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+)
 from detr.engine.device import resolve_amp_dtype, resolve_device
 from detr.engine.distributed import broadcast_flag, init_distributed
 from detr.engine.ema import ModelEMA
@@ -42,7 +51,7 @@ class Trainer:
     """Builds the model, data, optimizer and run folder from a RunConfig; `fit()` trains."""
 
     def __init__(self, cfg: RunConfig, callbacks: Sequence[Callback] = (), output_dir: str | Path | None = None):
-        from detr import build_model, load_model_weights
+        from detr import build_model
         from detr.data import build_dataset, check_dataset
 
         validate(cfg)
@@ -57,6 +66,8 @@ class Trainer:
         self.is_main = self.rank == 0
 
         resume = load_training_checkpoint(t.resume) if t.resume else None
+        if resume is not None:
+            check_resume_not_finished(resume, t.epochs, t.max_steps, t.resume)
         self.output_dir = Path(output_dir or t.output_dir or (Path(t.resume).parent if t.resume else default_output_dir()))
 
         torch.manual_seed(t.seed)  # identical initial weights on every rank
@@ -66,9 +77,13 @@ class Trainer:
         self.train_loader = build_loader(self.train_set, cfg.data, t.batch_size, train=True, seed=t.seed,
                                          rank=self.rank, world_size=self.world_size, device=self.device)
 
+        # The training set's categories (id → name): checkpoints and config.toml carry them.
+        self.categories = dataset_categories(self.train_set.coco)
         model, self.criterion, self.postprocessor = build_model(cfg.model, train_backbone=t.lr_backbone > 0)
-        if t.weights:
-            load_model_weights(model, t.weights, cfg.model)
+        # Fine-tuning: tensors sized by another class count or num_queries keep their fresh initialisation.
+        # A resumed run takes every weight from its checkpoint instead (no download of `weights` for nothing).
+        self.reinitialised = load_fitting_state_dict(model, load_checkpoint_state_dict(t.weights), t.weights,
+                                                     cfg.model) if t.weights and resume is None else []
         model.to(self.device)
         self.criterion.to(self.device)
         if t.channels_last:
@@ -113,8 +128,9 @@ class Trainer:
         if "optimizer" in ckpt and "lr_scheduler" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["lr_scheduler"])
+        self.start_epoch = resume_epoch(ckpt)
         if "global_step" in ckpt:
-            self.start_epoch, self.start_batch = ckpt["epoch"], ckpt["batch_in_epoch"]
+            self.start_batch = ckpt["batch_in_epoch"]
             self.global_step = ckpt["global_step"]
             self._resume_rng = ckpt.get("rng")
             if self.scaler is not None and ckpt.get("scaler"):
@@ -124,8 +140,7 @@ class Trainer:
                 state = ckpt.get("callbacks", {}).get(type(cb).__name__)
                 if state:
                     cb.load_state_dict(state)
-        else:  # an official checkpoint: `epoch` is the last finished epoch
-            self.start_epoch = ckpt.get("epoch", -1) + 1
+        else:  # an official checkpoint
             self.global_step = self.start_epoch * len(self.train_loader)
 
     def checkpoint_state(self, epoch: int, batch_in_epoch: int) -> dict[str, Any]:
@@ -142,6 +157,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "corrupt_samples": self.corrupt_samples,
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            "categories": self.categories,
             **({"model_ema": self.ema.module.state_dict(), "ema_updates": self.ema.updates} if self.ema else {}),
         }
 
@@ -247,7 +263,7 @@ class Trainer:
         """Train until `epochs` or `max_steps`; returns a summary. Ctrl-C stops after the current step."""
         t = self.cfg.train
         if self.is_main:
-            (self.output_dir / "config.toml").write_text(config_to_toml(self.cfg))
+            (self.output_dir / "config.toml").write_text(config_to_toml(self.cfg, self.categories))
         previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
         started = time.perf_counter()
         for cb in self.callbacks:
@@ -255,6 +271,13 @@ class Trainer:
         if self.global_step == 0 and self.data_summary:
             self.emit_event("data_summary", self.data_summary.get("message", "dataset checked"), **{
                 k: v for k, v in self.data_summary.items() if k != "message"})
+        if self.global_step == 0 and self.reinitialised:
+            fields = sorted({REINITIALISABLE[k] for k in self.reinitialised})
+            values = " and ".join(str(getattr(self.cfg.model, field)) for field in fields)
+            self.emit_event("weights_partial", f"fine-tuning from {self.cfg.train.weights}: re-initialised "
+                            f"{', '.join(self.reinitialised)}: the checkpoint was trained with another "
+                            f"{' and '.join(fields)} than this run's {values}; every other tensor loaded",
+                            reinitialised=self.reinitialised, weights=self.cfg.train.weights)
         if self._resume_rng is not None:
             set_rng_state(self._resume_rng)
         try:

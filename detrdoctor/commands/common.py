@@ -24,7 +24,8 @@ def load_run_config(profile: str | None, coco_path: str | None,
     from detrdoctor.profiles import load_profile
 
     cfg = load_profile(default_profile(profile, coco_path))
-    apply_flags(cfg, {"data": {"coco_path": coco_path}, **(overrides or {})})
+    apply_flags(cfg, {"data": {"coco_path": coco_path}})  # apart: an overrides "data" section would replace it
+    apply_flags(cfg, overrides or {})
     validate(cfg)
     return cfg
 

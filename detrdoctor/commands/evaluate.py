@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from detr.config import RunConfig
 
 
@@ -19,6 +21,7 @@ class EvaluateOptions:
     device: str | None
     num_workers: int | None
     breakdown: bool
+    per_class: bool
     json_output: bool
 
 
@@ -53,6 +56,7 @@ def run_evaluate(options: EvaluateOptions) -> int:
     from detr.checkpoint import load_state_dict_into, model_state_dict
     from detr.config import validate
     from detr.data import build_dataset, check_dataset
+    from detr.data.annotations import dataset_categories
     from detr.engine.device import resolve_device
     from detr.engine.evaluate import coco_box_stats, predict_detections
     from detr.engine.loaders import build_eval_loader
@@ -73,7 +77,21 @@ def run_evaluate(options: EvaluateOptions) -> int:
     loader = build_eval_loader(dataset, cfg.data, cfg.train.batch_size, device=device)
     with torch.inference_mode():
         detections, image_ids = predict_detections(model, postprocessor, loader, device)
-    stats = coco_box_stats(dataset.coco, detections, image_ids)
+    per_class = None
+    if options.per_class and len(detections):
+        from detr.checkpoint import checkpoint_categories
+        from detr.engine.evaluate import (
+            accumulated_cocoeval,
+            per_class_ap,
+            summary_stats,
+        )
+
+        coco_eval = accumulated_cocoeval(dataset.coco, detections, image_ids)  # one evaluation for both
+        stats = summary_stats(coco_eval)
+        names = {c["id"]: c["name"] for c in dataset_categories(dataset.coco)} | checkpoint_categories(ckpt)
+        per_class = per_class_ap(coco_eval, names)
+    else:
+        stats = coco_box_stats(dataset.coco, detections, image_ids)
     breakdown = None
     if options.breakdown:
         from detr.engine.error_breakdown import error_breakdown
@@ -83,7 +101,8 @@ def run_evaluate(options: EvaluateOptions) -> int:
             breakdown = error_breakdown(dataset.coco, detections, image_ids)
         breakdown["findings"] = judge_breakdown(breakdown)
     if options.json_output:
-        extra = {} if breakdown is None else {"breakdown": breakdown}
+        extra = ({} if breakdown is None else {"breakdown": breakdown}) | (
+            {} if per_class is None else {"per_class": per_class})
         print(json.dumps({"weights": options.weights, "ema": ema, "images": len(dataset), **stats, **extra}))
         return 0
     console = Console()
@@ -93,8 +112,24 @@ def run_evaluate(options: EvaluateOptions) -> int:
         table.add_column(name, justify="right")
     table.add_row(*("—" if v is None else f"{v:.3f}" for v in stats.values()))
     console.print(table)
+    if per_class is not None:
+        render_per_class(console, per_class)
     if breakdown is not None:
         from detrdoctor.ap_breakdown import render_breakdown
 
         render_breakdown(console, breakdown)
     return 0
+
+
+def render_per_class(console: Console, per_class: list[dict[str, Any]]) -> None:
+    """One row per category: id, name, AP and AP50 (— where the scored images hold none of it)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="AP per class")
+    for name, justify in (("id", "right"), ("name", "left"), ("AP", "right"), ("AP50", "right")):
+        table.add_column(name, justify=justify)
+    for row in per_class:
+        table.add_row(str(row["id"]), escape(row["name"]),
+                      *("—" if row[k] is None else f"{row[k]:.3f}" for k in ("AP", "AP50")))
+    console.print(table)

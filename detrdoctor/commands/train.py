@@ -67,7 +67,8 @@ def resolve_train_config(options: TrainOptions) -> RunConfig:
         cfg = config_of_run(options.resume)
         if cfg is not None:
             cfg.train.weights = ""  # the checkpoint carries the weights the run had reached
-            apply_flags(cfg, {"data": {"coco_path": options.coco_path}, **options.overrides()})
+            apply_flags(cfg, {"data": {"coco_path": options.coco_path}})
+            apply_flags(cfg, options.overrides())
             validate(cfg)
             return cfg
     return load_run_config(options.profile, options.coco_path, options.overrides())
