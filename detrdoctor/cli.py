@@ -103,6 +103,29 @@ def evaluate(
     run_guarded(lambda: run_evaluate(options))
 
 
+@app.command()
+def predict(
+    sources: Optional[list[str]] = typer.Argument(None, help="Image files and folders (searched recursively)."),
+    weights: str = typer.Option(..., help="Checkpoint to run (ours or official)."),
+    coco_path: Optional[str] = typer.Option(None, help="With --split: the COCO-format dataset root (default: the checkpoint's dataset)."),
+    split: Optional[str] = typer.Option(None, help="Run on a dataset split (train or val) instead of files."),
+    out: str = typer.Option("predictions", help="Folder for the drawn images and predictions.json."),
+    threshold: float = typer.Option(0.5, help="Draw boxes with at least this score (predictions.json keeps all)."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per batch (default: the checkpoint's)."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+    amp: str = typer.Option("off", help="Mixed precision: off, bf16 or fp16."),
+    compare: bool = typer.Option(False, "--compare", help="With --split: draw the ground truth beside the predictions."),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Run a checkpoint on images or a dataset split: drawn boxes and COCO-format predictions.json."""
+    from detrdoctor.commands.predict import PredictOptions, run_predict
+
+    options = PredictOptions(weights=weights, sources=list(sources or []), coco_path=coco_path, split=split, out=out,
+                             threshold=threshold, batch_size=batch_size, device=device, amp=amp, compare=compare,
+                             json_output=json_output)
+    run_guarded(lambda: run_predict(options))
+
+
 @app.command("profiles")
 def list_profiles(json_output: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """List the named presets."""
