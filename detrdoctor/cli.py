@@ -70,6 +70,8 @@ def train(
                                                 "off (profile default: 60)."),
     on_stall: Optional[str] = typer.Option(None, help="After a stall dump: wait (keep going) or stop the run "
                                            "(profile default: wait)."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write scalars and events for TensorBoard "
+                                     "into the run folder's tensorboard/ (pip install 'detrdoctor[tensorboard]')."),
 ) -> None:
     """Train DETR (default: the demo profile on the synthetic dataset, on the CPU)."""
     from detrdoctor.commands.train import TrainOptions, run_train
@@ -80,7 +82,7 @@ def train(
         amp=amp, device=device, num_workers=num_workers, resume=resume, weights=weights,
         backbone_weights=backbone_weights, seed=seed, eval_every=eval_every, log_every=log_every,
         on_anomaly=on_anomaly, dashboard=False if no_dashboard else None, profile_cpu=profile_cpu,
-        stall_after=stall_after, on_stall=on_stall)
+        stall_after=stall_after, on_stall=on_stall, tensorboard=True if tensorboard else None)
     run_guarded(lambda: run_train(options))
 
 

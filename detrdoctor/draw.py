@@ -1,4 +1,4 @@
-"""Boxes drawn on images with torchvision's `draw_bounding_boxes`: a stable colour per class, labels sized to the image."""
+"""Boxes drawn with torchvision's `draw_bounding_boxes`: a stable colour per class, labels sized to the image."""
 
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ def enlarged(image: torch.Tensor) -> tuple[torch.Tensor, int]:
     return image.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1), factor
 
 
-def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, category_ids: Sequence[int], texts: Sequence[str]) -> torch.Tensor:
+def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, category_ids: Sequence[int],
+               texts: Sequence[str]) -> torch.Tensor:
     """`image` (uint8 3×H×W, already enlarged) with xyxy pixel `boxes`, coloured by class, labelled with `texts`."""
     from torchvision.utils import draw_bounding_boxes
 
