@@ -28,8 +28,9 @@ def run_guarded(fn: Callable[[], int | None]) -> None:
         code = fn()
     except DetrError as e:
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
     raise typer.Exit(code or 0)
 
@@ -126,6 +127,19 @@ def predict(
                              threshold=threshold, batch_size=batch_size, device=device, amp=amp, compare=compare,
                              json_output=json_output)
     run_guarded(lambda: run_predict(options))
+
+
+@app.command()
+def plot(
+    run_dirs: list[str] = typer.Argument(..., help="Run folders (or their metrics.jsonl) to overlay, aligned by step."),
+    out: Optional[str] = typer.Option(None, help="Write the figure to FILE.png or FILE.svg (pip install 'detrdoctor[plot]')."),
+    smooth: int = typer.Option(1, help="Trailing mean over N logged records for losses and rates (1: raw)."),
+    json_output: bool = typer.Option(False, "--json", help="Print per-run last/best values and events as JSON."),
+) -> None:
+    """Plot runs from their metrics.jsonl: losses, AP, gradient norm with watchdog events, learning rate, throughput."""
+    from detrdoctor.commands.plot import PlotOptions, run_plot
+
+    run_guarded(lambda: run_plot(PlotOptions(run_dirs=run_dirs, out=out, smooth=smooth, json_output=json_output)))
 
 
 @app.command("profiles")
