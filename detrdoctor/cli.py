@@ -110,14 +110,14 @@ def evaluate(
 def predict(
     sources: Optional[list[str]] = typer.Argument(None, help="Image files and folders (searched recursively)."),
     weights: str = typer.Option(..., help="Checkpoint to run (ours or official)."),
-    coco_path: Optional[str] = typer.Option(None, help="With --split: the COCO-format dataset root (default: the checkpoint's dataset)."),
+    coco_path: Optional[str] = typer.Option(None, help="With --split: the dataset root (default: the checkpoint's)."),
     split: Optional[str] = typer.Option(None, help="Run on a dataset split (train or val) instead of files."),
     out: str = typer.Option("predictions", help="Folder for the drawn images and predictions.json."),
     threshold: float = typer.Option(0.5, help="Draw boxes with at least this score (predictions.json keeps all)."),
     batch_size: Optional[int] = typer.Option(None, help="Images per batch (default: the checkpoint's)."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     amp: str = typer.Option("off", help="Mixed precision: off, bf16 or fp16."),
-    compare: bool = typer.Option(False, "--compare", help="With --split: draw the ground truth beside the predictions."),
+    compare: bool = typer.Option(False, "--compare", help="With --split: the ground truth drawn beside the boxes."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run a checkpoint on images or a dataset split: drawn boxes and COCO-format predictions.json."""
@@ -132,7 +132,7 @@ def predict(
 @app.command()
 def plot(
     run_dirs: list[str] = typer.Argument(..., help="Run folders (or their metrics.jsonl) to overlay, aligned by step."),
-    out: Optional[str] = typer.Option(None, help="Write the figure to FILE.png or FILE.svg (pip install 'detrdoctor[plot]')."),
+    out: Optional[str] = typer.Option(None, help="Write the figure to FILE.png or .svg (needs detrdoctor[plot])."),
     smooth: int = typer.Option(1, help="Trailing mean over N logged records for losses and rates (1: raw)."),
     json_output: bool = typer.Option(False, "--json", help="Print per-run last/best values and events as JSON."),
 ) -> None:
