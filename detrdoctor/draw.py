@@ -44,6 +44,12 @@ def class_colour(category_id: int) -> tuple[int, int, int]:
     return round(r * 255), round(g * 255), round(b * 255)
 
 
+def text_colour(background: tuple[int, int, int]) -> str:
+    """Black on light label backgrounds, white on dark ones (relative luminance, Rec. 709 weights)."""
+    r, g, b = background
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 150 else "white"
+
+
 def enlarged(image: torch.Tensor) -> tuple[torch.Tensor, int]:
     """`image` (uint8 3×H×W) repeated by a whole factor until its longer side reaches MIN_SIDE, and the factor."""
     factor = math.ceil(MIN_SIDE / max(image.shape[-2:]))
@@ -61,10 +67,11 @@ def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, category_ids: Sequence[
         return image.clone()
     side = max(image.shape[-2:])
     font = label_font()
+    colours = [class_colour(c) for c in category_ids]
     # Labels on a filled background in the box's colour (torchvision >= 0.22), else in the box's colour.
-    filled = {"label_colors": "white", "fill_labels": True} if label_fill_supported() else {}
+    filled = {"label_colors": [text_colour(c) for c in colours], "fill_labels": True} if label_fill_supported() else {}
     return draw_bounding_boxes(
-        image, boxes, labels=list(texts), colors=[class_colour(c) for c in category_ids],
+        image, boxes, labels=list(texts), colors=colours,
         width=max(1, round(side / 320)), font=font, font_size=max(11, round(side / 45)) if font else None, **filled)
 
 

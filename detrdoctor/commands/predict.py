@@ -249,7 +249,8 @@ def run_predict(options: PredictOptions) -> int:
         + (" beside the ground truth" if options.compare else "")
         + (f", {len(unreadable)} unreadable skipped" if unreadable else ""), soft_wrap=True)
     if boxes_drawn:
-        console.print("  " + ", ".join(f"{name} {count}" for name, count in summary["boxes_per_class"].items()))
+        console.print("  boxes per class: " + ", ".join(f"{escape(name)} {count}"
+                                                      for name, count in summary["boxes_per_class"].items()))
     console.print(f"{escape(summary['predictions'])}: all {len(detections)} detections (every score), COCO results "
                   "format", soft_wrap=True)
     return 0
