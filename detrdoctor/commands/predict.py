@@ -58,6 +58,8 @@ def check_options(options: PredictOptions) -> None:
         raise ConfigError("give either image files/folders or --split, not both")
     if not options.split and not options.sources:
         raise ConfigError("nothing to predict on: give image files or folders, or --split val (with --coco-path ROOT)")
+    if options.coco_path and not options.split:
+        raise ConfigError("--coco-path names the dataset of --split: add --split val (or train)")
     if options.split not in (None, "train", "val"):
         raise ConfigError(f"--split must be train or val, got '{options.split}'")
     if options.compare and not options.split:
