@@ -158,6 +158,26 @@ def draw_image(inputs: Inputs, image_id: int, rows: np.ndarray, names: dict[int,
     return len(shown)
 
 
+def draw_all(inputs: Inputs, detections: np.ndarray, image_ids: list[int], names: dict[int, str],
+             options: PredictOptions, progress: Progress) -> dict[str, int]:
+    """Draw every scored image into --out; returns the boxes drawn per class name."""
+    import numpy as np
+
+    order = np.argsort(detections[:, 0], kind="stable")
+    ids, starts = np.unique(detections[order, 0], return_index=True)
+    rows_of = dict(zip(ids.astype(int).tolist(), np.split(detections[order], starts[1:])))
+    task = progress.add_task("drawing", total=len(image_ids))
+    boxes_drawn: dict[str, int] = {}
+    for image_id in image_ids:
+        rows = rows_of.get(image_id, np.zeros((0, 7)))
+        draw_image(inputs, image_id, rows, names, options.threshold, options.compare, Path(options.out))
+        for c in rows[rows[:, 5] >= options.threshold, 6].astype(int).tolist():
+            label = names.get(c, str(c))
+            boxes_drawn[label] = boxes_drawn.get(label, 0) + 1
+        progress.advance(task)
+    return boxes_drawn
+
+
 def results_json(inputs: Inputs, detections: np.ndarray) -> list[dict[str, Any]]:
     """COCO results: image_id, category_id (the dataset's own ids: the model's labels are), bbox xywh, score."""
     return [{"image_id": inputs.result_id(int(r[0])), "category_id": int(r[6]),
@@ -167,7 +187,6 @@ def results_json(inputs: Inputs, detections: np.ndarray) -> list[dict[str, Any]]
 
 def run_predict(options: PredictOptions) -> int:
     """`detrdoctor predict`: drawn images and predictions.json under --out, a summary on stdout."""
-    import numpy as np
     import torch
     from rich.console import Console
     from rich.markup import escape
@@ -215,18 +234,7 @@ def run_predict(options: PredictOptions) -> int:
             raise DataError(f"none of the {len(unreadable)} images could be read: "
                             f"{', '.join(unreadable[:3])}{', ...' if len(unreadable) > 3 else ''}")
         (out / "predictions.json").write_text(json.dumps(results_json(inputs, detections)))
-        order = np.argsort(detections[:, 0], kind="stable")
-        ids, starts = np.unique(detections[order, 0], return_index=True)
-        rows_of = dict(zip(ids.astype(int).tolist(), np.split(detections[order], starts[1:])))
-        drawn_task = progress.add_task("drawing", total=len(image_ids))
-        boxes_drawn: dict[str, int] = {}
-        for image_id in image_ids:
-            rows = rows_of.get(image_id, np.zeros((0, 7)))
-            draw_image(inputs, image_id, rows, names, options.threshold, options.compare, out)
-            for c in rows[rows[:, 5] >= options.threshold, 6].astype(int):
-                label = names.get(int(c), str(int(c)))
-                boxes_drawn[label] = boxes_drawn.get(label, 0) + 1
-            progress.advance(drawn_task)
+        boxes_drawn = draw_all(inputs, detections, image_ids, names, options, progress)
 
     if options.split:
         source: str | list[str] = f"{options.split} split of {cfg.data.coco_path or 'the synthetic dataset'}"
