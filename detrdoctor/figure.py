@@ -27,7 +27,7 @@ def draw_runs(runs: list[Run], out: Path, smooth: int) -> None:
         ax.set_title(title + (" (log scale)" if keys[0] in LOG_SCALE else ""))
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        drawn = False
+        drawn = marked = False
         for run, colour in zip(runs, colours):
             for key, style in zip(keys, ("-", "--")):
                 points = run.points[key]
@@ -44,6 +44,7 @@ def draw_runs(runs: list[Run], out: Path, smooth: int) -> None:
             if keys[0] == "grad_norm":
                 for event in filter(is_watchdog_event, run.events):
                     ax.axvline(event["step"], color=colour, linestyle=":", alpha=0.8)
+                    marked = True
         if keys[0] in LOG_SCALE and drawn:
             ax.set_yscale("log")
         if keys[0] == "data_wait":
@@ -51,7 +52,7 @@ def draw_runs(runs: list[Run], out: Path, smooth: int) -> None:
         if keys == ("AP", "AP50") and drawn:
             ax.legend(handles=[ax.plot([], [], "-", color="grey")[0], ax.plot([], [], "--", color="grey")[0]],
                       labels=["AP", "AP50"], loc="lower right", fontsize="small")
-        if keys[0] == "grad_norm" and drawn:
+        if marked:
             ax.legend(handles=[ax.plot([], [], ":", color="grey")[0]], labels=["watchdog event"],
                       loc="upper right", fontsize="small")
         if not drawn:
