@@ -139,6 +139,10 @@ def test_files_and_folders_unreadable_images_are_named_and_counted(weights, tmp_
     result = runner.invoke(app, ["predict", "--weights", weights, str(folder), "--out", str(out)])
     assert result.exit_code == 0 and "skipped" in result.stdout and "broken.png" in result.stdout
 
+    inside = folder / "drawn"  # an --out inside the source: a second run does not predict on its own drawings
+    for _ in range(2):
+        assert invoke("predict", "--weights", weights, str(folder), "--out", str(inside))["images"] == 2
+
 
 @pytest.mark.parametrize("case", ["empty folder", "only unreadable", "missing path", "not DETR"])
 def test_bad_input_is_one_line_and_a_non_zero_exit(weights, tmp_path, case):

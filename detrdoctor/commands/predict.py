@@ -91,8 +91,9 @@ def split_inputs(cfg: RunConfig, split: str, device: torch.device) -> Inputs:
     return Inputs(loader, files, dataset.coco)
 
 
-def file_inputs(cfg: RunConfig, sources: list[str], device: torch.device) -> Inputs:
-    """Image files and folders, read with the validation transforms."""
+def file_inputs(cfg: RunConfig, sources: list[str], out: Path, device: torch.device) -> Inputs:
+    """Image files and folders, read with the validation transforms (drawn images of an earlier run into an
+    --out inside a source folder left out)."""
     from torch.utils.data import DataLoader
 
     from detr.data.files import IMAGE_SUFFIXES, ImageFiles, collate_readable, find_images
@@ -101,7 +102,7 @@ def file_inputs(cfg: RunConfig, sources: list[str], device: torch.device) -> Inp
     for source in sources:
         if not Path(source).exists():
             raise DataError(f"{source}: no such file or folder")
-    images = find_images(sources)
+    images = [(path, name) for path, name in find_images(sources) if not path.resolve().is_relative_to(out.resolve())]
     if not images:
         raise DataError(f"no images in {', '.join(sources)} (looked for {', '.join(IMAGE_SUFFIXES)}, recursively)")
     dataset = ImageFiles([path for path, _ in images], cfg.data)
@@ -213,7 +214,7 @@ def run_predict(options: PredictOptions) -> int:
     if options.split:
         inputs = split_inputs(cfg, options.split, device)
     else:
-        inputs = file_inputs(cfg, options.sources, device)
+        inputs = file_inputs(cfg, options.sources, Path(options.out), device)
     model, _, postprocessor = build_model(cfg.model)
     load_state_dict_into(model, model_state_dict(ckpt, options.weights), options.weights)
     model.to(device)
