@@ -165,6 +165,7 @@ class DiagnosticsConfig:
     on_stall: str = "wait"  # wait | stop: after a stall dump, keep waiting or end the run with a checkpoint
     dashboard: bool = True  # the live dashboard on an interactive terminal (plain log lines elsewhere)
     profile_cpu: int = 0  # record a py-spy flame graph over this many steps (0: none)
+    tensorboard: bool = False  # also write the scalars and events to <run folder>/tensorboard (package tensorboard)
 
 
 @dataclass

@@ -71,6 +71,8 @@ def train(
                                                 "off (profile default: 60)."),
     on_stall: Optional[str] = typer.Option(None, help="After a stall dump: wait (keep going) or stop the run "
                                            "(profile default: wait)."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write scalars and events for TensorBoard "
+                                     "into the run folder's tensorboard/ (pip install 'detrdoctor[tensorboard]')."),
 ) -> None:
     """Train DETR (default: the demo profile on the synthetic dataset, on the CPU)."""
     from detrdoctor.commands.train import TrainOptions, run_train
@@ -81,7 +83,7 @@ def train(
         amp=amp, device=device, num_workers=num_workers, resume=resume, weights=weights,
         backbone_weights=backbone_weights, seed=seed, eval_every=eval_every, log_every=log_every,
         on_anomaly=on_anomaly, dashboard=False if no_dashboard else None, profile_cpu=profile_cpu,
-        stall_after=stall_after, on_stall=on_stall)
+        stall_after=stall_after, on_stall=on_stall, tensorboard=True if tensorboard else None)
     run_guarded(lambda: run_train(options))
 
 
@@ -104,6 +106,42 @@ def evaluate(
                               device=device, num_workers=num_workers, breakdown=breakdown, per_class=per_class,
                               json_output=json_output)
     run_guarded(lambda: run_evaluate(options))
+
+
+@app.command()
+def predict(
+    sources: Optional[list[str]] = typer.Argument(None, help="Image files and folders (searched recursively)."),
+    weights: str = typer.Option(..., help="Checkpoint to run (ours or official)."),
+    coco_path: Optional[str] = typer.Option(None, help="With --split: the dataset root (default: the checkpoint's)."),
+    split: Optional[str] = typer.Option(None, help="Run on a dataset split (train or val) instead of files."),
+    out: str = typer.Option("predictions", help="Folder for the drawn images and predictions.json."),
+    threshold: float = typer.Option(0.5, help="Draw boxes with at least this score (predictions.json keeps all)."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per batch (default: the checkpoint's)."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+    amp: str = typer.Option("off", help="Mixed precision: off, bf16 or fp16."),
+    compare: bool = typer.Option(False, "--compare", help="With --split: the ground truth drawn beside the boxes."),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Run a checkpoint on images or a dataset split: drawn boxes and COCO-format predictions.json."""
+    from detrdoctor.commands.predict import PredictOptions, run_predict
+
+    options = PredictOptions(weights=weights, sources=list(sources or []), coco_path=coco_path, split=split, out=out,
+                             threshold=threshold, batch_size=batch_size, device=device, amp=amp, compare=compare,
+                             json_output=json_output)
+    run_guarded(lambda: run_predict(options))
+
+
+@app.command()
+def plot(
+    run_dirs: list[str] = typer.Argument(..., help="Run folders (or their metrics.jsonl) to overlay, aligned by step."),
+    out: Optional[str] = typer.Option(None, help="Write the figure to FILE.png or .svg (needs detrdoctor[plot])."),
+    smooth: int = typer.Option(1, help="Trailing mean over N logged records for losses and rates (1: raw)."),
+    json_output: bool = typer.Option(False, "--json", help="Print per-run last/best values and events as JSON."),
+) -> None:
+    """Plot runs from their metrics.jsonl: losses, AP, gradient norm with watchdog events, learning rate, throughput."""
+    from detrdoctor.commands.plot import PlotOptions, run_plot
+
+    run_guarded(lambda: run_plot(PlotOptions(run_dirs=run_dirs, out=out, smooth=smooth, json_output=json_output)))
 
 
 @app.command("profiles")

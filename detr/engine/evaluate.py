@@ -101,6 +101,8 @@ def predict_detections(
     model.eval()
     rows, image_ids = [], []
     for images, mask, targets in loader:
+        if not targets:  # every image of the batch was unreadable (detr.data.files.collate_readable)
+            continue
         images, mask = images.to(device, non_blocking=True), mask.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             outputs = model(images, mask)

@@ -43,6 +43,7 @@ class TrainOptions:
     profile_cpu: int | None
     stall_after: float | None
     on_stall: str | None
+    tensorboard: bool | None
 
     def overrides(self) -> dict[str, dict[str, Any]]:
         """The flags as config keys, per section."""
@@ -54,7 +55,8 @@ class TrainOptions:
             "train": {key: getattr(self, key) for key in train_keys},
             "watchdog": {"on_anomaly": self.on_anomaly},
             "diagnostics": {"dashboard": self.dashboard, "profile_cpu": self.profile_cpu,
-                            "stall_after": self.stall_after, "on_stall": self.on_stall},
+                            "stall_after": self.stall_after, "on_stall": self.on_stall,
+                            "tensorboard": self.tensorboard},
         }
 
 
@@ -132,6 +134,10 @@ def build_callbacks(cfg: RunConfig, profile: str = "") -> list[Callback]:
         from detrdoctor.flamegraph import CpuProfiler
 
         callbacks.append(CpuProfiler(diagnostics.profile_cpu))
+    if diagnostics.tensorboard:
+        from detrdoctor.tensorboard import TensorBoardWriter
+
+        callbacks.append(TensorBoardWriter())
     return callbacks
 
 

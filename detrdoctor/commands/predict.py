@@ -1,0 +1,267 @@
+"""`detrdoctor predict`: run a checkpoint on images or a dataset split, draw the boxes, write COCO results.
+
+Detections come from `predict_detections`, the function `evaluate` scores, with the same model building,
+transforms and batching: predictions.json of a validation split scores exactly `evaluate`'s AP. It holds every
+detection the model makes (the COCO results format is scored over all of them); `--threshold` only chooses
+which boxes are drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from rich.progress import Progress
+
+    from detr.config import RunConfig
+
+
+@dataclass
+class PredictOptions:
+    weights: str
+    sources: list[str]
+    coco_path: str | None
+    split: str | None
+    out: str
+    threshold: float
+    batch_size: int | None
+    device: str | None
+    amp: str
+    compare: bool
+    json_output: bool
+
+
+@dataclass
+class Inputs:
+    """What the model runs on: a loader of (images, mask, targets) and, per image id, its file and output name."""
+
+    loader: Iterable
+    files: dict[Any, tuple[Path, str]]  # image_id → (path, name); image ids are ints (COCO ids or file indices)
+    coco: Any  # the split's COCO ground truth, None for plain files
+
+    def result_id(self, image_id: int) -> int | str:
+        """The image_id written to predictions.json: the COCO id of a split, the file name otherwise."""
+        return image_id if self.coco is not None else self.files[image_id][1]
+
+
+def check_options(options: PredictOptions) -> None:
+    from detr.errors import ConfigError
+
+    if options.split and options.sources:
+        raise ConfigError("give either image files/folders or --split, not both")
+    if not options.split and not options.sources:
+        raise ConfigError("nothing to predict on: give image files or folders, or --split val (with --coco-path ROOT)")
+    if options.coco_path and not options.split:
+        raise ConfigError("--coco-path names the dataset of --split: add --split val (or train)")
+    if options.split not in (None, "train", "val"):
+        raise ConfigError(f"--split must be train or val, got '{options.split}'")
+    if options.compare and not options.split:
+        raise ConfigError("--compare draws the ground truth, so it needs a dataset split (--split val)")
+    if not 0.0 <= options.threshold <= 1.0:
+        raise ConfigError(f"--threshold must be between 0 and 1, got {options.threshold}")
+
+
+def require_detr(ckpt: dict[str, Any], weights: str) -> None:
+    """A checkpoint without DETR's class and query embeddings is something else: say so before building anything."""
+    from detr.checkpoint import model_state_dict
+    from detr.errors import CheckpointError
+
+    state_dict = model_state_dict(ckpt, weights)
+    if not {"class_embed.weight", "query_embed.weight"} <= state_dict.keys():
+        raise CheckpointError(f"{weights} is not a DETR checkpoint (it has no class_embed/query_embed weights)")
+
+
+def split_inputs(cfg: RunConfig, split: str, device: torch.device) -> Inputs:
+    """A dataset split, loaded exactly as `evaluate` loads it."""
+    from detr.data import build_dataset, check_dataset
+    from detr.engine.loaders import build_eval_loader
+
+    check_dataset(cfg.data, split)
+    dataset = build_dataset(cfg.data, split, train=False)
+    loader = build_eval_loader(dataset, cfg.data, cfg.train.batch_size, device=device)
+    files = {image_id: (dataset.image_path(i), dataset.coco.imgs[image_id]["file_name"])
+             for i, image_id in enumerate(dataset.ids)}
+    return Inputs(loader, files, dataset.coco)
+
+
+def file_inputs(cfg: RunConfig, sources: list[str], out: Path, device: torch.device) -> Inputs:
+    """Image files and folders, read with the validation transforms (drawn images of an earlier run into an
+    --out inside a source folder left out)."""
+    from torch.utils.data import DataLoader
+
+    from detr.data.files import IMAGE_SUFFIXES, ImageFiles, collate_readable, find_images
+    from detr.errors import DataError
+
+    for source in sources:
+        if not Path(source).exists():
+            raise DataError(f"{source}: no such file or folder")
+    images = [(path, name) for path, name in find_images(sources) if not path.resolve().is_relative_to(out.resolve())]
+    if not images:
+        raise DataError(f"no images in {', '.join(sources)} (looked for {', '.join(IMAGE_SUFFIXES)}, recursively)")
+    dataset = ImageFiles([path for path, _ in images], cfg.data)
+    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, collate_fn=collate_readable,
+                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+    return Inputs(loader, dict(enumerate(images)), None)
+
+
+def tracked(loader: Iterable, progress: Progress, description: str) -> Iterator:
+    """`loader`'s batches, advancing a progress bar."""
+    task = progress.add_task(description, total=len(loader))
+    for batch in loader:
+        yield batch
+        progress.advance(task)
+
+
+def class_names(ckpt: dict[str, Any], coco: Any) -> dict[int, str]:
+    """Category id → name: the checkpoint's stored categories, else the split's; ids are shown when neither has one."""
+    stored = ckpt.get("categories")
+    if isinstance(stored, list):
+        return {int(c["id"]): str(c["name"]) for c in stored if isinstance(c, dict) and "id" in c and "name" in c}
+    if coco is not None:
+        return {int(i): str(c.get("name", i)) for i, c in coco.cats.items()}
+    return {}
+
+
+def draw_image(inputs: Inputs, image_id: int, rows: np.ndarray, names: dict[int, str], threshold: float,
+               compare: bool, out: Path) -> int:
+    """Write the drawn image of `image_id` under `out`; returns how many boxes were drawn."""
+    import torch
+    from PIL import Image
+
+    from detr.data.decode import read_rgb
+    from detrdoctor.draw import draw_boxes, enlarged, side_by_side
+
+    path, name = inputs.files[image_id]
+    image, factor = enlarged(read_rgb(path))
+    shown = rows[rows[:, 5] >= threshold]
+    xyxy = torch.from_numpy(shown[:, 1:5]).clone()
+    xyxy[:, 2:] += xyxy[:, :2]
+    labels = [int(c) for c in shown[:, 6]]
+    texts = [f"{names.get(c, str(c))} {score:.2f}" for c, score in zip(labels, shown[:, 5])]
+    drawn = draw_boxes(image, xyxy * factor, labels, texts)
+    if compare:
+        truth = [a for a in inputs.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
+        boxes = torch.tensor([a["bbox"] for a in truth], dtype=torch.float64).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        truth_labels = [int(a["category_id"]) for a in truth]
+        truth_texts = [names.get(c, str(c)) for c in truth_labels]
+        drawn = side_by_side(draw_boxes(image, boxes * factor, truth_labels, truth_texts), drawn)
+    target = out / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(drawn.permute(1, 2, 0).contiguous().numpy()).save(target, quality=95)
+    return len(shown)
+
+
+def draw_all(inputs: Inputs, detections: np.ndarray, image_ids: list[int], names: dict[int, str],
+             options: PredictOptions, progress: Progress) -> dict[str, int]:
+    """Draw every scored image into --out; returns the boxes drawn per class name."""
+    import numpy as np
+
+    order = np.argsort(detections[:, 0], kind="stable")
+    ids, starts = np.unique(detections[order, 0], return_index=True)
+    rows_of = dict(zip(ids.astype(int).tolist(), np.split(detections[order], starts[1:])))
+    task = progress.add_task("drawing", total=len(image_ids))
+    boxes_drawn: dict[str, int] = {}
+    for image_id in image_ids:
+        rows = rows_of.get(image_id, np.zeros((0, 7)))
+        draw_image(inputs, image_id, rows, names, options.threshold, options.compare, Path(options.out))
+        for c in rows[rows[:, 5] >= options.threshold, 6].astype(int).tolist():
+            label = names.get(c, str(c))
+            boxes_drawn[label] = boxes_drawn.get(label, 0) + 1
+        progress.advance(task)
+    return boxes_drawn
+
+
+def results_json(inputs: Inputs, detections: np.ndarray) -> list[dict[str, Any]]:
+    """COCO results: image_id, category_id (the dataset's own ids: the model's labels are), bbox xywh, score."""
+    return [{"image_id": inputs.result_id(int(r[0])), "category_id": int(r[6]),
+             "bbox": [float(r[1]), float(r[2]), float(r[3]), float(r[4])], "score": float(r[5])}
+            for r in detections]
+
+
+def run_predict(options: PredictOptions) -> int:
+    """`detrdoctor predict`: drawn images and predictions.json under --out, a summary on stdout."""
+    import torch
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from detr import build_model
+    from detr.checkpoint import load_state_dict_into, model_state_dict
+    from detr.config import validate
+    from detr.engine.device import resolve_amp_dtype, resolve_device
+    from detr.engine.evaluate import predict_detections
+    from detr.errors import DataError
+    from detrdoctor.commands.common import apply_flags
+    from detrdoctor.commands.evaluate import config_for_weights
+
+    check_options(options)
+    cfg, ckpt = config_for_weights(options.weights, None)
+    require_detr(ckpt, options.weights)
+    apply_flags(cfg, {"data": {"coco_path": options.coco_path},
+                      "train": {"batch_size": options.batch_size, "device": options.device}})
+    validate(cfg)
+    cfg.model.backbone_weights = "none"  # the checkpoint carries the backbone
+    device = resolve_device(cfg.train.device)
+    amp_dtype = resolve_amp_dtype(options.amp, device)
+    if options.split:
+        inputs = split_inputs(cfg, options.split, device)
+    else:
+        inputs = file_inputs(cfg, options.sources, Path(options.out), device)
+    model, _, postprocessor = build_model(cfg.model)
+    load_state_dict_into(model, model_state_dict(ckpt, options.weights), options.weights)
+    model.to(device)
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = class_names(ckpt, inputs.coco)
+
+    started = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        with torch.inference_mode():
+            detections, image_ids = predict_detections(
+                model, postprocessor, tracked(inputs.loader, progress, "predicting (batches)"), device, amp_dtype)
+        predict_s = time.perf_counter() - started
+        scored = set(image_ids)
+        unreadable = [str(path) for image_id, (path, _) in inputs.files.items() if image_id not in scored]
+        if not scored:
+            raise DataError(f"none of the {len(unreadable)} images could be read: "
+                            f"{', '.join(unreadable[:3])}{', ...' if len(unreadable) > 3 else ''}")
+        (out / "predictions.json").write_text(json.dumps(results_json(inputs, detections)))
+        boxes_drawn = draw_all(inputs, detections, image_ids, names, options, progress)
+
+    if options.split:
+        source: str | list[str] = f"{options.split} split of {cfg.data.coco_path or 'the synthetic dataset'}"
+    else:
+        source = options.sources
+    summary = {
+        "weights": options.weights, "source": source, "device": str(device), "images": len(image_ids),
+        "unreadable": len(unreadable), "unreadable_files": unreadable, "out": str(out),
+        "predictions": str(out / "predictions.json"), "detections": len(detections), "threshold": options.threshold,
+        "boxes_drawn": sum(boxes_drawn.values()), "boxes_per_class": dict(sorted(boxes_drawn.items())),
+        "images_per_s": len(image_ids) / predict_s if predict_s > 0 else None,
+    }
+    if options.json_output:
+        print(json.dumps(summary))
+        return 0
+    console = Console(highlight=False)
+    for path in unreadable:
+        console.print(f"[yellow]skipped[/] {escape(path)}: not a readable image", soft_wrap=True)
+    console.print(
+        f"{len(image_ids)} images on {device} ({summary['images_per_s']:.1f} images/s) → [bold]{escape(str(out))}[/]: "
+        f"{summary['boxes_drawn']} boxes with score ≥ {options.threshold} drawn"
+        + (" beside the ground truth" if options.compare else "")
+        + (f", {len(unreadable)} unreadable skipped" if unreadable else ""), soft_wrap=True)
+    if boxes_drawn:
+        console.print("  boxes per class: " + ", ".join(f"{escape(name)} {count}"
+                                                      for name, count in summary["boxes_per_class"].items()))
+    console.print(f"{escape(summary['predictions'])}: all {len(detections)} detections (every score), COCO results "
+                  "format", soft_wrap=True)
+    return 0
