@@ -225,6 +225,12 @@ def _suggest_config(state_dict: Mapping[str, Tensor], current: Mapping[str, Any]
     return f"it looks like {described}; {advice}"
 
 
+def category_names(checkpoint: Mapping[str, Any], coco: Any = None) -> dict[int, str]:
+    """Category id → name for reports: the checkpoint's own categories, over those of the dataset scored (if any)."""
+    dataset = {int(i): str(c.get("name", i)) for i, c in coco.cats.items()} if coco is not None else {}
+    return dataset | checkpoint_categories(checkpoint)
+
+
 def checkpoint_categories(checkpoint: Mapping[str, Any]) -> dict[int, str]:
     """Category id → name from a checkpoint's top-level "categories" ([{"id", "name"}], written by our trainer);
     empty for a checkpoint without them (the official ones), whose readers then fall back to ids or the dataset."""

@@ -56,7 +56,6 @@ def run_evaluate(options: EvaluateOptions) -> int:
     from detr.checkpoint import load_state_dict_into, model_state_dict
     from detr.config import validate
     from detr.data import build_dataset, check_dataset
-    from detr.data.annotations import dataset_categories
     from detr.engine.device import resolve_device
     from detr.engine.evaluate import coco_box_stats, predict_detections
     from detr.engine.loaders import build_eval_loader
@@ -79,7 +78,7 @@ def run_evaluate(options: EvaluateOptions) -> int:
         detections, image_ids = predict_detections(model, postprocessor, loader, device)
     per_class = None
     if options.per_class and len(detections):
-        from detr.checkpoint import checkpoint_categories
+        from detr.checkpoint import category_names
         from detr.engine.evaluate import (
             accumulated_cocoeval,
             per_class_ap,
@@ -88,8 +87,7 @@ def run_evaluate(options: EvaluateOptions) -> int:
 
         coco_eval = accumulated_cocoeval(dataset.coco, detections, image_ids)  # one evaluation for both
         stats = summary_stats(coco_eval)
-        names = {c["id"]: c["name"] for c in dataset_categories(dataset.coco)} | checkpoint_categories(ckpt)
-        per_class = per_class_ap(coco_eval, names)
+        per_class = per_class_ap(coco_eval, category_names(ckpt, dataset.coco))
     else:
         stats = coco_box_stats(dataset.coco, detections, image_ids)
     breakdown = None

@@ -119,16 +119,6 @@ def tracked(loader: Iterable, progress: Progress, description: str) -> Iterator:
         progress.advance(task)
 
 
-def class_names(ckpt: dict[str, Any], coco: Any) -> dict[int, str]:
-    """Category id → name: the checkpoint's stored categories, else the split's; ids are shown when neither has one."""
-    stored = ckpt.get("categories")
-    if isinstance(stored, list):
-        return {int(c["id"]): str(c["name"]) for c in stored if isinstance(c, dict) and "id" in c and "name" in c}
-    if coco is not None:
-        return {int(i): str(c.get("name", i)) for i, c in coco.cats.items()}
-    return {}
-
-
 def draw_image(inputs: Inputs, image_id: int, rows: np.ndarray, names: dict[int, str], threshold: float,
                compare: bool, out: Path) -> int:
     """Write the drawn image of `image_id` under `out`; returns how many boxes were drawn."""
@@ -197,6 +187,7 @@ def run_predict(options: PredictOptions) -> int:
     from detr.checkpoint import load_state_dict_into, model_state_dict
     from detr.config import validate
     from detr.engine.device import resolve_amp_dtype, resolve_device
+    from detr.checkpoint import category_names
     from detr.engine.evaluate import predict_detections
     from detr.errors import DataError
     from detrdoctor.commands.common import apply_flags
@@ -220,7 +211,7 @@ def run_predict(options: PredictOptions) -> int:
     model.to(device)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    names = class_names(ckpt, inputs.coco)
+    names = category_names(ckpt, inputs.coco)
 
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
