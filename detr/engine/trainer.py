@@ -126,8 +126,10 @@ class Trainer:
             self.start_epoch = ckpt.get("epoch", -1) + 1
             self.global_step = self.start_epoch * len(self.train_loader)
 
-    def checkpoint_state(self, epoch: int, batch_in_epoch: int) -> dict[str, Any]:
-        """The official keys (model, optimizer, lr_scheduler, epoch, args) plus what exact resume needs."""
+    def checkpoint_state(self, epoch: int, batch_in_epoch: int, rng: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The official keys (model, optimizer, lr_scheduler, epoch, args) plus what exact resume needs.
+
+        `rng`: the RNG state to resume with, if not the current one."""
         return {
             "model": self.model_without_ddp.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -136,16 +138,16 @@ class Trainer:
             "args": dataclasses.asdict(self.cfg),
             "global_step": self.global_step,
             "batch_in_epoch": batch_in_epoch,
-            "rng": rng_state(),
+            "rng": rng if rng is not None else rng_state(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "corrupt_samples": self.corrupt_samples,
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
             **({"model_ema": self.ema.module.state_dict(), "ema_updates": self.ema.updates} if self.ema else {}),
         }
 
-    def save_checkpoint(self, epoch: int, batch_in_epoch: int) -> None:
+    def save_checkpoint(self, epoch: int, batch_in_epoch: int, rng: dict[str, Any] | None = None) -> None:
         if self.is_main:
-            save_atomic(self.checkpoint_state(epoch, batch_in_epoch), self.output_dir / "checkpoint.pth")
+            save_atomic(self.checkpoint_state(epoch, batch_in_epoch, rng), self.output_dir / "checkpoint.pth")
 
     # ----------------------------------------------------------------- events
     def emit_event(self, kind: str, message: str, severity: str = "info", **fields: Any) -> dict[str, Any]:
@@ -274,7 +276,8 @@ class Trainer:
             interrupted = self._run_epochs()
         finally:
             signal.signal(signal.SIGINT, previous_handler)
-        if t.eval_every > 0 and (self.last_eval is None or self.last_eval["step"] != self.global_step) and not interrupted:
+        if (t.eval_every > 0 and (self.last_eval is None or self.last_eval["step"] != self.global_step)
+                and not interrupted and self.stop_request is None):
             self.evaluate()
         summary = {"steps": self.global_step, "epoch": self._epoch, "interrupted": interrupted,
                    "elapsed_s": time.perf_counter() - started, "output_dir": str(self.output_dir),
@@ -298,7 +301,18 @@ class Trainer:
             batch_in_epoch = start_batch
             stop = t.max_steps and self.global_step >= t.max_steps
             data_start = time.perf_counter()
-            for images, mask, targets in ([] if stop else self.train_loader):
+            batches = iter([] if stop else self.train_loader)
+            while True:
+                rng = rng_state()  # as the last finished step left it: what a resume must start from
+                try:
+                    batch = next(batches, None)
+                except BaseException as error:  # a stall (raised by its detector) or a second Ctrl-C
+                    if not isinstance(error, KeyboardInterrupt) and self.stop_request is None:
+                        raise
+                    return self._stop_waiting(epoch, batch_in_epoch, rng, isinstance(error, KeyboardInterrupt))
+                if batch is None:
+                    break
+                images, mask, targets = batch
                 data_time = time.perf_counter() - data_start
                 self._check_corrupt(targets)
                 self.global_step += 1
@@ -336,3 +350,16 @@ class Trainer:
             if t.eval_every > 0 and (epoch + 1) % t.eval_every == 0:
                 self.evaluate()
         return False
+
+    def _stop_waiting(self, epoch: int, batch_in_epoch: int, rng: dict[str, Any], interrupted: bool) -> bool:
+        """End the run while waiting for a batch: the model, optimizer and sampler position are those after the
+        last finished step, so its checkpoint resumes exactly. Returns `interrupted`, as `_run_epochs` does."""
+        self.save_checkpoint(epoch, batch_in_epoch, rng)
+        resume_hint = (f"checkpoint of step {self.global_step} written, continue with --resume "
+                       f"{self.output_dir / 'checkpoint.pth'}")
+        if interrupted:
+            self.emit_event("interrupted", f"stopped by Ctrl-C while waiting for data after step {self.global_step}; "
+                            f"{resume_hint}")
+        else:
+            self.emit_event("stopped", f"{self.stop_request[0]}; {resume_hint}", severity="error")
+        return interrupted
