@@ -17,10 +17,11 @@ import argparse
 import tempfile
 import time
 
+from detrdoctor.profiles import load_profile
+
 from detr.config import RunConfig
 from detr.engine.callbacks import Callback
 from detr.engine.trainer import Trainer
-from detrdoctor.profiles import load_profile
 from detrdoctor.watchdog import GradientWatchdog
 
 

@@ -405,6 +405,8 @@ class GradientWatchdog(Callback):
             group["lr"] = lr
         snapshot["restored"] = True
         self.good_streak = 0
+        for history in self.rules.activation_log.values():  # the restored weights start a new trend
+            history.values.clear()
         return lrs
 
     def rollback(self, trainer: Trainer, ctx: StepContext, signal: Signal) -> None:

@@ -6,6 +6,7 @@ The watchdog judges every step against the recent past: the median and the media
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -96,5 +97,5 @@ def steps_to_limit(log_values: Sequence[float], log_limit: float) -> tuple[float
     The rate is the median step-to-step change: one wild step (DETR's first) does not make a trend. A series
     that does not grow never gets there (inf).
     """
-    rate = median([b - a for a, b in zip(log_values, log_values[1:])])
+    rate = median([b - a for a, b in itertools.pairwise(log_values)])
     return math.exp(rate), ((log_limit - log_values[-1]) / rate if rate > 0 else math.inf)
