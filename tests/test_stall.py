@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from detr.engine.callbacks import Callback
 from detrdoctor import pyspy
 from detrdoctor.stall import StallDetector, StallError
 
@@ -217,20 +218,18 @@ def stalled_copy(tiny_cfg, tmp_path, blocked_step: int):
     return image, tmp_path / "image.jpg"
 
 
-class Interrupt:
+class InterruptAt(Callback):
     """Sends Ctrl-C twice once the run waits for the batch of `step`: the second one raises in the loader wait."""
 
     def __init__(self, step: int):
-        from detr.engine.callbacks import Callback
+        self.step = step
 
-        class Hook(Callback):
-            def on_step_end(hook, trainer, ctx, record):  # noqa: N805 - the callback's self is the hook
-                if ctx.step == step - 1:
-                    threading.Thread(target=self.send, daemon=True).start()
-        self.hook = Hook()
+    def on_step_end(self, trainer, ctx, record) -> None:
+        if ctx.step == self.step - 1:
+            threading.Thread(target=self.send, daemon=True).start()
 
     @staticmethod
-    def send():
+    def send() -> None:
         for _ in range(2):
             threading.Event().wait(0.5)
             os.kill(os.getpid(), signal.SIGINT)
@@ -253,7 +252,7 @@ def test_a_stop_while_waiting_for_data_checkpoints_the_last_finished_step(tiny_c
         callbacks = [StallDetector(min_limit_s=2.0, factor=1.0, first_step_limit_s=60.0, on_stall="stop",
                                    native=False)]
     else:
-        callbacks = [Interrupt(5).hook]
+        callbacks = [InterruptAt(5)]
     try:
         summary = Trainer(tiny_cfg, callbacks=callbacks, output_dir=tmp_path / "run").fit()
     finally:
