@@ -9,13 +9,15 @@ the CPU); every warning or error event is a false alarm.
 
     python benchmarks/divergence_leads.py                                   # divergent tiny runs + healthy tiny
     python benchmarks/divergence_leads.py --lrs '' --healthy demo:400 --healthy r50:300
+    python benchmarks/divergence_leads.py --lrs '' --healthy '' --recover 160     # skip / rollback on a divergent run
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import statistics
 import tempfile
-import time
 
 from detrdoctor.profiles import load_profile
 
@@ -26,14 +28,21 @@ from detrdoctor.watchdog import GradientWatchdog
 
 
 class Alarms(Callback):
-    """The run's warning and error events, as (step, kind)."""
+    """The run's warning and error events, as (step, kind), its rollbacks and every step's loss."""
 
     def __init__(self):
         self.found: list[tuple[int, str]] = []
+        self.rollbacks: list[tuple[int, int]] = []
+        self.losses: list[float] = []
 
     def on_event(self, trainer, event) -> None:
         if event["severity"] in ("warning", "error"):
             self.found.append((event["step"], event["kind"]))
+        if event["kind"] == "rollback":
+            self.rollbacks.append((event["step"], event["restored_step"]))
+
+    def on_step_end(self, trainer, ctx, record) -> None:
+        self.losses.append(trainer.callbacks[0].latest["loss"])  # the watchdog's reading of this step
 
 
 def r50_profile() -> RunConfig:
@@ -48,13 +57,12 @@ def r50_profile() -> RunConfig:
     return cfg
 
 
-def run(cfg: RunConfig, steps: int) -> tuple[Alarms, GradientWatchdog, float]:
+def run(cfg: RunConfig, steps: int) -> tuple[Alarms, GradientWatchdog, dict]:
     cfg.train.max_steps, cfg.train.epochs, cfg.train.log_every = steps, 10_000, 10_000
     alarms, watchdog = Alarms(), GradientWatchdog(cfg.watchdog)
-    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        Trainer(cfg, callbacks=[watchdog, alarms], output_dir=out).fit()
-    return alarms, watchdog, time.perf_counter() - start
+        summary = Trainer(cfg, callbacks=[watchdog, alarms], output_dir=out).fit()
+    return alarms, watchdog, summary
 
 
 def divergent(lr_backbone: float, seed: int, steps: int) -> None:
@@ -77,9 +85,27 @@ def divergent(lr_backbone: float, seed: int, steps: int) -> None:
 def healthy(profile: str, seed: int, steps: int) -> None:
     cfg = r50_profile() if profile == "r50" else load_profile(profile)
     cfg.train.seed = seed
-    alarms, watchdog, seconds = run(cfg, steps)
+    alarms, watchdog, summary = run(cfg, steps)
     found = ", ".join(f"{k}@{s}" for s, k in alarms.found) or "none"
-    print(f"| {profile} | {seed} | {steps} | {watchdog.steps_skipped} | {found} | {seconds:.0f} s |", flush=True)
+    print(f"| {profile} | {seed} | {steps} | {watchdog.steps_skipped} | {found} | {summary['elapsed_s']:.0f} s |",
+          flush=True)
+
+
+def recover(mode: str, lr_backbone: float, seed: int, steps: int, snapshot_every: int) -> None:
+    """A divergent run under `skip` or `rollback`: where it rolled back to, how it ended, its loss by blocks."""
+    cfg = load_profile("tiny")
+    cfg.train.lr_backbone, cfg.train.seed, cfg.train.clip_max_norm = lr_backbone, seed, 0.0
+    cfg.watchdog.on_anomaly, cfg.watchdog.snapshot_every = mode, snapshot_every
+    alarms, watchdog, summary = run(cfg, steps)
+    rollbacks = ", ".join(f"{s}→{r}" for s, r in alarms.rollbacks) or "none"
+    after = alarms.rollbacks[-1][0] if alarms.rollbacks else 0
+    late_nonfinite = sum(not math.isfinite(v) for v in alarms.losses[after:])
+    block = 20
+    means = " ".join(
+        f"{statistics.fmean(finite):.1f}" if (finite := [v for v in alarms.losses[i:i + block] if math.isfinite(v)])
+        else "nan" for i in range(0, len(alarms.losses), block))
+    print(f"| {mode} | {lr_backbone:g} | {seed} | {snapshot_every} | {rollbacks} | {summary['exit_code']} | "
+          f"{summary['steps']} | {watchdog.steps_skipped} | {late_nonfinite} | {means} |", flush=True)
 
 
 def main() -> None:
@@ -89,6 +115,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="steps of each divergent run")
     parser.add_argument("--healthy", action="append", default=None,
                         help="PROFILE:STEPS of a healthy run (tiny, demo or r50), repeatable (default tiny:80)")
+    parser.add_argument("--recover", type=int, default=0, help="steps of the skip/rollback runs (0: none)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s]
     lrs = [float(lr) for lr in args.lrs.split(",") if lr]
@@ -97,11 +124,21 @@ def main() -> None:
         for lr in lrs:
             for seed in seeds:
                 divergent(lr, seed, args.steps)
-    print("\n| healthy profile | seed | steps | steps skipped | warning/error events | time |\n|---|---|---|---|---|---|")
-    for item in args.healthy or ["tiny:80"]:
+    healthy_runs = [item for item in args.healthy or ["tiny:80"] if item]
+    if healthy_runs:
+        print("\n| healthy profile | seed | steps | steps skipped | warning/error events | time |\n"
+              "|---|---|---|---|---|---|")
+    for item in healthy_runs:
         profile, steps = item.split(":")
         for seed in seeds:
             healthy(profile, seed, int(steps))
+    if args.recover:
+        print("\n| mode | lr_backbone | seed | snapshot_every | rollbacks (step→restored) | exit | steps | dropped | "
+              "non-finite after the last rollback | mean loss per 20 steps |\n|---|---|---|---|---|---|---|---|---|---|")
+        for mode, lr, snapshot_every in (("rollback", 0.025, 5), ("rollback", 0.025, 50), ("skip", 0.03, 50),
+                                         ("skip", 0.05, 50)):
+            for seed in seeds:
+                recover(mode, lr, seed, args.recover, snapshot_every)
 
 
 if __name__ == "__main__":
