@@ -134,7 +134,7 @@ def main() -> None:
             healthy(profile, seed, int(steps))
     if args.recover:
         print("\n| mode | lr_backbone | seed | snapshot_every | rollbacks (step→restored) | exit | steps | dropped | "
-              "non-finite after the last rollback | mean loss per 20 steps |\n|---|---|---|---|---|---|---|---|---|---|")
+              "non-finite after the last rollback | mean loss per 20 steps |\n" + "|---" * 10 + "|")
         for mode, lr, snapshot_every in (("rollback", 0.025, 5), ("rollback", 0.025, 50), ("skip", 0.03, 50),
                                          ("skip", 0.05, 50)):
             for seed in seeds:

@@ -75,7 +75,8 @@ def remedy(trainer: Trainer, module: str | None) -> str:
     """What to change against a growth toward overflow in `module`: its learning rate, or clipping."""
     lr = "--lr-backbone" if module == "backbone" else "--lr"
     clip = trainer.cfg.train.clip_max_norm
-    clipping = "enable gradient clipping (--clip-max-norm 0.1)" if clip <= 0 else f"clip harder (--clip-max-norm < {clip:g})"
+    clipping = ("enable gradient clipping (--clip-max-norm 0.1)" if clip <= 0
+                else f"clip harder (--clip-max-norm < {clip:g})")
     return f"; lower the learning rate ({lr}) or {clipping}"
 
 
