@@ -281,3 +281,39 @@ def test_a_stop_while_waiting_for_data_checkpoints_the_last_finished_step(tiny_c
     resumed = [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["type"] == "step"]
     whole = [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "whole" / "metrics.jsonl") if r["type"] == "step"]
     assert resumed == whole  # steps 1–4, then 5–7 after the resume: none skipped, none repeated, the same losses
+
+
+# Without DataLoader workers the main thread itself blocks in the kernel's open() of the pipe, where no
+# exception can reach it: the detector writes the checkpoint of the last finished step, then exits.
+INLINE_DRIVER = """
+import sys
+from pathlib import Path
+
+from detr.engine.trainer import Trainer
+from detrdoctor import pyspy, stall
+from detrdoctor.profiles import load_profile
+
+pyspy.find_pyspy = lambda: None
+stall.DELIVERY_S, stall.STOP_GRACE_S = 1.0, 1.0
+cfg = load_profile("tiny")
+cfg.train.max_steps, cfg.data.coco_path, cfg.data.num_workers = 7, sys.argv[1], 0
+detector = stall.StallDetector(min_limit_s=2.0, factor=1.0, first_step_limit_s=60.0, on_stall="stop", native=False)
+Trainer(cfg, callbacks=[detector], output_dir=Path(sys.argv[2])).fit()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_stall_inside_the_kernel_without_workers_still_checkpoints(tiny_cfg, tmp_path):
+    from detr.engine.checkpointing import load_training_checkpoint
+    from detr.engine.metrics import read_metrics
+
+    image, _ = stalled_copy(tiny_cfg, tmp_path, blocked_step=5)
+    driver = tmp_path / "driver.py"
+    driver.write_text(INLINE_DRIVER)
+    child = subprocess.run([sys.executable, str(driver), tiny_cfg.data.coco_path, str(tmp_path / "run")],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == StallError.exit_code, child.stderr[-2000:]
+    ckpt = load_training_checkpoint(tmp_path / "run" / "checkpoint.pth")
+    assert (ckpt["global_step"], ckpt["epoch"], ckpt["batch_in_epoch"]) == (4, 0, 4)
+    stopped = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r.get("kind") == "stopped"]
+    assert len(stopped) == 1 and stopped[0]["message"].startswith("stalled: no step for")

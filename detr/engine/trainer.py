@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -102,6 +103,9 @@ class Trainer:
         self.metrics = MetricsWriter(self.output_dir / "metrics.jsonl" if self.is_main else None)
         self._stop_requested = False  # Ctrl-C
         self.stop_request: tuple[str, int] | None = None  # (reason, exit code) set by request_stop
+        # While the loop waits for a batch: (epoch, batch_in_epoch, RNG state) after the last finished step.
+        self._data_wait: tuple[int, int, dict[str, Any]] | None = None
+        self._data_wait_lock = threading.Lock()  # no step starts while another thread checkpoints the wait
 
     # ----------------------------------------------------------------- checkpoints
     def _restore(self, ckpt: dict[str, Any]) -> None:
@@ -303,13 +307,18 @@ class Trainer:
             data_start = time.perf_counter()
             batches = iter([] if stop else self.train_loader)
             while True:
-                rng = rng_state()  # as the last finished step left it: what a resume must start from
+                self._data_wait = (epoch, batch_in_epoch, rng_state())  # what a resume must start from
                 try:
                     batch = next(batches, None)
                 except BaseException as error:  # a stall (raised by its detector) or a second Ctrl-C
-                    if not isinstance(error, KeyboardInterrupt) and self.stop_request is None:
+                    interrupted = isinstance(error, KeyboardInterrupt)
+                    if not interrupted and self.stop_request is None:
+                        self._data_wait = None
                         raise
-                    return self._stop_waiting(epoch, batch_in_epoch, rng, isinstance(error, KeyboardInterrupt))
+                    self.checkpoint_while_waiting(interrupted)
+                    return interrupted
+                with self._data_wait_lock:
+                    self._data_wait = None
                 if batch is None:
                     break
                 images, mask, targets = batch
@@ -351,15 +360,22 @@ class Trainer:
                 self.evaluate()
         return False
 
-    def _stop_waiting(self, epoch: int, batch_in_epoch: int, rng: dict[str, Any], interrupted: bool) -> bool:
-        """End the run while waiting for a batch: the model, optimizer and sampler position are those after the
-        last finished step, so its checkpoint resumes exactly. Returns `interrupted`, as `_run_epochs` does."""
-        self.save_checkpoint(epoch, batch_in_epoch, rng)
+    def checkpoint_while_waiting(self, interrupted: bool = False) -> bool:
+        """While the loop waits for a batch, the model, optimizer and sampler position are those after the last
+        finished step: write its checkpoint, which resumes exactly, and say so in a `stopped` (or `interrupted`)
+        event. Callable from another thread (a stall detector whose main thread is blocked in the kernel).
+        Returns False when the loop is not waiting for data or the checkpoint was already written."""
+        with self._data_wait_lock:
+            if self._data_wait is None:
+                return False
+            self.save_checkpoint(*self._data_wait)
+            self._data_wait = None
         resume_hint = (f"checkpoint of step {self.global_step} written, continue with --resume "
                        f"{self.output_dir / 'checkpoint.pth'}")
         if interrupted:
             self.emit_event("interrupted", f"stopped by Ctrl-C while waiting for data after step {self.global_step}; "
                             f"{resume_hint}")
         else:
-            self.emit_event("stopped", f"{self.stop_request[0]}; {resume_hint}", severity="error")
-        return interrupted
+            reason = self.stop_request[0] if self.stop_request else "stopped while waiting for data"
+            self.emit_event("stopped", f"{reason}; {resume_hint}", severity="error")
+        return True
