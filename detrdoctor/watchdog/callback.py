@@ -325,7 +325,7 @@ class GradientWatchdog(Callback):
             self._rollback_due = signal  # restored at the end of the step, after GradScaler's update
         elif mode == "rollback":
             self._restore_due = bool(self._snapshots)
-            self.stop(trainer, ctx, signal, stats, f"{signal.kind} after {self.rollbacks} rollbacks" + self.fix())
+            self.stop(trainer, ctx, signal, stats, f"{signal.kind} after {self.rollbacks} rollbacks", self.fix())
         elif mode == "stop":
             self.stop(trainer, ctx, signal, stats, signal.kind)
 
@@ -355,7 +355,7 @@ class GradientWatchdog(Callback):
         else:
             self._restore_due = bool(self._snapshots)
             after = f" after a rollback to step {self._snapshots[-1]['step']}" if self.rollbacks else ""
-            self.stop(trainer, ctx, signal, stats, f"{why}{after}: skipping cannot save this run" + self.fix())
+            self.stop(trainer, ctx, signal, stats, f"{why}{after}, skipping cannot save this run", self.fix())
 
     def fix(self) -> str:
         """The end of a stop message: what the checkpoint holds, and what to change."""
@@ -365,8 +365,9 @@ class GradientWatchdog(Callback):
                 f"rates ×{self.cfg.rollback_lr_factor}: resume from it, or restart with a lower learning rate "
                 "(--lr, --lr-backbone) or gradient clipping (--clip-max-norm 0.1)")
 
-    def stop(self, trainer: Trainer, ctx: StepContext, signal: Signal, stats: StepStats, why: str) -> None:
-        reason = f"watchdog: {why} at step {ctx.step}"
+    def stop(self, trainer: Trainer, ctx: StepContext, signal: Signal, stats: StepStats, why: str,
+             fix: str = "") -> None:
+        reason = f"watchdog: {why} at step {ctx.step}{fix}"
         if trainer.is_main and self._step_rng is not None:
             observed = {"loss": stats.loss, "loss_dict": stats.components, "grad_norm": stats.grad_norm,
                         "signal": signal.kind, "module": signal.module}
