@@ -148,6 +148,12 @@ class WatchdogConfig:
     rollback_lr_factor: float = 0.5  # rollback: learning rates are multiplied by this
     max_rollbacks: int = 3  # rollback: after this many, the run stops instead
     detect_anomaly: bool = False  # re-run a non-finite step under torch.autograd.detect_anomaly to name the op
+    forecast_steps: int = 3  # overflow_forecast: the growth rate is measured over this many steps (no warm-up)
+    forecast_horizon: int = 20  # overflow_forecast: warn when the overflow limit is this many steps away at that rate
+    skip_streak: int = 3  # skip: this many dropped steps in a row escalate (rollback once, then stop)
+    skip_window: int = 20  # skip: ... as do more than skip_share of the last skip_window steps dropped
+    skip_share: float = 0.25
+    snapshots: int = 3  # rollback: snapshots kept, snapshot_every good steps apart; each rollback reaches further back
 
 
 ON_STALL = ("wait", "stop")
@@ -322,6 +328,10 @@ def validate(cfg: RunConfig) -> None:
         (cfg.watchdog.window >= 2 and cfg.watchdog.growth_steps >= 2,
          "[watchdog] window and growth_steps must be at least 2"),
         (0 < cfg.watchdog.rollback_lr_factor <= 1, "[watchdog] rollback_lr_factor must be in (0, 1]"),
+        (cfg.watchdog.forecast_steps >= 2 and min(cfg.watchdog.skip_streak, cfg.watchdog.skip_window,
+                                                  cfg.watchdog.snapshots) >= 1,
+         "[watchdog] forecast_steps must be at least 2; skip_streak, skip_window and snapshots at least 1"),
+        (0 < cfg.watchdog.skip_share <= 1, "[watchdog] skip_share must be in (0, 1]"),
         (min(cfg.watchdog.warmup_steps, cfg.watchdog.sample_every, cfg.watchdog.max_rollbacks) >= 0
          and cfg.watchdog.snapshot_every >= 1, "[watchdog] step counts must be ≥ 0 (snapshot_every ≥ 1)"),
         (cfg.diagnostics.on_stall in ON_STALL,

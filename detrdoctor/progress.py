@@ -64,7 +64,9 @@ class PlainProgress(Callback):
         if not trainer.is_main:
             return
         ev = summary.get("last_eval") or {}
+        code = summary.get("exit_code", 0)
         self.print(
-            f"[bold]done[/] {summary['steps']} steps in {summary['elapsed_s']:.0f} s"
+            (f"[bold red]stopped[/] (exit {code}) after" if code else "[bold]done[/]")
+            + f" {summary['steps']} steps in {summary['elapsed_s']:.0f} s"
             + (f", AP {fmt(ev.get('AP'), '.3f')} AP50 {fmt(ev.get('AP50'), '.3f')}" if ev else "")
             + f" — checkpoint {summary['checkpoint']}")

@@ -22,6 +22,7 @@ from detr.errors import DetrError
 from detrdoctor import pyspy
 
 STOP_GRACE_S = 30.0  # after raising in the main thread: then the process exits without unwinding
+DELIVERY_S = 10.0  # a main thread waiting on a DataLoader queue runs Python at least every 5 s
 
 
 class StallError(DetrError):
@@ -140,12 +141,19 @@ class StallDetector(Callback):
 
     def _stop_main(self, trainer: TrainerView, message: str) -> None:
         """End the run: raise StallError in the main thread, which runs Python again within a few seconds
-        when it waits on a DataLoader queue; blocked in native code (a collective) it never does, so
-        the process exits after a grace period."""
+        when it waits on a DataLoader queue; blocked in native code (a read in the kernel without workers, a
+        collective) it never does, so the process exits after a grace period — with the checkpoint of the
+        last finished step when the trainer was waiting for data."""
         trainer.request_stop(f"stalled: {message}")  # should the step complete after all: stop with a checkpoint
         StallError.reason = f"stalled: {message}"
         main = threading.main_thread().ident
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(main), ctypes.py_object(StallError))
+        with self._changed:
+            if self._changed.wait_for(lambda: self._stopping, DELIVERY_S):
+                return
+        checkpoint = getattr(trainer, "checkpoint_while_waiting", None)  # detr's Trainer has it
+        if checkpoint is not None:
+            checkpoint()
         with self._changed:
             if not self._changed.wait_for(lambda: self._stopping, STOP_GRACE_S):
                 os._exit(StallError.exit_code)

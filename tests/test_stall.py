@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from detr.engine.callbacks import Callback
 from detrdoctor import pyspy
 from pyspy_support import attach_problem
 from detrdoctor.stall import StallDetector, StallError
@@ -197,3 +198,124 @@ def test_stall_settings_set_the_limit_and_action_and_zero_turns_detection_off(ti
     assert (detector.min_limit_s, detector.on_stall, detector.first_step_limit_s) == (20.0, "stop", 300.0)
     tiny_cfg.diagnostics.stall_after = 0.0
     assert not any(isinstance(cb, StallDetector) for cb in build_callbacks(tiny_cfg))
+
+
+def stalled_copy(tiny_cfg, tmp_path, blocked_step: int):
+    """A copy of the tiny synthetic dataset whose image of training step `blocked_step` (epoch 0) is a named pipe,
+    and that image's real file."""
+    import shutil
+
+    from detr.data.root import synthetic_root
+    from detr.engine.trainer import Trainer
+
+    root = tmp_path / "coco"
+    shutil.copytree(synthetic_root(tiny_cfg.data), root)
+    tiny_cfg.data.coco_path = str(root)
+    probe = Trainer(tiny_cfg, output_dir=tmp_path / "probe")
+    probe.train_loader.batch_sampler.set_epoch(0)
+    index = probe.train_loader.batch_sampler.rank_batches()[blocked_step - 1][0]
+    image = probe.train_set.image_path(index)
+    shutil.move(image, tmp_path / "image.jpg")
+    os.mkfifo(image)
+    return image, tmp_path / "image.jpg"
+
+
+class InterruptAt(Callback):
+    """Sends Ctrl-C twice once the run waits for the batch of `step`: the second one raises in the loader wait."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, trainer, ctx, record) -> None:
+        if ctx.step == self.step - 1:
+            threading.Thread(target=self.send, daemon=True).start()
+
+    @staticmethod
+    def send() -> None:
+        for _ in range(2):
+            threading.Event().wait(0.5)
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("how", ["stall", "ctrl-c"])
+def test_a_stop_while_waiting_for_data_checkpoints_the_last_finished_step(tiny_cfg, tmp_path, monkeypatch, how):
+    from detr.engine.checkpointing import load_training_checkpoint
+    from detr.engine.metrics import read_metrics
+    from detr.engine.trainer import Trainer
+
+    monkeypatch.setattr(pyspy, "find_pyspy", lambda: None)  # the dump is not what this test is about
+    tiny_cfg.train.max_steps = 7
+    tiny_cfg.model.dropout = 0.1  # the resumed steps draw from the RNG as the last finished step left it
+    tiny_cfg.data.num_workers = 1
+    image, real = stalled_copy(tiny_cfg, tmp_path, blocked_step=5)
+
+    if how == "stall":
+        callbacks = [StallDetector(min_limit_s=2.0, factor=1.0, first_step_limit_s=60.0, on_stall="stop",
+                                   native=False)]
+    else:
+        callbacks = [InterruptAt(5)]
+    try:
+        summary = Trainer(tiny_cfg, callbacks=callbacks, output_dir=tmp_path / "run").fit()
+    finally:
+        try:  # a writer releases a worker still blocked on the pipe
+            os.close(os.open(image, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+    assert summary["steps"] == 4 and summary["exit_code"] == (1 if how == "stall" else 130)
+    ckpt = load_training_checkpoint(tmp_path / "run" / "checkpoint.pth")
+    assert (ckpt["global_step"], ckpt["epoch"], ckpt["batch_in_epoch"]) == (4, 0, 4)
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    final = [r for r in records if r["type"] == "event"][-1]
+    if how == "stall":
+        assert final["kind"] == "stopped" and final["severity"] == "error"
+        assert final["message"].startswith("stalled: no step for") and "--resume" in final["message"]
+    else:
+        assert final["kind"] == "interrupted" and "checkpoint of step 4 written" in final["message"]
+
+    image.unlink()
+    real.rename(image)
+    tiny_cfg.data.num_workers = 0  # the same batches, without a worker to start
+    tiny_cfg.train.resume = str(tmp_path / "run" / "checkpoint.pth")
+    Trainer(tiny_cfg, output_dir=tmp_path / "run").fit()
+    tiny_cfg.train.resume = ""
+    Trainer(tiny_cfg, output_dir=tmp_path / "whole").fit()
+    resumed = [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["type"] == "step"]
+    whole = [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "whole" / "metrics.jsonl") if r["type"] == "step"]
+    assert resumed == whole  # steps 1–4, then 5–7 after the resume: none skipped, none repeated, the same losses
+
+
+# Without DataLoader workers the main thread itself blocks in the kernel's open() of the pipe, where no
+# exception can reach it: the detector writes the checkpoint of the last finished step, then exits.
+INLINE_DRIVER = """
+import sys
+from pathlib import Path
+
+from detr.engine.trainer import Trainer
+from detrdoctor import pyspy, stall
+from detrdoctor.profiles import load_profile
+
+pyspy.find_pyspy = lambda: None
+stall.DELIVERY_S, stall.STOP_GRACE_S = 1.0, 1.0
+cfg = load_profile("tiny")
+cfg.train.max_steps, cfg.data.coco_path, cfg.data.num_workers = 7, sys.argv[1], 0
+detector = stall.StallDetector(min_limit_s=2.0, factor=1.0, first_step_limit_s=60.0, on_stall="stop", native=False)
+Trainer(cfg, callbacks=[detector], output_dir=Path(sys.argv[2])).fit()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_stall_inside_the_kernel_without_workers_still_checkpoints(tiny_cfg, tmp_path):
+    from detr.engine.checkpointing import load_training_checkpoint
+    from detr.engine.metrics import read_metrics
+
+    stalled_copy(tiny_cfg, tmp_path, blocked_step=5)
+    driver = tmp_path / "driver.py"
+    driver.write_text(INLINE_DRIVER)
+    child = subprocess.run([sys.executable, str(driver), tiny_cfg.data.coco_path, str(tmp_path / "run")],
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert child.returncode == StallError.exit_code, child.stderr[-2000:]
+    ckpt = load_training_checkpoint(tmp_path / "run" / "checkpoint.pth")
+    assert (ckpt["global_step"], ckpt["epoch"], ckpt["batch_in_epoch"]) == (4, 0, 4)
+    stopped = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r.get("kind") == "stopped"]
+    assert len(stopped) == 1 and stopped[0]["message"].startswith("stalled: no step for")

@@ -11,8 +11,9 @@ from detr.config import WatchdogConfig
 from detr.model import model_part
 from detrdoctor.watchdog.groups import forward_rank, owner_call
 from detrdoctor.watchdog.signals import (EarlyWarning, StepStats, amp_skip_rate, grad_norm_spike, growth, loss_spike,
-                                         moved_most, overflow_risk)
-from detrdoctor.watchdog.stats import RollingWindow, median, range_excess, robust_z, slope, sustained_growth
+                                         moved_most, overflow_forecast, overflow_risk)
+from detrdoctor.watchdog.stats import (RollingWindow, median, range_excess, robust_z, slope, steps_to_limit,
+                                       sustained_growth)
 
 
 def window(values, size=100) -> RollingWindow:
@@ -163,3 +164,28 @@ def test_forward_rank_follows_the_first_calls_not_the_registration_order():
     assert [names[i] for i in sorted(range(len(names)), key=rank.__getitem__)] == [
         "embed.weight", "layer.attn.in_proj_weight", "layer.attn.out_proj.weight", "layer.norm1.weight",
         "layer.linear1.weight", "layer.linear2.weight", "layer.norm2.weight"]
+
+
+def test_overflow_forecast_projects_the_median_growth_to_the_limit():
+    cfg = WatchdogConfig(forecast_steps=3, forecast_horizon=20, activation_growth_factor=1.5)
+    limit = math.log(1e19)
+    # ×1e10 in the first step, then ×10 per step: 1e-1 → the limit at 1e19 is ~5 steps away.
+    diverging = [math.log(v) for v in (1.0, 1e10, 1e12, 1e13, 1e14)]
+    factor, steps = steps_to_limit(diverging[-4:], limit)
+    assert factor == pytest.approx(10.0) and steps == pytest.approx(5.0)
+    signal = overflow_forecast("backbone", diverging, limit, cfg)
+    assert signal.kind == "overflow_forecast" and signal.module == "backbone" and signal.value == pytest.approx(5.0)
+    assert "backbone activations ×10 per step: non-finite in ~5 steps at this rate" in signal.message
+    # One wild first step and then a flat curve is no trend; nor is steady growth far from the limit.
+    assert overflow_forecast("backbone", [math.log(v) for v in (2.0, 500.0, 650.0, 620.0)], limit, cfg) is None
+    assert overflow_forecast("backbone", [math.log(2.0**i) for i in range(4)], limit, cfg) is None
+    assert overflow_forecast("backbone", diverging[:3], limit, cfg) is None  # three values: too few to judge
+
+
+def test_overflow_forecast_speaks_before_the_warmup_ends():
+    rules = EarlyWarning(WatchdogConfig(warmup_steps=10), ["backbone", "input_proj"])
+    kinds = []
+    for step, value in enumerate((6.0, 1e11, 1e13, 1e14, 1e15), 1):
+        stat = StepStats(step, 10.0, {}, 10.0, {"backbone": 10.0}, {"backbone": value, "input_proj": value})
+        kinds += [(step, s.kind, s.module) for s in rules.observe(stat, 1.8e19)]
+    assert kinds[0] == (4, "overflow_forecast", "backbone")  # the first group in forward order: where it starts

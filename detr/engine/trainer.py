@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -119,6 +120,9 @@ class Trainer:
         self.metrics = MetricsWriter(self.output_dir / "metrics.jsonl" if self.is_main else None)
         self._stop_requested = False  # Ctrl-C
         self.stop_request: tuple[str, int] | None = None  # (reason, exit code) set by request_stop
+        # While the loop waits for a batch: (epoch, batch_in_epoch, RNG state) after the last finished step.
+        self._data_wait: tuple[int, int, dict[str, Any]] | None = None
+        self._data_wait_lock = threading.Lock()  # no step starts while another thread checkpoints the wait
 
     # ----------------------------------------------------------------- checkpoints
     def _restore(self, ckpt: dict[str, Any]) -> None:
@@ -143,8 +147,10 @@ class Trainer:
         else:  # an official checkpoint
             self.global_step = self.start_epoch * len(self.train_loader)
 
-    def checkpoint_state(self, epoch: int, batch_in_epoch: int) -> dict[str, Any]:
-        """The official keys (model, optimizer, lr_scheduler, epoch, args) plus what exact resume needs."""
+    def checkpoint_state(self, epoch: int, batch_in_epoch: int, rng: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The official keys (model, optimizer, lr_scheduler, epoch, args) plus what exact resume needs.
+
+        `rng`: the RNG state to resume with, if not the current one."""
         return {
             "model": self.model_without_ddp.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -153,7 +159,7 @@ class Trainer:
             "args": dataclasses.asdict(self.cfg),
             "global_step": self.global_step,
             "batch_in_epoch": batch_in_epoch,
-            "rng": rng_state(),
+            "rng": rng if rng is not None else rng_state(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "corrupt_samples": self.corrupt_samples,
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
@@ -167,9 +173,9 @@ class Trainer:
         steps = t.epochs * self.train_loader.batch_sampler.batches_per_epoch
         return min(steps, t.max_steps) if t.max_steps else steps
 
-    def save_checkpoint(self, epoch: int, batch_in_epoch: int) -> None:
+    def save_checkpoint(self, epoch: int, batch_in_epoch: int, rng: dict[str, Any] | None = None) -> None:
         if self.is_main:
-            save_atomic(self.checkpoint_state(epoch, batch_in_epoch), self.output_dir / "checkpoint.pth")
+            save_atomic(self.checkpoint_state(epoch, batch_in_epoch, rng), self.output_dir / "checkpoint.pth")
 
     # ----------------------------------------------------------------- events
     def emit_event(self, kind: str, message: str, severity: str = "info", **fields: Any) -> dict[str, Any]:
@@ -284,7 +290,8 @@ class Trainer:
             interrupted = self._run_epochs()
         finally:
             signal.signal(signal.SIGINT, previous_handler)
-        if t.eval_every > 0 and (self.last_eval is None or self.last_eval["step"] != self.global_step) and not interrupted:
+        if (t.eval_every > 0 and (self.last_eval is None or self.last_eval["step"] != self.global_step)
+                and not interrupted and self.stop_request is None):
             self.evaluate()
         summary = {"steps": self.global_step, "epoch": self._epoch, "interrupted": interrupted,
                    "elapsed_s": time.perf_counter() - started, "output_dir": str(self.output_dir),
@@ -308,7 +315,23 @@ class Trainer:
             batch_in_epoch = start_batch
             stop = t.max_steps and self.global_step >= t.max_steps
             data_start = time.perf_counter()
-            for images, mask, targets in ([] if stop else self.train_loader):
+            batches = iter([] if stop else self.train_loader)
+            while True:
+                self._data_wait = (epoch, batch_in_epoch, rng_state())  # what a resume must start from
+                try:
+                    batch = next(batches, None)
+                except BaseException as error:  # a stall (raised by its detector) or a second Ctrl-C
+                    interrupted = isinstance(error, KeyboardInterrupt)
+                    if not interrupted and self.stop_request is None:
+                        self._data_wait = None
+                        raise
+                    self.checkpoint_while_waiting(interrupted)
+                    return interrupted
+                with self._data_wait_lock:
+                    self._data_wait = None
+                if batch is None:
+                    break
+                images, mask, targets = batch
                 data_time = time.perf_counter() - data_start
                 self._check_corrupt(targets)
                 self.global_step += 1
@@ -346,3 +369,23 @@ class Trainer:
             if t.eval_every > 0 and (epoch + 1) % t.eval_every == 0:
                 self.evaluate()
         return False
+
+    def checkpoint_while_waiting(self, interrupted: bool = False) -> bool:
+        """While the loop waits for a batch, the model, optimizer and sampler position are those after the last
+        finished step: write its checkpoint, which resumes exactly, and say so in a `stopped` (or `interrupted`)
+        event. Callable from another thread (a stall detector whose main thread is blocked in the kernel).
+        Returns False when the loop is not waiting for data or the checkpoint was already written."""
+        with self._data_wait_lock:
+            if self._data_wait is None:
+                return False
+            self.save_checkpoint(*self._data_wait)
+            self._data_wait = None
+        resume_hint = (f"checkpoint of step {self.global_step} written, continue with --resume "
+                       f"{self.output_dir / 'checkpoint.pth'}")
+        if interrupted:
+            self.emit_event("interrupted", f"stopped by Ctrl-C while waiting for data after step {self.global_step}; "
+                            f"{resume_hint}")
+        else:
+            reason = self.stop_request[0] if self.stop_request else "stopped while waiting for data"
+            self.emit_event("stopped", f"{reason}; {resume_hint}", severity="error")
+        return True

@@ -123,7 +123,8 @@ def header(view: View, width: int) -> list[Text]:
     first = line(("detrdoctor", "bold"), f" · {info.run_name} · ", (info.profile, "cyan"),
                  f" · {info.device} · world {info.world_size} · amp {info.amp}")
     total = max(info.total_steps, 1)
-    phase = {"evaluating": ("evaluating", "bold yellow"), "done": ("done", "bold green")}.get(view.phase)
+    phase = {"evaluating": ("evaluating", "bold yellow"), "done": ("done", "bold green"),
+             "stopped": ("stopped", "bold red")}.get(view.phase)
     status = Text.assemble(
         f" step {view.step}/{info.total_steps} · epoch {view.epoch + 1}/{info.epochs} · "
         f"{duration(view.elapsed_s)} · ETA {duration(eta_s(view))}", *((" · ", phase) if phase else ()))

@@ -59,7 +59,7 @@ class View:
 
     version: int = 0
     info: RunInfo | None = None
-    phase: str = "starting"  # starting | training | evaluating | done
+    phase: str = "starting"  # starting | training | evaluating | done | stopped
     step: int = 0
     epoch: int = 0
     elapsed_s: float = 0.0
@@ -171,7 +171,8 @@ class DashboardState:
     def finish(self, summary: dict[str, Any]) -> None:
         with self._lock:
             self._version += 1
-            self._summary, self._phase, self._ended = dict(summary), "done", self._clock()
+            phase = "stopped" if summary.get("exit_code") else "done"  # a run that died is not "done"
+            self._summary, self._phase, self._ended = dict(summary), phase, self._clock()
 
     def snapshot(self) -> View:
         with self._lock:
@@ -241,7 +242,7 @@ def wait_level(share: float | None) -> str:
 
 def eta_s(view: View) -> float | None:
     """Seconds left at the median recent step time (evaluation time not included)."""
-    if view.info is None or not view.step_times or view.phase == "done":
+    if view.info is None or not view.step_times or view.phase in ("done", "stopped"):
         return None
     remaining = max(0, view.info.total_steps - view.step)
     return remaining * statistics.median(view.step_times[-WINDOW:])

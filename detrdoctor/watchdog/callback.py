@@ -8,15 +8,18 @@ output, and the update-to-weight ratio per group.
 
 A non-finite loss or gradient never reaches the weights, whatever `--on-anomaly` says; `warn` only
 leaves the early-warning signals without action. `skip` also drops the step of a gradient-norm or loss
-spike; `rollback` then restores the last in-memory snapshot and lowers the learning rates; `stop` ends
-the run with a checkpoint and a reproduction bundle (exit status 3).
+spike, and escalates when dropping stops helping (`skip_streak` steps in a row, or more than `skip_share`
+of the last `skip_window`): it rolls back once, then stops. `rollback` restores an in-memory snapshot
+taken before the trouble began and lowers the learning rates; `stop` ends the run with a checkpoint and a
+reproduction bundle (exit status 3). A stop after rollbacks checkpoints the last good state, and a run
+whose steps were mostly dropped never ends with exit status 0.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,8 @@ from detrdoctor.watchdog.groups import GROUPS, OUTPUT_MODULES, ForwardOrder, for
 from detrdoctor.watchdog.signals import EVENT_KINDS, EarlyWarning, Signal, StepStats
 
 ANOMALY_EXIT_CODE = 3  # `detrdoctor train` exit status after `--on-anomaly stop` (1: error, 2: bad input)
+# Warnings of a trend toward overflow: their message ends with what to change.
+TREND_KINDS = ("overflow_forecast", "activation_growth", "overflow_risk", "grad_norm_growth")
 
 
 def max_abs(output: Any) -> torch.Tensor | None:
@@ -61,6 +66,15 @@ def attention_logits(attn: nn.MultiheadAttention, query: torch.Tensor, key: torc
     return torch.bmm(heads(query, w_q, b_q) * head_dim ** -0.5, heads(key, w_k, b_k).transpose(1, 2))
 
 
+def remedy(trainer: TrainerView, module: str | None) -> str:
+    """What to change against a growth toward overflow in `module`: its learning rate, or clipping."""
+    lr = "--lr-backbone" if module == "backbone" else "--lr"
+    clip = trainer.cfg.train.clip_max_norm
+    clipping = ("enable gradient clipping (--clip-max-norm 0.1)" if clip <= 0
+                else f"clip harder (--clip-max-norm < {clip:g})")
+    return f"; lower the learning rate ({lr}) or {clipping}"
+
+
 class GradientWatchdog(Callback):
     """Early warnings before a NaN, the culprit module when one comes, and `--on-anomaly` to survive it."""
 
@@ -80,6 +94,9 @@ class GradientWatchdog(Callback):
         self.first_nonfinite_step: int | None = None
         self.last_warned: dict[str, int] = {}
         self.good_streak = 0
+        self.trouble_since: int | None = None  # where the current run of warnings and dropped steps began
+        self.skip_run = 0  # steps dropped in a row
+        self.recent_drops: deque[bool] = deque(maxlen=cfg.skip_window)
         # Per-run machinery, set up in on_train_start.
         self.groups: list[str] = []
         self.param_names: list[str] = []
@@ -94,7 +111,10 @@ class GradientWatchdog(Callback):
         self._weights_before: list[torch.Tensor] | None = None
         self._pending_update_ratios: torch.Tensor | None = None
         self._rollback_due: Signal | None = None
-        self._snapshot: dict[str, Any] | None = None
+        self._restore_due = False  # a stop after rollbacks: checkpoint the last good state
+        self._snapshots: deque[dict[str, Any]] = deque(maxlen=cfg.snapshots)  # oldest first
+        self._steps_at_start = 0
+        self._skipped_at_start = 0
 
     # ------------------------------------------------------------------ setup
     def on_train_start(self, trainer: TrainerView) -> None:
@@ -115,8 +135,9 @@ class GradientWatchdog(Callback):
             except AttributeError:  # not DETR's layout: that group goes unwatched
                 continue
             self._hooks.append(module.register_forward_hook(self._output_hook(group)))
-        if self.cfg.on_anomaly == "rollback":
-            self._snapshot = take_snapshot(trainer)
+        if self.cfg.on_anomaly in ("skip", "rollback"):
+            self._snapshots.append(take_snapshot(trainer))
+        self._steps_at_start, self._skipped_at_start = trainer.global_step, self.steps_skipped
 
     def _output_hook(self, name: str):
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
@@ -153,7 +174,7 @@ class GradientWatchdog(Callback):
     def on_step_start(self, trainer: TrainerView, ctx: StepContext) -> None:
         self._outputs.clear()
         self._sampled.clear()
-        if self.cfg.on_anomaly in ("rollback", "stop") or self.cfg.detect_anomaly:
+        if self.cfg.on_anomaly in ("skip", "rollback", "stop") or self.cfg.detect_anomaly:
             self._step_rng = rng_state()  # what the forward's dropout draws from, for a re-run of this step
         if self.is_sample_step(ctx.step):
             self._attach_sampling_hooks(trainer.model_without_ddp)
@@ -171,6 +192,7 @@ class GradientWatchdog(Callback):
             self.handle_nonfinite(trainer, ctx, stats, culprit, bad_params)
         else:
             self.judge(trainer, ctx, stats)
+        self.count_drop(trainer, ctx, stats)
         if not ctx.skip_step and self.is_sample_step(ctx.step):
             self._weights_before = [p.detach().clone() for _, p in trainer.grad_params]
 
@@ -230,9 +252,16 @@ class GradientWatchdog(Callback):
                 group = max(stats.group_norms, key=stats.group_norms.get)
                 self.max_grad_norm = {"value": stats.grad_norm, "step": ctx.step, "group": group}
         signals = self.rules.observe(stats, self.overflow_limit)
+        if signals and self.trouble_since is None:
+            # A trend was under way for as long as its rule looks back before it could be seen.
+            lookback = {"overflow_forecast": self.cfg.forecast_steps, "activation_growth": self.cfg.growth_steps,
+                        "grad_norm_growth": self.cfg.growth_steps}
+            self.trouble_since = ctx.step - max(lookback.get(s.kind, 0) for s in signals)
         for signal in signals:
             if ctx.step - self.last_warned.get(signal.kind, -math.inf) > self.cfg.cooldown_steps:
                 self.last_warned[signal.kind] = ctx.step
+                if signal.kind in TREND_KINDS:
+                    signal.message += remedy(trainer, signal.module)
                 self.emit(trainer, signal.kind, signal.message, "warning", signal.signal, signal.value,
                           signal.threshold, signal.module)
         self.good_streak = 0 if signals else self.good_streak + 1
@@ -245,6 +274,8 @@ class GradientWatchdog(Callback):
         """Name where the NaN/inf came from, and never let it reach the weights, whatever the mode."""
         if self.first_nonfinite_step is None:
             self.first_nonfinite_step = ctx.step
+        if self.trouble_since is None:
+            self.trouble_since = ctx.step
         if not math.isfinite(stats.loss):
             # Born in the forward: every gradient follows, so the gradients cannot tell where. The first
             # group (in forward order) whose output is non-finite can.
@@ -284,14 +315,53 @@ class GradientWatchdog(Callback):
         self.emit(trainer, "step_skipped", f"optimizer step {ctx.step} dropped: {signal.kind}", "warning",
                   signal.signal, signal.value, signal.threshold, signal.module)
         mode = self.cfg.on_anomaly
-        if mode == "rollback" and self.rollbacks < self.cfg.max_rollbacks and self._snapshot is not None:
+        if mode == "rollback" and self.rollbacks < self.cfg.max_rollbacks and self._snapshots:
             self._rollback_due = signal  # restored at the end of the step, after GradScaler's update
-        elif mode in ("rollback", "stop"):
-            self.stop(trainer, ctx, signal, stats)
+        elif mode == "rollback":
+            self._restore_due = bool(self._snapshots)
+            self.stop(trainer, ctx, signal, stats, f"{signal.kind} after {self.rollbacks} rollbacks", self.fix())
+        elif mode == "stop":
+            self.stop(trainer, ctx, signal, stats, signal.kind)
 
-    def stop(self, trainer: TrainerView, ctx: StepContext, signal: Signal, stats: StepStats) -> None:
-        why = signal.kind if self.cfg.on_anomaly == "stop" else f"{signal.kind} after {self.rollbacks} rollbacks"
-        reason = f"watchdog: {why} at step {ctx.step}"
+    def count_drop(self, trainer: TrainerView, ctx: StepContext, stats: StepStats) -> None:
+        """Under `skip`, steps dropped `skip_streak` times in a row, or more than `skip_share` of the recent
+        ones, mean the weights themselves are bad: roll back once, and stop if that does not help either."""
+        dropped = ctx.skip_step
+        self.recent_drops.append(dropped)
+        self.skip_run = self.skip_run + 1 if dropped else 0
+        if not dropped:
+            if self.good_streak >= self.cfg.snapshot_every:
+                self.trouble_since = None  # a clean stretch: the trouble is over
+            return
+        share = sum(self.recent_drops)
+        if self.cfg.on_anomaly != "skip" or (self.skip_run < self.cfg.skip_streak
+                                             and share <= self.cfg.skip_share * self.cfg.skip_window):
+            return
+        streak = self.skip_run >= self.cfg.skip_streak
+        why = (f"{self.skip_run} steps in a row dropped" if streak
+               else f"{share} of the last {len(self.recent_drops)} steps dropped") + f" ({ctx.skip_reason})"
+        signal = Signal("skip_escalation", "steps_dropped", float(self.skip_run if streak else share),
+                        float(self.cfg.skip_streak if streak else self.cfg.skip_share * self.cfg.skip_window), why)
+        self.skip_run = 0
+        self.recent_drops.clear()
+        if self.rollbacks == 0 and self._snapshots:
+            self._rollback_due = signal
+        else:
+            self._restore_due = bool(self._snapshots)
+            after = f" after a rollback to step {self._snapshots[-1]['step']}" if self.rollbacks else ""
+            self.stop(trainer, ctx, signal, stats, f"{why}{after}, skipping cannot save this run", self.fix())
+
+    def fix(self) -> str:
+        """The end of a stop message: what the checkpoint holds, and what to change."""
+        if not self._snapshots:
+            return "; lower the learning rate (--lr, --lr-backbone) or enable gradient clipping (--clip-max-norm 0.1)"
+        return (f"; the checkpoint holds the last good state (step {self.rollback_target()['step']}) with learning "
+                f"rates ×{self.cfg.rollback_lr_factor}: resume from it, or restart with a lower learning rate "
+                "(--lr, --lr-backbone) or gradient clipping (--clip-max-norm 0.1)")
+
+    def stop(self, trainer: TrainerView, ctx: StepContext, signal: Signal, stats: StepStats, why: str,
+             fix: str = "") -> None:
+        reason = f"watchdog: {why} at step {ctx.step}{fix}"
         if trainer.is_main and self._step_rng is not None:
             observed = {"loss": stats.loss, "loss_dict": stats.components, "grad_norm": stats.grad_norm,
                         "signal": signal.kind, "module": signal.module}
@@ -304,26 +374,48 @@ class GradientWatchdog(Callback):
         if self._rollback_due is not None:
             self.rollback(trainer, ctx, self._rollback_due)
             self._rollback_due = None
+        if self._restore_due:  # the run stops: its checkpoint gets the last good state, at a lower lr
+            self.restore(trainer, self.rollback_target())
+            self._restore_due = False
         if self._weights_before is not None:
             if ctx.optimizer_stepped:
                 self._pending_update_ratios = self.update_ratios(trainer, self._weights_before)
             self._weights_before = None
-        if (self._snapshot is not None and ctx.optimizer_stepped and self.good_streak > 0
+        if (self._snapshots and ctx.optimizer_stepped and self.good_streak > 0
                 and self.good_streak % self.cfg.snapshot_every == 0):
-            self._snapshot = take_snapshot(trainer)
+            self._snapshots.append(take_snapshot(trainer))
 
-    def rollback(self, trainer: TrainerView, ctx: StepContext, signal: Signal) -> None:
+    def rollback_target(self) -> dict[str, Any]:
+        """The newest snapshot from before the current trouble began; one restored before and failed since
+        gives way to the one before it. Snapshots after the target are on the bad path and are dropped."""
+        onset = self.trouble_since if self.trouble_since is not None else math.inf
+        while len(self._snapshots) > 1 and (self._snapshots[-1]["step"] >= onset or self._snapshots[-1]["restored"]):
+            self._snapshots.pop()
+        return self._snapshots[-1]
+
+    def restore(self, trainer: TrainerView, snapshot: dict[str, Any]) -> list[float]:
+        """Restore `snapshot` with the learning rates in effect now × rollback_lr_factor; returns them."""
         lrs = [group["lr"] * self.cfg.rollback_lr_factor for group in trainer.optimizer.param_groups]
-        restore_snapshot(trainer, self._snapshot)
+        restore_snapshot(trainer, snapshot)
         for group, lr in zip(trainer.optimizer.param_groups, lrs):
             group["lr"] = lr
-        self.rollbacks += 1
+        snapshot["restored"] = True
         self.good_streak = 0
+        for history in self.rules.activation_log.values():  # the restored weights start a new trend
+            history.values.clear()
+        return lrs
+
+    def rollback(self, trainer: TrainerView, ctx: StepContext, signal: Signal) -> None:
+        snapshot = self.rollback_target()
+        lrs = self.restore(trainer, snapshot)
+        self.rollbacks += 1
+        limit = self.cfg.max_rollbacks if self.cfg.on_anomaly == "rollback" else 1
         self.emit(trainer, "rollback",
-                  f"restored the state of step {self._snapshot['step']} after {signal.kind} at step {ctx.step}; "
-                  f"learning rates ×{self.cfg.rollback_lr_factor} (now {', '.join(f'{lr:.3g}' for lr in lrs)}); "
-                  f"rollback {self.rollbacks} of at most {self.cfg.max_rollbacks}", "warning", signal.signal,
-                  signal.value, signal.threshold, signal.module, restored_step=self._snapshot["step"], lrs=lrs)
+                  f"restored the state of step {snapshot['step']} after {signal.kind} at step {ctx.step}"
+                  + (f" ({signal.message})" if signal.kind == "skip_escalation" else "")
+                  + f"; learning rates ×{self.cfg.rollback_lr_factor} (now {', '.join(f'{lr:.3g}' for lr in lrs)}); "
+                  f"rollback {self.rollbacks} of at most {limit}", "warning", signal.signal,
+                  signal.value, signal.threshold, signal.module, restored_step=snapshot["step"], lrs=lrs)
 
     def update_ratios(self, trainer: TrainerView, before: list[torch.Tensor]) -> torch.Tensor:
         """‖Δw‖ / ‖w‖ per group for the step just taken, left on the device until the next step's read."""
@@ -366,6 +458,11 @@ class GradientWatchdog(Callback):
         for handle in self._hooks:
             handle.remove()
         self._hooks.clear()
+        steps, skipped = trainer.global_step - self._steps_at_start, self.steps_skipped - self._skipped_at_start
+        if summary["exit_code"] == 0 and skipped > steps / 2:  # `warn`, or a run too short to escalate
+            summary["exit_code"] = ANOMALY_EXIT_CODE
+            self.emit(trainer, "mostly_skipped", f"{skipped} of this run's {steps} optimizer steps were dropped: "
+                      "the weights did not train" + self.fix(), "error", "steps_dropped", skipped, steps / 2, None)
         if self._pending_update_ratios is not None:
             self.latest["update_ratios"] = dict(zip(self.groups, self._pending_update_ratios.tolist()))
             self._pending_update_ratios = None
@@ -388,7 +485,8 @@ class GradientWatchdog(Callback):
             "clipped_steps": self.clipped_steps, "judged_steps": self.judged_steps,
             "max_grad_norm": dict(self.max_grad_norm), "first_warning_step": self.first_warning_step,
             "first_nonfinite_step": self.first_nonfinite_step, "last_warned": dict(self.last_warned),
-            "good_streak": self.good_streak,
+            "good_streak": self.good_streak, "trouble_since": self.trouble_since, "skip_run": self.skip_run,
+            "recent_drops": list(self.recent_drops),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -397,16 +495,31 @@ class GradientWatchdog(Callback):
         for key in ("steps_skipped", "amp_skipped_steps", "rollbacks", "clipped_steps", "judged_steps",
                     "max_grad_norm", "first_warning_step", "first_nonfinite_step", "last_warned", "good_streak"):
             setattr(self, key, state[key])
+        self.trouble_since, self.skip_run = state.get("trouble_since"), state.get("skip_run", 0)
+        self.recent_drops.extend(state.get("recent_drops", []))
+
+
+def host_copy(value: Any) -> Any:
+    """A deep copy with every tensor in host memory: the snapshots (several, under the default `skip` too)
+    must not take device memory from training."""
+    if torch.is_tensor(value):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: host_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(host_copy(v) for v in value)
+    return copy.deepcopy(value)
 
 
 def take_snapshot(trainer: TrainerView) -> dict[str, Any]:
-    """Model (and its weight average), optimizer and GradScaler state, copied on the device (no host transfer)."""
+    """Model (and its weight average), optimizer and GradScaler state, copied to host memory."""
     ema = trainer.ema
     return {
         "step": trainer.global_step,
-        "model": {k: v.detach().clone() for k, v in trainer.model_without_ddp.state_dict().items()},
-        "ema": ({k: v.clone() for k, v in ema.module.state_dict().items()}, ema.updates) if ema else None,
-        "optimizer": copy.deepcopy(trainer.optimizer.state_dict()),
+        "restored": False,
+        "model": host_copy(trainer.model_without_ddp.state_dict()),
+        "ema": (host_copy(ema.module.state_dict()), ema.updates) if ema else None,
+        "optimizer": host_copy(trainer.optimizer.state_dict()),
         "scaler": copy.deepcopy(trainer.scaler.state_dict()) if trainer.scaler is not None else None,
     }
 

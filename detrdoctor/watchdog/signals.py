@@ -12,15 +12,15 @@ from typing import Any
 
 from detr.config import WatchdogConfig
 from detr.model import model_part
-from detrdoctor.watchdog.stats import RollingWindow, range_excess, robust_z, sustained_growth
+from detrdoctor.watchdog.stats import RollingWindow, range_excess, robust_z, steps_to_limit, sustained_growth
 
 # A loss window whose range is below this fraction of its median counts as this wide: a flat loss
 # curve must not turn every small bump into a "spike".
 MIN_LOSS_RANGE_FRACTION = 0.05
 # Every event kind the watchdog writes (the displays and summaries count and mark these).
 EVENT_KINDS = ("grad_norm_spike", "grad_norm_growth", "loss_spike", "amp_skip_rate", "overflow_risk",
-               "activation_growth", "nonfinite_grad", "nonfinite_loss", "nonfinite_op", "step_skipped", "rollback",
-               "stopped")
+               "activation_growth", "overflow_forecast", "nonfinite_grad", "nonfinite_loss", "nonfinite_op",
+               "step_skipped", "rollback", "stopped", "mostly_skipped")
 
 
 @dataclass
@@ -123,6 +123,24 @@ def overflow_risk(ratio: float, where: str, limit: float, cfg: WatchdogConfig) -
                   f"{where} reached {ratio * limit:.3g}; the overflow limit is {limit:.3g}")
 
 
+def overflow_forecast(group: str, log_values: list[float], log_limit: float, cfg: WatchdogConfig) -> Signal | None:
+    """A group's largest output growing fast enough to reach the overflow limit within `forecast_horizon` steps.
+
+    Judged over the last `forecast_steps` steps only, and from a run's first steps on: a backbone at a far
+    too high lr grows ×1e10 in its first step and overflows a few steps later, before the longer trends of
+    `growth` can speak.
+    """
+    if len(log_values) < cfg.forecast_steps + 1:
+        return None
+    factor, steps = steps_to_limit(log_values[-(cfg.forecast_steps + 1):], log_limit)
+    if factor < cfg.activation_growth_factor or steps > cfg.forecast_horizon:
+        return None
+    return Signal("overflow_forecast", "steps_to_overflow", steps, cfg.forecast_horizon,
+                  f"{group} activations ×{factor:.3g} per step: non-finite in ~{max(1, math.ceil(steps))} steps at "
+                  f"this rate (largest output {math.exp(log_values[-1]):.3g}, overflow at {math.exp(log_limit):.3g})",
+                  module=group)
+
+
 class EarlyWarning:
     """Rolling histories of the run and the rules over them; `observe` checks a step, then records it."""
 
@@ -131,7 +149,7 @@ class EarlyWarning:
         self.log_norm = RollingWindow(cfg.window)
         self.loss = RollingWindow(cfg.window)
         self.group_log_norm = {g: RollingWindow(cfg.window) for g in groups}
-        self.activation_log = {g: RollingWindow(cfg.growth_steps + 1) for g in groups}
+        self.activation_log = {g: RollingWindow(max(cfg.growth_steps, cfg.forecast_steps) + 1) for g in groups}
         self.amp_skips: deque[bool] = deque(maxlen=cfg.window)
         self.observed = 0  # steps recorded
 
@@ -139,6 +157,7 @@ class EarlyWarning:
         """The signals of a step with a finite loss; its gradients are finite too unless GradScaler skips it."""
         self.amp_skips.append(stats.amp_skipped)
         signals = self.check(stats, overflow_limit) if self.observed >= self.cfg.warmup_steps else []
+        signals += self.forecast_signals(stats, overflow_limit)
         self.record(stats)
         return signals
 
@@ -191,6 +210,18 @@ class EarlyWarning:
             if signal is not None and (fastest is None or signal.value > fastest.value):
                 fastest, signal.module = signal, group
         return found + ([fastest] if fastest else [])
+
+    def forecast_signals(self, stats: StepStats, limit: float) -> list[Signal]:
+        """The first group in forward order projected to overflow within the horizon: where the growth starts
+        (no warm-up: see overflow_forecast)."""
+        for group, history in self.activation_log.items():
+            value = stats.activations.get(group)
+            if value is not None and 0 < value < math.inf:
+                signal = overflow_forecast(group, history.last(self.cfg.forecast_steps) + [log(value)], log(limit),
+                                           self.cfg)
+                if signal is not None:
+                    return [signal]
+        return []
 
     def record(self, stats: StepStats) -> None:
         """Append the step to the histories (non-finite values are dropped by the windows)."""

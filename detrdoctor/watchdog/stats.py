@@ -6,6 +6,7 @@ The watchdog judges every step against the recent past: the median and the media
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -88,3 +89,13 @@ def sustained_growth(log_values: Sequence[float]) -> tuple[float, float]:
     A trend needs both: a steep robust slope, and most steps going up.
     """
     return math.exp(slope(log_values)), rising_fraction(log_values)
+
+
+def steps_to_limit(log_values: Sequence[float], log_limit: float) -> tuple[float, float]:
+    """(growth factor per step, steps until the series reaches `log_limit` at that rate) of a series of logarithms.
+
+    The rate is the median step-to-step change: one wild step (DETR's first) does not make a trend. A series
+    that does not grow never gets there (inf).
+    """
+    rate = median([b - a for a, b in itertools.pairwise(log_values)])
+    return math.exp(rate), ((log_limit - log_values[-1]) / rate if rate > 0 else math.inf)
