@@ -246,7 +246,7 @@ def rule_box_format(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
         return row("data.box_format", "fail", found, expected, fix, message, xyxy, example)
     if share >= XYXY_WARN:
         return row("data.box_format", "warn", found, expected, fix, message, xyxy, example)
-    return row("data.box_format", "pass", f"{past} of {judged} boxes past the border (clamped)", expected,
+    return row("data.box_format", "pass", f"{past} of {judged} past the border (clamped)", expected,
                count=xyxy, example=example)
 
 
@@ -266,9 +266,9 @@ def rule_image_size(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
                    else "no image could be sampled")
     wrong = [h for h in judged if tuple(h["json"]) != tuple(h["real"]) and not _rotated_matches(h)]
     found = f"{_share(len(wrong), len(judged))} sampled images differ"
-    expected = "JSON width×height = the file's"
+    expected = "JSON size = file size"
     if not wrong:
-        return row("data.image_size", "pass", f"{len(judged)} sampled images match", expected, count=0)
+        return row("data.image_size", "pass", f"{len(judged)} sampled images agree", expected, count=0)
     first = wrong[0]
     example = f"{first['file_name']} ({first['json'][0]}×{first['json'][1]} in the JSON, {first['real'][0]}×" \
               f"{first['real'][1]} on disk)"
@@ -282,9 +282,9 @@ def rule_image_size(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
 def rule_exif(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
     headers = [h for s in (train, val) if s is not None for h in s.headers if "real" in h]
     oriented = [h for h in headers if h.get("orientation", 1) != 1]
-    expected = "annotations in the decoded orientation"
+    expected = "labels match decoding"
     if not oriented:
-        return row("data.exif", "pass", f"no EXIF orientation in {len(headers)} sampled images", expected, count=0)
+        return row("data.exif", "pass", f"none in {len(headers)} sampled images", expected, count=0)
     upright = [h for h in oriented if _rotated_matches(h)]
     unknown = [h for h in oriented if h not in upright and (h.get("orientation") not in ROTATING
                                                             or not all(_number(v) for v in h["json"]))]
@@ -327,7 +327,7 @@ def rule_duplicates(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
         if shared:
             problems.append(f"{len(shared)} images in both train and val")
             count, example = count + len(shared), example or f"{Path(shared[0]).name} in train and val"
-    expected = "no repeated boxes or images"
+    expected = "no repeats"
     if not problems:
         return row("data.duplicates", "pass", "none", expected, count=0)
     return row("data.duplicates", "warn", "; ".join(problems), expected,
@@ -341,7 +341,7 @@ def rule_empty_images(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig)
     with_boxes = {boxes.anns[i]["image_id"] for i in boxes.usable()}
     empty = [img for img in train.images if img["id"] not in with_boxes]
     total = len(train.images)
-    found = f"{_share(len(empty), total)} training images without a usable box"
+    found = f"{_share(len(empty), total)} train images without boxes"
     expected = f"≤ {EMPTY_WARN:.0%}"
     example = str(empty[0]["file_name"]) if empty else ""
     if total and len(empty) == total:
@@ -374,7 +374,7 @@ def rule_small_boxes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) 
             tiny.append(i)
     lost = zero + tiny
     found = f"{_share(len(lost), len(kept))} boxes" + (f" ({len(zero)} of zero size)" if zero else "")
-    expected = f"≥ {SMALL_PX:g} px after resizing to {smallest}"
+    expected = f"≥ {SMALL_PX:g} px at scale {smallest}"
     example = f"annotation {boxes.anns[lost[0]].get('id', '?')}" if lost else ""
     if kept and len(lost) / len(kept) >= SMALL_WARN:
         return row("data.small_boxes", "warn", found, expected,
@@ -388,7 +388,7 @@ def rule_crowd(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row
     boxes = train.boxes
     crowd = [i for i, c in enumerate(boxes.crowd) if c]
     total = len(boxes.anns)
-    found = f"{_share(len(crowd), total)} annotations are crowd"
+    found = f"{_share(len(crowd), total)} annotations"
     expected = f"≤ {CROWD_WARN:.0%}"
     example = f"annotation {boxes.anns[crowd[0]].get('id', '?')}" if crowd else ""
     if total and len(crowd) / total > CROWD_WARN:
@@ -426,7 +426,7 @@ def rule_categories(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
         if unseen:
             problems.append(f"{len(unseen)} categories in val but not in train ({', '.join(map(str, unseen[:3]))})")
             example, count = example or val_names.get(unseen[0], str(unseen[0])), count + len(unseen)
-    expected = "every category trained and evaluated"
+    expected = "all trained and scored"
     parent_note = (f"{len(parents)} parent category without boxes ({', '.join(f'{i} {names[i]}' for i in parents)})"
                    if parents else "")
     if not problems:
@@ -458,3 +458,4 @@ RULES: tuple[Callable[[SplitFacts, SplitFacts | None, Any], Row], ...] = (
 def judge_dataset(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> list[Row]:
     """Every rule's row, in a fixed order."""
     return [rule(train, val, cfg) for rule in RULES]
+
