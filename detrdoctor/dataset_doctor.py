@@ -31,8 +31,6 @@ SMALL_PX = 1.0  # a box side below this many pixels after the smallest training 
 SMALL_WARN = 0.01
 CROWD_WARN = 0.1
 BORDER_SLACK = 1.02  # rounding in exports puts boxes a pixel or two past the border
-ROTATING = (5, 6, 7, 8)  # EXIF orientations that swap width and height
-ORIENTATION_TAG = 0x0112
 
 
 @dataclass
@@ -95,6 +93,8 @@ def collect_splits(cfg: RunConfig, sample_images: int) -> tuple[SplitFacts, Spli
 def read_headers(image_dir: Path, images: Sequence[dict[str, Any]], sample: int) -> list[dict[str, Any]]:
     """Size and EXIF orientation of up to `sample` images spread evenly over the list (headers only)."""
     from PIL import Image
+
+    from detr.data.decode import ORIENTATION_TAG
 
     if not images or sample <= 0:
         return []
@@ -252,6 +252,8 @@ def rule_box_format(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
 
 def _rotated_matches(header: dict[str, Any]) -> bool:
     """The JSON's size is the image turned upright by its EXIF orientation (the annotator saw it rotated)."""
+    from detr.data.decode import ROTATING
+
     (jw, jh), (rw, rh) = header["json"], header["real"]
     return header.get("orientation") in ROTATING and (jw, jh) == (rh, rw) != (rw, rh)
 
@@ -281,6 +283,8 @@ def rule_image_size(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
 
 def rule_exif(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
     headers = [h for s in (train, val) if s is not None for h in s.headers if "real" in h]
+    from detr.data.decode import ROTATING
+
     oriented = [h for h in headers if h.get("orientation", 1) != 1]
     expected = "labels match decoding"
     if not oriented:
@@ -377,10 +381,12 @@ def rule_small_boxes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) 
     expected = f"≥ {SMALL_PX:g} px at scale {smallest}"
     example = f"annotation {boxes.anns[lost[0]].get('id', '?')}" if lost else ""
     if kept and len(lost) / len(kept) >= SMALL_WARN:
-        return row("data.small_boxes", "warn", found, expected,
-                   fix="raise train_scales / max_size in [data], or drop boxes that are not visible at that size",
-                   message="zero-size boxes are dropped; those under a pixel after the resize are targets the "
-                           "model cannot see", count=len(lost), example=example)
+        fixes = ["remove the zero-size boxes (training drops them)"] if zero else []
+        if tiny:
+            fixes.append("raise train_scales / max_size in [data], or drop boxes not visible at that size")
+        return row("data.small_boxes", "warn", found, expected, fix="; ".join(fixes),
+                   message="a box under a pixel after the resize is a target the model cannot see; a zero-size "
+                           "box is a labelling slip", count=len(lost), example=example)
     return row("data.small_boxes", "pass", found, expected, count=len(lost), example=example)
 
 
