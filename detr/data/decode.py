@@ -49,7 +49,7 @@ def _upright(path: Path, image: torch.Tensor) -> torch.Tensor:
         with Image.open(path) as im:
             if im.getexif().get(ORIENTATION_TAG) not in ROTATING:
                 return image
-            array = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+            array = np.array(ImageOps.exif_transpose(im).convert("RGB"))
     except (OSError, ValueError, SyntaxError) as e:
         raise CorruptImageError(f"{path}: {e}") from None
     return torch.from_numpy(array).permute(2, 0, 1)
