@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 Row = dict[str, Any]
 
 QUERIES_CLOSE = 0.8  # an image with more objects than this share of num_queries leaves few spare queries
-XYXY_FAIL, XYXY_WARN = 0.5, 0.1  # shares of the boxes that only fit the image read as [x1, y1, x2, y2]
+XYXY_FAIL, XYXY_WARN = 0.25, 0.1  # shares of the boxes that fit the image only read as [x1, y1, x2, y2]
 SIZE_FAIL = 0.5  # share of the sampled images whose real size differs from the JSON's
 EMPTY_WARN = 0.3  # share of training images without a usable box
 SMALL_PX = 1.0  # a box side below this many pixels after the smallest training resize does not survive it

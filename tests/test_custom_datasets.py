@@ -149,3 +149,17 @@ def test_image_with_exif_rotation_decodes_as_annotated(tmp_path: Path) -> None:
     assert read_rgb(path).shape[-2:] == (60, 40)  # as stored
     assert read_rgb(path, (40, 60)).shape[-2:] == (60, 40)  # labelled as stored
     assert read_rgb(path, (60, 40)).shape[-2:] == (40, 60)  # labelled upright
+
+
+def test_env_check_judges_the_dataset_against_the_profile(tmp_path: Path) -> None:
+    """No "ready" for data that cannot train: the doctor's rows join env-check's, a fail exits 1."""
+    root = roboflow_export(tmp_path / "export")
+    result = runner.invoke(app, ["env-check", "--coco-path", str(root), "--profile", "tiny", "--device", "cpu",
+                                 "--json"])
+    document = json.loads(result.stdout)
+    checks = {c["id"]: c for c in document["checks"]}
+    assert result.exit_code == 1 and document["summary"]["exit_code"] == 1
+    assert checks["dataset.layout"]["found"].startswith("Roboflow export at")
+    row = checks["data.num_classes"]
+    assert row["status"] == "fail" and row["count"] == 1 and row["example"] == "platelet"
+    assert checks["data.categories"]["status"] == "pass" and "0 cells" in checks["data.categories"]["found"]
