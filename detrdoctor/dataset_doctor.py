@@ -129,11 +129,10 @@ class Boxes:
     def of(cls, split: SplitFacts) -> Boxes:
         sizes = {img["id"]: (img.get("width"), img.get("height")) for img in split.images}
         ids = {c["id"] for c in split.categories}
-        anns = [a for a in split.annotations if _valid_bbox(a.get("bbox"))]
-        size = []
-        for a in anns:
-            w, h = sizes.get(a["image_id"], (None, None))
-            size.append((float(w), float(h)) if _number(w) and _number(h) and w > 0 and h > 0 else None)
+        anns = split.annotations  # load_coco checked every bbox: four numbers
+        judged = {i: (float(w), float(h)) for i, (w, h) in sizes.items()
+                  if _number(w) and _number(h) and w > 0 and h > 0}
+        size = [judged.get(a["image_id"]) for a in anns]
         return cls(anns, [bool(a.get("iscrowd", 0)) for a in anns], [a.get("category_id") in ids for a in anns],
                    size, [a["bbox"][2] <= 0 or a["bbox"][3] <= 0 for a in anns])
 
@@ -143,10 +142,6 @@ class Boxes:
 
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _valid_bbox(bbox: Any) -> bool:
-    return isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)
 
 
 def row(id: str, status: str, found: str = "", expected: str = "", fix: str = "", message: str = "",
@@ -311,11 +306,11 @@ def rule_duplicates(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
         first: dict[tuple, Any] = {}
         repeats = []
         for a in split.annotations:
-            if _valid_bbox(a.get("bbox")):
-                key = (a.get("image_id"), a.get("category_id"), tuple(a["bbox"]))
-                if key in first:
-                    repeats.append(f"annotation {a.get('id', '?')} repeats {first[key]} ({split.name})")
-                first.setdefault(key, a.get("id", "?"))
+            key = (a["image_id"], a["category_id"], *a["bbox"])
+            if key in first:
+                repeats.append(f"annotation {a.get('id', '?')} repeats {first[key]} ({split.name})")
+            else:
+                first[key] = a.get("id", "?")
         names = Counter(str(img["file_name"]) for img in split.images)
         listed_twice = [n for n, c in names.items() if c > 1]
         if repeats:
@@ -367,15 +362,16 @@ def rule_small_boxes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) 
     smallest = min(cfg.data.train_scales)
     kept = [i for i in range(len(boxes.anns)) if not boxes.crowd[i] and boxes.known[i]]
     zero = [i for i in kept if boxes.zero[i]]
+    scales: dict[tuple[float, float], tuple[float, float]] = {}  # image (w, h) → resize factors (x, y)
+    for w, h in set(filter(None, boxes.size)):
+        rh, rw = resized_size(int(h), int(w), smallest, cfg.data.max_size or None)
+        scales[w, h] = (rw / w, rh / h)
     tiny = []
     for i in kept:
-        if boxes.zero[i] or boxes.size[i] is None:
-            continue
-        w, h = boxes.size[i]
-        rh, rw = resized_size(int(h), int(w), smallest, cfg.data.max_size or None)
-        bw, bh = boxes.anns[i]["bbox"][2] * rw / w, boxes.anns[i]["bbox"][3] * rh / h
-        if min(bw, bh) < SMALL_PX:
-            tiny.append(i)
+        if not boxes.zero[i] and boxes.size[i] is not None:
+            sx, sy = scales[boxes.size[i]]
+            if min(boxes.anns[i]["bbox"][2] * sx, boxes.anns[i]["bbox"][3] * sy) < SMALL_PX:
+                tiny.append(i)
     lost = zero + tiny
     found = f"{_share(len(lost), len(kept))} boxes" + (f" ({len(zero)} of zero size)" if zero else "")
     expected = f"≥ {SMALL_PX:g} px at scale {smallest}"
