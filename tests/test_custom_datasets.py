@@ -163,3 +163,16 @@ def test_env_check_judges_the_dataset_against_the_profile(tmp_path: Path) -> Non
     row = checks["data.num_classes"]
     assert row["status"] == "fail" and row["count"] == 1 and row["example"] == "platelet"
     assert checks["data.categories"]["status"] == "pass" and "0 cells" in checks["data.categories"]["found"]
+
+
+def test_no_held_out_images_is_one_line_before_anything_is_written(tmp_path: Path, tiny_cfg: RunConfig) -> None:
+    from detr.engine.trainer import Trainer
+
+    tiny_cfg.data.coco_path = str(cvat_export(tmp_path / "export"))
+    tiny_cfg.data.val_fraction = 0.0
+    tiny_cfg.model.num_classes = "auto"
+    tiny_cfg.train.eval_every = 1
+    with pytest.raises(DataError) as info:
+        Trainer(tiny_cfg, output_dir=tmp_path / "run")
+    assert "the val split holds no images" in str(info.value) and not (tmp_path / "run").exists()
+    assert len(build_dataset(tiny_cfg.data, "train", train=False)) == 10  # all of them train
