@@ -10,9 +10,9 @@ import pytest
 from exports import ROBOFLOW_CATEGORIES, coco_json, write_image
 
 from detr.config import RunConfig
+from detr.errors import DataError
 from detrdoctor.data_check import DataCheckEvents, stop_on_failures
 from detrdoctor.dataset_doctor import diagnose_dataset
-from detr.errors import DataError
 
 IDS = ("data.num_classes", "data.num_queries", "data.box_format", "data.image_size", "data.exif", "data.duplicates",
        "data.empty_images", "data.small_boxes", "data.crowd", "data.categories")
