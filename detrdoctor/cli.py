@@ -35,6 +35,13 @@ def run_guarded(fn: Callable[[], int | None]) -> None:
     raise typer.Exit(code or 0)
 
 
+TRAIN_ANNOTATIONS_HELP = ("Training annotation file (COCO JSON; relative: under --coco-path). Default: found in "
+                          "--coco-path (COCO, Roboflow, CVAT and Label Studio layouts).")
+IMAGES_HELP = "{} image folder (relative: under --coco-path; default: found with the annotations)."
+VAL_ANNOTATIONS_HELP = ("Validation annotation file (default: found in --coco-path; a single-file export holds out "
+                        "[data] val_fraction of its images).")
+
+
 @app.callback(invoke_without_command=True)
 def main(ctx: typer.Context) -> None:
     """With no command, `detrdoctor` runs `train` with the demo profile."""
@@ -73,6 +80,10 @@ def train(
                                            "(profile default: wait)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write scalars and events for TensorBoard "
                                      "into the run folder's tensorboard/ (pip install 'detrdoctor[tensorboard]')."),
+    train_annotations: Optional[str] = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
+    val_annotations: Optional[str] = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
+    train_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Training")),
+    val_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Validation")),
 ) -> None:
     """Train DETR (default: the demo profile on the synthetic dataset, on the CPU)."""
     from detrdoctor.commands.train import TrainOptions, run_train
@@ -83,7 +94,9 @@ def train(
         amp=amp, device=device, num_workers=num_workers, resume=resume, weights=weights,
         backbone_weights=backbone_weights, seed=seed, eval_every=eval_every, log_every=log_every,
         on_anomaly=on_anomaly, dashboard=False if no_dashboard else None, profile_cpu=profile_cpu,
-        stall_after=stall_after, on_stall=on_stall, tensorboard=True if tensorboard else None)
+        stall_after=stall_after, on_stall=on_stall, tensorboard=True if tensorboard else None,
+        train_annotations=train_annotations, val_annotations=val_annotations, train_images=train_images,
+        val_images=val_images)
     run_guarded(lambda: run_train(options))
 
 
@@ -98,13 +111,18 @@ def evaluate(
     breakdown: bool = typer.Option(False, "--breakdown", help="Also show what holds AP down: labels, loose boxes, spare boxes, missed objects."),
     per_class: bool = typer.Option(False, "--per-class", help="Also show AP and AP50 of each category, with its name."),
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    train_annotations: Optional[str] = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
+    val_annotations: Optional[str] = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
+    train_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Training")),
+    val_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Validation")),
 ) -> None:
     """COCO box AP of a checkpoint on the validation split."""
     from detrdoctor.commands.evaluate import EvaluateOptions, run_evaluate
 
     options = EvaluateOptions(weights=weights, profile=profile, coco_path=coco_path, batch_size=batch_size,
                               device=device, num_workers=num_workers, breakdown=breakdown, per_class=per_class,
-                              json_output=json_output)
+                              json_output=json_output, train_annotations=train_annotations,
+                              val_annotations=val_annotations, train_images=train_images, val_images=val_images)
     run_guarded(lambda: run_evaluate(options))
 
 
@@ -175,12 +193,20 @@ def env_check(
     from_facts: Optional[str] = typer.Option(None, "--from", help="Judge facts collected elsewhere (a previous --json output)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda: with cuda, a missing GPU is a failure."),
     num_workers: Optional[int] = typer.Option(None, help="The num_workers you plan to use."),
+    profile: Optional[str] = typer.Option(None, help="With --coco-path: the profile to judge the dataset against "
+                                          "(default: detr-r50)."),
+    train_annotations: Optional[str] = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
+    val_annotations: Optional[str] = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
+    train_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Training")),
+    val_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Validation")),
 ) -> None:
     """Judge the whole stack (torch, torchvision, CUDA, NumPy, pycocotools, NVML, host limits) and name each fix."""
     from detrdoctor.commands.env_check import EnvCheckOptions, run_env_check
 
     options = EnvCheckOptions(json_output=json_output, coco_path=coco_path, strict=strict, from_facts=from_facts,
-                              device=device, num_workers=num_workers)
+                              device=device, num_workers=num_workers, profile=profile,
+                              train_annotations=train_annotations, val_annotations=val_annotations,
+                              train_images=train_images, val_images=val_images)
     run_guarded(lambda: run_env_check(options))
 
 
@@ -224,6 +250,10 @@ def loader_bench(
     persistent_workers: bool = typer.Option(False, "--persistent-workers", help="Keep workers between epochs."),
     step_time: str = typer.Option("auto", help="auto (measure the model), SECONDS, or none."),
     json_output: bool = typer.Option(False, "--json", help="Print results as JSON."),
+    train_annotations: Optional[str] = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
+    val_annotations: Optional[str] = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
+    train_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Training")),
+    val_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Validation")),
 ) -> None:
     """DataLoader throughput per num_workers and pin_memory, with a verdict on GPU starvation."""
     from detrdoctor.commands.loader_bench import LoaderBenchOptions, run_loader_bench
@@ -231,7 +261,9 @@ def loader_bench(
     options = LoaderBenchOptions(
         profile=profile, coco_path=coco_path, split=split, num_workers=num_workers, pin_memory=pin_memory,
         batch_size=batch_size, batches=batches, prefetch_factor=prefetch_factor,
-        persistent_workers=persistent_workers, step_time=step_time, json_output=json_output)
+        persistent_workers=persistent_workers, step_time=step_time, json_output=json_output,
+        train_annotations=train_annotations, val_annotations=val_annotations, train_images=train_images,
+        val_images=val_images)
     run_guarded(lambda: run_loader_bench(options))
 
 

@@ -23,26 +23,35 @@ class EvaluateOptions:
     breakdown: bool
     per_class: bool
     json_output: bool
+    train_annotations: str | None
+    val_annotations: str | None
+    train_images: str | None
+    val_images: str | None
 
 
 def config_for_weights(weights: str, profile: str | None) -> tuple[RunConfig, dict[str, Any]]:
-    """The config to evaluate `weights` with: the profile if given, else the checkpoint's own, else
-    detr-r50 with what the weights reveal (class count, queries, layers, backbone)."""
+    """The config to run `weights` with: the profile if given, else the checkpoint's own, else detr-r50 with
+    what the weights reveal (class count, queries, layers, backbone). num_classes "auto" takes the weights'."""
     from detr import infer_config_from_state_dict
-    from detr.checkpoint import load_checkpoint_file
+    from detr.checkpoint import load_checkpoint_file, model_state_dict
+    from detr.config import AUTO
+    from detr.errors import CheckpointError
     from detrdoctor.commands.train import config_of_checkpoint
     from detrdoctor.profiles import load_profile
 
     ckpt = load_checkpoint_file(weights)
-    if profile:
-        return load_profile(profile), ckpt
-    cfg = config_of_checkpoint(ckpt, weights)
-    if cfg is not None:
-        return cfg, ckpt
-    cfg = load_profile("detr-r50")
-    for key, value in infer_config_from_state_dict(ckpt.get("model", ckpt)).items():
-        if hasattr(cfg.model, key):
-            setattr(cfg.model, key, value)
+    try:
+        inferred = infer_config_from_state_dict(model_state_dict(ckpt, weights))
+    except CheckpointError:  # not weights at all: loading them says so, in one line
+        inferred = {}
+    cfg = load_profile(profile) if profile else config_of_checkpoint(ckpt, weights)
+    if cfg is None:
+        cfg = load_profile("detr-r50")
+        for key, value in inferred.items():
+            if hasattr(cfg.model, key):
+                setattr(cfg.model, key, value)
+    if cfg.model.num_classes == AUTO and "num_classes" in inferred:  # the weights decide the classifier's size
+        cfg.model.num_classes = inferred["num_classes"]
     return cfg, ckpt
 
 
@@ -54,18 +63,22 @@ def run_evaluate(options: EvaluateOptions) -> int:
 
     from detr import build_model
     from detr.checkpoint import load_state_dict_into, model_state_dict
-    from detr.config import validate
-    from detr.data import build_dataset, check_dataset
+    from detr.config import AUTO, validate
+    from detr.data import build_dataset, check_dataset, resolve_num_classes
     from detr.engine.device import resolve_device
     from detr.engine.evaluate import coco_box_stats, predict_detections
     from detr.engine.loaders import build_eval_loader
-    from detrdoctor.commands.common import apply_flags
+    from detrdoctor.commands.common import announce_layout, apply_flags, data_flags
 
     cfg, ckpt = config_for_weights(options.weights, options.profile)
-    apply_flags(cfg, {"data": {"coco_path": options.coco_path, "num_workers": options.num_workers},
+    apply_flags(cfg, {"data": {"coco_path": options.coco_path, "num_workers": options.num_workers,
+                               **data_flags(options)},
                       "train": {"batch_size": options.batch_size, "device": options.device}})
     validate(cfg)
     cfg.model.backbone_weights = "none"  # the checkpoint carries the backbone
+    announce_layout(cfg)
+    if cfg.model.num_classes == AUTO:  # neither the profile nor the weights fixed it
+        resolve_num_classes(cfg)
     device = resolve_device(cfg.train.device)
     check_dataset(cfg.data, "val")
     dataset = build_dataset(cfg.data, "val", train=False)
