@@ -46,7 +46,9 @@ class DETRConfig:
     dim_feedforward: int = 2048
     num_queries: int = 100
     dropout: float = 0.1
-    num_classes: int = 91
+    # "auto": the largest category id of the training annotations + 1 (91 on COCO), resolved before the
+    # model is built (`detr.data.classes.resolve_num_classes`); an int fixes the classifier's size.
+    num_classes: int | str = "auto"
     aux_loss: bool = True
     eos_coef: float = 0.1
     set_cost_class: float = 1.0
@@ -66,8 +68,12 @@ class DataConfig:
     coco_path: str = ""
     train_split: str = "train2017"
     val_split: str = "val2017"
-    train_annotations: str = ""  # default: ROOT/annotations/instances_{train_split}.json
+    train_annotations: str = ""  # default: found by `detr.data.layout` (COCO, Roboflow, single-file exports)
     val_annotations: str = ""
+    train_images: str = ""  # image folders; default: found with the annotation files
+    val_images: str = ""
+    # A single-file export (one annotation JSON) is split: this share of its images, spread evenly, is held out.
+    val_fraction: float = 0.1
     train_scales: list[int] = field(default_factory=lambda: list(range(480, 801, 32)))
     max_size: int = 1333
     crop_resize_scales: list[int] = field(default_factory=lambda: [400, 500, 600])
@@ -172,10 +178,17 @@ class RunConfig:
 
 
 SECTIONS = {f.name: f for f in dataclasses.fields(RunConfig) if f.name != "description"}
+AUTO = "auto"
+AUTO_KEYS = ("num_classes",)  # keys that take "auto" or a positive integer
+_AUTO_OR_INT = object()  # the template `apply_overrides` passes for them
 
 
 def _coerce(value: Any, template: Any, where: str) -> Any:
     """Check a TOML value against the type of the field's default and convert int→float."""
+    if template is _AUTO_OR_INT:
+        if value == AUTO or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ConfigError(f'{where}: expected "auto" or a positive integer, got {value!r}')
     if isinstance(template, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
@@ -205,7 +218,8 @@ def apply_overrides(section: Any, values: dict[str, Any], where: str) -> None:
     for key, value in values.items():
         if key not in known:
             raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(known))})")
-        setattr(section, key, _coerce(value, getattr(section, key), f"{where}.{key}"))
+        template = _AUTO_OR_INT if key in AUTO_KEYS else getattr(section, key)
+        setattr(section, key, _coerce(value, template, f"{where}.{key}"))
 
 
 def config_from_dict(data: dict[str, Any], source: str = "profile") -> RunConfig:
@@ -291,7 +305,10 @@ def validate(cfg: RunConfig) -> None:
         (m.backbone_norm == "frozen" or t.lr_backbone > 0,
          "backbone_norm = \"batch\" learns its statistics: it needs a backbone that trains (lr_backbone > 0)"),
         (m.hidden_dim % m.nheads == 0, f"hidden_dim {m.hidden_dim} must be divisible by nheads {m.nheads}"),
-        (m.num_classes >= 1 and m.num_queries >= 1, "num_classes and num_queries must be at least 1"),
+        (m.num_classes == AUTO or (isinstance(m.num_classes, int) and m.num_classes >= 1),
+         f'num_classes must be "auto" or at least 1, got {m.num_classes!r}'),
+        (m.num_queries >= 1, f"num_queries must be at least 1, got {m.num_queries}"),
+        (0 <= d.val_fraction < 1, f"[data] val_fraction must be in [0, 1), got {d.val_fraction}"),
         (cfg.watchdog.on_anomaly in ("warn", "skip", "rollback", "stop"),
          f"on-anomaly must be warn, skip, rollback or stop, got '{cfg.watchdog.on_anomaly}'"),
         (cfg.watchdog.window >= 2 and cfg.watchdog.growth_steps >= 2,

@@ -100,6 +100,8 @@ def build_model(cfg: DETRConfig, train_backbone: bool = True) -> tuple[DETR, Set
     train_backbone=False freezes the whole backbone; pass `lr_backbone > 0` as the official training does.
     Modules are created in the official order, so a given seed initialises the model as the official does.
     """
+    if isinstance(cfg.num_classes, bool) or not isinstance(cfg.num_classes, int):
+        raise ValueError(f"num_classes is {cfg.num_classes!r}: resolve it first (detr.data.resolve_num_classes)")
     backbone = build_backbone(cfg, train_backbone)
     transformer = Transformer(
         d_model=cfg.hidden_dim,

@@ -34,6 +34,13 @@ def run_guarded(fn: Callable[[], int | None]) -> None:
     raise typer.Exit(code or 0)
 
 
+TRAIN_ANNOTATIONS_HELP = ("Training annotation file (COCO JSON; relative: under --coco-path). Default: found in "
+                          "--coco-path (COCO, Roboflow, CVAT and Label Studio layouts).")
+IMAGES_HELP = "{} image folder (relative: under --coco-path; default: found with the annotations)."
+VAL_ANNOTATIONS_HELP = ("Validation annotation file (default: found in --coco-path; a single-file export holds out "
+                        "[data] val_fraction of its images).")
+
+
 @app.callback(invoke_without_command=True)
 def main(ctx: typer.Context) -> None:
     """With no command, `detrdoctor` runs `train` with the demo profile."""
@@ -70,6 +77,10 @@ def train(
                                                 "off (profile default: 60)."),
     on_stall: Optional[str] = typer.Option(None, help="After a stall dump: wait (keep going) or stop the run "
                                            "(profile default: wait)."),
+    train_annotations: Optional[str] = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
+    val_annotations: Optional[str] = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
+    train_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Training")),
+    val_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Validation")),
 ) -> None:
     """Train DETR (default: the demo profile on the synthetic dataset, on the CPU)."""
     from detrdoctor.commands.train import TrainOptions, run_train
@@ -80,7 +91,8 @@ def train(
         amp=amp, device=device, num_workers=num_workers, resume=resume, weights=weights,
         backbone_weights=backbone_weights, seed=seed, eval_every=eval_every, log_every=log_every,
         on_anomaly=on_anomaly, dashboard=False if no_dashboard else None, profile_cpu=profile_cpu,
-        stall_after=stall_after, on_stall=on_stall)
+        stall_after=stall_after, on_stall=on_stall, train_annotations=train_annotations,
+        val_annotations=val_annotations, train_images=train_images, val_images=val_images)
     run_guarded(lambda: run_train(options))
 
 
@@ -94,12 +106,18 @@ def evaluate(
     num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
     breakdown: bool = typer.Option(False, "--breakdown", help="Also show what holds AP down: labels, loose boxes, spare boxes, missed objects."),
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    train_annotations: Optional[str] = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
+    val_annotations: Optional[str] = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
+    train_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Training")),
+    val_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Validation")),
 ) -> None:
     """COCO box AP of a checkpoint on the validation split."""
     from detrdoctor.commands.evaluate import EvaluateOptions, run_evaluate
 
     options = EvaluateOptions(weights=weights, profile=profile, coco_path=coco_path, batch_size=batch_size,
-                              device=device, num_workers=num_workers, breakdown=breakdown, json_output=json_output)
+                              device=device, num_workers=num_workers, breakdown=breakdown, json_output=json_output,
+                              train_annotations=train_annotations, val_annotations=val_annotations,
+                              train_images=train_images, val_images=val_images)
     run_guarded(lambda: run_evaluate(options))
 
 
@@ -134,12 +152,20 @@ def env_check(
     from_facts: Optional[str] = typer.Option(None, "--from", help="Judge facts collected elsewhere (a previous --json output)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda: with cuda, a missing GPU is a failure."),
     num_workers: Optional[int] = typer.Option(None, help="The num_workers you plan to use."),
+    profile: Optional[str] = typer.Option(None, help="With --coco-path: the profile to judge the dataset against "
+                                          "(default: detr-r50)."),
+    train_annotations: Optional[str] = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
+    val_annotations: Optional[str] = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
+    train_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Training")),
+    val_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Validation")),
 ) -> None:
     """Judge the whole stack (torch, torchvision, CUDA, NumPy, pycocotools, NVML, host limits) and name each fix."""
     from detrdoctor.commands.env_check import EnvCheckOptions, run_env_check
 
     options = EnvCheckOptions(json_output=json_output, coco_path=coco_path, strict=strict, from_facts=from_facts,
-                              device=device, num_workers=num_workers)
+                              device=device, num_workers=num_workers, profile=profile,
+                              train_annotations=train_annotations, val_annotations=val_annotations,
+                              train_images=train_images, val_images=val_images)
     run_guarded(lambda: run_env_check(options))
 
 
@@ -183,6 +209,10 @@ def loader_bench(
     persistent_workers: bool = typer.Option(False, "--persistent-workers", help="Keep workers between epochs."),
     step_time: str = typer.Option("auto", help="auto (measure the model), SECONDS, or none."),
     json_output: bool = typer.Option(False, "--json", help="Print results as JSON."),
+    train_annotations: Optional[str] = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
+    val_annotations: Optional[str] = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
+    train_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Training")),
+    val_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Validation")),
 ) -> None:
     """DataLoader throughput per num_workers and pin_memory, with a verdict on GPU starvation."""
     from detrdoctor.commands.loader_bench import LoaderBenchOptions, run_loader_bench
@@ -190,7 +220,9 @@ def loader_bench(
     options = LoaderBenchOptions(
         profile=profile, coco_path=coco_path, split=split, num_workers=num_workers, pin_memory=pin_memory,
         batch_size=batch_size, batches=batches, prefetch_factor=prefetch_factor,
-        persistent_workers=persistent_workers, step_time=step_time, json_output=json_output)
+        persistent_workers=persistent_workers, step_time=step_time, json_output=json_output,
+        train_annotations=train_annotations, val_annotations=val_annotations, train_images=train_images,
+        val_images=val_images)
     run_guarded(lambda: run_loader_bench(options))
 
 

@@ -78,7 +78,8 @@ def test_check_summary_counts_what_is_dropped_or_clamped(tmp_path: Path) -> None
 def test_train_split_and_custom_annotation_path(tmp_path: Path) -> None:
     write_coco(tmp_path, split="mytrain")
     (tmp_path / "annotations" / "instances_mytrain.json").rename(tmp_path / "labels.json")
-    cfg = DataConfig(coco_path=str(tmp_path), train_split="mytrain", train_annotations="labels.json",
+    # No validation file: a share of the training file is held out, none with val_fraction = 0.
+    cfg = DataConfig(coco_path=str(tmp_path), train_split="mytrain", train_annotations="labels.json", val_fraction=0.0,
                      train_scales=[20], max_size=40, crop_resize_scales=[24], crop_min_size=10, crop_max_size=20)
     assert check_dataset(cfg, "train")["images"] == 2
     ds = build_dataset(cfg, "train", train=True, seed=3)

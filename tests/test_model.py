@@ -26,7 +26,7 @@ def randomize_frozen_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
 @pytest.mark.skipif(not SPEC.exists(), reason=f"the official key layout {SPEC} is not there (it is in CI's checkout)")
 def test_default_model_has_the_official_r50_layout():
     expected = [line.split("\t") for line in SPEC.read_text().splitlines()[1:] if line.strip()]
-    model, _, _ = build_model(DETRConfig())
+    model, _, _ = build_model(DETRConfig(num_classes=91))  # what "auto" resolves to on COCO
     actual = [(k, "x".join(str(d) for d in v.shape), str(v.dtype).removeprefix("torch.")) for k, v in
               model.state_dict().items()]
     assert len(actual) == 458

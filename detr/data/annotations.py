@@ -10,20 +10,9 @@ from pathlib import Path
 
 from pycocotools.coco import COCO
 
-from detr.config import DataConfig
 from detr.errors import DataError
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
-
-
-def split_paths(data_cfg: DataConfig, root: Path, split: str) -> tuple[Path, Path]:
-    """(image folder, annotation file) of split "train" or "val"; a relative annotation path is under root."""
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    folder = data_cfg.train_split if split == "train" else data_cfg.val_split
-    custom = data_cfg.train_annotations if split == "train" else data_cfg.val_annotations
-    ann_file = root / custom if custom else root / "annotations" / f"instances_{folder}.json"
-    return root / folder, ann_file
 
 
 def _check_entries(data: dict, path: Path) -> None:

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from detr.config import DataConfig
-from detr.data.annotations import load_coco, split_paths
-from detr.data.root import dataset_root
+from detr.data.annotations import load_coco
+from detr.data.layout import find_layout, split_image_ids
 from detr.data.targets import annotation_summary
 from detr.errors import DataError
 
@@ -27,19 +27,22 @@ def check_dataset(data_cfg: DataConfig, split: str) -> dict:
     Returns the summary of `annotation_summary` (counts of crowd, degenerate, outside-image, clamped and
     unknown-category annotations, images without annotations, max category id) plus the paths.
     """
-    root = dataset_root(data_cfg)
-    image_dir, ann_file = split_paths(data_cfg, root, split)
+    layout = find_layout(data_cfg)
+    source = layout.split(split)
+    image_dir, ann_file = source.images, source.annotations
     coco = load_coco(ann_file)
     if not image_dir.is_dir():
         raise DataError(f"{image_dir}: image folder not found")
-    images = coco.dataset["images"]
+    ids = set(split_image_ids(coco.imgs, source.part, layout.val_fraction))
+    images = [img for img in coco.dataset["images"] if img["id"] in ids]
     missing = missing_images(image_dir, [img["file_name"] for img in images])
     if missing:
         raise DataError(
             f"{image_dir}: {len(missing)} of {len(images)} images listed in {ann_file.name} are missing "
             f"(first: {', '.join(missing[:SHOWN])})"
         )
-    summary = annotation_summary(images, coco.dataset["annotations"], frozenset(coco.cats))
-    summary.update(split=split, root=str(root), image_dir=str(image_dir), annotation_file=str(ann_file),
-                   categories=len(coco.cats))
+    anns = [ann for ann in coco.dataset["annotations"] if ann["image_id"] in ids]
+    summary = annotation_summary(images, anns, frozenset(coco.cats))
+    summary.update(split=split, root=str(layout.root), image_dir=str(image_dir), annotation_file=str(ann_file),
+                   categories=len(coco.cats), layout=layout.kind, layout_description=layout.describe())
     return summary

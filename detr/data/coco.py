@@ -11,9 +11,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from detr.config import DataConfig
-from detr.data.annotations import load_coco, split_paths
+from detr.data.annotations import load_coco
 from detr.data.decode import CorruptImageError, read_rgb
-from detr.data.root import dataset_root
+from detr.data.layout import find_layout, split_image_ids
 from detr.data.targets import clean_boxes
 from detr.data.transforms import TrainTransform, ValTransform, as_boxes
 from detr.errors import DataError
@@ -29,12 +29,13 @@ def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
 class CocoDetection(Dataset):
     """Images of one split with their box targets (see `build_dataset` for the sample format)."""
 
-    def __init__(self, image_dir: Path, ann_file: Path, transform: Callable, seed: int = 0) -> None:
+    def __init__(self, image_dir: Path, ann_file: Path, transform: Callable, seed: int = 0,
+                 image_ids: list[int] | None = None) -> None:
         if not image_dir.is_dir():
             raise DataError(f"{image_dir}: image folder not found")
         self.image_dir, self.ann_file = image_dir, ann_file
         self.coco = load_coco(ann_file)
-        self.ids: list[int] = sorted(self.coco.imgs)
+        self.ids: list[int] = sorted(self.coco.imgs) if image_ids is None else image_ids
         self.category_ids = frozenset(self.coco.cats)
         self.max_category_id = max(self.category_ids, default=0)
         self.transform = transform
@@ -109,7 +110,10 @@ def build_dataset(data_cfg: DataConfig, split: str, *, train: bool, seed: int = 
     ids), 'boxes' float32[n,4] (cxcywh relative to the augmented image), 'image_id', 'orig_size' and
     'size' (int64 [h, w]), and 'corrupt_files' when an unreadable image was replaced.
     """
-    root = dataset_root(data_cfg)
-    image_dir, ann_file = split_paths(data_cfg, root, split)
+    layout = find_layout(data_cfg)
+    source = layout.split(split)
     transform = TrainTransform(data_cfg) if train else ValTransform(data_cfg)
-    return CocoDetection(image_dir, ann_file, transform, seed)
+    image_ids = None
+    if source.part != "all":  # a single-file export: this split's share of its images
+        image_ids = split_image_ids(load_coco(source.annotations).imgs, source.part, layout.val_fraction)
+    return CocoDetection(source.images, source.annotations, transform, seed, image_ids)

@@ -44,7 +44,7 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, callbacks: Sequence[Callback] = (), output_dir: str | Path | None = None):
         from detr import build_model, load_model_weights
-        from detr.data import build_dataset, check_dataset
+        from detr.data import build_dataset, check_dataset, resolve_num_classes
 
         validate(cfg)
         self.cfg, t = cfg, cfg.train
@@ -62,6 +62,7 @@ class Trainer:
 
         torch.manual_seed(t.seed)  # identical initial weights on every rank
         self.data_summary = check_dataset(cfg.data, "train")
+        resolve_num_classes(cfg)  # "auto" → the data's; config.toml then records the int (see fit)
         self.train_set = build_dataset(cfg.data, "train", train=True, seed=t.seed)
         self.val_set = build_dataset(cfg.data, "val", train=False, seed=t.seed) if t.eval_every > 0 else None
         self.train_loader = build_loader(self.train_set, cfg.data, t.batch_size, train=True, seed=t.seed,

@@ -36,3 +36,23 @@ def apply_flags(cfg: RunConfig, overrides: dict[str, dict[str, Any]]) -> None:
     for section, values in overrides.items():
         given = {key: value for key, value in values.items() if value is not None}
         apply_overrides(getattr(cfg, section), given, f"[{section}]")
+
+
+DATA_FLAGS = ("train_annotations", "val_annotations", "train_images", "val_images")
+
+
+def data_flags(options: Any) -> dict[str, Any]:
+    """The dataset-location flags of a command's options, as [data] keys (None: not given)."""
+    return {key: getattr(options, key) for key in DATA_FLAGS}
+
+
+def announce_layout(cfg: RunConfig) -> None:
+    """Say on stderr which dataset layout was found (stdout may be --json); DataError when none fits."""
+    from rich.console import Console
+
+    from detr.data import find_layout
+
+    if not cfg.data.coco_path and not any(getattr(cfg.data, key) for key in DATA_FLAGS):
+        return  # the synthetic dataset: nothing to recognise
+    layout = find_layout(cfg.data)
+    Console(stderr=True, highlight=False).print(f"dataset: {layout.describe()}", soft_wrap=True)

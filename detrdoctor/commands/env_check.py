@@ -13,6 +13,11 @@ class EnvCheckOptions:
     from_facts: str | None
     device: str
     num_workers: int | None
+    profile: str | None
+    train_annotations: str | None
+    val_annotations: str | None
+    train_images: str | None
+    val_images: str | None
 
 
 def run_env_check(options: EnvCheckOptions) -> int:
@@ -27,8 +32,8 @@ def run_env_check(options: EnvCheckOptions) -> int:
     if options.num_workers is not None and options.num_workers < 0:
         raise ConfigError(f"--num-workers {options.num_workers}: must be ≥ 0")
     if options.from_facts:
-        if options.coco_path:
-            raise ConfigError("--coco-path and --from don't mix: the dataset facts come from the file")
+        if options.coco_path or options.profile:
+            raise ConfigError("--coco-path/--profile and --from don't mix: the dataset facts come from the file")
         facts = load_facts(options.from_facts)
         # Options given here re-ask the question (e.g. --device cuda on a node's facts); otherwise keep the node's.
         facts["options"] = dict(facts.get("options") or {})
@@ -38,7 +43,11 @@ def run_env_check(options: EnvCheckOptions) -> int:
             facts["options"]["num_workers"] = options.num_workers
         source = f"facts from {options.from_facts} ({facts.get('hostname', '?')}, {facts.get('collected_at', '?')})"
     else:
-        facts = collect(options.device, options.num_workers, options.coco_path)
+        from detrdoctor.commands.common import data_flags
+
+        flags = {k: v for k, v in data_flags(options).items() if v is not None}
+        dataset = {"coco_path": options.coco_path, "profile": options.profile, "data": flags}
+        facts = collect(options.device, options.num_workers, dataset if options.coco_path or flags else None)
         python = facts["python"]
         source = f"{facts['hostname']} · Python {python['version']} · collected in {facts['elapsed_s']:.1f} s"
     checks = judge(facts)

@@ -20,6 +20,10 @@ class EvaluateOptions:
     num_workers: int | None
     breakdown: bool
     json_output: bool
+    train_annotations: str | None
+    val_annotations: str | None
+    train_images: str | None
+    val_images: str | None
 
 
 def config_for_weights(weights: str, profile: str | None) -> tuple[RunConfig, dict[str, Any]]:
@@ -49,20 +53,25 @@ def run_evaluate(options: EvaluateOptions) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from detr import build_model
+    from detr import build_model, infer_config_from_state_dict
     from detr.checkpoint import load_state_dict_into, model_state_dict
-    from detr.config import validate
-    from detr.data import build_dataset, check_dataset
+    from detr.config import AUTO, validate
+    from detr.data import build_dataset, check_dataset, resolve_num_classes
     from detr.engine.device import resolve_device
     from detr.engine.evaluate import coco_box_stats, predict_detections
     from detr.engine.loaders import build_eval_loader
-    from detrdoctor.commands.common import apply_flags
+    from detrdoctor.commands.common import announce_layout, apply_flags, data_flags
 
     cfg, ckpt = config_for_weights(options.weights, options.profile)
-    apply_flags(cfg, {"data": {"coco_path": options.coco_path, "num_workers": options.num_workers},
+    apply_flags(cfg, {"data": {"coco_path": options.coco_path, "num_workers": options.num_workers,
+                               **data_flags(options)},
                       "train": {"batch_size": options.batch_size, "device": options.device}})
     validate(cfg)
     cfg.model.backbone_weights = "none"  # the checkpoint carries the backbone
+    announce_layout(cfg)
+    if cfg.model.num_classes == AUTO:  # the weights decide the classifier's size, not the annotations
+        inferred = infer_config_from_state_dict(model_state_dict(ckpt, options.weights)).get("num_classes")
+        cfg.model.num_classes = inferred if inferred is not None else resolve_num_classes(cfg)
     device = resolve_device(cfg.train.device)
     check_dataset(cfg.data, "val")
     dataset = build_dataset(cfg.data, "val", train=False)

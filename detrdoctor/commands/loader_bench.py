@@ -18,6 +18,10 @@ class LoaderBenchOptions:
     persistent_workers: bool
     step_time: str
     json_output: bool
+    train_annotations: str | None
+    val_annotations: str | None
+    train_images: str | None
+    val_images: str | None
 
 
 def check_options(options: LoaderBenchOptions) -> None:
@@ -39,14 +43,17 @@ def run_loader_bench(options: LoaderBenchOptions) -> int:
     """Exit 0 when at least one setting was measured, 1 when every setting crashed."""
     from rich.console import Console
 
-    from detrdoctor.commands.common import load_run_config
+    from detr.data import resolve_num_classes
+    from detrdoctor.commands.common import data_flags, load_run_config
     from detrdoctor.loaderbench import collect, judge, parse_step_time, parse_worker_counts, usable_cpus
     from detrdoctor.loaderbench.report import dumps, render
 
     check_options(options)
     worker_counts = parse_worker_counts(options.num_workers, usable_cpus())
     step_time = parse_step_time(options.step_time)
-    cfg = load_run_config(options.profile, options.coco_path, {"train": {"batch_size": options.batch_size}})
+    cfg = load_run_config(options.profile, options.coco_path, {"train": {"batch_size": options.batch_size},
+                                                               "data": data_flags(options)})
+    resolve_num_classes(cfg)  # the step timing builds the model
     out = Console(highlight=False)
     collected = collect(cfg, options, worker_counts, step_time,
                         Console(stderr=True, highlight=False) if options.json_output else out)

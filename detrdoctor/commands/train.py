@@ -43,14 +43,20 @@ class TrainOptions:
     profile_cpu: int | None
     stall_after: float | None
     on_stall: str | None
+    train_annotations: str | None
+    val_annotations: str | None
+    train_images: str | None
+    val_images: str | None
 
     def overrides(self) -> dict[str, dict[str, Any]]:
         """The flags as config keys, per section."""
+        from detrdoctor.commands.common import data_flags
+
         train_keys = ("output_dir", "epochs", "max_steps", "batch_size", "lr", "lr_backbone", "clip_max_norm",
                       "ema_decay", "amp", "device", "resume", "weights", "seed", "eval_every", "log_every")
         return {
             "model": {"backbone_weights": self.backbone_weights},
-            "data": {"num_workers": self.num_workers},
+            "data": {"num_workers": self.num_workers, **data_flags(self)},
             "train": {key: getattr(self, key) for key in train_keys},
             "watchdog": {"on_anomaly": self.on_anomaly},
             "diagnostics": {"dashboard": self.dashboard, "profile_cpu": self.profile_cpu,
@@ -105,8 +111,27 @@ def run_train(options: TrainOptions) -> int:
 
     cfg = resolve_train_config(options)
     profile = Path(default_profile(options.profile, options.coco_path)).stem
-    trainer = Trainer(cfg, callbacks=build_callbacks(cfg, profile))
+    data_check = check_data(cfg, options.profile)
+    trainer = Trainer(cfg, callbacks=[*build_callbacks(cfg, profile), data_check])
     return trainer.fit()["exit_code"]
+
+
+def check_data(cfg: RunConfig, profile: str | None) -> Callback:
+    """Before anything is written: the layout found, num_classes resolved, and the dataset doctor's verdict.
+
+    A failed check stops here in one line; the warnings become `data_check` events of the run.
+    """
+    from detr.data import resolve_num_classes
+    from detrdoctor.commands.common import announce_layout
+    from detrdoctor.data_check import DataCheckEvents, stop_on_failures
+    from detrdoctor.dataset_doctor import diagnose_dataset
+
+    announce_layout(cfg)
+    resolve_num_classes(cfg)
+    rows = diagnose_dataset(cfg)
+    where = f" --coco-path {cfg.data.coco_path}" if cfg.data.coco_path else ""
+    stop_on_failures(rows, f"detrdoctor env-check{where}" + (f" --profile {profile}" if profile else ""))
+    return DataCheckEvents(rows)
 
 
 def build_callbacks(cfg: RunConfig, profile: str = "") -> list[Callback]:

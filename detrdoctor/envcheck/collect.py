@@ -30,22 +30,26 @@ PACKAGES = (
 CAP_SYS_PTRACE_BIT = 19
 
 
-def collect(device: str, num_workers: int | None, coco_path: str | None) -> dict[str, Any]:
-    """Everything the rules need; the probes run in parallel while this process reads the cheap facts."""
+def collect(device: str, num_workers: int | None, dataset: dict[str, Any] | None) -> dict[str, Any]:
+    """Everything the rules need; the probes run in parallel while this process reads the cheap facts.
+
+    `dataset` ({"coco_path", "profile", "data": {[data] keys}}) asks for the dataset probe and its doctor.
+    """
     start = time.perf_counter()
     py_spy = find_py_spy()
     commands = {"py-spy": [py_spy, "--version"]} if py_spy else {}
     # The torch probe is the critical path: it starts before anything else is done here.
     futures = start_probes({"torch": {"device": device}, "numeric": {}, "nvml": {}}, commands)
-    dataset = dataset_request(coco_path) if coco_path else None
-    if dataset:
-        futures.update(start_probes({"dataset": dataset}))
+    request = dataset_request(dataset) if dataset else None
+    if request:
+        futures.update(start_probes({"dataset": request}))
     facts: dict[str, Any] = {
         "format": FACTS_FORMAT,
         "detrdoctor_version": _version("detrdoctor"),
         "collected_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "hostname": socket.gethostname(),
-        "options": {"device": device, "num_workers": num_workers, "coco_path": dataset["root"] if dataset else None},
+        "options": {"device": device, "num_workers": num_workers, "coco_path": request["root"] if request else None,
+                    "profile": request["profile"] if request else None},
         "python": python_facts(),
         "packages": {name: _version(name) for name in PACKAGES},
         "metadata": metadata_facts(),
@@ -207,17 +211,15 @@ def _cap_sys_ptrace() -> bool | None:
     return None
 
 
-def dataset_request(coco_path: str) -> dict[str, Any]:
-    """The dataset probe's parameters: the standard COCO layout that `train --coco-path` reads."""
-    from detr.config import DataConfig
+def dataset_request(dataset: dict[str, Any]) -> dict[str, Any]:
+    """The dataset probe's parameters: the folder, and the profile and [data] flags that locate and judge it.
 
-    root = Path(coco_path).expanduser().resolve()
-    defaults = DataConfig()
-    splits = [
-        {"name": s, "images": str(root / s), "annotations": str(root / "annotations" / f"instances_{s}.json")}
-        for s in (defaults.train_split, defaults.val_split)
-    ]
-    return {"root": str(root), "splits": splits, "sample": 8}
+    The child finds the layout (detr.data.layout) and runs the dataset doctor: both import torch.
+    """
+    coco_path = dataset.get("coco_path")
+    root = str(Path(coco_path).expanduser().resolve()) if coco_path else ""
+    return {"root": root, "profile": dataset.get("profile"), "data": dataset.get("data") or {}, "sample": 8,
+            "doctor_sample": 32}
 
 
 def load_facts(path: str) -> dict[str, Any]:

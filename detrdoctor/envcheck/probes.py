@@ -300,17 +300,47 @@ def _str(value: str | bytes) -> str:
 
 
 def probe_dataset(params: dict[str, Any], emit: Emit) -> None:
-    """A COCO-format folder: layout, annotation files, referenced images, and a decoded sample.
+    """A dataset folder: its layout, annotation files, referenced images, a decoded sample, and the doctor's checks.
 
-    Plain json here, not pycocotools: a broken pycocotools must not hide a good dataset. It runs in a child so
-    that parsing a 450 MB annotation file overlaps the other probes and its memory goes away with the process.
+    The split steps read plain json, not pycocotools: a broken pycocotools must not hide a good dataset. The
+    layout and the doctor use detrdoctor's own code (torch included). It runs in a child so that parsing a
+    450 MB annotation file overlaps the other probes and its memory goes away with the process.
     """
     root = params["root"]
     with _step(emit, "root") as r:
-        r["exists"] = os.path.isdir(root)
-    for split in params["splits"]:
-        with _step(emit, f"split:{split['name']}") as r:
-            r.update(_inspect_split(split, int(params.get("sample", 8))))
+        r["exists"] = not root or os.path.isdir(root)
+    if not root or os.path.isdir(root):
+        with _step(emit, "layout") as r:
+            cfg = _dataset_config(params)
+            r.update(_layout_facts(cfg))
+        inspected = set()
+        for split in r.get("splits", []):
+            if split["annotations"] in inspected:  # a held-out share of the same file
+                continue
+            inspected.add(split["annotations"])
+            with _step(emit, f"split:{split['name']}") as s:
+                s.update(_inspect_split(split, int(params.get("sample", 8))))
+        if r.get("ok"):
+            with _step(emit, "doctor") as d:
+                from detrdoctor.dataset_doctor import diagnose_dataset
+
+                d["checks"] = diagnose_dataset(cfg, int(params.get("doctor_sample", 32)))
+
+
+def _dataset_config(params: dict[str, Any]) -> Any:
+    """The RunConfig env-check judges the dataset with: the profile (default detr-r50) and the [data] flags."""
+    from detrdoctor.commands.common import load_run_config
+
+    return load_run_config(params.get("profile") or "detr-r50", params["root"] or None, {"data": params.get("data") or {}})
+
+
+def _layout_facts(cfg: Any) -> dict[str, Any]:
+    from detr.data.layout import find_layout
+
+    layout = find_layout(cfg.data)
+    splits = [{"name": name, "images": str(source.images), "annotations": str(source.annotations), "part": source.part}
+              for name, source in (("train", layout.train), ("val", layout.val))]
+    return {"kind": layout.kind, "description": layout.describe(), "splits": splits}
 
 
 def _inspect_split(split: dict[str, str], sample: int) -> dict[str, Any]:

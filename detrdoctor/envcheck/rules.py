@@ -875,7 +875,8 @@ def _splits(facts: Facts) -> list[dict[str, Any]]:
 
 
 def rule_dataset(facts: Facts) -> list[Check]:
-    """Rows only when a dataset was checked (--coco-path)."""
+    """Rows only when a dataset was checked (--coco-path): the probe's layout, files and decoding, then the
+    dataset doctor's judgement of the data against the profile's model (its rows as it made them)."""
     run = (facts.get("probes") or {}).get("dataset")
     if not run:
         return []
@@ -883,24 +884,30 @@ def rule_dataset(facts: Facts) -> list[Check]:
     if not step(facts, "dataset", "root").get("exists"):
         error = step_error(facts, "dataset", "root")
         if error:
-            return [check("dataset.layout", "fail", "probe failed", "a COCO folder", message=first_line(error))]
-        return [check("dataset.layout", "fail", f"{root}: not found", "a folder", fix="pass the folder that holds train2017/, val2017/ and annotations/",
+            return [check("dataset.layout", "fail", "probe failed", "a dataset folder", message=first_line(error))]
+        return [check("dataset.layout", "fail", f"{root}: not found", "a folder",
+                      fix="pass the folder of the export (COCO, Roboflow, CVAT or Label Studio)",
                       message=f"--coco-path {root} is not a folder")]
     splits = _splits(facts)
-    return [_layout(root, splits), _annotations(splits), _images(splits), _decode(splits)]
+    rows = [_layout(facts), _annotations(splits), _images(splits), _decode(splits)]
+    doctor = step(facts, "dataset", "doctor")
+    if doctor.get("checks"):
+        rows += doctor["checks"]
+    elif step_error(facts, "dataset", "doctor"):
+        rows.append(check("data.checks", "fail", "not judged", "the dataset doctor's checks",
+                          message=first_line(step_error(facts, "dataset", "doctor"))))
+    return rows
 
 
-def _layout(root: str, splits: list[dict[str, Any]]) -> Check:
-    complete = [s["name"] for s in splits if s.get("images_dir_exists") and s.get("annotations_exist")]
-    expected = "splits + annotations/"
-    if len(complete) == len(splits) and splits:
-        return check("dataset.layout", "pass", ", ".join(complete), expected)
-    missing = [p for s in splits for p, ok in ((s["images_dir"], s.get("images_dir_exists")), (s["annotations"], s.get("annotations_exist"))) if not ok]
-    status = "warn" if complete else "fail"
-    what = "train needs the train split, evaluate the val split" if complete else "no split is complete"
-    return check("dataset.layout", status, ", ".join(complete) or "no complete split", expected,
-                 fix="put the COCO files where shown: ROOT/<split>/*.jpg and ROOT/annotations/instances_<split>.json",
-                 message=f"{what}; missing: {', '.join(missing[:4])}")
+def _layout(facts: Facts) -> Check:
+    layout = step(facts, "dataset", "layout")
+    expected = "COCO, Roboflow or single-file export"
+    if layout.get("description"):
+        return check("dataset.layout", "pass", layout["description"], expected)
+    error = step_error(facts, "dataset", "layout") or "layout not determined"
+    return check("dataset.layout", "fail", "no usable layout", expected,
+                 fix="pass --train-annotations FILE and --train-images DIR (and the --val-* ones)",
+                 message=first_line(error.split(": ", 1)[-1] if error.startswith("DataError") else error))
 
 
 def _annotations(splits: list[dict[str, Any]]) -> Check:

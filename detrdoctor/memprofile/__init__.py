@@ -39,7 +39,7 @@ def device_facts(plan: Plan, torch_version: str) -> dict[str, Any]:
 
 
 def estimate_notes(plan: Plan) -> list[str]:
-    notes = []
+    notes = list(plan.notes)
     if plan.estimate:
         notes.append("Estimates count tensors, the caching allocator's rounding and segments, cuBLAS workspaces "
                      "and ~500 MiB of CUDA context; not cuDNN's convolution workspaces or the GradScaler's scalars.")

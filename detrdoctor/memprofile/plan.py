@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from detrdoctor.commands.memprofile import MemprofileOptions
 
 AMP_CHOICES = ("both", "off", "bf16", "fp16")
+COCO_NUM_CLASSES = 91  # COCO's largest category id + 1: what "auto" resolves to on COCO
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Plan:
     output_dir: Path | None
     in_process: bool
     build: str | None = None  # "module:function" for a model other than DETR (tests)
+    notes: list[str] = field(default_factory=list)  # how the plan filled in what the options left open
 
     @property
     def usable_bytes(self) -> int | None:
@@ -67,6 +69,7 @@ def make_plan(options: MemprofileOptions) -> Plan:
     if not 0 <= options.safety_margin < 1:
         raise ConfigError(f"--safety-margin must be a fraction in [0, 1), got {options.safety_margin}")
     cfg = load_run_config(options.profile, options.coco_path)
+    notes = [resolve_classes(cfg, options.coco_path)]
 
     device, gpu = _resolve_device(options.device, torch.cuda.is_available(), torch.cuda.device_count())
     target = resolve_target(options.gpu_memory) if options.gpu_memory else None
@@ -79,7 +82,22 @@ def make_plan(options: MemprofileOptions) -> Plan:
         shape_option=options.shape, device=device, gpu=gpu, estimate=options.estimate or device is None,
         target=target, safety_margin=options.safety_margin, find_max=options.find_max, snapshot=options.snapshot,
         json_output=options.json_output, output_dir=Path(options.output_dir) if options.output_dir else None,
-        in_process=options.in_process, build=options.build)
+        in_process=options.in_process, build=options.build, notes=[n for n in notes if n])
+
+
+def resolve_classes(cfg: RunConfig, coco_path: str | None) -> str:
+    """An int num_classes for the model: the dataset's with --coco-path, else COCO's for "auto" (said in a note:
+    memprofile must not need a dataset, and the class count changes the memory by kilobytes)."""
+    from detr.config import AUTO
+    from detr.data import resolve_num_classes
+
+    if coco_path:
+        resolve_num_classes(cfg)
+    elif cfg.model.num_classes == AUTO:
+        cfg.model.num_classes = COCO_NUM_CLASSES
+        return (f'num_classes = "auto" without --coco-path: measured with COCO\'s {COCO_NUM_CLASSES} '
+                "(the class count changes the memory by kilobytes)")
+    return ""
 
 
 def _amp_modes(amp: str, device: str | None, gpu: CudaDevice | None, target: GPU | None) -> list[str]:

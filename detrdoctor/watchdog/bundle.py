@@ -86,13 +86,15 @@ def first_nonfinite(names: list[str], param_norms: torch.Tensor, first_call: dic
 
 def replay_bundle(path: str | Path, device: str = "cpu") -> dict[str, Any]:
     """Run the bundled step again: its loss, loss terms, gradient norm and first non-finite gradient."""
-    from detr import build_model
-    from detr.config import config_from_dict
+    from detr import build_model, infer_config_from_state_dict
+    from detr.config import AUTO, config_from_dict
     from detr.engine.device import resolve_amp_dtype
 
     bundle = load_bundle(path)
     cfg = config_from_dict(bundle["config"], f"{path} (config)")
     cfg.model.backbone_weights = "none"  # the bundle carries every weight
+    if cfg.model.num_classes == AUTO:  # a run's config records the resolved count; its weights tell it too
+        cfg.model.num_classes = infer_config_from_state_dict(bundle["model"])["num_classes"]
     model, criterion, _ = build_model(cfg.model, train_backbone=cfg.train.lr_backbone > 0)
     model.load_state_dict(bundle["model"])
     model.to(device).train()

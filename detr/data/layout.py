@@ -1,0 +1,189 @@
+"""Where a dataset's annotation files and images are: the folder layouts of the common exports.
+
+`find_layout` is the one place that decides, for training, evaluation, the checks and env-check:
+
+- COCO: ROOT/annotations/instances_{train_split,val_split}.json beside ROOT/{train_split,val_split}/;
+- Roboflow: ROOT/{train,valid,test}/_annotations.coco.json, each beside its images;
+- a single-file export: ROOT/annotations/<one>.json (CVAT: instances_default.json) or ROOT/result.json
+  (Label Studio), with ROOT/images/; its validation split is a held-out share of its images.
+
+The --train-annotations, --val-annotations, --train-images and --val-images flags (DataConfig fields)
+override what was found; relative paths are under ROOT.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from detr.config import DataConfig
+from detr.errors import DataError
+
+ROBOFLOW_FILE = "_annotations.coco.json"
+ROBOFLOW_VAL = ("valid", "val")
+LABEL_STUDIO_FILE = "result.json"
+LOOKED_FOR = (f"annotations/instances_<split>.json with <split>/ (COCO), train/{ROBOFLOW_FILE} (Roboflow), "
+              f"annotations/<one file>.json or {LABEL_STUDIO_FILE} with images/ (CVAT, Label Studio)")
+
+
+@dataclass(frozen=True)
+class SplitSource:
+    """One split's annotation file and image folder; `part` picks images of a file shared by two splits."""
+
+    images: Path
+    annotations: Path
+    part: str = "all"  # all | rest (the training part of a held-out split) | held_out
+
+
+@dataclass(frozen=True)
+class Layout:
+    kind: str  # coco | roboflow | cvat | label-studio | single-file | flags | synthetic
+    root: Path
+    train: SplitSource
+    val: SplitSource
+    val_fraction: float
+
+    def split(self, name: str) -> SplitSource:
+        if name not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {name!r}")
+        return self.train if name == "train" else self.val
+
+    def describe(self) -> str:
+        """One line for people: what was found, and how the validation images were chosen."""
+        names = {"coco": "COCO layout", "roboflow": "Roboflow export", "cvat": "CVAT export (single file)",
+                 "label-studio": "Label Studio export (single file)", "single-file": "single-file export",
+                 "flags": "annotation files from the flags", "synthetic": "synthetic dataset"}
+        train = _relative(self.train.annotations, self.root)
+        if self.val.part == "held_out":
+            val = f"val = {self.val_fraction:.0%} of its images held out (evenly spread; [data] val_fraction)"
+        else:
+            val = f"val {_relative(self.val.annotations, self.root)}"
+        return f"{names.get(self.kind, self.kind)} at {self.root}: train {train}, {val}"
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def find_layout(data_cfg: DataConfig, progress: Callable[[int, int], None] | None = None) -> Layout:
+    """The layout of `data_cfg.coco_path` (the synthetic dataset when empty) with the flags applied.
+
+    DataError with one line naming what was looked for when nothing, or more than one thing, fits.
+    """
+    from detr.data.root import dataset_root
+
+    flags = (data_cfg.train_annotations, data_cfg.val_annotations, data_cfg.train_images, data_cfg.val_images)
+    if not data_cfg.coco_path and any(flags):
+        root = Path.cwd()
+    else:
+        root = dataset_root(data_cfg, progress)
+    layout = _detect(root, data_cfg, required=not data_cfg.train_annotations)
+    if not any(flags):
+        return replace(layout, kind=layout.kind if data_cfg.coco_path else "synthetic")
+    return _apply_flags(layout, root, data_cfg)
+
+
+def _detect(root: Path, data_cfg: DataConfig, required: bool) -> Layout | None:
+    train_dir, val_dir = root / data_cfg.train_split, root / data_cfg.val_split
+    coco_files = [root / "annotations" / f"instances_{s}.json" for s in (data_cfg.train_split, data_cfg.val_split)]
+    fraction = data_cfg.val_fraction
+    if any(f.is_file() for f in coco_files) or train_dir.is_dir() or val_dir.is_dir():
+        train = SplitSource(train_dir, coco_files[0])
+        val = SplitSource(val_dir, coco_files[1])
+        if not (coco_files[1].is_file() or val_dir.is_dir()):
+            train, val = _held_out(train)
+        return Layout("coco", root, train, val, fraction)
+    if (root / "train" / ROBOFLOW_FILE).is_file():
+        train = SplitSource(root / "train", root / "train" / ROBOFLOW_FILE)
+        val_dir = next((root / v for v in ROBOFLOW_VAL if (root / v / ROBOFLOW_FILE).is_file()), None)
+        if val_dir is None:
+            train, val = _held_out(train)
+        else:
+            val = SplitSource(val_dir, val_dir / ROBOFLOW_FILE)
+        return Layout("roboflow", root, train, val, fraction)
+    candidates = sorted((root / "annotations").glob("*.json")) if (root / "annotations").is_dir() else []
+    if (root / LABEL_STUDIO_FILE).is_file():
+        candidates.append(root / LABEL_STUDIO_FILE)
+    if len(candidates) == 1:
+        ann = candidates[0]
+        kind = ("label-studio" if ann.name == LABEL_STUDIO_FILE
+                else "cvat" if ann.name == "instances_default.json" else "single-file")
+        train, val = _held_out(SplitSource(_image_folder(root, ann), ann))
+        return Layout(kind, root, train, val, fraction)
+    if len(candidates) > 1:
+        if not required:
+            return None
+        names = ", ".join(_relative(c, root) for c in candidates[:4])
+        raise DataError(f"{root}: several annotation files ({names}): pass --train-annotations FILE "
+                        "(and --val-annotations FILE, else a share of the training images is held out)")
+    if required:
+        raise DataError(f"{root}: no dataset layout found; looked for {LOOKED_FOR} "
+                        "(or pass --train-annotations and --train-images)")
+    return None
+
+
+def _held_out(source: SplitSource) -> tuple[SplitSource, SplitSource]:
+    return replace(source, part="rest"), replace(source, part="held_out")
+
+
+def _image_folder(root: Path, annotations: Path) -> Path:
+    """ROOT/images, unless the file names already start there (Label Studio writes "images/x.jpg")."""
+    images = root / "images"
+    if not images.is_dir():
+        return annotations.parent
+    first = _first_file_name(annotations)
+    if first and not (images / first).is_file() and (root / first).is_file():
+        return root
+    return images
+
+
+def _first_file_name(annotations: Path) -> str | None:
+    try:
+        data = json.loads(annotations.read_text(encoding="utf-8"))
+        return str(data["images"][0]["file_name"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None  # the annotation check names what is wrong with the file
+
+
+def _apply_flags(layout: Layout | None, root: Path, data_cfg: DataConfig) -> Layout:
+    d = data_cfg
+    train = layout.train if layout else None
+    val = layout.val if layout else None
+    if d.train_annotations:
+        ann = root / d.train_annotations
+        train = SplitSource(_default_images(root / d.train_split, ann), ann)
+    if d.val_annotations:
+        ann = root / d.val_annotations
+        val = SplitSource(_default_images(root / d.val_split, ann), ann)
+        train = replace(train, part="all")
+    elif val is None or (val.part == "held_out" and val.annotations != train.annotations):
+        train, val = _held_out(replace(train, part="all"))  # the held-out share of the given file
+    if d.train_images:
+        train = replace(train, images=root / d.train_images)
+    if d.val_images:
+        val = replace(val, images=root / d.val_images)
+    kind = "flags" if d.train_annotations or d.val_annotations else layout.kind
+    return Layout(kind, root, train, val, d.val_fraction)
+
+
+def _default_images(split_dir: Path, annotations: Path) -> Path:
+    """ROOT/<split> when it exists (the COCO layout), else the annotation file's folder (images beside it)."""
+    return split_dir if split_dir.is_dir() else annotations.parent
+
+
+def split_image_ids(image_ids: Sequence[int], part: str, fraction: float) -> list[int]:
+    """The sorted image ids of `part` of a file: all, the held-out share (spread evenly: deterministic and
+    independent of file order), or the rest. At least one image is held out when there are two or more."""
+    ids = sorted(image_ids)
+    if part == "all":
+        return ids
+    count = round(len(ids) * fraction)
+    if fraction > 0 and len(ids) >= 2:
+        count = min(max(count, 1), len(ids) - 1)
+    held = {ids[int((j + 0.5) * len(ids) / count)] for j in range(count)} if count else set()
+    return [i for i in ids if (i in held) == (part == "held_out")]

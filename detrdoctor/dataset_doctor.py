@@ -1,0 +1,461 @@
+"""The dataset doctor: one judgement of a dataset against the model that will train on it.
+
+Collect the facts (the annotation files of both splits and the headers of a sample of images), then judge
+them with plain rules, as env-check does. Each check is an env-check row (`detrdoctor.envcheck.rules.check`)
+plus `count` (how many annotations, images or categories are concerned; None when not counted) and
+`example` (a file name or annotation id). Used by `env-check --coco-path`, by `train` before the first
+step (fail rows stop it, warn rows become `data_check` events) and by `triage`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from detrdoctor.envcheck.rules import check
+
+if TYPE_CHECKING:
+    from detr.config import RunConfig
+
+Row = dict[str, Any]
+
+QUERIES_CLOSE = 0.8  # an image with more objects than this share of num_queries leaves few spare queries
+XYXY_FAIL, XYXY_WARN = 0.5, 0.1  # shares of the boxes that only fit the image read as [x1, y1, x2, y2]
+SIZE_FAIL = 0.5  # share of the sampled images whose real size differs from the JSON's
+EMPTY_WARN = 0.3  # share of training images without a usable box
+SMALL_PX = 1.0  # a box side below this many pixels after the smallest training resize does not survive it
+SMALL_WARN = 0.01
+CROWD_WARN = 0.1
+BORDER_SLACK = 1.02  # rounding in exports puts boxes a pixel or two past the border
+ROTATING = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+ORIENTATION_TAG = 0x0112
+
+
+@dataclass
+class SplitFacts:
+    """One split as the doctor sees it: its share of the annotation file and a sample of image headers."""
+
+    name: str
+    annotations_file: Path
+    image_dir: Path
+    images: list[dict[str, Any]]
+    annotations: list[dict[str, Any]]
+    categories: list[dict[str, Any]]
+    headers: list[dict[str, Any]] = field(default_factory=list)
+
+    def file_of(self) -> dict[Any, str]:
+        return {img["id"]: str(img["file_name"]) for img in self.images}
+
+    @functools.cached_property
+    def boxes(self) -> Boxes:
+        return Boxes.of(self)
+
+
+def diagnose_dataset(cfg: RunConfig, sample_images: int = 32) -> list[Row]:
+    """The doctor's checks of `cfg`'s training (and validation) data against `cfg.model`.
+
+    DataError when the dataset is missing or its annotation files cannot be read; messy contents are
+    findings, never exceptions.
+    """
+    train, val = collect_splits(cfg, sample_images)
+    return judge_dataset(train, val, cfg)
+
+
+def collect_splits(cfg: RunConfig, sample_images: int) -> tuple[SplitFacts, SplitFacts | None]:
+    """Both splits' facts (val is None when its files are missing: training needs only train)."""
+    from detr.data.annotations import load_coco
+    from detr.data.layout import find_layout, split_image_ids
+    from detr.errors import DataError
+
+    layout = find_layout(cfg.data)
+    splits: list[SplitFacts | None] = []
+    for name in ("train", "val"):
+        source = layout.split(name)
+        try:
+            coco = load_coco(source.annotations)
+        except DataError:
+            if name == "train":
+                raise
+            splits.append(None)
+            continue
+        ids = set(split_image_ids(coco.imgs, source.part, layout.val_fraction))
+        facts = SplitFacts(name, source.annotations, source.images,
+                           [img for img in coco.dataset["images"] if img["id"] in ids],
+                           [a for a in coco.dataset["annotations"] if a["image_id"] in ids],
+                           coco.dataset["categories"])
+        facts.headers = read_headers(facts.image_dir, facts.images, sample_images)
+        splits.append(facts)
+    return splits[0], splits[1]
+
+
+def read_headers(image_dir: Path, images: Sequence[dict[str, Any]], sample: int) -> list[dict[str, Any]]:
+    """Size and EXIF orientation of up to `sample` images spread evenly over the list (headers only)."""
+    from PIL import Image
+
+    if not images or sample <= 0:
+        return []
+    step = max(1, len(images) // sample)
+    headers = []
+    for img in list(images)[::step][:sample]:
+        header: dict[str, Any] = {"file_name": str(img["file_name"]), "json": (img.get("width"), img.get("height"))}
+        try:
+            with Image.open(image_dir / str(img["file_name"])) as im:
+                header["real"] = im.size
+                header["orientation"] = int(im.getexif().get(ORIENTATION_TAG, 1) or 1)
+        except Exception as e:  # noqa: BLE001 - an unreadable file is a finding of the image checks, not a crash
+            header["error"] = f"{type(e).__name__}: {e}"
+        headers.append(header)
+    return headers
+
+
+# ---------------------------------------------------------------- the facts, per annotation
+
+
+@dataclass
+class Boxes:
+    """The usable-box view of a split: what `detr.data.targets.clean_boxes` keeps, with the reasons it drops."""
+
+    anns: list[dict[str, Any]]
+    crowd: list[bool]
+    known: list[bool]
+    size: list[tuple[float, float] | None]  # the image's (w, h) from the JSON, when given
+    zero: list[bool]  # width or height ≤ 0
+
+    @classmethod
+    def of(cls, split: SplitFacts) -> Boxes:
+        sizes = {img["id"]: (img.get("width"), img.get("height")) for img in split.images}
+        ids = {c["id"] for c in split.categories}
+        anns = [a for a in split.annotations if _valid_bbox(a.get("bbox"))]
+        size = []
+        for a in anns:
+            w, h = sizes.get(a["image_id"], (None, None))
+            size.append((float(w), float(h)) if _number(w) and _number(h) and w > 0 and h > 0 else None)
+        return cls(anns, [bool(a.get("iscrowd", 0)) for a in anns], [a.get("category_id") in ids for a in anns],
+                   size, [a["bbox"][2] <= 0 or a["bbox"][3] <= 0 for a in anns])
+
+    def usable(self) -> list[int]:
+        return [i for i in range(len(self.anns)) if not self.crowd[i] and self.known[i] and not self.zero[i]]
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _valid_bbox(bbox: Any) -> bool:
+    return isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)
+
+
+def row(id: str, status: str, found: str = "", expected: str = "", fix: str = "", message: str = "",
+        count: int | None = None, example: str = "") -> Row:
+    """An env-check row plus the doctor's count and example."""
+    return {**check(id, status, found, expected, fix, message), "count": count, "example": example}
+
+
+def _share(n: int, total: int) -> str:
+    return f"{n} of {total} ({n / total:.0%})" if total else f"{n}"
+
+
+# ---------------------------------------------------------------- rules
+
+
+def rule_num_classes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+    from detr.config import AUTO
+
+    ids = [c.get("id") for c in train.categories]
+    bad = [i for i in ids if not _number(i) or isinstance(i, float) or i < 0]
+    if bad:
+        return row("data.num_classes", "fail", f"category id {bad[0]!r}", "integer ids ≥ 0",
+                   fix="renumber the categories 0, 1, 2, ... in the annotation files",
+                   message=f"{train.annotations_file}: the model's labels are the category ids", count=len(bad),
+                   example=str(bad[0]))
+    if not ids:
+        return row("data.num_classes", "fail", "no categories", "at least one category",
+                   message=f"{train.annotations_file} lists no categories", count=0)
+    largest = max(ids)
+    name = next((str(c.get("name", "")) for c in train.categories if c.get("id") == largest), "")
+    current = cfg.model.num_classes
+    if current == AUTO:
+        return row("data.num_classes", "pass", f"auto → {largest + 1} (largest id {largest})", "ids < num_classes",
+                   count=len(ids), example=name)
+    if largest >= current:
+        return row("data.num_classes", "fail", f"largest id {largest}, num_classes = {current}",
+                   f"num_classes ≥ {largest + 1}",
+                   fix=f'set num_classes = {largest + 1} (or "auto") in the [model] section of the profile',
+                   message=f"{train.annotations_file}: id {largest} ({name}) indexes past the classifier"
+                           + (" (it would become 'no object')" if largest == current else ""),
+                   count=sum(1 for i in ids if i >= current), example=name)
+    return row("data.num_classes", "pass", f"largest id {largest}, num_classes = {current}", "ids < num_classes",
+               count=len(ids), example=name)
+
+
+def rule_num_queries(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+    queries = cfg.model.num_queries
+    per_image: Counter[tuple[str, str]] = Counter()  # (split, file name): names may repeat across splits
+    for split in (train, val) if val is not None else (train,):
+        boxes = split.boxes
+        names = split.file_of()
+        per_image.update((split.name, names.get(boxes.anns[i]["image_id"], "?")) for i in boxes.usable())
+    if not per_image:
+        return row("data.num_queries", "skip", message="no usable boxes")
+    (_, worst), most = per_image.most_common(1)[0]
+    over = sum(1 for n in per_image.values() if n > queries)
+    close = sum(1 for n in per_image.values() if n > QUERIES_CLOSE * queries)
+    found = f"up to {most} objects per image ({worst})"
+    expected = f"≤ num_queries = {queries}"
+    if over:
+        return row("data.num_queries", "fail", found, expected,
+                   fix=f"set num_queries ≥ {most} in the [model] section (the paper: 100 for COCO's up to ~60)",
+                   message=f"DETR outputs at most {queries} boxes: {over} images hold more objects than that",
+                   count=over, example=worst)
+    if close:
+        return row("data.num_queries", "warn", found, expected,
+                   fix=f"consider num_queries ≥ {int(most / QUERIES_CLOSE) + 1} in the [model] section",
+                   message=f"{close} images use over {QUERIES_CLOSE:.0%} of the queries: few spare ones to match",
+                   count=close, example=worst)
+    return row("data.num_queries", "pass", found, expected, count=0)
+
+
+def rule_box_format(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+    judged = past = xyxy = 0
+    example = ""
+    for split in (train, val) if val is not None else (train,):
+        boxes = split.boxes
+        for ann, size, zero in zip(boxes.anns, boxes.size, boxes.zero):
+            if size is None or zero:
+                continue
+            judged += 1
+            (x, y, w, h), (iw, ih) = ann["bbox"], size
+            if x + w > iw * BORDER_SLACK or y + h > ih * BORDER_SLACK:
+                past += 1
+                # As [x1, y1, x2, y2] the numbers make a box inside the image: the likelier reading.
+                if w > x and h > y and w <= iw * BORDER_SLACK and h <= ih * BORDER_SLACK:
+                    xyxy += 1
+                    example = example or f"annotation {ann.get('id', '?')} in {split.annotations_file.name}"
+    if not judged:
+        return row("data.box_format", "skip", message="no boxes with an image size in the JSON to judge")
+    share = xyxy / judged
+    found = f"{_share(xyxy, judged)} boxes fit only as [x1, y1, x2, y2]"
+    expected = "[x, y, width, height]"
+    fix = "convert the boxes: width = x2 - x1, height = y2 - y1 (COCO's bbox is [x, y, w, h])"
+    message = "read as COCO's [x, y, w, h] they run past the image border and get clamped"
+    if share >= XYXY_FAIL:
+        return row("data.box_format", "fail", found, expected, fix, message, xyxy, example)
+    if share >= XYXY_WARN:
+        return row("data.box_format", "warn", found, expected, fix, message, xyxy, example)
+    return row("data.box_format", "pass", f"{past} of {judged} past the border (clamped)", expected,
+               count=xyxy, example=example)
+
+
+def _rotated_matches(header: dict[str, Any]) -> bool:
+    """The JSON's size is the image turned upright by its EXIF orientation (the annotator saw it rotated)."""
+    (jw, jh), (rw, rh) = header["json"], header["real"]
+    return header.get("orientation") in ROTATING and (jw, jh) == (rh, rw) != (rw, rh)
+
+
+def rule_image_size(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+    headers = [h for s in (train, val) if s is not None for h in s.headers if "real" in h]
+    judged = [h for h in headers if all(_number(v) and v > 0 for v in h["json"])]
+    if not judged:
+        missing = len(headers) - len(judged)
+        return row("data.image_size", "skip",
+                   message=f"{missing} sampled images have no width/height in the JSON" if missing
+                   else "no image could be sampled")
+    wrong = [h for h in judged if tuple(h["json"]) != tuple(h["real"]) and not _rotated_matches(h)]
+    found = f"{_share(len(wrong), len(judged))} sampled images differ"
+    expected = "JSON size = file size"
+    if not wrong:
+        return row("data.image_size", "pass", f"{len(judged)} sampled images agree", expected, count=0)
+    first = wrong[0]
+    example = f"{first['file_name']} ({first['json'][0]}×{first['json'][1]} in the JSON, {first['real'][0]}×" \
+              f"{first['real'][1]} on disk)"
+    status = "fail" if len(wrong) / len(judged) >= SIZE_FAIL else "warn"
+    return row("data.image_size", status, found, expected,
+               fix="re-export the annotations with the images as they are now (were they resized after labelling?)",
+               message="boxes are in the JSON's pixel coordinates: on a resized image they point elsewhere",
+               count=len(wrong), example=example)
+
+
+def rule_exif(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+    headers = [h for s in (train, val) if s is not None for h in s.headers if "real" in h]
+    oriented = [h for h in headers if h.get("orientation", 1) != 1]
+    expected = "labels match decoding"
+    if not oriented:
+        return row("data.exif", "pass", f"none in {len(headers)} sampled images", expected, count=0)
+    upright = [h for h in oriented if _rotated_matches(h)]
+    unknown = [h for h in oriented if h not in upright and (h.get("orientation") not in ROTATING
+                                                            or not all(_number(v) for v in h["json"]))]
+    found = f"{_share(len(oriented), len(headers))} sampled images carry an EXIF orientation"
+    if unknown:
+        return row("data.exif", "warn", found, expected,
+                   fix="re-save the images upright (e.g. PIL.ImageOps.exif_transpose) and re-export the labels",
+                   message=f"{len(unknown)} of them flip or rotate without changing the size: the JSON cannot "
+                           "tell which way they were labelled; they are decoded as stored",
+                   count=len(unknown), example=unknown[0]["file_name"])
+    how = f"{len(upright)} labelled upright: decoded upright" if upright else "labelled as stored: decoded as stored"
+    return row("data.exif", "pass", found, expected, message=how, count=len(oriented),
+               example=oriented[0]["file_name"])
+
+
+def rule_duplicates(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+    problems: list[str] = []
+    count, example = 0, ""
+    for split in (train, val) if val is not None else (train,):
+        first: dict[tuple, Any] = {}
+        repeats = []
+        for a in split.annotations:
+            if _valid_bbox(a.get("bbox")):
+                key = (a.get("image_id"), a.get("category_id"), tuple(a["bbox"]))
+                if key in first:
+                    repeats.append(f"annotation {a.get('id', '?')} repeats {first[key]} ({split.name})")
+                first.setdefault(key, a.get("id", "?"))
+        names = Counter(str(img["file_name"]) for img in split.images)
+        listed_twice = [n for n, c in names.items() if c > 1]
+        if repeats:
+            problems.append(f"{split.name}: {len(repeats)} repeated boxes")
+            count, example = count + len(repeats), example or repeats[0]
+        if listed_twice:
+            extra = sum(names[n] - 1 for n in listed_twice)
+            problems.append(f"{split.name}: {extra} images listed again")
+            count, example = count + extra, example or f"{listed_twice[0]} ({split.name})"
+    if val is not None and val.annotations_file != train.annotations_file:
+        shared = sorted({str(train.image_dir / n) for n in train.file_of().values()}
+                        & {str(val.image_dir / n) for n in val.file_of().values()})
+        if shared:
+            problems.append(f"{len(shared)} images in both train and val")
+            count, example = count + len(shared), example or f"{Path(shared[0]).name} in train and val"
+    expected = "no repeats"
+    if not problems:
+        return row("data.duplicates", "pass", "none", expected, count=0)
+    return row("data.duplicates", "warn", "; ".join(problems), expected,
+               fix="de-duplicate the annotation files, and keep each image in one split only",
+               message="a repeated box is two targets for one object (DETR learns to predict duplicates); "
+                       "an image in both splits inflates AP", count=count, example=example)
+
+
+def rule_empty_images(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+    boxes = train.boxes
+    with_boxes = {boxes.anns[i]["image_id"] for i in boxes.usable()}
+    empty = [img for img in train.images if img["id"] not in with_boxes]
+    total = len(train.images)
+    found = f"{_share(len(empty), total)} train images without boxes"
+    expected = f"≤ {EMPTY_WARN:.0%}"
+    example = str(empty[0]["file_name"]) if empty else ""
+    if total and len(empty) == total:
+        return row("data.empty_images", "fail", found, "some boxes",
+                   fix="check the annotation file: every box is crowd, zero-size or of an unknown category",
+                   message="there is nothing to learn", count=len(empty), example=example)
+    if total and len(empty) / total > EMPTY_WARN:
+        return row("data.empty_images", "warn", found, expected,
+                   fix="drop most images without objects, or keep them on purpose (they teach 'no object')",
+                   message="steps on empty images only push the queries towards 'no object'",
+                   count=len(empty), example=example)
+    return row("data.empty_images", "pass", found, expected, count=len(empty), example=example)
+
+
+def rule_small_boxes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+    from detr.data.shapes import resized_size
+
+    boxes = train.boxes
+    smallest = min(cfg.data.train_scales)
+    kept = [i for i in range(len(boxes.anns)) if not boxes.crowd[i] and boxes.known[i]]
+    zero = [i for i in kept if boxes.zero[i]]
+    tiny = []
+    for i in kept:
+        if boxes.zero[i] or boxes.size[i] is None:
+            continue
+        w, h = boxes.size[i]
+        rh, rw = resized_size(int(h), int(w), smallest, cfg.data.max_size or None)
+        bw, bh = boxes.anns[i]["bbox"][2] * rw / w, boxes.anns[i]["bbox"][3] * rh / h
+        if min(bw, bh) < SMALL_PX:
+            tiny.append(i)
+    lost = zero + tiny
+    found = f"{_share(len(lost), len(kept))} boxes" + (f" ({len(zero)} of zero size)" if zero else "")
+    expected = f"≥ {SMALL_PX:g} px at scale {smallest}"
+    example = f"annotation {boxes.anns[lost[0]].get('id', '?')}" if lost else ""
+    if kept and len(lost) / len(kept) >= SMALL_WARN:
+        return row("data.small_boxes", "warn", found, expected,
+                   fix="raise train_scales / max_size in [data], or drop boxes that are not visible at that size",
+                   message="zero-size boxes are dropped; those under a pixel after the resize are targets the "
+                           "model cannot see", count=len(lost), example=example)
+    return row("data.small_boxes", "pass", found, expected, count=len(lost), example=example)
+
+
+def rule_crowd(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+    boxes = train.boxes
+    crowd = [i for i, c in enumerate(boxes.crowd) if c]
+    total = len(boxes.anns)
+    found = f"{_share(len(crowd), total)} annotations"
+    expected = f"≤ {CROWD_WARN:.0%}"
+    example = f"annotation {boxes.anns[crowd[0]].get('id', '?')}" if crowd else ""
+    if total and len(crowd) / total > CROWD_WARN:
+        return row("data.crowd", "warn", found, expected,
+                   fix="set iscrowd = 0 on annotations that are single objects (many tools export 1 for polygons)",
+                   message="DETR, like the official code, drops crowd annotations from the training targets",
+                   count=len(crowd), example=example)
+    return row("data.crowd", "pass", found, expected, count=len(crowd), example=example)
+
+
+def rule_categories(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+    names = {c.get("id"): str(c.get("name", "")) for c in train.categories}
+    used = Counter(a.get("category_id") for a in train.annotations if not a.get("iscrowd", 0))
+    supercategories = {str(c.get("supercategory", "")) for c in train.categories}
+    unused = [i for i in names if not used.get(i)]
+    # Roboflow lists the dataset itself as category 0, the supercategory of all the others, with no boxes.
+    parents = [i for i in unused if names[i] in supercategories and names[i]]
+    unused = [i for i in unused if i not in parents]
+    unknown = [a for a in train.annotations if a.get("category_id") not in names]
+    problems: list[str] = []
+    example, count = "", 0
+    if unknown:
+        problems.append(f"{len(unknown)} annotations of ids not in the categories (dropped)")
+        example, count = f"annotation {unknown[0].get('id', '?')}", count + len(unknown)
+    if unused:
+        problems.append(f"{len(unused)} categories without boxes in train ({', '.join(names[i] for i in unused[:3])})")
+        example, count = example or names[unused[0]], count + len(unused)
+    if val is not None:
+        val_names = {c.get("id"): str(c.get("name", "")) for c in val.categories}
+        if val_names != names:
+            problems.append("train and val list different categories")
+            count += 1
+        val_used = {a.get("category_id") for a in val.annotations if not a.get("iscrowd", 0)}
+        unseen = sorted((i for i in val_used if not used.get(i)), key=str)
+        if unseen:
+            problems.append(f"{len(unseen)} categories in val but not in train ({', '.join(map(str, unseen[:3]))})")
+            example, count = example or val_names.get(unseen[0], str(unseen[0])), count + len(unseen)
+    expected = "all trained and scored"
+    parent_note = (f"{len(parents)} parent category without boxes ({', '.join(f'{i} {names[i]}' for i in parents)})"
+                   if parents else "")
+    if not problems:
+        found = f"{len(names) - len(parents)} categories with boxes" + (f"; {parent_note}" if parent_note else "")
+        return row("data.categories", "pass", found, expected,
+                   message="a parent category never gets boxes: harmless, its id just stays unused" if parents else "",
+                   count=0)
+    return row("data.categories", "warn", "; ".join(problems), expected,
+               fix="export train and val with the same category list, and give every category training boxes",
+               message="a category without training boxes is never predicted; one only in val scores 0 AP"
+                       + (f" ({parent_note}: harmless)" if parent_note else ""),
+               count=count, example=example)
+
+
+RULES: tuple[Callable[[SplitFacts, SplitFacts | None, Any], Row], ...] = (
+    rule_num_classes,
+    rule_num_queries,
+    rule_box_format,
+    rule_image_size,
+    rule_exif,
+    rule_duplicates,
+    rule_empty_images,
+    rule_small_boxes,
+    rule_crowd,
+    rule_categories,
+)
+
+
+def judge_dataset(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> list[Row]:
+    """Every rule's row, in a fixed order."""
+    return [rule(train, val, cfg) for rule in RULES]
+
