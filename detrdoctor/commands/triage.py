@@ -78,8 +78,9 @@ def run_triage(options: TriageOptions) -> int:
     from rich.console import Console
 
     from detr.data import check_dataset
-    from detr.engine.device import resolve_device
+    from detr.engine.device import resolve_amp_dtype, resolve_device
     from detr.engine.metrics import read_metrics
+    from detrdoctor.commands.common import announce_layout
     from detrdoctor.envcheck.rules import summarize
     from detrdoctor.triage import triage_check
     from detrdoctor.triage.history import judge_history
@@ -93,11 +94,14 @@ def run_triage(options: TriageOptions) -> int:
     from detrdoctor.triage.schedule import judge_schedule, schedule_facts, steps_needed
 
     cfg = resolve_triage_config(options)
+    device = resolve_device(cfg.train.device)
+    resolve_amp_dtype(cfg.train.amp, device)  # a bad --amp/--device pair is a flag error, not a finding
     out = Path(options.out or f"triage-{datetime.now():%Y%m%d-%H%M%S}")
     stderr = Console(stderr=True, highlight=False)
+    announce_layout(cfg)
     data_summary = check_dataset(cfg.data, "train")
     checks = data_checks(cfg)
-    facts = schedule_facts(cfg, data_summary, str(resolve_device(cfg.train.device)))
+    facts = schedule_facts(cfg, data_summary, str(device))
     checks += judge_schedule(cfg, facts)
 
     subset, ids = write_subset(cfg, options.images, out / "overfit")

@@ -30,12 +30,15 @@ HEAD = 10  # step records averaged for a term's start and end (single steps are 
 CLASS_ERROR_STUCK = 50.0  # % of matched queries still given the wrong class at the end
 TERMS = ("loss_ce", "loss_bbox", "loss_giou", "class_error")
 NONFINITE_KINDS = ("nonfinite_loss", "nonfinite_grad", "nonfinite_op")
+# The watchdog's early warnings of values growing without bound: with AdamW and normalisation layers a far
+# too high lr often collapses the model with these, before (or instead of) any NaN.
+RUNAWAY_KINDS = ("grad_norm_growth", "activation_growth", "overflow_risk", "amp_skip_rate")
 
 
-def pick_images(coco: Any, count: int) -> list[int]:
-    """The first `count` training images (by id) with at least one usable box: an empty image teaches nothing."""
+def pick_images(coco: Any, allowed: list[int], count: int) -> list[int]:
+    """The first `count` of the `allowed` images (by id) with at least one usable box: an empty one teaches nothing."""
     chosen = []
-    for image_id in sorted(coco.imgs):
+    for image_id in sorted(allowed):
         anns = coco.imgToAnns.get(image_id, [])
         if any(not a.get("iscrowd", 0) and a["category_id"] in coco.cats and min(a["bbox"][2:]) > 0 for a in anns):
             chosen.append(image_id)
@@ -46,13 +49,14 @@ def pick_images(coco: Any, count: int) -> list[int]:
 
 def write_subset(cfg: RunConfig, count: int, folder: Path) -> tuple[Path, list[int]]:
     """A COCO annotation file of `count` training images (files stay where they are) and their ids."""
-    from detr.data.annotations import load_coco, split_paths
-    from detr.data.root import dataset_root
+    from detr.data.annotations import load_coco
+    from detr.data.layout import find_layout, split_image_ids
     from detr.errors import DataError
 
-    _, ann_file = split_paths(cfg.data, dataset_root(cfg.data), "train")
+    layout = find_layout(cfg.data)
+    ann_file = layout.train.annotations
     coco = load_coco(ann_file)
-    ids = pick_images(coco, count)
+    ids = pick_images(coco, split_image_ids(coco.imgs, layout.train.part, layout.val_fraction), count)
     if not ids:
         raise DataError(f"{ann_file}: no training image has a usable box (non-crowd, known category, positive size)")
     chosen = set(ids)
@@ -69,10 +73,12 @@ def write_subset(cfg: RunConfig, count: int, folder: Path) -> tuple[Path, list[i
 
 def overfit_config(cfg: RunConfig, subset: Path, images: int, steps: int, folder: Path) -> RunConfig:
     """The run's config on the subset: no augmentation, constant lr, raw weights, eval once at the end."""
+    from detr.data.layout import find_layout
+
     test = copy.deepcopy(cfg)
     d, t = test.data, test.train
+    d.train_images = d.val_images = str(find_layout(cfg.data).train.images.resolve())
     d.train_annotations = d.val_annotations = str(subset.resolve())
-    d.val_split = d.train_split
     d.train_scales, d.hflip, d.crop_probability = [d.val_size], False, 0.0
     d.aspect_ratio_grouping = False
     t.batch_size = min(images, t.batch_size)
@@ -117,7 +123,12 @@ class OverfitProgress(Callback):
         self.progress.update(self.task, description="overfit · scoring")
 
     def on_train_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
-        self.progress.stop()
+        self.close()
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
 
 
 def run_overfit(cfg: RunConfig, subset: Path, ids: list[int], steps: int, folder: Path,
@@ -126,25 +137,25 @@ def run_overfit(cfg: RunConfig, subset: Path, ids: list[int], steps: int, folder
     (facts, the trainer, for drawing its predictions).
 
     Facts: images, steps, image_ids, ap50 (None when no evaluation ran), records (step records),
-    events (the run's events) and error (the first line of a crash, else ""). A crash is a finding, not an
-    abort: ids past num_classes, for one, fail inside the loss.
+    events (the run's events) and error (the first line of a crash, else ""). A failure is a finding, not
+    an abort: ids past num_classes, for one, stop the trainer.
     """
     from detr.engine.metrics import read_metrics
     from detr.engine.trainer import Trainer
-    from detr.errors import DetrError
     from detrdoctor.watchdog import GradientWatchdog
 
     test = overfit_config(cfg, subset, len(ids), steps, folder)
     trainer, error, ap50 = None, "", None
+    progress = OverfitProgress(console)
     try:
-        trainer = Trainer(test, callbacks=[GradientWatchdog(test.watchdog), OverfitProgress(console)])
+        trainer = Trainer(test, callbacks=[GradientWatchdog(test.watchdog), progress])
         summary = trainer.fit()
         ap50 = (summary.get("last_eval") or {}).get("AP50")
-    except DetrError:
-        raise
-    except Exception as e:  # noqa: BLE001 - the crash is the diagnosis
+    except Exception as e:  # noqa: BLE001 - the crash (or a DataError the trainer stops on) is the diagnosis
         error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        trainer = None  # half-built or half-trained: nothing worth drawing
     finally:
+        progress.close()
         (folder / "checkpoint.pth").unlink(missing_ok=True)  # hundreds of MB nobody needs: the look has drawn it
     metrics = folder / "metrics.jsonl"
     records = read_metrics(metrics) if metrics.is_file() else []
@@ -181,59 +192,72 @@ def judge_overfit(facts: dict[str, Any], cfg: RunConfig) -> list[dict[str, str]]
     s = "overfit"
     n, steps, ap50 = facts["images"], facts["steps"], facts["ap50"]
     records, events = facts["records"], facts["events"]
-    lr_fix = f"--lr {cfg.train.lr / 10:g} (and --lr-backbone {cfg.train.lr_backbone / 10:g})"
+    expected = f"AP50 ≥ {PASS_AP50}"
     if facts["error"]:
-        return [triage_check(s, "overfit.fit", "fail", f"crashed after {len(records)} steps", f"AP50 ≥ {PASS_AP50}",
+        return [triage_check(s, "overfit.fit", "fail", f"stopped after {len(records)} steps", expected,
                              "fix the ✗ data rows first, then rerun triage",
-                             f"training on {n} images crashed: {facts['error']}")]
-    checks = []
-    nonfinite = [e for e in events if e.get("kind") in NONFINITE_KINDS]
-    if nonfinite:
-        first = nonfinite[0]
-        amp = cfg.train.amp != "off"
-        checks.append(triage_check(
-            s, "overfit.finite", "fail", f"{len(nonfinite)} non-finite steps, first at {first['step']}",
-            "none", f"{lr_fix}" + (" or --amp off" if amp else ""),
-            f"the watchdog's {first['kind']} event: {first['message']}; a learning rate too high"
-            + (f" or {cfg.train.amp} overflow" if amp else "") + " usually makes the loss blow up"))
-    else:
-        checks.append(triage_check(s, "overfit.finite", "pass", "every step finite", "none"))
-
+                             f"training on {n} images stopped: {facts['error']}")]
     loss_start, loss_end = term_ends(records, "loss")
     ce, error = term_ends(records, "loss_ce"), term_ends(records, "class_error")
     bbox, giou = term_ends(records, "loss_bbox"), term_ends(records, "loss_giou")
-    moved = loss_start is None or loss_end is None or loss_end < STILL * loss_start
-    labels_stuck = stuck(*ce) or (error[1] is not None and error[1] >= CLASS_ERROR_STUCK)
-    boxes_stuck = stuck(*bbox) or stuck(*giou)
     fits = ap50 is not None and ap50 >= PASS_AP50
+    labels_stuck = not fits and (stuck(*ce) or (error[1] is not None and error[1] >= CLASS_ERROR_STUCK))
+    boxes_stuck = not fits and (stuck(*bbox) or stuck(*giou))
+    finite = rule_finite(events, cfg, fits)
     found = f"AP50 {ap50:.3f} on {n} images after {steps} steps" if ap50 is not None else "not scored"
     if fits:
-        checks.append(triage_check(s, "overfit.fit", "pass", found, f"AP50 ≥ {PASS_AP50}"))
-    elif not moved and not nonfinite:
-        checks.append(triage_check(
-            s, "overfit.fit", "fail", found, f"AP50 ≥ {PASS_AP50}",
-            "check lr > 0 and that parameters train (lr_backbone, frozen layers)",
-            f"nothing moves: the loss went from {_num(loss_start)} to {_num(loss_end)}; frozen parameters or a "
-            "zero learning rate"))
+        fit = triage_check(s, "overfit.fit", "pass", found, expected)
+    elif loss_start is not None and loss_end is not None and loss_end >= STILL * loss_start:
+        fit = triage_check(s, "overfit.fit", "fail", found, expected,
+                           "check lr > 0 and that parameters train (lr_backbone, frozen layers)",
+                           f"nothing moves: the loss went from {_num(loss_start)} to {_num(loss_end)}; frozen "
+                           "parameters or a zero learning rate")
+    elif labels_stuck and boxes_stuck:
+        fit = triage_check(s, "overfit.fit", "fail", found, expected, "see schedule.lr and overfit.finite",
+                           "neither the classes nor the boxes learn: the optimisation fails as a whole, usually "
+                           "a learning rate far too high (the model collapses to 'no object' everywhere) or AMP")
+    elif labels_stuck or boxes_stuck:
+        fit = triage_check(s, "overfit.fit", "fail", found, expected, "see the row below",
+                           f"the model did not memorise {n} images, and a healthy DETR does")
     else:
-        checks.append(triage_check(
-            s, "overfit.fit", "fail", found, f"AP50 ≥ {PASS_AP50}",
-            f"--steps {steps * 2}" if not (labels_stuck or boxes_stuck or nonfinite) else "see the rows below",
-            f"the model did not memorise {n} images: a healthy DETR does"
-            + ("; the losses still fall, so it may need more steps" if not (labels_stuck or boxes_stuck) else "")))
-    checks.append(triage_check(
-        s, "overfit.labels", "fail" if labels_stuck and not fits else "pass",
+        fit = triage_check(s, "overfit.fit", "fail", found, expected, f"--steps {steps * 2}",
+                           f"the model did not memorise {n} images yet, but every loss still falls: more steps")
+    both = " (both heads stuck: the cause is likely common, see overfit.fit)" if labels_stuck and boxes_stuck else ""
+    labels = triage_check(
+        s, "overfit.labels", "fail" if labels_stuck else "pass",
         f"loss_ce {_span(ce)}, class_error {_span(error, '.0f')}", f"loss_ce below {STUCK:.0%} of its start",
         "check category ids against num_classes (data rows) and eos_coef (schedule.eos_coef)",
-        "the classifier does not learn the labels: category ids past num_classes or colliding with the "
-        "no-object class, or an eos_coef that drowns the objects, usually"))
-    checks.append(triage_check(
-        s, "overfit.boxes", "fail" if boxes_stuck and not fits else "pass",
+        "the classifier does not learn the labels: category ids colliding with the no-object class, or an "
+        "eos_coef that drowns the objects, usually" + both)
+    boxes = triage_check(
+        s, "overfit.boxes", "fail" if boxes_stuck else "pass",
         f"loss_bbox {_span(bbox)}, loss_giou {_span(giou)}", f"both below {STUCK:.0%} of their start",
         "look at the drawn samples: boxes must sit on the objects (box format, image size/EXIF, transforms)",
-        "the box regression does not learn: boxes in another format ([x1, y1, x2, y2] instead of COCO's "
-        "[x, y, w, h]), sizes that do not match the images, or transforms that move images but not boxes"))
-    return checks
+        "the box regression does not learn: boxes that do not match the images (sizes, EXIF rotation), or "
+        "transforms that move images but not boxes" + both)
+    return [finite, fit, labels, boxes]
+
+
+def rule_finite(events: list[dict[str, Any]], cfg: RunConfig, fits: bool) -> dict[str, str]:
+    """Non-finite steps fail; the watchdog's run-away warnings fail too when the model could not fit."""
+    t = cfg.train
+    fix = (f"lower the lr: [train] lr = {t.lr / 10:g}, lr_backbone = {t.lr_backbone / 10:g}"
+           + (" or amp = \"off\"" if t.amp != "off" else ""))
+    nonfinite = [e for e in events if e.get("kind") in NONFINITE_KINDS]
+    runaway = [e for e in events if e.get("kind") in RUNAWAY_KINDS]
+    cause = "a learning rate too high" + (f" or {t.amp} overflow" if t.amp != "off" else "")
+    if nonfinite:
+        first = nonfinite[0]
+        return triage_check("overfit", "overfit.finite", "fail",
+                            f"{len(nonfinite)} non-finite steps, first at {first['step']}", "none", fix,
+                            f"the watchdog's {first['kind']} event: {first['message']}; {cause}, usually")
+    if runaway:
+        first = runaway[0]
+        return triage_check("overfit", "overfit.finite", "warn" if fits else "fail",
+                            f"{len(runaway)} run-away warnings, first at step {first['step']}", "none", fix,
+                            f"values head for inf/NaN: the watchdog's {first['kind']} event: {first['message']}; "
+                            f"{cause}, usually")
+    return triage_check("overfit", "overfit.finite", "pass", "every step finite, no run-away values", "none")
 
 
 def _num(value: float | None, spec: str = ".3f") -> str:
