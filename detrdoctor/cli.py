@@ -233,7 +233,7 @@ def triage(
     weights: Optional[str] = typer.Option(None, help="Start the overfit test from these weights (path or URL) instead of a fresh model."),
     run: Optional[str] = typer.Option(None, help="Also judge a run folder's metrics.jsonl (alone: with that run's config.toml)."),
     images: int = typer.Option(4, help="Training images the overfit test must memorise."),
-    steps: int = typer.Option(300, help="Steps of the overfit test (0 skips it)."),
+    steps: int = typer.Option(200, help="Steps of the overfit test (0 skips it)."),
     out: Optional[str] = typer.Option(None, help="Folder for the drawn samples and the overfit run (default: triage-<timestamp>)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N for the overfit test."),
     amp: Optional[str] = typer.Option(None, help="Mixed precision of the overfit test: off, bf16 or fp16 (default: the profile's)."),

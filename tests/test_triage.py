@@ -184,6 +184,65 @@ def test_class_error_stuck_and_lr_that_never_dropped() -> None:
     assert checks["run.plateau"]["status"] == "warn"
 
 
+# ---------------------------------------------------------------- seeded data problems
+
+
+def seeded_dataset(tmp_path: Path, mutate) -> Path:
+    """A tiny synthetic COCO dataset on disk whose annotation files went through `mutate(data)`."""
+    from detr.data import generate_synthetic_coco
+
+    root = generate_synthetic_coco(tmp_path / "data", train_images=16, val_images=8, image_size=96, seed=0)
+    for split in ("train", "val"):
+        path = root / "annotations" / f"instances_{split}2017.json"
+        data = json.loads(path.read_text())
+        mutate(data)
+        path.write_text(json.dumps(data))
+    return root
+
+
+def as_xyxy(data: dict) -> None:
+    for a in data["annotations"]:
+        x, y, w, h = a["bbox"]
+        a["bbox"] = [x, y, x + w, y + h]
+
+
+def shift_ids(by: int):
+    def mutate(data: dict) -> None:
+        for c in data["categories"]:
+            c["id"] += by
+        for a in data["annotations"]:
+            a["category_id"] += by
+    return mutate
+
+
+@pytest.mark.parametrize(("mutate", "failing"), [
+    (as_xyxy, "data.box_format"),  # boxes stored as [x1, y1, x2, y2]
+    (shift_ids(1), "data.num_classes"),  # 1..6 → 2..7: id 7 is num_classes 7, the no-object class
+    (shift_ids(3), "data.num_classes"),  # ids above num_classes
+])
+def test_seeded_data_problem_fails_its_check(healthy: Path, tmp_path: Path, mutate, failing: str) -> None:
+    from detrdoctor.commands.triage import data_checks
+
+    cfg = load_config_file(healthy)
+    cfg.data.coco_path = str(seeded_dataset(tmp_path, mutate))
+    checks = by_id(data_checks(cfg))
+    assert checks[failing]["status"] == "fail" and checks[failing]["fix"]
+    assert all(c["section"] == "data" for c in checks.values())
+    cfg.data.coco_path = str(seeded_dataset(tmp_path / "clean", lambda data: None))
+    assert not [c["id"] for c in data_checks(cfg) if c["status"] == "fail"]
+
+
+def test_ids_above_num_classes_stop_the_overfit_as_a_finding(healthy: Path, tmp_path: Path) -> None:
+    root = seeded_dataset(tmp_path, shift_ids(3))
+    code, report = triage("--profile", str(healthy), "--coco-path", str(root), "--images", "2", "--steps", "2",
+                          "--out", str(tmp_path / "o"))
+    checks = by_id(report["checks"])
+    assert code == 1
+    assert checks["data.num_classes"]["status"] == "fail"
+    assert checks["overfit.fit"]["status"] == "fail" and "num_classes" in checks["overfit.fit"]["message"]
+    assert len(report["artifacts"]["images"]) == 2  # the training samples are still drawn
+
+
 # ---------------------------------------------------------------- the command
 
 
