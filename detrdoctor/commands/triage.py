@@ -101,7 +101,7 @@ def run_triage(options: TriageOptions) -> int:
     announce_layout(cfg)
     data_summary = check_dataset(cfg.data, "train")
     checks = data_checks(cfg)
-    facts = schedule_facts(cfg, data_summary, str(device))
+    facts = schedule_facts(data_summary, str(device))
     checks += judge_schedule(cfg, facts)
 
     subset, ids = write_subset(cfg, options.images, out / "overfit")
@@ -112,7 +112,7 @@ def run_triage(options: TriageOptions) -> int:
         overfit = overfit_summary(overfit_facts)
     else:
         checks += [triage_check("overfit", f"overfit.{name}", "skip", message="--steps 0")
-                   for name in ("fit", "labels", "boxes", "finite")]
+                   for name in ("finite", "fit", "labels", "boxes")]
     images = draw_training_samples(cfg, ids, out)
     if trainer is not None:
         images += draw_predictions(trainer, out)

@@ -39,7 +39,7 @@ EOS_LOW, EOS_HIGH = 1 / 3, 10.0
 FINETUNE_URL = "https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth"
 
 
-def schedule_facts(cfg: RunConfig, data_summary: dict[str, Any], device: str) -> dict[str, Any]:
+def schedule_facts(data_summary: dict[str, Any], device: str) -> dict[str, Any]:
     """The facts the rules need: dataset counts (from `detr.data.check_dataset`), world size, bf16 support."""
     import torch
 
@@ -48,7 +48,8 @@ def schedule_facts(cfg: RunConfig, data_summary: dict[str, Any], device: str) ->
     if device.startswith("cuda") and torch.cuda.is_available():
         bf16 = torch.cuda.is_bf16_supported()
     return {"train_images": images, "objects_per_image": data_summary.get("usable_annotations", 0) / max(images, 1),
-            "synthetic": not cfg.data.coco_path, "world_size": int(os.environ.get("WORLD_SIZE", "1")), "bf16": bf16}
+            "synthetic": data_summary.get("layout") == "synthetic", "bf16": bf16,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
 
 
 def steps_per_epoch(cfg: RunConfig, facts: dict[str, Any]) -> int:
