@@ -232,6 +232,18 @@ def test_seeded_data_problem_fails_its_check(healthy: Path, tmp_path: Path, muta
     assert not [c["id"] for c in data_checks(cfg) if c["status"] == "fail"]
 
 
+def test_xyxy_boxes_are_learned_but_not_scored(healthy: Path, tmp_path: Path) -> None:
+    # Without the data rows too: the model fits the clamped boxes, COCOeval scores the ones written.
+    root = seeded_dataset(tmp_path, as_xyxy)
+    code, report = triage("--profile", str(healthy), "--coco-path", str(root), "--images", "2", "--steps", STEPS,
+                          "--out", str(tmp_path / "o"))
+    checks = by_id(report["checks"])
+    assert code == 1 and checks["data.box_format"]["status"] == "fail"
+    assert report["overfit"]["ap50"] < 0.9
+    assert checks["overfit.boxes"]["status"] == "fail" and "clamped" in checks["overfit.boxes"]["message"]
+    assert checks["overfit.labels"]["status"] == "pass"
+
+
 def test_ids_above_num_classes_stop_the_overfit_as_a_finding(healthy: Path, tmp_path: Path) -> None:
     root = seeded_dataset(tmp_path, shift_ids(3))
     code, report = triage("--profile", str(healthy), "--coco-path", str(root), "--images", "2", "--steps", "2",

@@ -28,6 +28,9 @@ STUCK = 0.5  # a loss term that ends above half its start has not learned
 STILL = 0.95  # a total loss that ends above this share of its start has not moved at all
 HEAD = 10  # step records averaged for a term's start and end (single steps are noisy)
 CLASS_ERROR_STUCK = 50.0  # % of matched queries still given the wrong class at the end
+# Fitted targets: matched boxes at mean GIoU ≥ 0.85 with the right class nearly always score AP50 ≈ 1 on the
+# same images. When they do not, evaluation compares with other boxes than training learned.
+FITTED_GIOU_LOSS, FITTED_CLASS_ERROR = 0.15, 5.0
 TERMS = ("loss_ce", "loss_bbox", "loss_giou", "class_error")
 NONFINITE_KINDS = ("nonfinite_loss", "nonfinite_grad", "nonfinite_op")
 # The watchdog's early warnings of values growing without bound: with AdamW and normalisation layers a far
@@ -203,6 +206,8 @@ def judge_overfit(facts: dict[str, Any], cfg: RunConfig) -> list[dict[str, str]]
     fits = ap50 is not None and ap50 >= PASS_AP50
     labels_stuck = not fits and (stuck(*ce) or (error[1] is not None and error[1] >= CLASS_ERROR_STUCK))
     boxes_stuck = not fits and (stuck(*bbox) or stuck(*giou))
+    unscored = (not fits and ap50 is not None and giou[1] is not None and giou[1] <= FITTED_GIOU_LOSS
+                and error[1] is not None and error[1] <= FITTED_CLASS_ERROR)
     finite = rule_finite(events, cfg, fits)
     found = f"AP50 {ap50:.3f} on {n} images after {steps} steps" if ap50 is not None else "not scored"
     if fits:
@@ -212,6 +217,10 @@ def judge_overfit(facts: dict[str, Any], cfg: RunConfig) -> list[dict[str, str]]
                            "check lr > 0 and that parameters train (lr_backbone, frozen layers)",
                            f"nothing moves: the loss went from {_num(loss_start)} to {_num(loss_end)}; frozen "
                            "parameters or a zero learning rate")
+    elif unscored:
+        fit = triage_check(s, "overfit.fit", "fail", found, expected, "see overfit.boxes",
+                           f"it fits its training targets (loss_giou {giou[1]:.3f}, class_error {error[1]:.0f}%) yet "
+                           "scores low on the same images: evaluation compares with boxes training never saw")
     elif labels_stuck and boxes_stuck:
         fit = triage_check(s, "overfit.fit", "fail", found, expected, "see schedule.lr and overfit.finite",
                            "neither the classes nor the boxes learn: the optimisation fails as a whole, usually "
@@ -223,19 +232,33 @@ def judge_overfit(facts: dict[str, Any], cfg: RunConfig) -> list[dict[str, str]]
         fit = triage_check(s, "overfit.fit", "fail", found, expected, f"--steps {steps * 2}",
                            f"the model did not memorise {n} images yet, but every loss still falls: more steps")
     both = " (both heads stuck: the cause is likely common, see overfit.fit)" if labels_stuck and boxes_stuck else ""
-    labels = triage_check(
-        s, "overfit.labels", "fail" if labels_stuck else "pass",
+    labels = verdict_row(
+        "overfit.labels", labels_stuck,
         f"loss_ce {_span(ce)}, class_error {_span(error, '.0f')}", f"loss_ce below {STUCK:.0%} of its start",
         "check category ids against num_classes (data rows) and eos_coef (schedule.eos_coef)",
         "the classifier does not learn the labels: category ids colliding with the no-object class, or an "
         "eos_coef that drowns the objects, usually" + both)
-    boxes = triage_check(
-        s, "overfit.boxes", "fail" if boxes_stuck else "pass",
+    if unscored:
+        return [finite, fit, labels, triage_check(
+            s, "overfit.boxes", "fail", f"loss_bbox {_span(bbox)}, loss_giou {_span(giou)}, AP50 {ap50:.3f}",
+            "fitted boxes score", "check data.box_format and look at the drawn samples: boxes must sit on the objects",
+            "training clamps boxes to the image and COCOeval scores them as written: boxes past the border "
+            "([x1, y1, x2, y2] stored where COCO wants [x, y, w, h], or sizes from EXIF-rotated images) are learned "
+            "clamped and scored unclamped")]
+    boxes = verdict_row(
+        "overfit.boxes", boxes_stuck,
         f"loss_bbox {_span(bbox)}, loss_giou {_span(giou)}", f"both below {STUCK:.0%} of their start",
         "look at the drawn samples: boxes must sit on the objects (box format, image size/EXIF, transforms)",
         "the box regression does not learn: boxes that do not match the images (sizes, EXIF rotation), or "
         "transforms that move images but not boxes" + both)
     return [finite, fit, labels, boxes]
+
+
+def verdict_row(id: str, failing: bool, found: str, expected: str, fix: str, message: str) -> dict[str, str]:
+    """A fail row with its fix and reason, or a pass row without them (they would not be true)."""
+    if failing:
+        return triage_check("overfit", id, "fail", found, expected, fix, message)
+    return triage_check("overfit", id, "pass", found, expected)
 
 
 def rule_finite(events: list[dict[str, Any]], cfg: RunConfig, fits: bool) -> dict[str, str]:
