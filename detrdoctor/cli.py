@@ -28,8 +28,9 @@ def run_guarded(fn: Callable[[], int | None]) -> None:
         code = fn()
     except DetrError as e:
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
     raise typer.Exit(code or 0)
 

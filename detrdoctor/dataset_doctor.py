@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from detrdoctor.envcheck.rules import check
 
 if TYPE_CHECKING:
@@ -24,15 +26,13 @@ if TYPE_CHECKING:
 Row = dict[str, Any]
 
 QUERIES_CLOSE = 0.8  # an image with more objects than this share of num_queries leaves few spare queries
-XYXY_FAIL, XYXY_WARN = 0.5, 0.1  # shares of the boxes that only fit the image read as [x1, y1, x2, y2]
+XYXY_FAIL, XYXY_WARN = 0.25, 0.1  # shares of the boxes that fit the image only read as [x1, y1, x2, y2]
 SIZE_FAIL = 0.5  # share of the sampled images whose real size differs from the JSON's
 EMPTY_WARN = 0.3  # share of training images without a usable box
 SMALL_PX = 1.0  # a box side below this many pixels after the smallest training resize does not survive it
 SMALL_WARN = 0.01
 CROWD_WARN = 0.1
 BORDER_SLACK = 1.02  # rounding in exports puts boxes a pixel or two past the border
-ROTATING = (5, 6, 7, 8)  # EXIF orientations that swap width and height
-ORIENTATION_TAG = 0x0112
 
 
 @dataclass
@@ -96,6 +96,8 @@ def read_headers(image_dir: Path, images: Sequence[dict[str, Any]], sample: int)
     """Size and EXIF orientation of up to `sample` images spread evenly over the list (headers only)."""
     from PIL import Image
 
+    from detr.data.decode import ORIENTATION_TAG
+
     if not images or sample <= 0:
         return []
     step = max(1, len(images) // sample)
@@ -117,36 +119,45 @@ def read_headers(image_dir: Path, images: Sequence[dict[str, Any]], sample: int)
 
 @dataclass
 class Boxes:
-    """The usable-box view of a split: what `detr.data.targets.clean_boxes` keeps, with the reasons it drops."""
+    """The split's annotations as arrays: what `detr.data.targets.clean_boxes` keeps, and why it drops the rest."""
 
-    anns: list[dict[str, Any]]
-    crowd: list[bool]
-    known: list[bool]
-    size: list[tuple[float, float] | None]  # the image's (w, h) from the JSON, when given
-    zero: list[bool]  # width or height ≤ 0
+    bbox: np.ndarray  # float64 [n, 4] x, y, w, h
+    image: np.ndarray  # int64 [n]: the index of the annotation's image in `SplitFacts.images`
+    image_size: np.ndarray  # float64 [n, 2] the image's width, height from the JSON (nan when not given)
+    category: np.ndarray  # int64 [n]: the index of its category in the categories list, -1 when not there
+    crowd: np.ndarray  # bool [n]
+    zero: np.ndarray  # bool [n]: width or height ≤ 0
 
     @classmethod
     def of(cls, split: SplitFacts) -> Boxes:
-        sizes = {img["id"]: (img.get("width"), img.get("height")) for img in split.images}
-        ids = {c["id"] for c in split.categories}
-        anns = [a for a in split.annotations if _valid_bbox(a.get("bbox"))]
-        size = []
-        for a in anns:
-            w, h = sizes.get(a["image_id"], (None, None))
-            size.append((float(w), float(h)) if _number(w) and _number(h) and w > 0 and h > 0 else None)
-        return cls(anns, [bool(a.get("iscrowd", 0)) for a in anns], [a.get("category_id") in ids for a in anns],
-                   size, [a["bbox"][2] <= 0 or a["bbox"][3] <= 0 for a in anns])
+        anns, n = split.annotations, len(split.annotations)  # load_coco checked every bbox: four numbers
+        index = {img["id"]: k for k, img in enumerate(split.images)}
+        sizes = np.array([[img.get("width"), img.get("height")] if _size(img) else [np.nan, np.nan]
+                          for img in split.images], dtype=np.float64).reshape(-1, 2)
+        categories = {c["id"]: k for k, c in enumerate(split.categories)}
+        bbox = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+        image = np.fromiter((index[a["image_id"]] for a in anns), dtype=np.int64, count=n)
+        category = np.fromiter((categories.get(a["category_id"], -1) for a in anns), dtype=np.int64, count=n)
+        return cls(bbox, image, sizes[image], category,
+                   np.fromiter((bool(a.get("iscrowd", 0)) for a in anns), dtype=bool, count=n),
+                   (bbox[:, 2] <= 0) | (bbox[:, 3] <= 0))
 
-    def usable(self) -> list[int]:
-        return [i for i in range(len(self.anns)) if not self.crowd[i] and self.known[i] and not self.zero[i]]
+    @property
+    def known(self) -> np.ndarray:
+        return self.category >= 0
+
+    @property
+    def usable(self) -> np.ndarray:
+        return ~self.crowd & self.known & ~self.zero
+
+
+def _size(img: dict[str, Any]) -> bool:
+    w, h = img.get("width"), img.get("height")
+    return _number(w) and _number(h) and w > 0 and h > 0
 
 
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _valid_bbox(bbox: Any) -> bool:
-    return isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)
 
 
 def row(id: str, status: str, found: str = "", expected: str = "", fix: str = "", message: str = "",
@@ -194,16 +205,14 @@ def rule_num_classes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) 
 
 def rule_num_queries(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
     queries = cfg.model.num_queries
-    per_image: Counter[tuple[str, str]] = Counter()  # (split, file name): names may repeat across splits
-    for split in (train, val) if val is not None else (train,):
-        boxes = split.boxes
-        names = split.file_of()
-        per_image.update((split.name, names.get(boxes.anns[i]["image_id"], "?")) for i in boxes.usable())
-    if not per_image:
+    counts = [(split, np.bincount(split.boxes.image[split.boxes.usable], minlength=len(split.images)))
+              for split in ((train, val) if val is not None else (train,))]
+    if not any(c.sum() for _, c in counts):
         return row("data.num_queries", "skip", message="no usable boxes")
-    (_, worst), most = per_image.most_common(1)[0]
-    over = sum(1 for n in per_image.values() if n > queries)
-    close = sum(1 for n in per_image.values() if n > QUERIES_CLOSE * queries)
+    split, per_image = max(counts, key=lambda sc: sc[1].max(initial=0))
+    most, worst = int(per_image.max()), str(split.images[int(per_image.argmax())]["file_name"])
+    over = sum(int((c > queries).sum()) for _, c in counts)
+    close = sum(int((c > QUERIES_CLOSE * queries).sum()) for _, c in counts)
     found = f"up to {most} objects per image ({worst})"
     expected = f"≤ num_queries = {queries}"
     if over:
@@ -224,17 +233,15 @@ def rule_box_format(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
     example = ""
     for split in (train, val) if val is not None else (train,):
         boxes = split.boxes
-        for ann, size, zero in zip(boxes.anns, boxes.size, boxes.zero):
-            if size is None or zero:
-                continue
-            judged += 1
-            (x, y, w, h), (iw, ih) = ann["bbox"], size
-            if x + w > iw * BORDER_SLACK or y + h > ih * BORDER_SLACK:
-                past += 1
-                # As [x1, y1, x2, y2] the numbers make a box inside the image: the likelier reading.
-                if w > x and h > y and w <= iw * BORDER_SLACK and h <= ih * BORDER_SLACK:
-                    xyxy += 1
-                    example = example or f"annotation {ann.get('id', '?')} in {split.annotations_file.name}"
+        ok = ~boxes.zero & ~np.isnan(boxes.image_size[:, 0])
+        (x, y, w, h), (iw, ih) = boxes.bbox.T, boxes.image_size.T * BORDER_SLACK
+        outside = ok & ((x + w > iw) | (y + h > ih))
+        # As [x1, y1, x2, y2] the numbers make a box inside the image: the likelier reading.
+        fits_xyxy = outside & (w > x) & (h > y) & (w <= iw) & (h <= ih)
+        judged, past, xyxy = judged + int(ok.sum()), past + int(outside.sum()), xyxy + int(fits_xyxy.sum())
+        if fits_xyxy.any() and not example:
+            ann = split.annotations[int(fits_xyxy.argmax())]
+            example = f"annotation {ann.get('id', '?')} in {split.annotations_file.name}"
     if not judged:
         return row("data.box_format", "skip", message="no boxes with an image size in the JSON to judge")
     share = xyxy / judged
@@ -252,6 +259,8 @@ def rule_box_format(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
 
 def _rotated_matches(header: dict[str, Any]) -> bool:
     """The JSON's size is the image turned upright by its EXIF orientation (the annotator saw it rotated)."""
+    from detr.data.decode import ROTATING
+
     (jw, jh), (rw, rh) = header["json"], header["real"]
     return header.get("orientation") in ROTATING and (jw, jh) == (rh, rw) != (rw, rh)
 
@@ -281,6 +290,8 @@ def rule_image_size(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
 
 def rule_exif(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
     headers = [h for s in (train, val) if s is not None for h in s.headers if "real" in h]
+    from detr.data.decode import ROTATING
+
     oriented = [h for h in headers if h.get("orientation", 1) != 1]
     expected = "labels match decoding"
     if not oriented:
@@ -304,19 +315,18 @@ def rule_duplicates(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
     problems: list[str] = []
     count, example = 0, ""
     for split in (train, val) if val is not None else (train,):
-        first: dict[tuple, Any] = {}
-        repeats = []
-        for a in split.annotations:
-            if _valid_bbox(a.get("bbox")):
-                key = (a.get("image_id"), a.get("category_id"), tuple(a["bbox"]))
-                if key in first:
-                    repeats.append(f"annotation {a.get('id', '?')} repeats {first[key]} ({split.name})")
-                first.setdefault(key, a.get("id", "?"))
+        boxes = split.boxes
+        keys = np.column_stack([boxes.image, boxes.category, boxes.bbox])
+        order = np.lexsort(keys.T[::-1])  # equal keys end up side by side, the earlier annotation first
+        same = np.all(keys[order[1:]] == keys[order[:-1]], axis=1)
+        repeated = int(same.sum())
         names = Counter(str(img["file_name"]) for img in split.images)
         listed_twice = [n for n, c in names.items() if c > 1]
-        if repeats:
-            problems.append(f"{split.name}: {len(repeats)} repeated boxes")
-            count, example = count + len(repeats), example or repeats[0]
+        if repeated:
+            pair = int(same.argmax())  # sorted positions pair and pair + 1 hold the first repeat
+            earlier, later = (split.annotations[int(order[k])].get("id", "?") for k in (pair, pair + 1))
+            problems.append(f"{split.name}: {repeated} repeated boxes")
+            count, example = count + repeated, example or f"annotation {later} repeats {earlier} ({split.name})"
         if listed_twice:
             extra = sum(names[n] - 1 for n in listed_twice)
             problems.append(f"{split.name}: {extra} images listed again")
@@ -336,67 +346,78 @@ def rule_duplicates(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
                        "an image in both splits inflates AP", count=count, example=example)
 
 
+def _annotation(split: SplitFacts, mask: np.ndarray) -> str:
+    """"annotation <id>" of the first annotation in `mask`, or ""."""
+    return f"annotation {split.annotations[int(mask.argmax())].get('id', '?')}" if mask.any() else ""
+
+
 def rule_empty_images(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
     boxes = train.boxes
-    with_boxes = {boxes.anns[i]["image_id"] for i in boxes.usable()}
-    empty = [img for img in train.images if img["id"] not in with_boxes]
-    total = len(train.images)
-    found = f"{_share(len(empty), total)} train images without boxes"
+    has_boxes = np.zeros(len(train.images), dtype=bool)
+    has_boxes[boxes.image[boxes.usable]] = True
+    empty, total = int((~has_boxes).sum()), len(train.images)
+    found = f"{_share(empty, total)} train images without boxes"
     expected = f"≤ {EMPTY_WARN:.0%}"
-    example = str(empty[0]["file_name"]) if empty else ""
-    if total and len(empty) == total:
+    example = str(train.images[int((~has_boxes).argmax())]["file_name"]) if empty else ""
+    if total and empty == total:
         return row("data.empty_images", "fail", found, "some boxes",
                    fix="check the annotation file: every box is crowd, zero-size or of an unknown category",
-                   message="there is nothing to learn", count=len(empty), example=example)
-    if total and len(empty) / total > EMPTY_WARN:
+                   message="there is nothing to learn", count=empty, example=example)
+    if total and empty / total > EMPTY_WARN:
         return row("data.empty_images", "warn", found, expected,
                    fix="drop most images without objects, or keep them on purpose (they teach 'no object')",
                    message="steps on empty images only push the queries towards 'no object'",
-                   count=len(empty), example=example)
-    return row("data.empty_images", "pass", found, expected, count=len(empty), example=example)
+                   count=empty, example=example)
+    return row("data.empty_images", "pass", found, expected, count=empty, example=example)
+
+
+def resize_factors(image_sizes: np.ndarray, scale: int, max_size: int | None) -> np.ndarray:
+    """[n, 2] (x, y) factors of the training resize to `scale` for images of [n, 2] width, height (nan: unknown)."""
+    from detr.data.shapes import resized_size
+
+    unique, inverse = np.unique(np.nan_to_num(image_sizes), axis=0, return_inverse=True)
+    per_size = np.full((len(unique), 2), np.nan)
+    for k, (w, h) in enumerate(unique):
+        if w > 0 and h > 0:
+            rh, rw = resized_size(int(h), int(w), scale, max_size)
+            per_size[k] = (rw / w, rh / h)
+    return per_size[inverse.reshape(-1)]
 
 
 def rule_small_boxes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
-    from detr.data.shapes import resized_size
-
     boxes = train.boxes
     smallest = min(cfg.data.train_scales)
-    kept = [i for i in range(len(boxes.anns)) if not boxes.crowd[i] and boxes.known[i]]
-    zero = [i for i in kept if boxes.zero[i]]
-    tiny = []
-    for i in kept:
-        if boxes.zero[i] or boxes.size[i] is None:
-            continue
-        w, h = boxes.size[i]
-        rh, rw = resized_size(int(h), int(w), smallest, cfg.data.max_size or None)
-        bw, bh = boxes.anns[i]["bbox"][2] * rw / w, boxes.anns[i]["bbox"][3] * rh / h
-        if min(bw, bh) < SMALL_PX:
-            tiny.append(i)
-    lost = zero + tiny
-    found = f"{_share(len(lost), len(kept))} boxes" + (f" ({len(zero)} of zero size)" if zero else "")
+    kept = ~boxes.crowd & boxes.known
+    zero = kept & boxes.zero
+    factors = resize_factors(boxes.image_size, smallest, cfg.data.max_size or None)
+    with np.errstate(invalid="ignore"):
+        tiny = kept & ~boxes.zero & (np.minimum(boxes.bbox[:, 2] * factors[:, 0], boxes.bbox[:, 3] * factors[:, 1])
+                                     < SMALL_PX)
+    lost, total = zero | tiny, int(kept.sum())
+    found = f"{_share(int(lost.sum()), total)} boxes" + (f" ({int(zero.sum())} of zero size)" if zero.any() else "")
     expected = f"≥ {SMALL_PX:g} px at scale {smallest}"
-    example = f"annotation {boxes.anns[lost[0]].get('id', '?')}" if lost else ""
-    if kept and len(lost) / len(kept) >= SMALL_WARN:
-        return row("data.small_boxes", "warn", found, expected,
-                   fix="raise train_scales / max_size in [data], or drop boxes that are not visible at that size",
-                   message="zero-size boxes are dropped; those under a pixel after the resize are targets the "
-                           "model cannot see", count=len(lost), example=example)
-    return row("data.small_boxes", "pass", found, expected, count=len(lost), example=example)
+    example = _annotation(train, lost)
+    if total and lost.sum() / total >= SMALL_WARN:
+        fixes = ["remove the zero-size boxes (training drops them)"] if zero.any() else []
+        if tiny.any():
+            fixes.append("raise train_scales / max_size in [data], or drop boxes not visible at that size")
+        return row("data.small_boxes", "warn", found, expected, fix="; ".join(fixes),
+                   message="a box under a pixel after the resize is a target the model cannot see; a zero-size "
+                           "box is a labelling slip", count=int(lost.sum()), example=example)
+    return row("data.small_boxes", "pass", found, expected, count=int(lost.sum()), example=example)
 
 
 def rule_crowd(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
-    boxes = train.boxes
-    crowd = [i for i, c in enumerate(boxes.crowd) if c]
-    total = len(boxes.anns)
-    found = f"{_share(len(crowd), total)} annotations"
+    crowd, total = int(train.boxes.crowd.sum()), len(train.annotations)
+    found = f"{_share(crowd, total)} annotations"
     expected = f"≤ {CROWD_WARN:.0%}"
-    example = f"annotation {boxes.anns[crowd[0]].get('id', '?')}" if crowd else ""
-    if total and len(crowd) / total > CROWD_WARN:
+    example = _annotation(train, train.boxes.crowd)
+    if total and crowd / total > CROWD_WARN:
         return row("data.crowd", "warn", found, expected,
                    fix="set iscrowd = 0 on annotations that are single objects (many tools export 1 for polygons)",
                    message="DETR, like the official code, drops crowd annotations from the training targets",
-                   count=len(crowd), example=example)
-    return row("data.crowd", "pass", found, expected, count=len(crowd), example=example)
+                   count=crowd, example=example)
+    return row("data.crowd", "pass", found, expected, count=crowd, example=example)
 
 
 def rule_categories(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:

@@ -75,7 +75,9 @@ class CocoDetection(Dataset):
         corrupt: list[str] = []
         for attempt in range(MAX_REPLACEMENTS + 1):
             try:
-                return index, read_rgb(self.image_path(index)), corrupt
+                info = self.coco.imgs[self.ids[index]]
+                size = (info["width"], info["height"]) if info.get("width") and info.get("height") else None
+                return index, read_rgb(self.image_path(index), size), corrupt
             except CorruptImageError:
                 corrupt.append(str(self.image_path(index)))
                 if len(self) < 2:

@@ -44,6 +44,7 @@ class Layout:
     train: SplitSource
     val: SplitSource
     val_fraction: float
+    note: str = ""  # what was found and is not used
 
     def split(self, name: str) -> SplitSource:
         if name not in ("train", "val"):
@@ -60,7 +61,8 @@ class Layout:
             val = f"val = {self.val_fraction:.0%} of its images held out (evenly spread; [data] val_fraction)"
         else:
             val = f"val {_relative(self.val.annotations, self.root)}"
-        return f"{names.get(self.kind, self.kind)} at {self.root}: train {train}, {val}"
+        note = f" ({self.note})" if self.note else ""
+        return f"{names.get(self.kind, self.kind)} at {self.root}: train {train}, {val}{note}"
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -105,7 +107,8 @@ def _detect(root: Path, data_cfg: DataConfig, required: bool) -> Layout | None:
             train, val = _held_out(train)
         else:
             val = SplitSource(val_dir, val_dir / ROBOFLOW_FILE)
-        return Layout("roboflow", root, train, val, fraction)
+        note = "test/ not used" if (root / "test" / ROBOFLOW_FILE).is_file() else ""
+        return Layout("roboflow", root, train, val, fraction, note)
     candidates = sorted((root / "annotations").glob("*.json")) if (root / "annotations").is_dir() else []
     if (root / LABEL_STUDIO_FILE).is_file():
         candidates.append(root / LABEL_STUDIO_FILE)
@@ -168,7 +171,7 @@ def _apply_flags(layout: Layout | None, root: Path, data_cfg: DataConfig) -> Lay
     if d.val_images:
         val = replace(val, images=root / d.val_images)
     kind = "flags" if d.train_annotations or d.val_annotations else layout.kind
-    return Layout(kind, root, train, val, d.val_fraction)
+    return Layout(kind, root, train, val, d.val_fraction, layout.note if layout else "")
 
 
 def _default_images(split_dir: Path, annotations: Path) -> Path:

@@ -24,9 +24,14 @@ def load_run_config(profile: str | None, coco_path: str | None,
     from detrdoctor.profiles import load_profile
 
     cfg = load_profile(default_profile(profile, coco_path))
-    apply_flags(cfg, {"data": {"coco_path": coco_path}, **(overrides or {})})
+    apply_flags(cfg, with_coco_path(overrides or {}, coco_path))
     validate(cfg)
     return cfg
+
+
+def with_coco_path(overrides: dict[str, dict[str, Any]], coco_path: str | None) -> dict[str, dict[str, Any]]:
+    """`overrides` with --coco-path added to its [data] keys (a plain {"data": ...} merge would drop one or the other)."""
+    return {**overrides, "data": {"coco_path": coco_path, **overrides.get("data", {})}}
 
 
 def apply_flags(cfg: RunConfig, overrides: dict[str, dict[str, Any]]) -> None:
@@ -49,10 +54,11 @@ def data_flags(options: Any) -> dict[str, Any]:
 def announce_layout(cfg: RunConfig) -> None:
     """Say on stderr which dataset layout was found (stdout may be --json); DataError when none fits."""
     from rich.console import Console
+    from rich.markup import escape
 
     from detr.data import find_layout
 
     if not cfg.data.coco_path and not any(getattr(cfg.data, key) for key in DATA_FLAGS):
         return  # the synthetic dataset: nothing to recognise
     layout = find_layout(cfg.data)
-    Console(stderr=True, highlight=False).print(f"dataset: {layout.describe()}", soft_wrap=True)
+    Console(stderr=True, highlight=False).print(f"dataset: {escape(layout.describe())}", soft_wrap=True)

@@ -44,7 +44,7 @@ def run_loader_bench(options: LoaderBenchOptions) -> int:
     from rich.console import Console
 
     from detr.data import resolve_num_classes
-    from detrdoctor.commands.common import data_flags, load_run_config
+    from detrdoctor.commands.common import announce_layout, data_flags, load_run_config
     from detrdoctor.loaderbench import collect, judge, parse_step_time, parse_worker_counts, usable_cpus
     from detrdoctor.loaderbench.report import dumps, render
 
@@ -53,6 +53,7 @@ def run_loader_bench(options: LoaderBenchOptions) -> int:
     step_time = parse_step_time(options.step_time)
     cfg = load_run_config(options.profile, options.coco_path, {"train": {"batch_size": options.batch_size},
                                                                "data": data_flags(options)})
+    announce_layout(cfg)
     resolve_num_classes(cfg)  # the step timing builds the model
     out = Console(highlight=False)
     collected = collect(cfg, options, worker_counts, step_time,

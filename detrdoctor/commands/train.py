@@ -67,13 +67,13 @@ class TrainOptions:
 def resolve_train_config(options: TrainOptions) -> RunConfig:
     """The profile with the flags applied; `--resume` without `--profile` continues with the run's own config."""
     from detr.config import validate
-    from detrdoctor.commands.common import apply_flags, load_run_config
+    from detrdoctor.commands.common import apply_flags, load_run_config, with_coco_path
 
     if options.resume and not options.profile:
         cfg = config_of_run(options.resume)
         if cfg is not None:
             cfg.train.weights = ""  # the checkpoint carries the weights the run had reached
-            apply_flags(cfg, {"data": {"coco_path": options.coco_path}, **options.overrides()})
+            apply_flags(cfg, with_coco_path(options.overrides(), options.coco_path))
             validate(cfg)
             return cfg
     return load_run_config(options.profile, options.coco_path, options.overrides())

@@ -95,7 +95,7 @@ def resolve_classes(cfg: RunConfig, coco_path: str | None) -> str:
         resolve_num_classes(cfg)
     elif cfg.model.num_classes == AUTO:
         cfg.model.num_classes = COCO_NUM_CLASSES
-        return (f'num_classes = "auto" without --coco-path: measured with COCO\'s {COCO_NUM_CLASSES} '
+        return (f'num_classes = "auto" without --coco-path: the model has COCO\'s {COCO_NUM_CLASSES} '
                 "(the class count changes the memory by kilobytes)")
     return ""
 
