@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 from detrdoctor.triage import triage_check
+from detrdoctor.triage.schedule import share
 
 Record = dict[str, Any]
 
@@ -153,4 +154,4 @@ def rule_steps(steps: list[Record], needed: tuple[int, str] | None) -> dict[str,
         return triage_check("run", "run.steps", "pass", found, expected)
     return triage_check("run", "run.steps", "fail" if done * TOO_FEW < need else "warn", found, expected,
                         "train longer (see schedule.steps)",
-                        f"{done / need:.0%} of what DETR needs from this starting point: AP stays low until then")
+                        f"{share(done, need)} of what DETR needs from this starting point: AP stays low until then")

@@ -68,8 +68,9 @@ def steps_needed(cfg: RunConfig, facts: dict[str, Any]) -> tuple[int, str]:
         return SYNTHETIC_STEPS, "the synthetic shapes (the demo profile learns them in ~1.4k steps)"
     if cfg.train.weights:
         return FINETUNE_EPOCHS * steps_per_epoch(cfg, facts), f"fine-tuning DETR weights: ≥ {FINETUNE_EPOCHS} epochs"
-    start = "an ImageNet backbone" if cfg.model.backbone_weights != "none" else "no pretrained weights at all"
-    return SCRATCH_STEPS, f"a transformer from scratch on {start}: ~300k steps"
+    if cfg.model.backbone_weights != "none":
+        return SCRATCH_STEPS, "a transformer from scratch on a pretrained backbone: ~300k"
+    return SCRATCH_STEPS, "no pretrained weights at all: ~300k, more in practice"
 
 
 def judge_schedule(cfg: RunConfig, facts: dict[str, Any]) -> list[dict[str, str]]:
@@ -87,11 +88,16 @@ def rule_steps(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, str]:
     epochs = math.ceil(needed / steps_per_epoch(cfg, facts))
     fix = (f"fine-tune the official checkpoint: --weights {FINETUNE_URL}" if small
            else f"--epochs {epochs} with [train] lr_drop = {epochs * 2 // 3} in the profile")
-    message = (f"{total:,} optimizer steps is {total / needed:.0%} of what DETR needs; a short run ends with AP ≈ 0"
+    message = (f"{total:,} optimizer steps is {share(total, needed)} of what DETR needs; a short run ends with AP ≈ 0"
                + (f"; from scratch on {facts['train_images']:,} images DETR rarely learns at all (the maintainers "
                   f"saw it work from ~{SCRATCH_MIN_IMAGES:,})" if small else ""))
     return triage_check("schedule", "schedule.steps", "fail" if total * TOO_FEW < needed else "warn", found,
                         expected, fix, message)
+
+
+def share(part: float, whole: float) -> str:
+    """'7%', or '0.06%' where whole percents would say 0."""
+    return f"{part / whole:.0%}" if part >= whole / 100 else f"{part / whole:.2%}"
 
 
 def rule_lr_drop(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, str]:
