@@ -65,7 +65,7 @@ def total_steps(cfg: RunConfig, facts: dict[str, Any]) -> int:
 def steps_needed(cfg: RunConfig, facts: dict[str, Any]) -> tuple[int, str]:
     """(steps, why): what DETR needs from this starting point."""
     if facts["synthetic"]:
-        return SYNTHETIC_STEPS, "the synthetic shapes (the demo profile learns them in ~1.4k steps)"
+        return SYNTHETIC_STEPS, "synthetic shapes: the demo profile learns them in ~1.4k"
     if cfg.train.weights:
         return FINETUNE_EPOCHS * steps_per_epoch(cfg, facts), f"fine-tuning DETR weights: ≥ {FINETUNE_EPOCHS} epochs"
     if cfg.model.backbone_weights != "none":
