@@ -10,6 +10,7 @@ step (fail rows stop it, warn rows become `data_check` events) and by `triage`.
 from __future__ import annotations
 
 import functools
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,9 +47,6 @@ class SplitFacts:
     annotations: list[dict[str, Any]]
     categories: list[dict[str, Any]]
     headers: list[dict[str, Any]] = field(default_factory=list)
-
-    def file_of(self) -> dict[Any, str]:
-        return {img["id"]: str(img["file_name"]) for img in self.images}
 
     @functools.cached_property
     def boxes(self) -> Boxes:
@@ -332,8 +330,7 @@ def rule_duplicates(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
             problems.append(f"{split.name}: {extra} images listed again")
             count, example = count + extra, example or f"{listed_twice[0]} ({split.name})"
     if val is not None and val.annotations_file != train.annotations_file:
-        shared = sorted({str(train.image_dir / n) for n in train.file_of().values()}
-                        & {str(val.image_dir / n) for n in val.file_of().values()})
+        shared = sorted(set(_paths(train)) & set(_paths(val)))
         if shared:
             problems.append(f"{len(shared)} images in both train and val")
             count, example = count + len(shared), example or f"{Path(shared[0]).name} in train and val"
@@ -349,6 +346,12 @@ def rule_duplicates(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
 def _annotation(split: SplitFacts, mask: np.ndarray) -> str:
     """"annotation <id>" of the first annotation in `mask`, or ""."""
     return f"annotation {split.annotations[int(mask.argmax())].get('id', '?')}" if mask.any() else ""
+
+
+def _paths(split: SplitFacts) -> list[str]:
+    """The image files of a split as path strings (joined as text: pathlib costs a second per 100k images)."""
+    folder = os.path.join(split.image_dir, "")
+    return [os.path.normpath(folder + str(img["file_name"])) for img in split.images]
 
 
 def rule_empty_images(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:

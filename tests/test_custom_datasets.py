@@ -163,3 +163,38 @@ def test_env_check_judges_the_dataset_against_the_profile(tmp_path: Path) -> Non
     row = checks["data.num_classes"]
     assert row["status"] == "fail" and row["count"] == 1 and row["example"] == "platelet"
     assert checks["data.categories"]["status"] == "pass" and "0 cells" in checks["data.categories"]["found"]
+
+
+def test_no_held_out_images_is_one_line_before_anything_is_written(tmp_path: Path, tiny_cfg: RunConfig) -> None:
+    from detr.engine.trainer import Trainer
+
+    tiny_cfg.data.coco_path = str(cvat_export(tmp_path / "export"))
+    tiny_cfg.data.val_fraction = 0.0
+    tiny_cfg.model.num_classes = "auto"
+    tiny_cfg.train.eval_every = 1
+    with pytest.raises(DataError) as info:
+        Trainer(tiny_cfg, output_dir=tmp_path / "run")
+    assert "the val split holds no images" in str(info.value) and not (tmp_path / "run").exists()
+    assert len(build_dataset(tiny_cfg.data, "train", train=False)) == 10  # all of them train
+
+
+def test_evaluate_scores_the_held_out_share(tmp_path: Path) -> None:
+    root = cvat_export(tmp_path / "export")
+    out = tmp_path / "run"
+    trained = runner.invoke(app, ["train", "--profile", str(tiny_auto_profile(tmp_path)), "--coco-path", str(root),
+                                  "--output-dir", str(out), "--max-steps", "1", "--eval-every", "0", "--no-dashboard"])
+    assert trained.exit_code == 0, trained.output
+    result = runner.invoke(app, ["evaluate", "--weights", str(out / "checkpoint.pth"), "--coco-path", str(root),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["images"] == 1  # 10% of 10
+
+
+def test_memprofile_without_a_dataset_says_which_class_count_it_used(tiny_cfg: RunConfig) -> None:
+    from detrdoctor.memprofile.plan import resolve_classes
+
+    tiny_cfg.model.num_classes = "auto"
+    note = resolve_classes(tiny_cfg, None)
+    assert tiny_cfg.model.num_classes == 91 and "COCO's 91" in note
+    tiny_cfg.model.num_classes = 7
+    assert resolve_classes(tiny_cfg, None) == "" and tiny_cfg.model.num_classes == 7

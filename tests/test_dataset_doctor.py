@@ -10,9 +10,9 @@ import pytest
 from exports import ROBOFLOW_CATEGORIES, coco_json, write_image
 
 from detr.config import RunConfig
+from detr.errors import DataError
 from detrdoctor.data_check import DataCheckEvents, stop_on_failures
 from detrdoctor.dataset_doctor import diagnose_dataset
-from detr.errors import DataError
 
 IDS = ("data.num_classes", "data.num_queries", "data.box_format", "data.image_size", "data.exif", "data.duplicates",
        "data.empty_images", "data.small_boxes", "data.crowd", "data.categories")
@@ -27,7 +27,8 @@ def clean_split(root: Path, split: str, count: int) -> dict:
         name = f"{split.removesuffix('2017')}_{i}.jpg"
         write_image(root / split / name, w, h, boxes=BOXES)
         images.append({"id": i + 1, "file_name": name, "width": w, "height": h})
-        annotations += [{"image_id": i + 1, "category_id": 1 + (i + j) % 3, "bbox": list(b)} for j, b in enumerate(BOXES)]
+        annotations += [{"image_id": i + 1, "category_id": 1 + (i + j) % 3, "bbox": list(b)}
+                        for j, b in enumerate(BOXES)]
     return coco_json(images, annotations, [dict(c) for c in CATEGORIES])
 
 

@@ -118,4 +118,7 @@ def build_dataset(data_cfg: DataConfig, split: str, *, train: bool, seed: int = 
     image_ids = None
     if source.part != "all":  # a single-file export: this split's share of its images
         image_ids = split_image_ids(load_coco(source.annotations).imgs, source.part, layout.val_fraction)
+        if not image_ids:
+            raise DataError(f"{source.annotations}: the {split} split holds no images (val_fraction = "
+                            f"{layout.val_fraction}); set [data] val_fraction > 0, or eval_every = 0 to train on all")
     return CocoDetection(source.images, source.annotations, transform, seed, image_ids)

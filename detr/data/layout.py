@@ -13,7 +13,6 @@ override what was found; relative paths are under ROOT.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -146,11 +145,13 @@ def _image_folder(root: Path, annotations: Path) -> Path:
 
 
 def _first_file_name(annotations: Path) -> str | None:
+    from detr.data.annotations import load_coco  # cached: the dataset reads the same parse
+
     try:
-        data = json.loads(annotations.read_text(encoding="utf-8"))
-        return str(data["images"][0]["file_name"])
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return None  # the annotation check names what is wrong with the file
+        images = load_coco(annotations).dataset["images"]
+    except DataError:
+        return None  # the dataset's own load names what is wrong with the file
+    return str(images[0]["file_name"]) if images else None
 
 
 def _apply_flags(layout: Layout | None, root: Path, data_cfg: DataConfig) -> Layout:

@@ -30,7 +30,7 @@ def load_run_config(profile: str | None, coco_path: str | None,
 
 
 def with_coco_path(overrides: dict[str, dict[str, Any]], coco_path: str | None) -> dict[str, dict[str, Any]]:
-    """`overrides` with --coco-path added to its [data] keys (a plain {"data": ...} merge would drop one or the other)."""
+    """`overrides` with --coco-path added to its [data] keys (a plain {"data": ...} merge drops one of them)."""
     return {**overrides, "data": {"coco_path": coco_path, **overrides.get("data", {})}}
 
 

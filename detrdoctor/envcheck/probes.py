@@ -331,7 +331,8 @@ def _dataset_config(params: dict[str, Any]) -> Any:
     """The RunConfig env-check judges the dataset with: the profile (default detr-r50) and the [data] flags."""
     from detrdoctor.commands.common import load_run_config
 
-    return load_run_config(params.get("profile") or "detr-r50", params["root"] or None, {"data": params.get("data") or {}})
+    profile, root = params.get("profile") or "detr-r50", params["root"] or None
+    return load_run_config(profile, root, {"data": params.get("data") or {}})
 
 
 def _layout_facts(cfg: Any) -> dict[str, Any]:

@@ -894,8 +894,8 @@ def rule_dataset(facts: Facts) -> list[Check]:
     if doctor.get("checks"):
         rows += doctor["checks"]
     elif step_error(facts, "dataset", "doctor"):
-        rows.append(check("data.checks", "fail", "not judged", "the dataset doctor's checks",
-                          message=first_line(step_error(facts, "dataset", "doctor"))))
+        rows.append({**check("data.checks", "fail", "not judged", "the dataset doctor's checks",
+                             message=first_line(step_error(facts, "dataset", "doctor"))), "count": None, "example": ""})
     return rows
 
 
