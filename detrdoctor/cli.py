@@ -239,12 +239,18 @@ def triage(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N for the overfit test."),
     amp: Optional[str] = typer.Option(None, help="Mixed precision of the overfit test: off, bf16 or fp16 (default: the profile's)."),
     json_output: bool = typer.Option(False, "--json", help="Print checks, summary, overfit numbers and artifacts as JSON."),
+    train_annotations: Optional[str] = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
+    val_annotations: Optional[str] = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
+    train_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Training")),
+    val_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Validation")),
 ) -> None:
     """Why doesn't my DETR learn? Data, schedule, an overfit test on a few images, drawn samples, a run's history."""
     from detrdoctor.commands.triage import TriageOptions, run_triage
 
     options = TriageOptions(profile=profile, coco_path=coco_path, weights=weights, run=run, images=images, steps=steps,
-                            out=out, device=device, amp=amp, json_output=json_output)
+                            out=out, device=device, amp=amp, json_output=json_output,
+                            train_annotations=train_annotations, val_annotations=val_annotations,
+                            train_images=train_images, val_images=val_images)
     run_guarded(lambda: run_triage(options))
 
 

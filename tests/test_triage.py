@@ -303,6 +303,17 @@ def test_run_folder_whose_ap_stays_zero(healthy: Path, tmp_path: Path) -> None:
     assert len(report["artifacts"]["images"]) == 1
 
 
+def test_layout_flags_reach_every_section(healthy: Path, tmp_path: Path) -> None:
+    root = seeded_dataset(tmp_path, lambda data: None)
+    (root / "annotations" / "instances_train2017.json").rename(root / "mine.json")
+    code, report = triage("--profile", str(healthy), "--coco-path", str(root), "--train-annotations", "mine.json",
+                          "--steps", "0", "--images", "1", "--out", str(tmp_path / "o"))
+    checks = by_id(report["checks"])
+    assert checks["data.num_classes"]["status"] == "pass"
+    assert checks["schedule.steps"]["status"] == "fail"  # real data from scratch: 16 images, 1,200 steps
+    assert len(report["artifacts"]["images"]) == 1 and code == 1
+
+
 def test_bad_flags_exit_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["triage", "--images", "0"])
     assert result.exit_code == 2 and "--images" in result.output

@@ -25,16 +25,23 @@ class TriageOptions:
     device: str
     amp: str | None
     json_output: bool
+    train_annotations: str | None
+    val_annotations: str | None
+    train_images: str | None
+    val_images: str | None
 
     def overrides(self) -> dict[str, dict[str, Any]]:
-        return {"train": {"weights": self.weights, "device": self.device, "amp": self.amp}}
+        """The flags as config keys, per section."""
+        from detrdoctor.commands.common import data_flags
+
+        return {"data": data_flags(self), "train": {"weights": self.weights, "device": self.device, "amp": self.amp}}
 
 
 def resolve_triage_config(options: TriageOptions) -> RunConfig:
     """The profile with the flags applied; `--run` without `--profile` judges the run's own config.toml."""
     from detr.config import load_config_file, validate
     from detr.errors import ConfigError
-    from detrdoctor.commands.common import apply_flags, load_run_config
+    from detrdoctor.commands.common import apply_flags, load_run_config, with_coco_path
 
     if options.images < 1:
         raise ConfigError(f"--images {options.images}: must be at least 1")
@@ -48,7 +55,7 @@ def resolve_triage_config(options: TriageOptions) -> RunConfig:
             if not (run / "config.toml").is_file():
                 raise ConfigError(f"--run {run}: no config.toml there; add --profile with the run's profile")
             cfg = load_config_file(run / "config.toml")
-            apply_flags(cfg, {"data": {"coco_path": options.coco_path}, **options.overrides()})
+            apply_flags(cfg, with_coco_path(options.overrides(), options.coco_path))
             validate(cfg)
             return cfg
     return load_run_config(options.profile, options.coco_path, options.overrides())
