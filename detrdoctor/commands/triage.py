@@ -154,5 +154,6 @@ def render(checks: list[dict[str, Any]], summary: dict[str, Any], overfit: dict[
                           if a is not None and b is not None)
         ap50 = "not scored" if overfit["ap50"] is None else f"{overfit['ap50']:.3f}"
         console.print(f"overfit: {overfit['images']} images, {overfit['steps']} steps, AP50 {ap50}; {terms}",
-                      soft_wrap=True)
-    console.print(f"look: {len(artifacts['images'])} images drawn in {artifacts['folder']}/", soft_wrap=True)
+                      soft_wrap=True, markup=False)
+    console.print(f"look: {len(artifacts['images'])} images drawn in {artifacts['folder']}/", soft_wrap=True,
+                  markup=False)
