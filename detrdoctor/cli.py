@@ -268,6 +268,33 @@ def loader_bench(
 
 
 @app.command()
+def triage(
+    profile: Optional[str] = typer.Option(None, help="Profile name or TOML path (default: demo, or detr-r50 with --coco-path; with --run: the run's config)."),
+    coco_path: Optional[str] = typer.Option(None, help="COCO-format dataset root (default: the synthetic dataset)."),
+    weights: Optional[str] = typer.Option(None, help="Start the overfit test from these weights (path or URL) instead of a fresh model."),
+    run: Optional[str] = typer.Option(None, help="Also judge a run folder's metrics.jsonl (alone: with that run's config.toml)."),
+    images: int = typer.Option(4, help="Training images the overfit test must memorise."),
+    steps: int = typer.Option(200, help="Steps of the overfit test (0 skips it)."),
+    out: Optional[str] = typer.Option(None, help="Folder for the drawn samples and the overfit run (default: triage-<timestamp>)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N for the overfit test."),
+    amp: Optional[str] = typer.Option(None, help="Mixed precision of the overfit test: off, bf16 or fp16 (default: the profile's)."),
+    json_output: bool = typer.Option(False, "--json", help="Print checks, summary, overfit numbers and artifacts as JSON."),
+    train_annotations: Optional[str] = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
+    val_annotations: Optional[str] = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
+    train_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Training")),
+    val_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Validation")),
+) -> None:
+    """Why doesn't my DETR learn? Data, schedule, an overfit test on a few images, drawn samples, a run's history."""
+    from detrdoctor.commands.triage import TriageOptions, run_triage
+
+    options = TriageOptions(profile=profile, coco_path=coco_path, weights=weights, run=run, images=images, steps=steps,
+                            out=out, device=device, amp=amp, json_output=json_output,
+                            train_annotations=train_annotations, val_annotations=val_annotations,
+                            train_images=train_images, val_images=val_images)
+    run_guarded(lambda: run_triage(options))
+
+
+@app.command()
 def stack(
     pid: int = typer.Argument(..., help="Process id of a running training process."),
     native: bool = typer.Option(False, help="Include native frames (py-spy --native)."),

@@ -20,10 +20,13 @@ def render_json(checks: list[dict[str, str]], summary: dict[str, Any], facts: di
     sys.stdout.write(json.dumps({"checks": checks, "summary": summary, "facts": facts}, indent=2) + "\n")
 
 
-def render_table(checks: list[dict[str, str]], summary: dict[str, Any], source: str, console: Console | None = None) -> None:
-    """One line per check; a problem's reason and fix go on full-width lines under its row, so commands stay copyable."""
+def render_table(checks: list[dict[str, str]], summary: dict[str, Any], source: str, console: Console | None = None,
+                 title: str = "detrdoctor env-check") -> None:
+    """One line per check; a problem's reason and fix go on full-width lines under its row, so commands stay copyable.
+
+    A summary with a "verdict" (triage's) shows it instead of env-check's readiness words."""
     console = console or Console(highlight=False)
-    console.print(Text.assemble(("detrdoctor env-check", "bold"), f" · {source}"), soft_wrap=True)
+    console.print(Text.assemble((title, "bold"), f" · {source}"), soft_wrap=True)
     id_width = max(len(c["id"]) for c in checks)
     found_width, expected_width = _columns(checks, console.width - id_width - 4)
     console.print(_row(Text(" "), Text("check", "bold"), Text("found", "bold"), Text("expected", "bold"), id_width, found_width, expected_width))
@@ -72,7 +75,10 @@ def _summary_line(summary: dict[str, Any]) -> Text:
     for status in ("pass", "warn", "fail", "skip"):
         symbol, style = SYMBOLS[status]
         parts += [(f"{symbol} {summary[status]} {status}", style if summary[status] else "dim"), "  "]
-    if summary["ok"] and summary["warn"]:
+    if "verdict" in summary:
+        style = "bold red" if summary["fail"] else "bold yellow" if summary["warn"] else "bold green"
+        verdict = (summary["verdict"], style)
+    elif summary["ok"] and summary["warn"]:
         verdict = ("ready; review the ! rows", "bold yellow")
     elif summary["ok"]:
         verdict = ("ready", "bold green")

@@ -1,0 +1,159 @@
+"""`detrdoctor triage`: why doesn't my DETR learn? Data, schedule, an overfit test, a look, and a run's history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from detr.config import RunConfig
+
+
+@dataclass
+class TriageOptions:
+    """The flags of `triage`; None means "not given": the profile (or the run's config) decides."""
+
+    profile: str | None
+    coco_path: str | None
+    weights: str | None
+    run: str | None
+    images: int
+    steps: int
+    out: str | None
+    device: str
+    amp: str | None
+    json_output: bool
+    train_annotations: str | None
+    val_annotations: str | None
+    train_images: str | None
+    val_images: str | None
+
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        """The flags as config keys, per section."""
+        from detrdoctor.commands.common import data_flags
+
+        return {"data": data_flags(self), "train": {"weights": self.weights, "device": self.device, "amp": self.amp}}
+
+
+def resolve_triage_config(options: TriageOptions) -> RunConfig:
+    """The profile with the flags applied; `--run` without `--profile` judges the run's own config.toml."""
+    from detr.config import load_config_file, validate
+    from detr.errors import ConfigError
+    from detrdoctor.commands.common import apply_flags, load_run_config, with_coco_path
+
+    if options.images < 1:
+        raise ConfigError(f"--images {options.images}: must be at least 1")
+    if options.steps < 0:
+        raise ConfigError(f"--steps {options.steps}: must be ≥ 0 (0 skips the overfit test)")
+    if options.run:
+        run = Path(options.run).expanduser()
+        if not (run / "metrics.jsonl").is_file():
+            raise ConfigError(f"--run {run}: no metrics.jsonl there; pass a run folder written by `detrdoctor train`")
+        if not options.profile:
+            if not (run / "config.toml").is_file():
+                raise ConfigError(f"--run {run}: no config.toml there; add --profile with the run's profile")
+            cfg = load_config_file(run / "config.toml")
+            apply_flags(cfg, with_coco_path(options.overrides(), options.coco_path))
+            validate(cfg)
+            return cfg
+    return load_run_config(options.profile, options.coco_path, options.overrides())
+
+
+def data_checks(cfg: RunConfig) -> list[dict[str, Any]]:
+    """The dataset doctor's rows (section "data"), or one skip row where this build has no doctor."""
+    from detrdoctor.triage import triage_check
+
+    try:
+        from detrdoctor.dataset_doctor import diagnose_dataset
+    except ImportError:
+        return [triage_check("data", "data.doctor", "skip", message="the dataset doctor is not in this build")]
+    return [{**row, "section": "data"} for row in diagnose_dataset(cfg)]
+
+
+def verdict(summary: dict[str, Any], overfit_ran: bool) -> str:
+    if summary["fail"]:
+        return "fix the ✗ rows: this run will not learn as configured"
+    if not overfit_ran:
+        return "no blocker found (overfit test skipped)"
+    return "no blocker; review the ! rows" if summary["warn"] else "healthy: nothing stops this model from learning"
+
+
+def run_triage(options: TriageOptions) -> int:
+    """Collect, judge, render; exit 1 when a check fails."""
+    from rich.console import Console
+
+    from detr.data import check_dataset
+    from detr.engine.device import resolve_amp_dtype, resolve_device
+    from detr.engine.metrics import read_metrics
+    from detrdoctor.commands.common import announce_layout
+    from detrdoctor.envcheck.rules import summarize
+    from detrdoctor.triage import triage_check
+    from detrdoctor.triage.history import judge_history
+    from detrdoctor.triage.look import draw_predictions, draw_training_samples
+    from detrdoctor.triage.overfit import (
+        judge_overfit,
+        overfit_summary,
+        run_overfit,
+        write_subset,
+    )
+    from detrdoctor.triage.schedule import judge_schedule, schedule_facts, steps_needed
+
+    cfg = resolve_triage_config(options)
+    device = resolve_device(cfg.train.device)
+    resolve_amp_dtype(cfg.train.amp, device)  # a bad --amp/--device pair is a flag error, not a finding
+    out = Path(options.out or f"triage-{datetime.now():%Y%m%d-%H%M%S}")
+    stderr = Console(stderr=True, highlight=False)
+    announce_layout(cfg)
+    data_summary = check_dataset(cfg.data, "train")
+    checks = data_checks(cfg)
+    facts = schedule_facts(data_summary, str(device))
+    checks += judge_schedule(cfg, facts)
+
+    subset, ids = write_subset(cfg, options.images, out / "overfit")
+    overfit, trainer = None, None
+    if options.steps:
+        overfit_facts, trainer = run_overfit(cfg, subset, ids, options.steps, out / "overfit", stderr)
+        checks += judge_overfit(overfit_facts, cfg)
+        overfit = overfit_summary(overfit_facts)
+    else:
+        checks += [triage_check("overfit", f"overfit.{name}", "skip", message="--steps 0")
+                   for name in ("finite", "fit", "labels", "boxes")]
+    images = draw_training_samples(cfg, ids, out)
+    if trainer is not None:
+        images += draw_predictions(trainer, out)
+
+    if options.run:
+        records = read_metrics(Path(options.run).expanduser() / "metrics.jsonl")
+        checks += judge_history(records, cfg.train.lr_drop, cfg.train.epochs, steps_needed(cfg, facts))
+
+    summary = summarize(checks, strict=False)
+    summary["verdict"] = verdict(summary, overfit is not None)
+    artifacts = {"folder": str(out), "images": images}
+    if options.json_output:
+        import json
+        import sys
+
+        sys.stdout.write(json.dumps({"checks": checks, "summary": summary, "overfit": overfit,
+                                     "artifacts": artifacts}, indent=2) + "\n")
+    else:
+        render(checks, summary, overfit, artifacts, cfg, Console(highlight=False))
+    return int(summary["exit_code"])
+
+
+def render(checks: list[dict[str, Any]], summary: dict[str, Any], overfit: dict[str, Any] | None,
+           artifacts: dict[str, Any], cfg: RunConfig, console: Any) -> None:
+    """env-check's table, then the overfit numbers and where the drawn samples are."""
+    from detrdoctor.envcheck.render import render_table
+
+    source = f"{cfg.model.backbone} DETR, {cfg.data.coco_path or 'synthetic data'}"
+    render_table(checks, summary, source, console, title="detrdoctor triage")
+    if overfit is not None:
+        terms = ", ".join(f"{name} {a:.3f} → {b:.3f}" for name, (a, b) in overfit["terms"].items()
+                          if a is not None and b is not None)
+        ap50 = "not scored" if overfit["ap50"] is None else f"{overfit['ap50']:.3f}"
+        console.print(f"overfit: {overfit['images']} images, {overfit['steps']} steps, AP50 {ap50}; {terms}",
+                      soft_wrap=True, markup=False)
+    console.print(f"look: {len(artifacts['images'])} images drawn in {artifacts['folder']}/", soft_wrap=True,
+                  markup=False)
