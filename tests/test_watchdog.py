@@ -111,7 +111,7 @@ def test_gradscaler_skips_are_counted_not_reported_until_their_rate_rises(tiny_c
     inject = InjectNonFinite("class_embed", math.inf, at=range(3, 8))
     watchdog = GradientWatchdog(tiny_cfg.watchdog)
     trainer = Trainer(tiny_cfg, callbacks=[inject, watchdog], output_dir=tmp_path)
-    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    trainer.scaler = trainer.step.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
     summary = trainer.fit()
 
     assert events(tmp_path, "nonfinite_grad") == [] and events(tmp_path, "step_skipped") == []
