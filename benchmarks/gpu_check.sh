@@ -38,4 +38,5 @@ for amp in off bf16; do
   run python3 benchmarks/bench_attention.py --device cuda --amp "$amp" --size 800 --batch-size 4 --rounds 20 \
       --attention-dropout 0.1
 done
-run python3 -m detrdoctor.cli memprofile --profile detr-r50 --estimate --batch-sizes 4 --json > "$out/memprofile_estimate_b4.json"
+run python3 -m detrdoctor.cli memprofile --profile detr-r50 --estimate --batch-sizes 4 --json \
+    > "$out/memprofile_estimate_b4.json"

@@ -23,10 +23,11 @@ class Transformer(nn.Module):
                  num_decoder_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1,
                  attention_dropout: float = 0.1, fused_attention: bool = True):
         super().__init__()
-        attention = (attention_dropout, fused_attention)
-        encoder_layer = TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, *attention)
+        encoder_layer = TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, attention_dropout,
+                                                fused_attention)
         self.encoder = TransformerEncoder(encoder_layer, num_encoder_layers)
-        decoder_layer = TransformerDecoderLayer(d_model, nhead, dim_feedforward, dropout, *attention)
+        decoder_layer = TransformerDecoderLayer(d_model, nhead, dim_feedforward, dropout, attention_dropout,
+                                                fused_attention)
         self.decoder = TransformerDecoder(decoder_layer, num_decoder_layers, nn.LayerNorm(d_model))
         self._reset_parameters()
         self.d_model = d_model

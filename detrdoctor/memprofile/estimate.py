@@ -101,6 +101,7 @@ class _CudaAttentionKernels(TorchFunctionMode):
 
 
 def _efficient_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    """SDPA's arguments, its CUDA preprocessing, and the memory-efficient kernel (its output only)."""
     if torch.is_autocast_enabled("cuda"):  # SDPA runs in the autocast dtype
         query, key, value = (t.to(torch.get_autocast_dtype("cuda")) for t in (query, key, value))
     if attn_mask is not None:
