@@ -91,7 +91,7 @@ def test_a_run_that_mostly_dropped_its_steps_never_exits_0(tiny_cfg, tmp_path):
 
 
 def test_rollback_lands_before_the_growth_began_and_the_run_recovers(tiny_cfg, tmp_path):
-    # Snapshots every 5 good steps: that of step 5 is on the diverging path already (the growth starts at step 2).
+    # Snapshots every 5 good steps: one of step 5 would be on the diverging path already (the growth starts at step 2).
     diverge(tiny_cfg, 0.005, 1, "rollback", steps=30)
     tiny_cfg.watchdog.snapshot_every = 5
     summary = Trainer(tiny_cfg, callbacks=[GradientWatchdog(tiny_cfg.watchdog)], output_dir=tmp_path).fit()
