@@ -34,7 +34,7 @@ def diverge(cfg, lr_backbone: float, seed: int, on_anomaly: str, steps: int, att
     cfg.model.attention, cfg.watchdog.on_anomaly = attention, on_anomaly
 
 
-# Fused: the one run of 49 measured on the fused path (NOTES-issue-21.md) whose first non-finite value comes at
+# Fused: the one run of 63 measured on the fused path (NOTES-issue-21.md) whose first non-finite value comes at
 # step 10 or later (17); the others of this family die by step 8 or stay finite. Reference: the issue's scenario,
 # pinned to nn.MultiheadAttention's explicit path because only there does it develop over 10 steps (non-finite at
 # step 11), and a second learning rate is what the issue asks for.
