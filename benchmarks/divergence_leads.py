@@ -1,15 +1,17 @@
-"""The gradient watchdog's early warnings: lead before the first non-finite loss on divergent runs, and the false
+"""The gradient watchdog's early warnings: lead before the first non-finite value on divergent runs, and the false
 alarms on healthy ones. Prints the table of NOTES-issue-21.md.
 
 Divergent runs: the `tiny` profile with clipping off and the backbone's learning rate far too high (`--lr-backbone`;
 the transformer's AdamW lr alone does not diverge on `tiny`, not even at 1.0), under `--on-anomaly warn` so that
-nothing changes the course of the run. Per run: the first `warning` event, the first non-finite loss, the lead.
+nothing changes the course of the run, on each `--attention` path (`fused`, the default, and `reference`). Per run:
+the first `warning` event, the first non-finite value (the first `nonfinite_loss` or `nonfinite_grad` event: the
+fused attention's backward overflows while the loss is still finite), the lead.
 Healthy runs: a profile as shipped (`tiny`, `demo`, or `r50`: detr-r50 from scratch on small synthetic images on
 the CPU); every warning or error event is a false alarm.
 
     python benchmarks/divergence_leads.py                                   # divergent tiny runs + healthy tiny
     python benchmarks/divergence_leads.py --lrs '' --healthy demo:400 --healthy r50:300
-    python benchmarks/divergence_leads.py --lrs '' --healthy '' --recover 160     # skip / rollback on a divergent run
+    python benchmarks/divergence_leads.py --lrs '' --healthy '' --recover 160     # skip / rollback on divergent runs
 """
 
 from __future__ import annotations
@@ -28,16 +30,19 @@ from detrdoctor.watchdog import GradientWatchdog
 
 
 class Alarms(Callback):
-    """The run's warning and error events, as (step, kind), its rollbacks and every step's loss."""
+    """The run's warning and error events, as (step, kind), its warnings alone, its rollbacks and every step's loss."""
 
     def __init__(self):
         self.found: list[tuple[int, str]] = []
+        self.warnings: list[tuple[int, str]] = []
         self.rollbacks: list[tuple[int, int]] = []
         self.losses: list[float] = []
 
     def on_event(self, trainer, event) -> None:
         if event["severity"] in ("warning", "error"):
             self.found.append((event["step"], event["kind"]))
+        if event["severity"] == "warning" and event["kind"] != "step_skipped":
+            self.warnings.append((event["step"], event["kind"]))
         if event["kind"] == "rollback":
             self.rollbacks.append((event["step"], event["restored_step"]))
 
@@ -65,20 +70,23 @@ def run(cfg: RunConfig, steps: int) -> tuple[Alarms, GradientWatchdog, dict]:
     return alarms, watchdog, summary
 
 
-def divergent(lr_backbone: float, seed: int, steps: int) -> None:
+NONFINITE = ("nonfinite_loss", "nonfinite_grad")
+
+
+def divergent(lr_backbone: float, seed: int, steps: int, attention: str) -> None:
+    """A run's first non-finite value is its first nonfinite_loss or nonfinite_grad event (the fused attention's
+    backward can overflow while the loss is still finite)."""
     cfg = load_profile("tiny")
     cfg.train.lr_backbone, cfg.train.seed, cfg.train.clip_max_norm = lr_backbone, seed, 0.0
-    cfg.watchdog.on_anomaly = "warn"
+    cfg.model.attention, cfg.watchdog.on_anomaly = attention, "warn"
     alarms, watchdog, _ = run(cfg, steps)
-    warnings = [(s, k) for s, k in alarms.found if k != "step_skipped"]
-    first_warning = next((s for s, k in warnings if k not in ("nonfinite_loss", "nonfinite_grad")), None)
-    kind = next((k for s, k in warnings if s == first_warning), "")
-    nonfinite = watchdog.first_nonfinite_step
+    first_warning, kind = alarms.warnings[0] if alarms.warnings else (None, "")
+    nonfinite, what = next(((s, k) for s, k in alarms.found if k in NONFINITE), (None, ""))
     lead = nonfinite - first_warning if nonfinite is not None and first_warning is not None else None
     needed = nonfinite is not None and nonfinite >= 10
     verdict = ("ok" if lead is not None and lead >= 5 else "MISSED") if needed else "n/a (non-finite before step 10)" \
         if nonfinite is not None else "n/a (finite)"
-    print(f"| {lr_backbone:g} | {seed} | {first_warning or '—'} {kind} | {nonfinite or '—'} | "
+    print(f"| {attention} | {lr_backbone:g} | {seed} | {first_warning or '—'} {kind} | {nonfinite or '—'} {what} | "
           f"{'—' if lead is None else lead} | {verdict} |", flush=True)
 
 
@@ -110,7 +118,9 @@ def recover(mode: str, lr_backbone: float, seed: int, steps: int, snapshot_every
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lrs", default="0.02,0.022,0.025,0.027,0.03", help="backbone learning rates (comma list)")
+    parser.add_argument("--lrs", default="0.003,0.005,0.008,0.01,0.015,0.02,0.025",
+                        help="backbone learning rates (comma list)")
+    parser.add_argument("--attention", default="fused,reference", help="[model] attention kinds (comma list)")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of every run (comma list)")
     parser.add_argument("--steps", type=int, default=40, help="steps of each divergent run")
     parser.add_argument("--healthy", action="append", default=None,
@@ -120,10 +130,11 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     lrs = [float(lr) for lr in args.lrs.split(",") if lr]
     if lrs:
-        print("| lr_backbone | seed | first warning | first non-finite | lead | |\n|---|---|---|---|---|---|")
-        for lr in lrs:
-            for seed in seeds:
-                divergent(lr, seed, args.steps)
+        print("| attention | lr_backbone | seed | first warning | first non-finite | lead | |\n" + "|---" * 7 + "|")
+        for attention in args.attention.split(","):
+            for lr in lrs:
+                for seed in seeds:
+                    divergent(lr, seed, args.steps, attention)
     healthy_runs = [item for item in args.healthy or ["tiny:80"] if item]
     if healthy_runs:
         print("\n| healthy profile | seed | steps | steps skipped | warning/error events | time |\n"
@@ -135,10 +146,9 @@ def main() -> None:
     if args.recover:
         print("\n| mode | lr_backbone | seed | snapshot_every | rollbacks (step→restored) | exit | steps | dropped | "
               "non-finite after the last rollback | mean loss per 20 steps |\n" + "|---" * 10 + "|")
-        for mode, lr, snapshot_every in (("rollback", 0.025, 5), ("rollback", 0.025, 50), ("skip", 0.03, 50),
-                                         ("skip", 0.05, 50)):
-            for seed in seeds:
-                recover(mode, lr, seed, args.recover, snapshot_every)
+        for mode, lr, seed, snapshot_every in (("rollback", 0.005, 1, 5), ("rollback", 0.005, 1, 50),
+                                               ("skip", 0.05, 0, 50), ("skip", 0.2, 0, 50)):
+            recover(mode, lr, seed, args.recover, snapshot_every)
 
 
 if __name__ == "__main__":

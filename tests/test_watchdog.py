@@ -122,11 +122,14 @@ def test_gradscaler_skips_are_counted_not_reported_until_their_rate_rises(tiny_c
 
 
 def diverge(cfg, on_anomaly: str) -> None:
-    """The backbone at lr 0.02 without clipping: with frozen BatchNorm nothing rescales its activations, which
-    grow ×1e10 in the first steps and on until LayerNorm's float32 variance overflows (step 26 on our CPU)."""
+    """The backbone at lr 0.019 without clipping (seed 0): with frozen BatchNorm nothing rescales its activations.
+    On the fused attention path the encoder's attention logits pass ~1e7 at step 2, where the fused backward's
+    recomputed softmax turns spurious; the growth then steadies at ×10 per step from step 8 until the attention's
+    gradients leave float32's range (non-finite gradient, finite loss) at step 17 on our CPU."""
     cfg.train.epochs = 10
     cfg.train.max_steps = 32
-    cfg.train.lr_backbone = 0.02
+    cfg.train.seed = 0
+    cfg.train.lr_backbone = 0.019
     cfg.train.clip_max_norm = 0.0
     # The explicit softmax attention: through the saturated weights of exploded features its gradient is
     # exactly 0, while the fused kernel's backward (weights recomputed from the log-sum-exp) leaves spurious
@@ -135,13 +138,15 @@ def diverge(cfg, on_anomaly: str) -> None:
     cfg.watchdog.on_anomaly = on_anomaly
 
 
-def test_divergent_run_warns_at_least_5_steps_before_the_first_nonfinite_loss(tiny_cfg, tmp_path):
+def test_divergent_run_warns_at_least_5_steps_before_the_first_nonfinite_value(tiny_cfg, tmp_path):
     diverge(tiny_cfg, "warn")
+    assert tiny_cfg.model.attention == "fused"  # the shipped default
     Trainer(tiny_cfg, callbacks=[GradientWatchdog(tiny_cfg.watchdog)], output_dir=tmp_path).fit()
     first_warning = min(e["step"] for e in events(tmp_path) if e["severity"] == "warning")
-    first_nan = min(e["step"] for e in events(tmp_path, "nonfinite_loss"))
-    assert first_nan - first_warning >= 5, (first_warning, first_nan)
-    assert events(tmp_path, "nonfinite_loss")[0]["module"] == "encoder"  # LayerNorm of the exploded features
+    nonfinite = [e for e in events(tmp_path) if e["kind"] in ("nonfinite_loss", "nonfinite_grad")]
+    assert nonfinite[0]["step"] >= 10 and nonfinite[0]["step"] - first_warning >= 5, (first_warning, nonfinite[0])
+    assert nonfinite[0]["kind"] == "nonfinite_grad" and nonfinite[0]["module"] == "encoder"  # the attention backward
+    assert nonfinite[0]["parameter"].endswith("self_attn.in_proj_weight")
 
 
 def test_divergent_run_survives_with_skip(tiny_cfg, tmp_path):
