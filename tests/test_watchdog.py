@@ -131,10 +131,6 @@ def diverge(cfg, on_anomaly: str) -> None:
     cfg.train.seed = 0
     cfg.train.lr_backbone = 0.019
     cfg.train.clip_max_norm = 0.0
-    # The explicit softmax attention: through the saturated weights of exploded features its gradient is
-    # exactly 0, while the fused kernel's backward (weights recomputed from the log-sum-exp) leaves spurious
-    # ones that grow with the logits; unclipped, they throw the run elsewhere (no overflow within 32 steps).
-    cfg.model.attention = "reference"
     cfg.watchdog.on_anomaly = on_anomaly
 
 
