@@ -28,3 +28,15 @@ def tiny_cfg():
     from detrdoctor.profiles import load_profile
 
     return load_profile("tiny")
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: the divergent runs' step of overflow depends on how a fused kernel
+    splits its sums across threads, and CI machines differ in cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

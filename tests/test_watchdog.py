@@ -18,6 +18,10 @@ from detrdoctor.watchdog import ANOMALY_EXIT_CODE, GradientWatchdog
 from detrdoctor.watchdog.bundle import load_bundle, replay_bundle
 from detrdoctor.watchdog.bundle import main as replay_main
 
+# Divergent runs are deterministic for a seed and a thread count: every test here runs on one thread.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 EVENT_KEYS = {"type", "step", "kind", "severity", "message", "signal", "value", "threshold", "module"}
 
 

@@ -16,6 +16,10 @@ from detr.engine.trainer import Trainer
 from detrdoctor.watchdog import ANOMALY_EXIT_CODE, GradientWatchdog
 
 
+# Divergent runs are deterministic for a seed and a thread count: every test here runs on one thread.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 def events(run_dir, kind: str | None = None) -> list[dict]:
     found = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["type"] == "event"]
     return [e for e in found if kind is None or e["kind"] == kind]
