@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 
 import torch
-from detrdoctor.profiles import load_profile
 from torch import nn
 
 from detr import build_model
@@ -31,6 +30,7 @@ from detr.config import RunConfig
 from detrdoctor.memprofile.isolation import run_isolated
 from detrdoctor.memprofile.request import request_for
 from detrdoctor.memprofile.step import Batch, synthetic_batch
+from detrdoctor.profiles import load_profile
 
 GiB = 1 << 30
 # A CPU step at 1333×1333 takes a minute on two cores: one, whose peak is the first step's. A GPU warms up first.

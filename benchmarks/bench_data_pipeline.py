@@ -29,8 +29,8 @@ from detr.config import DataConfig
 from detr.data import build_dataset, collate_batch, generate_synthetic_coco
 from detr.data.coco import CocoDetection, sample_rng
 from detr.data.decode import read_rgb
-from detr.data.shapes import resized_size
 from detr.data.render import render_image, synthetic_categories
+from detr.data.shapes import resized_size
 from detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, as_boxes, hflip, normalize, random_size_crop, resize
 
 

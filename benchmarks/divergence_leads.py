@@ -21,11 +21,10 @@ import math
 import statistics
 import tempfile
 
-from detrdoctor.profiles import load_profile
-
 from detr.config import RunConfig
 from detr.engine.callbacks import Callback
 from detr.engine.trainer import Trainer
+from detrdoctor.profiles import load_profile
 from detrdoctor.watchdog import GradientWatchdog
 
 

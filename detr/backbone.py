@@ -14,6 +14,7 @@ from detr.config import DETRConfig, backbone_checks
 from detr.errors import CheckpointError, ConfigError
 from detr.position_encoding import PositionEmbeddingSine
 
+
 class FrozenBatchNorm2d(TorchvisionFrozenBatchNorm2d):
     """torchvision's frozen BatchNorm (same buffers, same float32 result), applied in the input's dtype.
 

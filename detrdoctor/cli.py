@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Optional
 
 import typer
 
@@ -51,39 +50,39 @@ def main(ctx: typer.Context) -> None:
 
 @app.command()
 def train(
-    profile: Optional[str] = typer.Option(None, help="Profile name or TOML path (default: demo, or detr-r50 with --coco-path)."),
-    coco_path: Optional[str] = typer.Option(None, help="COCO-format dataset root (default: the synthetic dataset)."),
-    output_dir: Optional[str] = typer.Option(None, help="Run folder (default: runs/<timestamp>)."),
-    epochs: Optional[int] = typer.Option(None, help="Number of epochs."),
-    max_steps: Optional[int] = typer.Option(None, help="Stop when the global step count reaches N."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per step (per process)."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate of the transformer and heads."),
-    lr_backbone: Optional[float] = typer.Option(None, help="Learning rate of the backbone (0 freezes it)."),
-    clip_max_norm: Optional[float] = typer.Option(None, help="Gradient clipping max norm (0 disables)."),
-    ema_decay: Optional[float] = typer.Option(None, help="Evaluate and ship an EMA of the weights (e.g. 0.998; 0 disables)."),
-    amp: Optional[str] = typer.Option(None, help="Mixed precision: off, bf16 or fp16."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
-    num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
-    resume: Optional[str] = typer.Option(None, help="Continue exactly from a checkpoint."),
-    weights: Optional[str] = typer.Option(None, help="Load model weights only (path or URL; official checkpoints too)."),
-    backbone_weights: Optional[str] = typer.Option(None, help="imagenet, none or a path to a torchvision ResNet state_dict."),
-    seed: Optional[int] = typer.Option(None, help="Random seed."),
-    eval_every: Optional[int] = typer.Option(None, help="Evaluate every N epochs (0: never during training)."),
-    log_every: Optional[int] = typer.Option(None, help="Write a step record every N steps."),
-    on_anomaly: Optional[str] = typer.Option(None, help="Gradient watchdog action: warn, skip, rollback or stop."),
+    profile: str | None = typer.Option(None, help="Profile name or TOML path (default: demo, or detr-r50 with --coco-path)."),
+    coco_path: str | None = typer.Option(None, help="COCO-format dataset root (default: the synthetic dataset)."),
+    output_dir: str | None = typer.Option(None, help="Run folder (default: runs/<timestamp>)."),
+    epochs: int | None = typer.Option(None, help="Number of epochs."),
+    max_steps: int | None = typer.Option(None, help="Stop when the global step count reaches N."),
+    batch_size: int | None = typer.Option(None, help="Images per step (per process)."),
+    lr: float | None = typer.Option(None, help="Learning rate of the transformer and heads."),
+    lr_backbone: float | None = typer.Option(None, help="Learning rate of the backbone (0 freezes it)."),
+    clip_max_norm: float | None = typer.Option(None, help="Gradient clipping max norm (0 disables)."),
+    ema_decay: float | None = typer.Option(None, help="Evaluate and ship an EMA of the weights (e.g. 0.998; 0 disables)."),
+    amp: str | None = typer.Option(None, help="Mixed precision: off, bf16 or fp16."),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+    num_workers: int | None = typer.Option(None, help="DataLoader worker processes."),
+    resume: str | None = typer.Option(None, help="Continue exactly from a checkpoint."),
+    weights: str | None = typer.Option(None, help="Load model weights only (path or URL; official checkpoints too)."),
+    backbone_weights: str | None = typer.Option(None, help="imagenet, none or a path to a torchvision ResNet state_dict."),
+    seed: int | None = typer.Option(None, help="Random seed."),
+    eval_every: int | None = typer.Option(None, help="Evaluate every N epochs (0: never during training)."),
+    log_every: int | None = typer.Option(None, help="Write a step record every N steps."),
+    on_anomaly: str | None = typer.Option(None, help="Gradient watchdog action: warn, skip, rollback or stop."),
     no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Plain log lines instead of the live dashboard."),
-    profile_cpu: Optional[int] = typer.Option(None, help="Record a py-spy flame graph over this many steps."),
-    stall_after: Optional[float] = typer.Option(None, help="Seconds without a finished step (at least 10× the median "
+    profile_cpu: int | None = typer.Option(None, help="Record a py-spy flame graph over this many steps."),
+    stall_after: float | None = typer.Option(None, help="Seconds without a finished step (at least 10× the median "
                                                 "step time) before the stacks are dumped; 0 turns stall detection "
                                                 "off (profile default: 60)."),
-    on_stall: Optional[str] = typer.Option(None, help="After a stall dump: wait (keep going) or stop the run "
+    on_stall: str | None = typer.Option(None, help="After a stall dump: wait (keep going) or stop the run "
                                            "(profile default: wait)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write scalars and events for TensorBoard "
                                      "into the run folder's tensorboard/ (pip install 'detrdoctor[tensorboard]')."),
-    train_annotations: Optional[str] = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
-    val_annotations: Optional[str] = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
-    train_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Training")),
-    val_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Validation")),
+    train_annotations: str | None = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
+    val_annotations: str | None = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
+    train_images: str | None = typer.Option(None, help=IMAGES_HELP.format("Training")),
+    val_images: str | None = typer.Option(None, help=IMAGES_HELP.format("Validation")),
 ) -> None:
     """Train DETR (default: the demo profile on the synthetic dataset, on the CPU)."""
     from detrdoctor.commands.train import TrainOptions, run_train
@@ -103,18 +102,18 @@ def train(
 @app.command()
 def evaluate(
     weights: str = typer.Option(..., help="Checkpoint to evaluate (ours or official)."),
-    profile: Optional[str] = typer.Option(None, help="Profile name or TOML path (default: the checkpoint's config, else detr-r50)."),
-    coco_path: Optional[str] = typer.Option(None, help="COCO-format dataset root (default: the synthetic dataset)."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per batch."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
-    num_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes."),
+    profile: str | None = typer.Option(None, help="Profile name or TOML path (default: the checkpoint's config, else detr-r50)."),
+    coco_path: str | None = typer.Option(None, help="COCO-format dataset root (default: the synthetic dataset)."),
+    batch_size: int | None = typer.Option(None, help="Images per batch."),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+    num_workers: int | None = typer.Option(None, help="DataLoader worker processes."),
     breakdown: bool = typer.Option(False, "--breakdown", help="Also show what holds AP down: labels, loose boxes, spare boxes, missed objects."),
     per_class: bool = typer.Option(False, "--per-class", help="Also show AP and AP50 of each category, with its name."),
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
-    train_annotations: Optional[str] = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
-    val_annotations: Optional[str] = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
-    train_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Training")),
-    val_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Validation")),
+    train_annotations: str | None = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
+    val_annotations: str | None = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
+    train_images: str | None = typer.Option(None, help=IMAGES_HELP.format("Training")),
+    val_images: str | None = typer.Option(None, help=IMAGES_HELP.format("Validation")),
 ) -> None:
     """COCO box AP of a checkpoint on the validation split."""
     from detrdoctor.commands.evaluate import EvaluateOptions, run_evaluate
@@ -128,14 +127,14 @@ def evaluate(
 
 @app.command()
 def predict(
-    sources: Optional[list[str]] = typer.Argument(None, help="Image files and folders (searched recursively)."),
+    sources: list[str] | None = typer.Argument(None, help="Image files and folders (searched recursively)."),
     weights: str = typer.Option(..., help="Checkpoint to run (ours or official)."),
-    coco_path: Optional[str] = typer.Option(None, help="With --split: the dataset root (default: the checkpoint's)."),
-    split: Optional[str] = typer.Option(None, help="Run on a dataset split (train or val) instead of files."),
+    coco_path: str | None = typer.Option(None, help="With --split: the dataset root (default: the checkpoint's)."),
+    split: str | None = typer.Option(None, help="Run on a dataset split (train or val) instead of files."),
     out: str = typer.Option("predictions", help="Folder for the drawn images and predictions.json."),
     threshold: float = typer.Option(0.5, help="Draw boxes with at least this score (predictions.json keeps all)."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per batch (default: the checkpoint's)."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+    batch_size: int | None = typer.Option(None, help="Images per batch (default: the checkpoint's)."),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     amp: str = typer.Option("off", help="Mixed precision: off, bf16 or fp16."),
     compare: bool = typer.Option(False, "--compare", help="With --split: the ground truth drawn beside the boxes."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -152,7 +151,7 @@ def predict(
 @app.command()
 def plot(
     run_dirs: list[str] = typer.Argument(..., help="Run folders (or their metrics.jsonl) to overlay, aligned by step."),
-    out: Optional[str] = typer.Option(None, help="Write the figure to FILE.png or .svg (needs detrdoctor[plot])."),
+    out: str | None = typer.Option(None, help="Write the figure to FILE.png or .svg (needs detrdoctor[plot])."),
     smooth: int = typer.Option(1, help="Trailing mean over N logged records for losses and rates (1: raw)."),
     json_output: bool = typer.Option(False, "--json", help="Print per-run last/best values and events as JSON."),
 ) -> None:
@@ -188,17 +187,17 @@ def synth(
 @app.command("env-check")
 def env_check(
     json_output: bool = typer.Option(False, "--json", help="Print checks, summary and facts as JSON."),
-    coco_path: Optional[str] = typer.Option(None, help="Also check a COCO-format dataset folder."),
+    coco_path: str | None = typer.Option(None, help="Also check a COCO-format dataset folder."),
     strict: bool = typer.Option(False, help="Exit 1 on warnings too."),
-    from_facts: Optional[str] = typer.Option(None, "--from", help="Judge facts collected elsewhere (a previous --json output)."),
+    from_facts: str | None = typer.Option(None, "--from", help="Judge facts collected elsewhere (a previous --json output)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda: with cuda, a missing GPU is a failure."),
-    num_workers: Optional[int] = typer.Option(None, help="The num_workers you plan to use."),
-    profile: Optional[str] = typer.Option(None, help="With --coco-path: the profile to judge the dataset against "
+    num_workers: int | None = typer.Option(None, help="The num_workers you plan to use."),
+    profile: str | None = typer.Option(None, help="With --coco-path: the profile to judge the dataset against "
                                           "(default: detr-r50)."),
-    train_annotations: Optional[str] = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
-    val_annotations: Optional[str] = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
-    train_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Training")),
-    val_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Validation")),
+    train_annotations: str | None = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
+    val_annotations: str | None = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
+    train_images: str | None = typer.Option(None, help=IMAGES_HELP.format("Training")),
+    val_images: str | None = typer.Option(None, help=IMAGES_HELP.format("Validation")),
 ) -> None:
     """Judge the whole stack (torch, torchvision, CUDA, NumPy, pycocotools, NVML, host limits) and name each fix."""
     from detrdoctor.commands.env_check import EnvCheckOptions, run_env_check
@@ -219,11 +218,11 @@ def memprofile(
     find_max: bool = typer.Option(False, "--find-max", help="Search the largest batch size that fits, per AMP mode."),
     device: str = typer.Option("auto", help="auto, cuda[:N] or cpu."),
     estimate: bool = typer.Option(False, "--estimate", help="Estimate without allocating (also alongside a GPU measurement)."),
-    gpu_memory: Optional[str] = typer.Option(None, help="Device memory to plan for: a size (24GiB) or a GPU name (A100-80GB)."),
+    gpu_memory: str | None = typer.Option(None, help="Device memory to plan for: a size (24GiB) or a GPU name (A100-80GB)."),
     snapshot: bool = typer.Option(False, "--snapshot", help="Write a CUDA memory snapshot of the largest fitting point."),
     json_output: bool = typer.Option(False, "--json", help="Print results as JSON."),
-    output_dir: Optional[str] = typer.Option(None, help="Also write CSV (and the snapshot) here."),
-    coco_path: Optional[str] = typer.Option(None, help="Dataset for --shape dataset."),
+    output_dir: str | None = typer.Option(None, help="Also write CSV (and the snapshot) here."),
+    coco_path: str | None = typer.Option(None, help="Dataset for --shape dataset."),
     in_process: bool = typer.Option(False, "--in-process", help="Measure every point in this process instead of a fresh one."),
     safety_margin: float = typer.Option(0.1, help="Share of device memory kept free when judging what fits."),
 ) -> None:
@@ -240,20 +239,20 @@ def memprofile(
 @app.command("loader-bench")
 def loader_bench(
     profile: str = typer.Option("demo", help="Profile name or TOML path."),
-    coco_path: Optional[str] = typer.Option(None, help="COCO-format dataset root (default: the profile's data)."),
+    coco_path: str | None = typer.Option(None, help="COCO-format dataset root (default: the profile's data)."),
     split: str = typer.Option("train", help="train or val."),
     num_workers: str = typer.Option("auto", help="Comma-separated worker counts, or auto."),
     pin_memory: str = typer.Option("both", help="both, on or off."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per batch (default: the profile's)."),
+    batch_size: int | None = typer.Option(None, help="Images per batch (default: the profile's)."),
     batches: int = typer.Option(30, help="Batches to time per setting."),
-    prefetch_factor: Optional[int] = typer.Option(None, help="DataLoader prefetch_factor."),
+    prefetch_factor: int | None = typer.Option(None, help="DataLoader prefetch_factor."),
     persistent_workers: bool = typer.Option(False, "--persistent-workers", help="Keep workers between epochs."),
     step_time: str = typer.Option("auto", help="auto (measure the model), SECONDS, or none."),
     json_output: bool = typer.Option(False, "--json", help="Print results as JSON."),
-    train_annotations: Optional[str] = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
-    val_annotations: Optional[str] = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
-    train_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Training")),
-    val_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Validation")),
+    train_annotations: str | None = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
+    val_annotations: str | None = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
+    train_images: str | None = typer.Option(None, help=IMAGES_HELP.format("Training")),
+    val_images: str | None = typer.Option(None, help=IMAGES_HELP.format("Validation")),
 ) -> None:
     """DataLoader throughput per num_workers and pin_memory, with a verdict on GPU starvation."""
     from detrdoctor.commands.loader_bench import LoaderBenchOptions, run_loader_bench
@@ -269,20 +268,20 @@ def loader_bench(
 
 @app.command()
 def triage(
-    profile: Optional[str] = typer.Option(None, help="Profile name or TOML path (default: demo, or detr-r50 with --coco-path; with --run: the run's config)."),
-    coco_path: Optional[str] = typer.Option(None, help="COCO-format dataset root (default: the synthetic dataset)."),
-    weights: Optional[str] = typer.Option(None, help="Start the overfit test from these weights (path or URL) instead of a fresh model."),
-    run: Optional[str] = typer.Option(None, help="Also judge a run folder's metrics.jsonl (alone: with that run's config.toml)."),
+    profile: str | None = typer.Option(None, help="Profile name or TOML path (default: demo, or detr-r50 with --coco-path; with --run: the run's config)."),
+    coco_path: str | None = typer.Option(None, help="COCO-format dataset root (default: the synthetic dataset)."),
+    weights: str | None = typer.Option(None, help="Start the overfit test from these weights (path or URL) instead of a fresh model."),
+    run: str | None = typer.Option(None, help="Also judge a run folder's metrics.jsonl (alone: with that run's config.toml)."),
     images: int = typer.Option(4, help="Training images the overfit test must memorise."),
     steps: int = typer.Option(200, help="Steps of the overfit test (0 skips it)."),
-    out: Optional[str] = typer.Option(None, help="Folder for the drawn samples and the overfit run (default: triage-<timestamp>)."),
+    out: str | None = typer.Option(None, help="Folder for the drawn samples and the overfit run (default: triage-<timestamp>)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N for the overfit test."),
-    amp: Optional[str] = typer.Option(None, help="Mixed precision of the overfit test: off, bf16 or fp16 (default: the profile's)."),
+    amp: str | None = typer.Option(None, help="Mixed precision of the overfit test: off, bf16 or fp16 (default: the profile's)."),
     json_output: bool = typer.Option(False, "--json", help="Print checks, summary, overfit numbers and artifacts as JSON."),
-    train_annotations: Optional[str] = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
-    val_annotations: Optional[str] = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
-    train_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Training")),
-    val_images: Optional[str] = typer.Option(None, help=IMAGES_HELP.format("Validation")),
+    train_annotations: str | None = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
+    val_annotations: str | None = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
+    train_images: str | None = typer.Option(None, help=IMAGES_HELP.format("Training")),
+    val_images: str | None = typer.Option(None, help=IMAGES_HELP.format("Validation")),
 ) -> None:
     """Why doesn't my DETR learn? Data, schedule, an overfit test on a few images, drawn samples, a run's history."""
     from detrdoctor.commands.triage import TriageOptions, run_triage

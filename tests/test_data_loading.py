@@ -10,7 +10,11 @@ from torch.utils.data import DataLoader
 
 from detr.config import DataConfig
 from detr.data import (
-    DeterministicBatchSampler, aspect_ratio_group_ids, build_dataset, collate_batch, padding_fraction,
+    DeterministicBatchSampler,
+    aspect_ratio_group_ids,
+    build_dataset,
+    collate_batch,
+    padding_fraction,
 )
 
 

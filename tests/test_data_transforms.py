@@ -10,7 +10,15 @@ import torch
 from detr.config import DataConfig
 from detr.data import resized_size, worst_case_batch_shape
 from detr.data.transforms import (
-    IMAGENET_MEAN, IMAGENET_STD, TrainTransform, ValTransform, as_boxes, crop, hflip, normalize, resize,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TrainTransform,
+    ValTransform,
+    as_boxes,
+    crop,
+    hflip,
+    normalize,
+    resize,
 )
 
 SMALL = DataConfig(train_scales=[64, 80, 96], max_size=128, crop_resize_scales=[64, 80], crop_min_size=40,

@@ -2,7 +2,6 @@ import itertools
 
 import pytest
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from benchmarks.official_reference import official_cost_matrix, official_match
 from detr import HungarianMatcher

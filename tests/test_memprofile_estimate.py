@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import memprofile_models as models
 import pytest
 import torch
 
-import memprofile_models as models
 from detrdoctor.memprofile.allocator import CachingAllocatorModel, round_size, segment_size
 from detrdoctor.memprofile.estimate import CUBLAS_WORKSPACES, Estimator
 from detrdoctor.memprofile.measure import measure_point

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+import memprofile_models as models
 import pytest
 
-import memprofile_models as models
 from detrdoctor.commands.memprofile import MemprofileOptions, run_memprofile
 from detrdoctor.memprofile.measure import measure_point
 from detrdoctor.memprofile.request import request_for

@@ -11,10 +11,10 @@ import textwrap
 from types import SimpleNamespace
 
 import pytest
+from pyspy_support import attach_problem
 from typer.testing import CliRunner
 
 from detrdoctor import pyspy
-from pyspy_support import attach_problem
 from detrdoctor.cli import app
 from detrdoctor.flamegraph import CpuProfiler
 

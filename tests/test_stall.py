@@ -13,10 +13,10 @@ import threading
 from types import SimpleNamespace
 
 import pytest
+from pyspy_support import attach_problem
 
 from detr.engine.callbacks import Callback
 from detrdoctor import pyspy
-from pyspy_support import attach_problem
 from detrdoctor.stall import StallDetector, StallError
 
 # A tiny training loop whose dataset opens a named pipe for its third image: nothing ever writes to

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from detrdoctor.profiles import load_profile
 from PIL import Image
 from typer.testing import CliRunner
 
 from detr.config import config_to_toml, load_config_file
 from detrdoctor.cli import app
+from detrdoctor.profiles import load_profile
 from detrdoctor.triage.history import judge_history
 from detrdoctor.triage.overfit import judge_overfit
 from detrdoctor.triage.schedule import judge_schedule

@@ -15,7 +15,6 @@ from detr.engine.metrics import read_metrics
 from detr.engine.trainer import Trainer
 from detrdoctor.watchdog import ANOMALY_EXIT_CODE, GradientWatchdog
 
-
 # Divergent runs are deterministic for a seed and a thread count: every test here runs on one thread.
 pytestmark = pytest.mark.usefixtures("one_thread")
 

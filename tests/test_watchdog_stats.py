@@ -10,10 +10,26 @@ import pytest
 from detr.config import WatchdogConfig
 from detr.model import model_part
 from detrdoctor.watchdog.groups import forward_rank, owner_call
-from detrdoctor.watchdog.signals import (EarlyWarning, StepStats, amp_skip_rate, grad_norm_spike, growth, loss_spike,
-                                         moved_most, overflow_forecast, overflow_risk)
-from detrdoctor.watchdog.stats import (RollingWindow, median, range_excess, robust_z, slope, steps_to_limit,
-                                       sustained_growth)
+from detrdoctor.watchdog.signals import (
+    EarlyWarning,
+    StepStats,
+    amp_skip_rate,
+    grad_norm_spike,
+    growth,
+    loss_spike,
+    moved_most,
+    overflow_forecast,
+    overflow_risk,
+)
+from detrdoctor.watchdog.stats import (
+    RollingWindow,
+    median,
+    range_excess,
+    robust_z,
+    slope,
+    steps_to_limit,
+    sustained_growth,
+)
 
 
 def window(values, size=100) -> RollingWindow:

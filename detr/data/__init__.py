@@ -5,9 +5,9 @@ from detr.data.classes import resolve_num_classes
 from detr.data.coco import CocoDetection, build_dataset
 from detr.data.collate import collate_batch, padding_fraction
 from detr.data.layout import Layout, find_layout
+from detr.data.render import synthetic_categories
 from detr.data.root import cache_dir, dataset_root
 from detr.data.sampler import DeterministicBatchSampler, aspect_ratio_group_ids
-from detr.data.render import synthetic_categories
 from detr.data.shapes import resized_size, worst_case_batch_shape
 from detr.data.synthetic import generate_synthetic_coco
 

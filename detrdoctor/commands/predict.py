@@ -184,10 +184,9 @@ def run_predict(options: PredictOptions) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from detr import build_model
-    from detr.checkpoint import load_state_dict_into, model_state_dict
+    from detr.checkpoint import category_names, load_state_dict_into, model_state_dict
     from detr.config import validate
     from detr.engine.device import resolve_amp_dtype, resolve_device
-    from detr.checkpoint import category_names
     from detr.engine.evaluate import predict_detections
     from detr.errors import DataError
     from detrdoctor.commands.common import apply_flags

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detrdoctor.memprofile.estimate import CUDA_CONTEXT
-from detrdoctor.memprofile.gpus import KNOWN_GPUS, GPU
+from detrdoctor.memprofile.gpus import GPU, KNOWN_GPUS
 from detrdoctor.memprofile.request import PointResult
 from detrdoctor.memprofile.search import Search
 from detrdoctor.memprofile.shapes import Shape

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from detr.model import model_part
 from detr.engine.checkpointing import rng_state, save_atomic, set_rng_state
 from detr.engine.step import weighted_loss
+from detr.model import model_part
 from detrdoctor.watchdog.groups import ForwardOrder, forward_rank
 
 if TYPE_CHECKING:

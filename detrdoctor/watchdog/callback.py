@@ -29,8 +29,8 @@ from torch import nn
 
 from detr.config import WatchdogConfig
 from detr.engine.callbacks import Callback, StepContext, TrainerView
-from detr.model import model_part
 from detr.engine.checkpointing import rng_state
+from detr.model import model_part
 from detr.torch_private import foreach_norm, foreach_sub, scaler_scale
 from detrdoctor.watchdog.bundle import locate_nonfinite, write_bundle
 from detrdoctor.watchdog.groups import GROUPS, OUTPUT_MODULES, ForwardOrder, forward_rank
