@@ -42,7 +42,7 @@ def padded_batch(batch_size: int, size: int, num_classes: int, device: torch.dev
     """A worst-case batch whose later images are narrower, so the key padding masks are real."""
     batch = synthetic_batch(batch_size, (size, size), num_classes, device)
     for i in range(1, batch_size):
-        batch.mask[i, :, size - size // (4 * i):] = True
+        batch.mask[i, :, size - size // (4 * i) :] = True
         batch.images[i][:, batch.mask[i]] = 0
     return batch
 
@@ -66,13 +66,26 @@ def hf_model(cfg: RunConfig, attention_dropout: float, device: torch.device) -> 
     m = cfg.model
     config = DetrConfig(
         backbone_config=ResNetConfig(depths=[3, 4, 6, 3], out_features=["stage4"]),  # random weights, no timm
-        num_labels=m.num_classes, num_queries=m.num_queries, d_model=m.hidden_dim,
-        encoder_layers=m.enc_layers, decoder_layers=m.dec_layers, encoder_attention_heads=m.nheads,
-        decoder_attention_heads=m.nheads, encoder_ffn_dim=m.dim_feedforward, decoder_ffn_dim=m.dim_feedforward,
-        dropout=m.dropout, activation_dropout=m.dropout, attention_dropout=attention_dropout,
-        auxiliary_loss=m.aux_loss, eos_coefficient=m.eos_coef, class_cost=int(m.set_cost_class),
-        bbox_cost=int(m.set_cost_bbox), giou_cost=int(m.set_cost_giou), bbox_loss_coefficient=int(m.bbox_loss_coef),
-        giou_loss_coefficient=int(m.giou_loss_coef))
+        num_labels=m.num_classes,
+        num_queries=m.num_queries,
+        d_model=m.hidden_dim,
+        encoder_layers=m.enc_layers,
+        decoder_layers=m.dec_layers,
+        encoder_attention_heads=m.nheads,
+        decoder_attention_heads=m.nheads,
+        encoder_ffn_dim=m.dim_feedforward,
+        decoder_ffn_dim=m.dim_feedforward,
+        dropout=m.dropout,
+        activation_dropout=m.dropout,
+        attention_dropout=attention_dropout,
+        auxiliary_loss=m.aux_loss,
+        eos_coefficient=m.eos_coef,
+        class_cost=int(m.set_cost_class),
+        bbox_cost=int(m.set_cost_bbox),
+        giou_cost=int(m.set_cost_giou),
+        bbox_loss_coefficient=int(m.bbox_loss_coef),
+        giou_loss_coefficient=int(m.giou_loss_coef),
+    )
     torch.manual_seed(0)
     model = DetrForObjectDetection(config)
     for p in model.model.backbone.parameters():
@@ -98,11 +111,13 @@ def train_step(model: nn.Module, loss_of: Callable[[], torch.Tensor], cfg: RunCo
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_max_norm)
         optimizer.step()
+
     return step
 
 
-def ours_steps(model: nn.Module, criterion: nn.Module, batch: Batch, cfg: RunConfig, amp: torch.dtype | None,
-               device: torch.device) -> tuple[Step, Step]:
+def ours_steps(
+    model: nn.Module, criterion: nn.Module, batch: Batch, cfg: RunConfig, amp: torch.dtype | None, device: torch.device
+) -> tuple[Step, Step]:
     def loss() -> torch.Tensor:
         with torch.autocast(device.type, amp, enabled=amp is not None):
             outputs = model(batch.images, batch.mask)
@@ -113,11 +128,13 @@ def ours_steps(model: nn.Module, criterion: nn.Module, batch: Batch, cfg: RunCon
     def infer() -> None:
         with torch.autocast(device.type, amp, enabled=amp is not None):
             model(batch.images, batch.mask)
+
     return train_step(model, loss, cfg), infer
 
 
-def hf_steps(model: nn.Module, batch: Batch, cfg: RunConfig, amp: torch.dtype | None,
-             device: torch.device) -> tuple[Step, Step]:
+def hf_steps(
+    model: nn.Module, batch: Batch, cfg: RunConfig, amp: torch.dtype | None, device: torch.device
+) -> tuple[Step, Step]:
     pixel_mask = (~batch.mask).long()  # Hugging Face marks the valid pixels
     labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in batch.targets]
 
@@ -129,6 +146,7 @@ def hf_steps(model: nn.Module, batch: Batch, cfg: RunConfig, amp: torch.dtype | 
     def infer() -> None:
         with torch.autocast(device.type, amp, enabled=amp is not None):
             model(pixel_values=batch.images, pixel_mask=pixel_mask)
+
     return train_step(model, loss, cfg), infer
 
 
@@ -172,13 +190,17 @@ def speed(args: argparse.Namespace, cfg: RunConfig, device: torch.device, amp: t
         if hf is not None:
             models["hugging face"] = hf
             train["hugging face"], infer["hugging face"] = hf_steps(hf, batch, cfg, amp, device)
-        print(f"\nattention dropout {p}, dropout {cfg.model.dropout}: trainable parameters "
-              + ", ".join(f"{name} {trainable(model) / 1e6:.2f}M" for name, model in models.items()))
+        print(
+            f"\nattention dropout {p}, dropout {cfg.model.dropout}: trainable parameters "
+            + ", ".join(f"{name} {trainable(model) / 1e6:.2f}M" for name, model in models.items())
+        )
         if hf is not None:
             print(f"  Hugging Face transformers attention: {hf.config._attn_implementation}")
         else:
-            print("  Hugging Face skipped: compared for DETR-R50 only, with `pip install transformers` (not a "
-                  "detrdoctor dependency)")
+            print(
+                "  Hugging Face skipped: compared for DETR-R50 only, with `pip install transformers` (not a "
+                "detrdoctor dependency)"
+            )
         for title, steps, training in (("train step", train, True), ("inference", infer, False)):
             for model in models.values():
                 model.train(training)
@@ -191,8 +213,14 @@ def memory(args: argparse.Namespace, cfg: RunConfig) -> None:
     peaks = {}
     for kind in ("fused", "reference"):
         cfg.model.attention, cfg.model.attention_dropout = kind, args.attention_dropout[0]
-        request = request_for(cfg, batch_size=args.batch_size, amp=args.amp, shape=(args.size, args.size),
-                              device=args.device, **STEPS["cpu" if args.device == "cpu" else "cuda"])
+        request = request_for(
+            cfg,
+            batch_size=args.batch_size,
+            amp=args.amp,
+            shape=(args.size, args.size),
+            device=args.device,
+            **STEPS["cpu" if args.device == "cpu" else "cuda"],
+        )
         result = run_isolated(request)
         if result.status != "ok":
             print(f"{kind}: {result.status} ({result.error})")
@@ -200,9 +228,11 @@ def memory(args: argparse.Namespace, cfg: RunConfig) -> None:
         peaks[kind] = result.peak_bytes
         rss = f", process peak RSS {result.device_bytes / GiB:.2f} GiB" if args.device == "cpu" else ""
         print(f"{kind}: peak {result.peak_bytes / GiB:.2f} GiB{rss}, {result.images_per_s:.2f} img/s")
-    print(f"fused / reference peak: {peaks['fused'] / peaks['reference']:.2f}× "
-          f"({args.size}×{args.size}, batch {args.batch_size}, amp {args.amp}, attention dropout "
-          f"{args.attention_dropout[0]}, {args.device})")
+    print(
+        f"fused / reference peak: {peaks['fused'] / peaks['reference']:.2f}× "
+        f"({args.size}×{args.size}, batch {args.batch_size}, amp {args.amp}, attention dropout "
+        f"{args.attention_dropout[0]}, {args.device})"
+    )
 
 
 def main() -> int:
@@ -222,8 +252,10 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     cfg = load_profile(args.profile)
     cfg.model.backbone_weights = "none"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.profile} at {args.size}×{args.size}, "
-          f"batch {args.batch_size}, amp {args.amp}, {args.device}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.profile} at {args.size}×{args.size}, "
+        f"batch {args.batch_size}, amp {args.amp}, {args.device}"
+    )
     if args.memory:
         memory(args, cfg)
         return 0

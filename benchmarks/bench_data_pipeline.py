@@ -103,8 +103,9 @@ def official_collate(samples):
     return images, mask, [t for _, t in samples]
 
 
-def paired_ms(ours: Callable[[int], object], theirs: Callable[[int], object], n: int,
-              rounds: int = 5) -> tuple[float, float]:
+def paired_ms(
+    ours: Callable[[int], object], theirs: Callable[[int], object], n: int, rounds: int = 5
+) -> tuple[float, float]:
     """Median ms per call of ours(i) and theirs(i), i = 0..n-1, timed in alternating rounds.
 
     Alternating makes the ratio robust to load from other processes drifting during the run.
@@ -129,17 +130,31 @@ def stage_costs(ds: CocoDetection, n: int) -> list[tuple[str, float, float]]:
     big_pil = [TF.resize(im, [608, 810]) for im in pil]
     crop_rng = random.Random(0)
     rows = [
-        ("decode 640x480 JPEG", *paired_ms(
-            lambda i: read_rgb(paths[i]), lambda i: Image.open(paths[i]).convert("RGB"), n)),
+        (
+            "decode 640x480 JPEG",
+            *paired_ms(lambda i: read_rgb(paths[i]), lambda i: Image.open(paths[i]).convert("RGB"), n),
+        ),
         ("hflip 640x480", *paired_ms(lambda i: hflip(ours[i]), lambda i: TF.hflip(pil[i]), n)),
-        ("resize → 608x810", *paired_ms(
-            lambda i: resize(ours[i], 608, 1333), lambda i: TF.resize(pil[i], [608, 810]), n)),
-        ("crop branch: resize 500, crop, resize 608", *paired_ms(
-            lambda i: resize(random_size_crop(resize(ours[i], 500, None), 384, 600, crop_rng), 608, 1333),
-            lambda i: TF.resize(TF.crop(TF.resize(pil[i], [500, 666]), 50, 60, 450, 500), [608, 675]), n)),
-        ("normalise 608x810 (to float)", *paired_ms(
-            lambda i: normalize(big[i]),
-            lambda i: TF.normalize(TF.to_tensor(big_pil[i]), IMAGENET_MEAN, IMAGENET_STD), n)),
+        (
+            "resize → 608x810",
+            *paired_ms(lambda i: resize(ours[i], 608, 1333), lambda i: TF.resize(pil[i], [608, 810]), n),
+        ),
+        (
+            "crop branch: resize 500, crop, resize 608",
+            *paired_ms(
+                lambda i: resize(random_size_crop(resize(ours[i], 500, None), 384, 600, crop_rng), 608, 1333),
+                lambda i: TF.resize(TF.crop(TF.resize(pil[i], [500, 666]), 50, 60, 450, 500), [608, 675]),
+                n,
+            ),
+        ),
+        (
+            "normalise 608x810 (to float)",
+            *paired_ms(
+                lambda i: normalize(big[i]),
+                lambda i: TF.normalize(TF.to_tensor(big_pil[i]), IMAGENET_MEAN, IMAGENET_STD),
+                n,
+            ),
+        ),
     ]
     pairs = [[(normalize(big[2 * i % n])[0], {}), (normalize(big[(2 * i + 1) % n])[0], {})] for i in range(n)]
     ours_ms, theirs_ms = paired_ms(lambda i: collate_batch(pairs[i]), lambda i: official_collate(pairs[i]), n)
@@ -162,10 +177,13 @@ def main() -> None:
     if args.generate:
         with tempfile.TemporaryDirectory() as tmp:
             start, cpu = time.perf_counter(), time.process_time()
-            generate_synthetic_coco(Path(tmp) / "synth", train_images=args.generate, val_images=0,
-                                    image_size=640, seed=0)
-            print(f"synthetic generation: {args.generate} images at 640 px in {time.perf_counter() - start:.1f} s "
-                  f"({time.process_time() - cpu:.1f} s CPU)\n")
+            generate_synthetic_coco(
+                Path(tmp) / "synth", train_images=args.generate, val_images=0, image_size=640, seed=0
+            )
+            print(
+                f"synthetic generation: {args.generate} images at 640 px in {time.perf_counter() - start:.1f} s "
+                f"({time.process_time() - cpu:.1f} s CPU)\n"
+            )
     torch.set_num_threads(1)  # a DataLoader worker runs single-threaded
     cfg = DataConfig()
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,8 +197,11 @@ def main() -> None:
         for name, ours, official in stage_costs(ds, args.images):
             print(f"{name:44s} {ours:8.2f} {official:15.2f}")
         official = OfficialStyle(ds, cfg)
-        ours_ms, theirs_ms = paired_ms(batches_of_two(ds.__getitem__, collate_batch, len(ds)),
-                                       batches_of_two(official, official_collate, len(ds)), args.samples // 2 // 5)
+        ours_ms, theirs_ms = paired_ms(
+            batches_of_two(ds.__getitem__, collate_batch, len(ds)),
+            batches_of_two(official, official_collate, len(ds)),
+            args.samples // 2 // 5,
+        )
         ours_ms, theirs_ms = ours_ms / 2, theirs_ms / 2
         print(f"\nfull train pipeline (decode + random augmentation + collate), {args.samples} images each:")
         print(f"  ours            {ours_ms:6.2f} ms/image  {1000 / ours_ms:6.1f} images/s per worker")
@@ -188,9 +209,11 @@ def main() -> None:
         print(f"  ours / official-style: {ours_ms / theirs_ms:.2f}")
         a, b = ds[0], official(0)
         diff = (a[0] - b[0]).abs().mean().item()
-        print(f"\nsame sample both ways: sizes {tuple(a[1]['size'].tolist())} vs {tuple(b[1]['size'].tolist())}, "
-              f"mean |pixel diff| {diff:.3f} (normalised units), max |box diff| "
-              f"{(a[1]['boxes'] - b[1]['boxes']).abs().max().item() if len(b[1]['boxes']) else 0.0:.2e}")
+        print(
+            f"\nsame sample both ways: sizes {tuple(a[1]['size'].tolist())} vs {tuple(b[1]['size'].tolist())}, "
+            f"mean |pixel diff| {diff:.3f} (normalised units), max |box diff| "
+            f"{(a[1]['boxes'] - b[1]['boxes']).abs().max().item() if len(b[1]['boxes']) else 0.0:.2e}"
+        )
 
 
 if __name__ == "__main__":

@@ -26,9 +26,17 @@ def write_split(path: Path, images: int, annotations: int, rng: random.Random) -
     categories = [{"id": i, "name": f"c{i}", "supercategory": "thing"} for i in range(1, 91)]
     data = {
         "images": [{"id": i, "file_name": f"{i:012d}.jpg", "width": 640, "height": 480} for i in range(1, images + 1)],
-        "annotations": [{"id": k, "image_id": rng.randint(1, images), "category_id": rng.randint(1, 90),
-                         "bbox": [rng.uniform(0, 500), rng.uniform(0, 400), rng.uniform(1, 140), rng.uniform(1, 80)],
-                         "iscrowd": int(rng.random() < 0.01), "area": 1.0} for k in range(1, annotations + 1)],
+        "annotations": [
+            {
+                "id": k,
+                "image_id": rng.randint(1, images),
+                "category_id": rng.randint(1, 90),
+                "bbox": [rng.uniform(0, 500), rng.uniform(0, 400), rng.uniform(1, 140), rng.uniform(1, 80)],
+                "iscrowd": int(rng.random() < 0.01),
+                "area": 1.0,
+            }
+            for k in range(1, annotations + 1)
+        ],
         "categories": categories,
     }
     path.write_text(json.dumps(data))
@@ -56,8 +64,10 @@ def main() -> None:
             start = time.perf_counter()
             diagnose_dataset(cfg)
             times.append(time.perf_counter() - start)
-    print(f"{args.images} images, {args.annotations} annotations: parse {parse:.1f} s, "
-          f"doctor median {statistics.median(times):.1f} s ({', '.join(f'{t:.1f}' for t in times)})")
+    print(
+        f"{args.images} images, {args.annotations} annotations: parse {parse:.1f} s, "
+        f"doctor median {statistics.median(times):.1f} s ({', '.join(f'{t:.1f}' for t in times)})"
+    )
 
 
 if __name__ == "__main__":

@@ -22,9 +22,15 @@ def throughput(dataset, cfg, workers: int, rounds: int, batches: int) -> dict[bo
 
     rates: dict[bool, list[float]] = {True: [], False: []}
     for r in range(rounds):
-        for timed in ((True, False) if r % 2 == 0 else (False, True)):
-            opts = BenchOptions(batch_size=cfg.train.batch_size, batches=batches, train=True, seed=cfg.train.seed,
-                                stage_timing=timed, budget_s=None)
+        for timed in (True, False) if r % 2 == 0 else (False, True):
+            opts = BenchOptions(
+                batch_size=cfg.train.batch_size,
+                batches=batches,
+                train=True,
+                seed=cfg.train.seed,
+                stage_timing=timed,
+                budget_s=None,
+            )
             (result,) = run_sweep(dataset, cfg.data, opts, [(workers, False)])
             rates[timed].append(result.images_per_s)
     return rates
@@ -102,25 +108,33 @@ def main() -> None:
     cfg = load_profile(args.profile)
     dataset = build_dataset(cfg.data, "train", train=True, seed=cfg.train.seed)
     dataset.set_epoch(0)
-    print(f"profile {args.profile}, batch {cfg.train.batch_size}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}, torch threads {torch.get_num_threads()}")
+    print(
+        f"profile {args.profile}, batch {cfg.train.batch_size}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}, torch threads {torch.get_num_threads()}"
+    )
 
     rates = throughput(dataset, cfg, args.workers, args.rounds, args.batches)
     on, off = statistics.median(rates[True]), statistics.median(rates[False])
     print(f"throughput, {args.workers} workers, {args.rounds} interleaved rounds of {args.batches} batches:")
     print(f"  timing off: median {off:.1f} images/s  {[round(r, 1) for r in rates[False]]}")
     print(f"  timing on:  median {on:.1f} images/s  {[round(r, 1) for r in rates[True]]}")
-    print(f"  cost: {100 * (off - on) / off:+.2f}% of throughput (run-to-run noise: "
-          f"±{100 * statistics.pstdev(rates[False]) / off:.1f}% for timing off)")
+    print(
+        f"  cost: {100 * (off - on) / off:+.2f}% of throughput (run-to-run noise: "
+        f"±{100 * statistics.pstdev(rates[False]) / off:.1f}% for timing off)"
+    )
 
     torch.set_num_threads(1)  # as in a DataLoader worker
     plain, extra = per_sample(dataset, args.samples, cfg.train.batch_size)
     print(f"per sample, in-process, {args.samples} samples, timed and plain alternating per batch:")
-    print(f"  plain {plain:.3f} ms per image (median); timed adds {1000 * extra:+.1f} µs (median of paired "
-          f"differences) = {100 * extra / plain:+.2f}%")
+    print(
+        f"  plain {plain:.3f} ms per image (median); timed adds {1000 * extra:+.1f} µs (median of paired "
+        f"differences) = {100 * extra / plain:+.2f}%"
+    )
     cost = instrumentation_us()
-    print(f"instrumentation alone (no-op dataset, best of 7): {cost:.2f} µs per image = "
-          f"{100 * cost / (1000 * plain):.3f}% of the {plain:.3f} ms an image costs to load")
+    print(
+        f"instrumentation alone (no-op dataset, best of 7): {cost:.2f} µs per image = "
+        f"{100 * cost / (1000 * plain):.3f}% of the {plain:.3f} ms an image costs to load"
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,10 @@ def random_batch(batch_size: int, num_queries: int, num_classes: int, max_target
         sizes = 0.02 + 0.5 * torch.rand(n, 2, generator=generator)
         return torch.cat([centers, sizes], dim=1)
 
-    outputs = {"pred_logits": torch.randn(batch_size, num_queries, num_classes + 1, generator=generator),
-               "pred_boxes": boxes(batch_size * num_queries).view(batch_size, num_queries, 4)}
+    outputs = {
+        "pred_logits": torch.randn(batch_size, num_queries, num_classes + 1, generator=generator),
+        "pred_boxes": boxes(batch_size * num_queries).view(batch_size, num_queries, 4),
+    }
     sizes = torch.randint(1, max_targets + 1, (batch_size,), generator=generator).tolist()
     targets = [{"labels": torch.randint(0, num_classes, (n,), generator=generator), "boxes": boxes(n)} for n in sizes]
     return outputs, targets
@@ -65,8 +67,10 @@ def main() -> int:
 
     generator = torch.Generator().manual_seed(args.seed)
     matcher = HungarianMatcher(**COSTS)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.queries} queries, "
-          f"{args.classes} classes, 1-{args.max_targets} targets per image, median of {args.repeats}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.queries} queries, "
+        f"{args.classes} classes, 1-{args.max_targets} targets per image, median of {args.repeats}"
+    )
     print(f"{'batch':>5} {'targets':>7} {'official ms':>12} {'ours ms':>9} {'speed-up':>9}  assignments  target")
     ok = True
     for batch_size in args.batch_sizes:
@@ -76,14 +80,16 @@ def main() -> int:
         identical = all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(ours, official))
         official_s, ours_s = median_seconds(
             [lambda o=outputs, t=targets: official_match(o, t, **COSTS), lambda o=outputs, t=targets: matcher(o, t)],
-            args.repeats
+            args.repeats,
         )
         speedup = official_s / ours_s
         wanted = TARGET_SPEEDUPS.get(batch_size)
         verdict = "-" if wanted is None else f"≥{wanted:.0f}× {'met' if speedup >= wanted else 'MISSED'}"
         ok &= identical and (wanted is None or speedup >= wanted)
-        print(f"{batch_size:>5} {sum(len(t['boxes']) for t in targets):>7} {official_s * 1e3:>12.2f} "
-              f"{ours_s * 1e3:>9.2f} {speedup:>8.1f}×  {'identical' if identical else 'DIFFERENT':<11}  {verdict}")
+        print(
+            f"{batch_size:>5} {sum(len(t['boxes']) for t in targets):>7} {official_s * 1e3:>12.2f} "
+            f"{ours_s * 1e3:>9.2f} {speedup:>8.1f}×  {'identical' if identical else 'DIFFERENT':<11}  {verdict}"
+        )
     return 0 if ok else 1
 
 

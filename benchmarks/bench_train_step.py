@@ -68,8 +68,10 @@ def main() -> int:
         return official_train_step(model, criterion, optimizer, images, mask, targets, t.clip_max_norm)
 
     first = our_step(0), official_step(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, profile {args.profile}, "
-          f"batch {t.batch_size}; first-step loss ours {first[0]:.6f} official {first[1]:.6f}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, profile {args.profile}, "
+        f"batch {t.batch_size}; first-step loss ours {first[0]:.6f} official {first[1]:.6f}"
+    )
     for i in range(1, args.warmup_steps):
         our_step(i), official_step(i)
     times: dict[str, list[float]] = {"ours": [], "official": []}
@@ -81,8 +83,10 @@ def main() -> int:
             times[name].append(time.perf_counter() - start)
     median = {name: statistics.median(values) for name, values in times.items()}
     ratio = median["ours"] / median["official"]
-    print(f"median step: ours {median['ours'] * 1e3:.1f} ms, official loop {median['official'] * 1e3:.1f} ms "
-          f"→ ours takes {ratio:.2f}× the official time ({args.steps} steps each, interleaved)")
+    print(
+        f"median step: ours {median['ours'] * 1e3:.1f} ms, official loop {median['official'] * 1e3:.1f} ms "
+        f"→ ours takes {ratio:.2f}× the official time ({args.steps} steps each, interleaved)"
+    )
     same_start = abs(first[0] - first[1]) <= 1e-4 * abs(first[1])
     if not same_start:
         print("first-step losses differ: the two loops do not compute the same thing")

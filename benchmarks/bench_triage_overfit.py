@@ -37,8 +37,10 @@ class EvalEvery(Callback):
         self.train_s += time.perf_counter() - self.started
         if ctx.step % self.every == 0:
             ap50 = trainer.evaluate()["AP50"]
-            print(f"step {ctx.step:4d}  AP50 {ap50:.3f}  loss {record['loss']:.3f}  train {self.train_s:6.1f} s",
-                  flush=True)
+            print(
+                f"step {ctx.step:4d}  AP50 {ap50:.3f}  loss {record['loss']:.3f}  train {self.train_s:6.1f} s",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -54,8 +56,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         subset, ids = write_subset(cfg, args.images, Path(tmp))
         test = overfit_config(cfg, subset, len(ids), args.steps, Path(tmp))
-        print(f"{args.profile}: {len(ids)} images, batch {test.train.batch_size}, lr {test.train.lr:g}, "
-              f"{torch.get_num_threads()} threads", flush=True)
+        print(
+            f"{args.profile}: {len(ids)} images, batch {test.train.batch_size}, lr {test.train.lr:g}, "
+            f"{torch.get_num_threads()} threads",
+            flush=True,
+        )
         Trainer(test, callbacks=[EvalEvery(args.every)]).fit()
 
 

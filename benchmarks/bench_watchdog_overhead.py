@@ -46,6 +46,7 @@ class HookClock:
                 return hook(*args, **kwargs)
             finally:
                 self.seconds += time.perf_counter() - start
+
         return timed
 
 
@@ -53,8 +54,14 @@ def run_step(trainer: Trainer, batch, epoch: int) -> float:
     """One step as the trainer's loop runs it (hooks, train_step, hooks); returns its wall time."""
     images, mask, targets = batch
     trainer.global_step += 1
-    ctx = StepContext(step=trainer.global_step, epoch=epoch, batch_in_epoch=trainer.global_step - 1,
-                      images=images, mask=mask, targets=targets)
+    ctx = StepContext(
+        step=trainer.global_step,
+        epoch=epoch,
+        batch_in_epoch=trainer.global_step - 1,
+        images=images,
+        mask=mask,
+        targets=targets,
+    )
     start = time.perf_counter()
     for cb in trainer.callbacks:
         cb.on_step_start(trainer, ctx)
@@ -91,8 +98,10 @@ def main() -> None:
     watchdog.on_train_start(on)
 
     off.train_loader.batch_sampler.set_epoch(0)
-    batches = [(images.to(off.device), mask.to(off.device), move_targets(targets, off.device))
-               for images, mask, targets in itertools.islice(off.train_loader, args.batches)]
+    batches = [
+        (images.to(off.device), mask.to(off.device), move_targets(targets, off.device))
+        for images, mask, targets in itertools.islice(off.train_loader, args.batches)
+    ]
 
     for trainer in (off, on):
         for i in range(args.warmup_steps):
@@ -110,15 +119,22 @@ def main() -> None:
             means[name] = statistics.fmean(block_times)
         pairs.append(means["on"] / means["off"] - 1)
         if (block + 1) % max(1, args.blocks // 10) == 0:
-            print(f"block {block + 1}/{args.blocks}: off {means['off'] * 1e3:.1f} ms/step, on {means['on'] * 1e3:.1f} "
-                  f"ms/step ({pairs[-1]:+.2%})", flush=True)
+            print(
+                f"block {block + 1}/{args.blocks}: off {means['off'] * 1e3:.1f} ms/step, on {means['on'] * 1e3:.1f} "
+                f"ms/step ({pairs[-1]:+.2%})",
+                flush=True,
+            )
 
     step_off = statistics.fmean(times["off"])
     hook_per_step = (clock.seconds - warm_hook_seconds) / len(times["on"])
     result = {
-        "profile": args.profile, "device": str(on.device), "threads": torch.get_num_threads(),
-        "steps_per_trainer": len(times["on"]), "sample_every": cfg.watchdog.sample_every,
-        "step_ms_off": step_off * 1e3, "step_ms_on": statistics.fmean(times["on"]) * 1e3,
+        "profile": args.profile,
+        "device": str(on.device),
+        "threads": torch.get_num_threads(),
+        "steps_per_trainer": len(times["on"]),
+        "sample_every": cfg.watchdog.sample_every,
+        "step_ms_off": step_off * 1e3,
+        "step_ms_on": statistics.fmean(times["on"]) * 1e3,
         "median_step_ms_off": statistics.median(times["off"]) * 1e3,
         "median_step_ms_on": statistics.median(times["on"]) * 1e3,
         "overhead_mean_of_pairs": statistics.fmean(pairs),
@@ -131,12 +147,18 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{args.profile} on {result['device']} ({result['threads']} threads), {result['steps_per_trainer']} "
-              f"steps each: off {result['step_ms_off']:.1f} ms/step, on {result['step_ms_on']:.1f} ms/step")
-        print(f"overhead from paired blocks: mean {result['overhead_mean_of_pairs']:+.2%} "
-              f"± {result['overhead_pairs_stderr'] or 0:.2%} (s.e.), median {result['overhead_median_of_pairs']:+.2%}")
-        print(f"inside the watchdog's hooks: {result['watchdog_hook_ms_per_step']:.2f} ms/step = "
-              f"{result['watchdog_hook_fraction_of_step']:.2%} of a step; events {result['events']}")
+        print(
+            f"{args.profile} on {result['device']} ({result['threads']} threads), {result['steps_per_trainer']} "
+            f"steps each: off {result['step_ms_off']:.1f} ms/step, on {result['step_ms_on']:.1f} ms/step"
+        )
+        print(
+            f"overhead from paired blocks: mean {result['overhead_mean_of_pairs']:+.2%} "
+            f"± {result['overhead_pairs_stderr'] or 0:.2%} (s.e.), median {result['overhead_median_of_pairs']:+.2%}"
+        )
+        print(
+            f"inside the watchdog's hooks: {result['watchdog_hook_ms_per_step']:.2f} ms/step = "
+            f"{result['watchdog_hook_fraction_of_step']:.2%} of a step; events {result['events']}"
+        )
 
 
 if __name__ == "__main__":

@@ -83,10 +83,18 @@ def divergent(lr_backbone: float, seed: int, steps: int, attention: str) -> None
     nonfinite, what = next(((s, k) for s, k in alarms.found if k in NONFINITE), (None, ""))
     lead = nonfinite - first_warning if nonfinite is not None and first_warning is not None else None
     needed = nonfinite is not None and nonfinite >= 10
-    verdict = ("ok" if lead is not None and lead >= 5 else "MISSED") if needed else "n/a (non-finite before step 10)" \
-        if nonfinite is not None else "n/a (finite)"
-    print(f"| {attention} | {lr_backbone:g} | {seed} | {first_warning or '—'} {kind} | {nonfinite or '—'} {what} | "
-          f"{'—' if lead is None else lead} | {verdict} |", flush=True)
+    verdict = (
+        ("ok" if lead is not None and lead >= 5 else "MISSED")
+        if needed
+        else "n/a (non-finite before step 10)"
+        if nonfinite is not None
+        else "n/a (finite)"
+    )
+    print(
+        f"| {attention} | {lr_backbone:g} | {seed} | {first_warning or '—'} {kind} | {nonfinite or '—'} {what} | "
+        f"{'—' if lead is None else lead} | {verdict} |",
+        flush=True,
+    )
 
 
 def healthy(profile: str, seed: int, steps: int) -> None:
@@ -94,8 +102,10 @@ def healthy(profile: str, seed: int, steps: int) -> None:
     cfg.train.seed = seed
     alarms, watchdog, summary = run(cfg, steps)
     found = ", ".join(f"{k}@{s}" for s, k in alarms.found) or "none"
-    print(f"| {profile} | {seed} | {steps} | {watchdog.steps_skipped} | {found} | {summary['elapsed_s']:.0f} s |",
-          flush=True)
+    print(
+        f"| {profile} | {seed} | {steps} | {watchdog.steps_skipped} | {found} | {summary['elapsed_s']:.0f} s |",
+        flush=True,
+    )
 
 
 def recover(mode: str, lr_backbone: float, seed: int, steps: int, snapshot_every: int) -> None:
@@ -109,21 +119,32 @@ def recover(mode: str, lr_backbone: float, seed: int, steps: int, snapshot_every
     late_nonfinite = sum(not math.isfinite(v) for v in alarms.losses[after:])
     block = 20
     means = " ".join(
-        f"{statistics.fmean(finite):.1f}" if (finite := [v for v in alarms.losses[i:i + block] if math.isfinite(v)])
-        else "nan" for i in range(0, len(alarms.losses), block))
-    print(f"| {mode} | {lr_backbone:g} | {seed} | {snapshot_every} | {rollbacks} | {summary['exit_code']} | "
-          f"{summary['steps']} | {watchdog.steps_skipped} | {late_nonfinite} | {means} |", flush=True)
+        f"{statistics.fmean(finite):.1f}"
+        if (finite := [v for v in alarms.losses[i : i + block] if math.isfinite(v)])
+        else "nan"
+        for i in range(0, len(alarms.losses), block)
+    )
+    print(
+        f"| {mode} | {lr_backbone:g} | {seed} | {snapshot_every} | {rollbacks} | {summary['exit_code']} | "
+        f"{summary['steps']} | {watchdog.steps_skipped} | {late_nonfinite} | {means} |",
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lrs", default="0.003,0.005,0.008,0.01,0.015,0.02,0.025",
-                        help="backbone learning rates (comma list)")
+    parser.add_argument(
+        "--lrs", default="0.003,0.005,0.008,0.01,0.015,0.02,0.025", help="backbone learning rates (comma list)"
+    )
     parser.add_argument("--attention", default="fused,reference", help="[model] attention kinds (comma list)")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of every run (comma list)")
     parser.add_argument("--steps", type=int, default=40, help="steps of each divergent run")
-    parser.add_argument("--healthy", action="append", default=None,
-                        help="PROFILE:STEPS of a healthy run (tiny, demo or r50), repeatable (default tiny:80)")
+    parser.add_argument(
+        "--healthy",
+        action="append",
+        default=None,
+        help="PROFILE:STEPS of a healthy run (tiny, demo or r50), repeatable (default tiny:80)",
+    )
     parser.add_argument("--recover", type=int, default=0, help="steps of the skip/rollback runs (0: none)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -136,17 +157,25 @@ def main() -> None:
                     divergent(lr, seed, args.steps, attention)
     healthy_runs = [item for item in args.healthy or ["tiny:80"] if item]
     if healthy_runs:
-        print("\n| healthy profile | seed | steps | steps skipped | warning/error events | time |\n"
-              "|---|---|---|---|---|---|")
+        print(
+            "\n| healthy profile | seed | steps | steps skipped | warning/error events | time |\n"
+            "|---|---|---|---|---|---|"
+        )
     for item in healthy_runs:
         profile, steps = item.split(":")
         for seed in seeds:
             healthy(profile, seed, int(steps))
     if args.recover:
-        print("\n| mode | lr_backbone | seed | snapshot_every | rollbacks (step→restored) | exit | steps | dropped | "
-              "non-finite after the last rollback | mean loss per 20 steps |\n" + "|---" * 10 + "|")
-        for mode, lr, seed, snapshot_every in (("rollback", 0.005, 1, 5), ("rollback", 0.005, 1, 50),
-                                               ("skip", 0.05, 0, 50), ("skip", 0.2, 0, 50)):
+        print(
+            "\n| mode | lr_backbone | seed | snapshot_every | rollbacks (step→restored) | exit | steps | dropped | "
+            "non-finite after the last rollback | mean loss per 20 steps |\n" + "|---" * 10 + "|"
+        )
+        for mode, lr, seed, snapshot_every in (
+            ("rollback", 0.005, 1, 5),
+            ("rollback", 0.005, 1, 50),
+            ("skip", 0.05, 0, 50),
+            ("skip", 0.2, 0, 50),
+        ):
             recover(mode, lr, seed, args.recover, snapshot_every)
 
 

@@ -15,8 +15,9 @@ from torchvision.ops import box_convert, generalized_box_iou
 
 
 @torch.no_grad()
-def official_cost_matrix(outputs: dict, targets: list[dict], cost_class: float = 1.0, cost_bbox: float = 5.0,
-                         cost_giou: float = 2.0) -> Tensor:
+def official_cost_matrix(
+    outputs: dict, targets: list[dict], cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0
+) -> Tensor:
     """The official matcher's cost: one [B, Q, all targets of the batch] matrix, cross-image blocks included."""
     bs, num_queries = outputs["pred_logits"].shape[:2]
     out_prob = outputs["pred_logits"].flatten(0, 1).softmax(-1)
@@ -28,13 +29,15 @@ def official_cost_matrix(outputs: dict, targets: list[dict], cost_class: float =
     return cost.view(bs, num_queries, -1)
 
 
-def official_match(outputs: dict, targets: list[dict], cost_class: float = 1.0, cost_bbox: float = 5.0,
-                   cost_giou: float = 2.0) -> list[tuple[Tensor, Tensor]]:
+def official_match(
+    outputs: dict, targets: list[dict], cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0
+) -> list[tuple[Tensor, Tensor]]:
     """The official assignment: the whole-batch matrix to the host, then LSA on each image's own block."""
     cost = official_cost_matrix(outputs, targets, cost_class, cost_bbox, cost_giou).cpu()
     blocks = cost.split([len(t["boxes"]) for t in targets], -1)
-    return [tuple(torch.as_tensor(x, dtype=torch.int64) for x in linear_sum_assignment(c[i]))
-            for i, c in enumerate(blocks)]
+    return [
+        tuple(torch.as_tensor(x, dtype=torch.int64) for x in linear_sum_assignment(c[i])) for i, c in enumerate(blocks)
+    ]
 
 
 class OfficialMatcher(nn.Module):
@@ -49,8 +52,15 @@ class OfficialMatcher(nn.Module):
         return [official_match(layer, targets, **self.costs) for layer in layers]
 
 
-def official_train_step(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor,
-                        mask: Tensor, targets: list[dict], max_norm: float) -> float:
+def official_train_step(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: Tensor,
+    mask: Tensor,
+    targets: list[dict],
+    max_norm: float,
+) -> float:
     """One step of the official `train_one_epoch`: weighted loss, every logged loss read to the host (its
     MetricLogger), the finite-loss check, zero_grad, backward, `clip_grad_norm_`, optimizer step."""
     outputs = model(images, mask)

@@ -22,8 +22,9 @@ class MultiheadAttention(nn.MultiheadAttention):
         super().__init__(embed_dim, num_heads, dropout=dropout)
         self.fused = fused
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor,
-                key_padding_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """(output [L, B, E], head-averaged weights [B, L, S] on the reference path, None on the fused one)."""
         if not self.fused:
             return super().forward(query, key, value, key_padding_mask=key_padding_mask)
@@ -32,8 +33,7 @@ class MultiheadAttention(nn.MultiheadAttention):
         q, k, v = self._heads(query, w_q, b_q), self._heads(key, w_k, b_k), self._heads(value, w_v, b_v)
         # SDPA's boolean masks mark what may be attended: the opposite of key_padding_mask.
         mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                             dropout_p=self.dropout if self.training else 0.0)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         length, batch = query.shape[:2]
         out = out.permute(2, 0, 1, 3).reshape(length, batch, self.embed_dim)
         return self.out_proj(out), None

@@ -33,8 +33,9 @@ class Backbone(nn.Module):
     """A torchvision ResNet up to layer4 (stride 32, or 16 with a dilated layer4) or layer3 (stride 16),
     and the downsampled mask."""
 
-    def __init__(self, resnet: nn.Module, train_backbone: bool, num_channels: int, train_stem: bool = False,
-                 stage: int = 4):
+    def __init__(
+        self, resnet: nn.Module, train_backbone: bool, num_channels: int, train_stem: bool = False, stage: int = 4
+    ):
         super().__init__()
         for name, parameter in resnet.named_parameters():
             # The stem and layer1 stay at their ImageNet values, as in the official training (train_stem:

@@ -18,13 +18,20 @@ from detr.errors import CheckpointError
 
 SHOWN_KEYS = 3  # how many keys of each kind a mismatch message names
 # (block type, number of layer3 blocks) → torchvision ResNet
-RESNET_BY_BLOCKS = {("basic", 2): "resnet18", ("basic", 6): "resnet34",
-                    ("bottleneck", 6): "resnet50", ("bottleneck", 23): "resnet101"}
+RESNET_BY_BLOCKS = {
+    ("basic", 2): "resnet18",
+    ("basic", 6): "resnet34",
+    ("bottleneck", 6): "resnet50",
+    ("bottleneck", 23): "resnet101",
+}
 PANOPTIC_NUM_CLASSES = 250
 # Tensors whose first dimension counts what the config says, and which config field that is: when only that
 # count differs, fine-tuning starts them afresh (see `load_fitting_state_dict`).
-REINITIALISABLE = {"class_embed.weight": "num_classes", "class_embed.bias": "num_classes",
-                   "query_embed.weight": "num_queries"}
+REINITIALISABLE = {
+    "class_embed.weight": "num_classes",
+    "class_embed.bias": "num_classes",
+    "query_embed.weight": "num_queries",
+}
 
 
 def load_checkpoint_file(path_or_url: str | Path) -> dict[str, Any]:
@@ -90,8 +97,9 @@ def load_model_weights(model: nn.Module, path_or_url: str | Path, cfg: DETRConfi
     load_state_dict_into(model, load_checkpoint_state_dict(path_or_url), str(path_or_url), cfg)
 
 
-def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, Tensor], source: str,
-                         cfg: DETRConfig | None = None) -> None:
+def load_state_dict_into(
+    model: nn.Module, state_dict: Mapping[str, Tensor], source: str, cfg: DETRConfig | None = None
+) -> None:
     """`model.load_state_dict(state_dict, strict=True)`, with a one-line CheckpointError naming the keys that
     don't fit and the config that would. Without `cfg`, the model's own weights tell its config."""
     state_dict = model_state_dict(state_dict, source)
@@ -99,8 +107,9 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, Tensor], sou
     model.load_state_dict(state_dict, strict=True)
 
 
-def load_fitting_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], source: str,
-                            cfg: DETRConfig | None = None) -> list[str]:
+def load_fitting_state_dict(
+    model: nn.Module, state_dict: Mapping[str, Tensor], source: str, cfg: DETRConfig | None = None
+) -> list[str]:
     """Load a checkpoint to fine-tune from: every tensor that fits, and the names of those that keep the model's
     fresh initialisation — the class head when only the class count differs, the query embeddings when only
     `num_queries` does (the usual surgery for a dataset of other classes, as in facebookresearch/detr#9).
@@ -113,7 +122,8 @@ def load_fitting_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], 
     expected = model.state_dict()
     # A field's tensors start afresh together, and only if in each of them the count alone differs (not the width).
     fresh_fields = {
-        field for field in set(REINITIALISABLE.values())
+        field
+        for field in set(REINITIALISABLE.values())
         if all(_only_count_differs(state_dict, expected, k) for k, f in REINITIALISABLE.items() if f == field)
     }
     reinitialised = [k for k, field in REINITIALISABLE.items() if field in fresh_fields]
@@ -133,8 +143,14 @@ def _only_count_differs(state_dict: Mapping[str, Tensor], expected: Mapping[str,
     return shape != wanted and shape[1:] == wanted[1:]
 
 
-def _raise_if_mismatched(mismatch: str, state_dict: Mapping[str, Tensor], source: str, cfg: DETRConfig | None,
-                         model: nn.Module, may_differ: set[str] = frozenset()) -> None:
+def _raise_if_mismatched(
+    mismatch: str,
+    state_dict: Mapping[str, Tensor],
+    source: str,
+    cfg: DETRConfig | None,
+    model: nn.Module,
+    may_differ: set[str] = frozenset(),
+) -> None:
     """A CheckpointError for a `describe_mismatch` result, with the config that would fit; nothing when ''."""
     if mismatch:
         current = dataclasses.asdict(cfg) if cfg is not None else infer_config_from_state_dict(model.state_dict())
@@ -178,7 +194,7 @@ def _infer_backbone(state_dict: Mapping[str, Tensor]) -> str | None:
 
 def _count_children(state_dict: Mapping[str, Tensor], prefix: str) -> int:
     """How many numbered children `prefix` + `N.*` the keys name."""
-    return len({k[len(prefix):].split(".", 1)[0] for k in state_dict if k.startswith(prefix)})
+    return len({k[len(prefix) :].split(".", 1)[0] for k in state_dict if k.startswith(prefix)})
 
 
 def describe_mismatch(expected: Mapping[str, Tensor], state_dict: Mapping[str, Tensor]) -> str:
@@ -188,11 +204,13 @@ def describe_mismatch(expected: Mapping[str, Tensor], state_dict: Mapping[str, T
     unexpected = [k for k in state_dict if k not in expected and not _is_dropped_bn_counter(k, expected)]
     misshaped = [
         f"{k} {_shape(state_dict[k])} vs {_shape(v)}"
-        for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
     ]
     parts = [
         f"{len(keys)} {kind} keys ({', '.join(keys[:SHOWN_KEYS])}{', ...' if len(keys) > SHOWN_KEYS else ''})"
-        for kind, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys
+        for kind, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
+        if keys
     ]
     return ", ".join(parts)
 
@@ -205,8 +223,9 @@ def _shape(t: Tensor) -> str:
     return "[" + ",".join(str(d) for d in t.shape) + "]"
 
 
-def _suggest_config(state_dict: Mapping[str, Tensor], current: Mapping[str, Any],
-                    may_differ: set[str] = frozenset()) -> str:
+def _suggest_config(
+    state_dict: Mapping[str, Tensor], current: Mapping[str, Any], may_differ: set[str] = frozenset()
+) -> str:
     """What the checkpoint looks like, and the config fields to change to load it (other than `may_differ`)."""
     inferred = infer_config_from_state_dict(state_dict)
     if "num_classes" not in inferred:
@@ -237,5 +256,8 @@ def checkpoint_categories(checkpoint: Mapping[str, Any]) -> dict[int, str]:
     categories = checkpoint.get("categories")
     if not isinstance(categories, list):
         return {}
-    return {int(c["id"]): str(c["name"]) for c in categories
-            if isinstance(c, Mapping) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str)}
+    return {
+        int(c["id"]): str(c["name"])
+        for c in categories
+        if isinstance(c, Mapping) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str)
+    }

@@ -248,9 +248,7 @@ def config_from_dict(data: dict[str, Any], source: str = "profile") -> RunConfig
                 raise ConfigError(f"{source}: [{key}] must be a table")
             apply_overrides(getattr(cfg, key), value, f"{source} [{key}]")
         else:
-            raise ConfigError(
-                f"{source}: unknown section or key '{key}' (known: description, {', '.join(SECTIONS)})"
-            )
+            raise ConfigError(f"{source}: unknown section or key '{key}' (known: description, {', '.join(SECTIONS)})")
     model = data.get("model", {})
     if "dropout" in model and "attention_dropout" not in model:
         cfg.model.attention_dropout = cfg.model.dropout  # written before `attention_dropout` existed
@@ -294,10 +292,11 @@ def config_to_toml(cfg: RunConfig, categories: Sequence[Mapping[str, Any]] = ())
         for key, value in dataclasses.asdict(getattr(cfg, name)).items():
             lines.append(f"{key} = {_toml_value(value)}")
     if categories:
-        lines.append("\n# The training set's categories (id = name); checkpoint.pth carries them as \"categories\".")
+        lines.append('\n# The training set\'s categories (id = name); checkpoint.pth carries them as "categories".')
         # TOML comments may not hold control characters: a name with a line break must not end the comment.
-        lines.extend(f"# {c['id']} = {''.join(ch if ch.isprintable() else ' ' for ch in str(c['name']))}"
-                     for c in categories)
+        lines.extend(
+            f"# {c['id']} = {''.join(ch if ch.isprintable() else ' ' for ch in str(c['name']))}" for c in categories
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -305,8 +304,10 @@ def backbone_checks(m: DETRConfig) -> list[tuple[bool, str]]:
     """(holds, message) for each backbone rule: `validate` reports them, `build_backbone` enforces them."""
     return [
         (m.backbone in RESNETS, f"backbone must be one of {', '.join(RESNETS)}, got '{m.backbone}'"),
-        (not (m.dilation and m.backbone in ("resnet18", "resnet34")),
-         f"dilation (DC5) needs a bottleneck ResNet (resnet50/101), got '{m.backbone}'"),
+        (
+            not (m.dilation and m.backbone in ("resnet18", "resnet34")),
+            f"dilation (DC5) needs a bottleneck ResNet (resnet50/101), got '{m.backbone}'",
+        ),
         (m.backbone_stage in (3, 4), f"backbone_stage must be 3 or 4, got {m.backbone_stage}"),
         (not (m.dilation and m.backbone_stage != 4), "dilation (DC5) dilates stage 4: it needs backbone_stage = 4"),
         (m.backbone_norm in ("frozen", "batch"), f"backbone_norm must be frozen or batch, got '{m.backbone_norm}'"),
@@ -330,34 +331,55 @@ def validate(cfg: RunConfig) -> None:
         (d.num_workers >= 0, f"num workers must be ≥ 0, got {d.num_workers} (--num-workers)"),
         (0 <= d.crop_probability <= 1, f"[data] crop_probability must be in [0, 1], got {d.crop_probability}"),
         *backbone_checks(m),
-        (m.backbone_norm == "frozen" or t.lr_backbone > 0,
-         "backbone_norm = \"batch\" learns its statistics: it needs a backbone that trains (lr_backbone > 0)"),
+        (
+            m.backbone_norm == "frozen" or t.lr_backbone > 0,
+            'backbone_norm = "batch" learns its statistics: it needs a backbone that trains (lr_backbone > 0)',
+        ),
         (0 <= m.attention_dropout < 1, f"[model] attention_dropout must be in [0, 1), got {m.attention_dropout}"),
-        (m.attention in ATTENTION_KINDS,
-         f"[model] attention must be {' or '.join(ATTENTION_KINDS)}, got '{m.attention}'"),
+        (
+            m.attention in ATTENTION_KINDS,
+            f"[model] attention must be {' or '.join(ATTENTION_KINDS)}, got '{m.attention}'",
+        ),
         (m.hidden_dim % m.nheads == 0, f"hidden_dim {m.hidden_dim} must be divisible by nheads {m.nheads}"),
-        (m.num_classes == AUTO or (isinstance(m.num_classes, int) and m.num_classes >= 1),
-         f'num_classes must be "auto" or at least 1, got {m.num_classes!r}'),
+        (
+            m.num_classes == AUTO or (isinstance(m.num_classes, int) and m.num_classes >= 1),
+            f'num_classes must be "auto" or at least 1, got {m.num_classes!r}',
+        ),
         (m.num_queries >= 1, f"num_queries must be at least 1, got {m.num_queries}"),
         (0 <= d.val_fraction < 1, f"[data] val_fraction must be in [0, 1), got {d.val_fraction}"),
-        (cfg.watchdog.on_anomaly in ("warn", "skip", "rollback", "stop"),
-         f"on-anomaly must be warn, skip, rollback or stop, got '{cfg.watchdog.on_anomaly}'"),
-        (cfg.watchdog.window >= 2 and cfg.watchdog.growth_steps >= 2,
-         "[watchdog] window and growth_steps must be at least 2"),
+        (
+            cfg.watchdog.on_anomaly in ("warn", "skip", "rollback", "stop"),
+            f"on-anomaly must be warn, skip, rollback or stop, got '{cfg.watchdog.on_anomaly}'",
+        ),
+        (
+            cfg.watchdog.window >= 2 and cfg.watchdog.growth_steps >= 2,
+            "[watchdog] window and growth_steps must be at least 2",
+        ),
         (0 < cfg.watchdog.rollback_lr_factor <= 1, "[watchdog] rollback_lr_factor must be in (0, 1]"),
-        (cfg.watchdog.forecast_steps >= 2 and min(cfg.watchdog.skip_streak, cfg.watchdog.skip_window,
-                                                  cfg.watchdog.snapshots) >= 1,
-         "[watchdog] forecast_steps must be at least 2; skip_streak, skip_window and snapshots at least 1"),
+        (
+            cfg.watchdog.forecast_steps >= 2
+            and min(cfg.watchdog.skip_streak, cfg.watchdog.skip_window, cfg.watchdog.snapshots) >= 1,
+            "[watchdog] forecast_steps must be at least 2; skip_streak, skip_window and snapshots at least 1",
+        ),
         (0 < cfg.watchdog.skip_share <= 1, "[watchdog] skip_share must be in (0, 1]"),
-        (min(cfg.watchdog.warmup_steps, cfg.watchdog.sample_every, cfg.watchdog.max_rollbacks) >= 0
-         and cfg.watchdog.snapshot_every >= 1, "[watchdog] step counts must be ≥ 0 (snapshot_every ≥ 1)"),
-        (cfg.diagnostics.on_stall in ON_STALL,
-         f"on-stall must be {' or '.join(ON_STALL)}, got '{cfg.diagnostics.on_stall}' (--on-stall)"),
-        (cfg.diagnostics.stall_after >= 0,
-         f"stall after must be ≥ 0 seconds (0 turns stall detection off), got {cfg.diagnostics.stall_after} "
-         "(--stall-after)"),
-        (cfg.diagnostics.profile_cpu >= 0, f"profile cpu must be ≥ 0 steps, got {cfg.diagnostics.profile_cpu} "
-                                           "(--profile-cpu)"),
+        (
+            min(cfg.watchdog.warmup_steps, cfg.watchdog.sample_every, cfg.watchdog.max_rollbacks) >= 0
+            and cfg.watchdog.snapshot_every >= 1,
+            "[watchdog] step counts must be ≥ 0 (snapshot_every ≥ 1)",
+        ),
+        (
+            cfg.diagnostics.on_stall in ON_STALL,
+            f"on-stall must be {' or '.join(ON_STALL)}, got '{cfg.diagnostics.on_stall}' (--on-stall)",
+        ),
+        (
+            cfg.diagnostics.stall_after >= 0,
+            f"stall after must be ≥ 0 seconds (0 turns stall detection off), got {cfg.diagnostics.stall_after} "
+            "(--stall-after)",
+        ),
+        (
+            cfg.diagnostics.profile_cpu >= 0,
+            f"profile cpu must be ≥ 0 steps, got {cfg.diagnostics.profile_cpu} (--profile-cpu)",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -50,15 +50,17 @@ class SetCriterion(nn.Module):
                 losses.update({f"{k}_{i}": v for k, v in aux_losses.items()})
         return losses
 
-    def _layer_losses(self, outputs: dict, targets: Sequence[dict], indices: Indices, num_boxes: float,
-                      log: bool) -> dict[str, Tensor]:
+    def _layer_losses(
+        self, outputs: dict, targets: Sequence[dict], indices: Indices, num_boxes: float, log: bool
+    ) -> dict[str, Tensor]:
         losses = self.loss_labels(outputs, targets, indices, log)
         losses.update(self.loss_boxes(outputs, targets, indices, num_boxes))
         losses.update(self.loss_cardinality(outputs, targets))
         return losses
 
-    def loss_labels(self, outputs: dict, targets: Sequence[dict], indices: Indices,
-                    log: bool = True) -> dict[str, Tensor]:
+    def loss_labels(
+        self, outputs: dict, targets: Sequence[dict], indices: Indices, log: bool = True
+    ) -> dict[str, Tensor]:
         """Cross-entropy over all queries, the unmatched ones towards "no object" (weighted by eos_coef)."""
         src_logits = outputs["pred_logits"].float()
         idx = _src_permutation_idx(indices)
@@ -79,8 +81,9 @@ class SetCriterion(nn.Module):
         card_pred = (pred_logits.argmax(-1) != pred_logits.shape[-1] - 1).sum(1)
         return {"cardinality_error": F.l1_loss(card_pred.float(), tgt_lengths.float())}
 
-    def loss_boxes(self, outputs: dict, targets: Sequence[dict], indices: Indices,
-                   num_boxes: float) -> dict[str, Tensor]:
+    def loss_boxes(
+        self, outputs: dict, targets: Sequence[dict], indices: Indices, num_boxes: float
+    ) -> dict[str, Tensor]:
         """L1 and 1 − GIoU of the matched (cx, cy, w, h) boxes, each summed and divided by num_boxes."""
         idx = _src_permutation_idx(indices)
         src_boxes = outputs["pred_boxes"][idx].float()

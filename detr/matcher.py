@@ -62,8 +62,9 @@ class HungarianMatcher(nn.Module):
                     indices.append((empty, empty))
                     continue
                 query_idx, target_idx = linear_sum_assignment(costs[layer * batch_size + image, :, :size])
-                indices.append((torch.from_numpy(query_idx).to(torch.int64),
-                                torch.from_numpy(target_idx).to(torch.int64)))
+                indices.append(
+                    (torch.from_numpy(query_idx).to(torch.int64), torch.from_numpy(target_idx).to(torch.int64))
+                )
             matches.append(indices)
         return matches
 

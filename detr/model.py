@@ -41,8 +41,9 @@ def model_part(name: str) -> str:
 class DETR(nn.Module):
     """Backbone → 1×1 projection → transformer over `num_queries` learned queries → class and box heads."""
 
-    def __init__(self, backbone: Joiner, transformer: Transformer, num_classes: int, num_queries: int,
-                 aux_loss: bool = True):
+    def __init__(
+        self, backbone: Joiner, transformer: Transformer, num_classes: int, num_queries: int, aux_loss: bool = True
+    ):
         super().__init__()
         self.num_queries = num_queries
         self.transformer = transformer
@@ -78,8 +79,9 @@ class DETR(nn.Module):
         outputs_coord = self.bbox_embed(hs).sigmoid()
         out = {"pred_logits": outputs_class[-1], "pred_boxes": outputs_coord[-1]}
         if self.aux_loss:
-            out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b}
-                                  for a, b in zip(outputs_class[:-1], outputs_coord[:-1])]
+            out["aux_outputs"] = [
+                {"pred_logits": a, "pred_boxes": b} for a, b in zip(outputs_class[:-1], outputs_coord[:-1])
+            ]
         return out
 
 

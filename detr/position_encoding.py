@@ -14,8 +14,9 @@ class PositionEmbeddingSine(nn.Module):
     Always computed in float32 with autocast off: the normalised positions lose their precision in bf16/fp16.
     """
 
-    def __init__(self, num_pos_feats: int = 128, temperature: int = 10000, normalize: bool = True,
-                 scale: float = 2 * math.pi):
+    def __init__(
+        self, num_pos_feats: int = 128, temperature: int = 10000, normalize: bool = True, scale: float = 2 * math.pi
+    ):
         super().__init__()
         self.num_pos_feats = num_pos_feats
         self.temperature = temperature

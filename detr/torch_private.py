@@ -19,10 +19,20 @@ if TYPE_CHECKING:
     from torch.autograd.graph import Node
 
 __all__ = [
-    "DataDependentOutputException", "FakeTensorMode", "TorchDispatchMode", "dump_memory_snapshot", "efficient_attention",
+    "DataDependentOutputException",
+    "FakeTensorMode",
+    "TorchDispatchMode",
+    "dump_memory_snapshot",
+    "efficient_attention",
     "foreach_lerp_",
-    "foreach_mul_", "foreach_norm", "foreach_sub", "node_sequence_nr", "record_memory_history", "scaler_scale",
-    "storage_key", "tree_leaves",
+    "foreach_mul_",
+    "foreach_norm",
+    "foreach_sub",
+    "node_sequence_nr",
+    "record_memory_history",
+    "scaler_scale",
+    "storage_key",
+    "tree_leaves",
 ]
 
 
@@ -65,12 +75,21 @@ def dump_memory_snapshot(path: str) -> None:
     torch.cuda.memory._dump_snapshot(path)
 
 
-def efficient_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None, compute_grad: bool,
-                        dropout_p: float, is_causal: bool, scale: float | None) -> Tensor:
+def efficient_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attn_mask: Tensor | None,
+    compute_grad: bool,
+    dropout_p: float,
+    is_causal: bool,
+    scale: float | None,
+) -> Tensor:
     """The CUDA memory-efficient attention kernel called directly (memprofile estimates with it: SDPA's own
     kernel choice sees no GPU behind fake tensors)."""
     return torch.ops.aten._scaled_dot_product_efficient_attention(
-        query, key, value, attn_mask, compute_grad, dropout_p, is_causal, scale=scale)[0]
+        query, key, value, attn_mask, compute_grad, dropout_p, is_causal, scale=scale
+    )[0]
 
 
 def storage_key(tensor: Tensor) -> int:
@@ -81,4 +100,3 @@ def storage_key(tensor: Tensor) -> int:
 def node_sequence_nr(node: Node) -> int:
     """The autograd node's creation number: the engine runs later-created nodes first."""
     return node._sequence_nr()
-

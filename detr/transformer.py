@@ -19,15 +19,25 @@ from detr.attention import MultiheadAttention
 
 
 class Transformer(nn.Module):
-    def __init__(self, d_model: int = 256, nhead: int = 8, num_encoder_layers: int = 6,
-                 num_decoder_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1,
-                 attention_dropout: float = 0.1, fused_attention: bool = True):
+    def __init__(
+        self,
+        d_model: int = 256,
+        nhead: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.1,
+        fused_attention: bool = True,
+    ):
         super().__init__()
-        encoder_layer = TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, attention_dropout,
-                                                fused_attention)
+        encoder_layer = TransformerEncoderLayer(
+            d_model, nhead, dim_feedforward, dropout, attention_dropout, fused_attention
+        )
         self.encoder = TransformerEncoder(encoder_layer, num_encoder_layers)
-        decoder_layer = TransformerDecoderLayer(d_model, nhead, dim_feedforward, dropout, attention_dropout,
-                                                fused_attention)
+        decoder_layer = TransformerDecoderLayer(
+            d_model, nhead, dim_feedforward, dropout, attention_dropout, fused_attention
+        )
         self.decoder = TransformerDecoder(decoder_layer, num_decoder_layers, nn.LayerNorm(d_model))
         self._reset_parameters()
         self.d_model = d_model
@@ -73,21 +83,30 @@ class TransformerDecoder(nn.Module):
         self.num_layers = num_layers
         self.norm = norm
 
-    def forward(self, tgt: Tensor, memory: Tensor, memory_key_padding_mask: Tensor, pos: Tensor,
-                query_pos: Tensor) -> Tensor:
+    def forward(
+        self, tgt: Tensor, memory: Tensor, memory_key_padding_mask: Tensor, pos: Tensor, query_pos: Tensor
+    ) -> Tensor:
         """Every layer's output after the shared final norm, stacked: [layers, Q, B, C]."""
         output = tgt
         intermediate = []
         for layer in self.layers:
-            output = layer(output, memory, memory_key_padding_mask=memory_key_padding_mask,
-                           pos=pos, query_pos=query_pos)
+            output = layer(
+                output, memory, memory_key_padding_mask=memory_key_padding_mask, pos=pos, query_pos=query_pos
+            )
             intermediate.append(self.norm(output))
         return torch.stack(intermediate)
 
 
 class TransformerEncoderLayer(nn.Module):
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
-                 attention_dropout: float = 0.1, fused_attention: bool = True):
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.1,
+        fused_attention: bool = True,
+    ):
         super().__init__()
         self.self_attn = MultiheadAttention(d_model, nhead, attention_dropout, fused_attention)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
@@ -107,8 +126,15 @@ class TransformerEncoderLayer(nn.Module):
 
 
 class TransformerDecoderLayer(nn.Module):
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
-                 attention_dropout: float = 0.1, fused_attention: bool = True):
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.1,
+        fused_attention: bool = True,
+    ):
         super().__init__()
         self.self_attn = MultiheadAttention(d_model, nhead, attention_dropout, fused_attention)
         self.multihead_attn = MultiheadAttention(d_model, nhead, attention_dropout, fused_attention)
@@ -122,13 +148,15 @@ class TransformerDecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
 
-    def forward(self, tgt: Tensor, memory: Tensor, memory_key_padding_mask: Tensor, pos: Tensor,
-                query_pos: Tensor) -> Tensor:
+    def forward(
+        self, tgt: Tensor, memory: Tensor, memory_key_padding_mask: Tensor, pos: Tensor, query_pos: Tensor
+    ) -> Tensor:
         q = k = tgt + query_pos
         tgt2 = self.self_attn(q, k, value=tgt)[0]
         tgt = self.norm1(tgt + self.dropout1(tgt2))
-        tgt2 = self.multihead_attn(query=tgt + query_pos, key=memory + pos, value=memory,
-                                   key_padding_mask=memory_key_padding_mask)[0]
+        tgt2 = self.multihead_attn(
+            query=tgt + query_pos, key=memory + pos, value=memory, key_padding_mask=memory_key_padding_mask
+        )[0]
         tgt = self.norm2(tgt + self.dropout2(tgt2))
         tgt2 = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
         return self.norm3(tgt + self.dropout3(tgt2))

@@ -27,21 +27,33 @@ def judge_breakdown(breakdown: dict[str, Any]) -> list[dict[str, str]]:
     def add(check: str, limits: bool, bad: str, good: str) -> None:
         findings.append({"check": check, "status": "limits" if limits else "ok", "message": bad if limits else good})
 
-    add("labels", agnostic - ap50 >= LABEL_GAP,
+    add(
+        "labels",
+        agnostic - ap50 >= LABEL_GAP,
         f"wrong labels cost {agnostic - ap50:.2f} AP50 ({agnostic:.3f} with labels ignored, {ap50:.3f} with them)",
-        f"right (AP50 {agnostic:.3f} with labels ignored, {ap50:.3f} with them)")
-    add("localisation", loose - tight >= LOOSE_GAP,
+        f"right (AP50 {agnostic:.3f} with labels ignored, {ap50:.3f} with them)",
+    )
+    add(
+        "localisation",
+        loose - tight >= LOOSE_GAP,
         f"objects are found but boxes are loose (AP {loose:.2f} at IoU 0.1, {tight:.2f} at 0.5, {strict:.2f} at 0.7):"
         " train longer, or give the transformer finer features (larger images, a stride-16 stage)",
-        f"tight (AP {loose:.2f} at IoU 0.1, {tight:.2f} at 0.5, {strict:.2f} at 0.7)")
-    add("spare boxes", objects > 0 and boxes > SPARE_RATIO * objects,
+        f"tight (AP {loose:.2f} at IoU 0.1, {tight:.2f} at 0.5, {strict:.2f} at 0.7)",
+    )
+    add(
+        "spare boxes",
+        objects > 0 and boxes > SPARE_RATIO * objects,
         f"{boxes} boxes scored ≥ {breakdown['confident_score']} for {objects} objects: spare queries fire confident"
         " duplicates; with few queries per object, raise eos_coef (the no-object weight, 0.1 in the paper)",
-        f"{boxes} boxes scored ≥ {breakdown['confident_score']} for {objects} objects")
-    add("missed objects", found < FOUND_RECALL,
+        f"{boxes} boxes scored ≥ {breakdown['confident_score']} for {objects} objects",
+    )
+    add(
+        "missed objects",
+        found < FOUND_RECALL,
         f"recall is {found:.2f} even at IoU 0.1, so some objects get no box at all: check num_queries against the"
         " most objects in an image, and small objects against the feature stride",
-        f"almost none (recall {found:.2f} at IoU 0.1)")
+        f"almost none (recall {found:.2f} at IoU 0.1)",
+    )
     return findings
 
 
@@ -55,9 +67,12 @@ def render_breakdown(console: Console, breakdown: dict[str, Any]) -> None:
     for key, ap in breakdown["AP_at_iou"].items():
         recall = breakdown["recall_at_iou"][key]
         filled = round(max(0.0, min(1.0, ap or 0.0)) * BAR_WIDTH)
-        table.add_row(key, "—" if ap is None else f"{ap:.3f}",
-                      Text.assemble(("█" * filled, "cyan"), ("·" * (BAR_WIDTH - filled), "bright_black")),
-                      "—" if recall is None else f"{recall:.3f}")
+        table.add_row(
+            key,
+            "—" if ap is None else f"{ap:.3f}",
+            Text.assemble(("█" * filled, "cyan"), ("·" * (BAR_WIDTH - filled), "bright_black")),
+            "—" if recall is None else f"{recall:.3f}",
+        )
     console.print(table)
     for finding in breakdown["findings"]:
         mark = ("✓ ", "green") if finding["status"] == "ok" else ("✗ ", "yellow")

@@ -34,11 +34,15 @@ def run_guarded(fn: Callable[[], int | None]) -> None:
     raise typer.Exit(code or 0)
 
 
-TRAIN_ANNOTATIONS_HELP = ("Training annotation file (COCO JSON; relative: under --coco-path). Default: found in "
-                          "--coco-path (COCO, Roboflow, CVAT and Label Studio layouts).")
+TRAIN_ANNOTATIONS_HELP = (
+    "Training annotation file (COCO JSON; relative: under --coco-path). Default: found in "
+    "--coco-path (COCO, Roboflow, CVAT and Label Studio layouts)."
+)
 IMAGES_HELP = "{} image folder (relative: under --coco-path; default: found with the annotations)."
-VAL_ANNOTATIONS_HELP = ("Validation annotation file (default: found in --coco-path; a single-file export holds out "
-                        "[data] val_fraction of its images).")
+VAL_ANNOTATIONS_HELP = (
+    "Validation annotation file (default: found in --coco-path; a single-file export holds out "
+    "[data] val_fraction of its images)."
+)
 
 
 @app.callback(invoke_without_command=True)
@@ -50,7 +54,9 @@ def main(ctx: typer.Context) -> None:
 
 @app.command()
 def train(
-    profile: str | None = typer.Option(None, help="Profile name or TOML path (default: demo, or detr-r50 with --coco-path)."),
+    profile: str | None = typer.Option(
+        None, help="Profile name or TOML path (default: demo, or detr-r50 with --coco-path)."
+    ),
     coco_path: str | None = typer.Option(None, help="COCO-format dataset root (default: the synthetic dataset)."),
     output_dir: str | None = typer.Option(None, help="Run folder (default: runs/<timestamp>)."),
     epochs: int | None = typer.Option(None, help="Number of epochs."),
@@ -59,26 +65,38 @@ def train(
     lr: float | None = typer.Option(None, help="Learning rate of the transformer and heads."),
     lr_backbone: float | None = typer.Option(None, help="Learning rate of the backbone (0 freezes it)."),
     clip_max_norm: float | None = typer.Option(None, help="Gradient clipping max norm (0 disables)."),
-    ema_decay: float | None = typer.Option(None, help="Evaluate and ship an EMA of the weights (e.g. 0.998; 0 disables)."),
+    ema_decay: float | None = typer.Option(
+        None, help="Evaluate and ship an EMA of the weights (e.g. 0.998; 0 disables)."
+    ),
     amp: str | None = typer.Option(None, help="Mixed precision: off, bf16 or fp16."),
     device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     num_workers: int | None = typer.Option(None, help="DataLoader worker processes."),
     resume: str | None = typer.Option(None, help="Continue exactly from a checkpoint."),
     weights: str | None = typer.Option(None, help="Load model weights only (path or URL; official checkpoints too)."),
-    backbone_weights: str | None = typer.Option(None, help="imagenet, none or a path to a torchvision ResNet state_dict."),
+    backbone_weights: str | None = typer.Option(
+        None, help="imagenet, none or a path to a torchvision ResNet state_dict."
+    ),
     seed: int | None = typer.Option(None, help="Random seed."),
     eval_every: int | None = typer.Option(None, help="Evaluate every N epochs (0: never during training)."),
     log_every: int | None = typer.Option(None, help="Write a step record every N steps."),
     on_anomaly: str | None = typer.Option(None, help="Gradient watchdog action: warn, skip, rollback or stop."),
     no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Plain log lines instead of the live dashboard."),
     profile_cpu: int | None = typer.Option(None, help="Record a py-spy flame graph over this many steps."),
-    stall_after: float | None = typer.Option(None, help="Seconds without a finished step (at least 10× the median "
-                                                "step time) before the stacks are dumped; 0 turns stall detection "
-                                                "off (profile default: 60)."),
-    on_stall: str | None = typer.Option(None, help="After a stall dump: wait (keep going) or stop the run "
-                                           "(profile default: wait)."),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write scalars and events for TensorBoard "
-                                     "into the run folder's tensorboard/ (pip install 'detrdoctor[tensorboard]')."),
+    stall_after: float | None = typer.Option(
+        None,
+        help="Seconds without a finished step (at least 10× the median "
+        "step time) before the stacks are dumped; 0 turns stall detection "
+        "off (profile default: 60).",
+    ),
+    on_stall: str | None = typer.Option(
+        None, help="After a stall dump: wait (keep going) or stop the run (profile default: wait)."
+    ),
+    tensorboard: bool = typer.Option(
+        False,
+        "--tensorboard",
+        help="Also write scalars and events for TensorBoard "
+        "into the run folder's tensorboard/ (pip install 'detrdoctor[tensorboard]').",
+    ),
     train_annotations: str | None = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
     val_annotations: str | None = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
     train_images: str | None = typer.Option(None, help=IMAGES_HELP.format("Training")),
@@ -88,26 +106,52 @@ def train(
     from detrdoctor.commands.train import TrainOptions, run_train
 
     options = TrainOptions(
-        profile=profile, coco_path=coco_path, output_dir=output_dir, epochs=epochs, max_steps=max_steps,
-        batch_size=batch_size, lr=lr, lr_backbone=lr_backbone, clip_max_norm=clip_max_norm, ema_decay=ema_decay,
-        amp=amp, device=device, num_workers=num_workers, resume=resume, weights=weights,
-        backbone_weights=backbone_weights, seed=seed, eval_every=eval_every, log_every=log_every,
-        on_anomaly=on_anomaly, dashboard=False if no_dashboard else None, profile_cpu=profile_cpu,
-        stall_after=stall_after, on_stall=on_stall, tensorboard=True if tensorboard else None,
-        train_annotations=train_annotations, val_annotations=val_annotations, train_images=train_images,
-        val_images=val_images)
+        profile=profile,
+        coco_path=coco_path,
+        output_dir=output_dir,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        lr=lr,
+        lr_backbone=lr_backbone,
+        clip_max_norm=clip_max_norm,
+        ema_decay=ema_decay,
+        amp=amp,
+        device=device,
+        num_workers=num_workers,
+        resume=resume,
+        weights=weights,
+        backbone_weights=backbone_weights,
+        seed=seed,
+        eval_every=eval_every,
+        log_every=log_every,
+        on_anomaly=on_anomaly,
+        dashboard=False if no_dashboard else None,
+        profile_cpu=profile_cpu,
+        stall_after=stall_after,
+        on_stall=on_stall,
+        tensorboard=True if tensorboard else None,
+        train_annotations=train_annotations,
+        val_annotations=val_annotations,
+        train_images=train_images,
+        val_images=val_images,
+    )
     run_guarded(lambda: run_train(options))
 
 
 @app.command()
 def evaluate(
     weights: str = typer.Option(..., help="Checkpoint to evaluate (ours or official)."),
-    profile: str | None = typer.Option(None, help="Profile name or TOML path (default: the checkpoint's config, else detr-r50)."),
+    profile: str | None = typer.Option(
+        None, help="Profile name or TOML path (default: the checkpoint's config, else detr-r50)."
+    ),
     coco_path: str | None = typer.Option(None, help="COCO-format dataset root (default: the synthetic dataset)."),
     batch_size: int | None = typer.Option(None, help="Images per batch."),
     device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     num_workers: int | None = typer.Option(None, help="DataLoader worker processes."),
-    breakdown: bool = typer.Option(False, "--breakdown", help="Also show what holds AP down: labels, loose boxes, spare boxes, missed objects."),
+    breakdown: bool = typer.Option(
+        False, "--breakdown", help="Also show what holds AP down: labels, loose boxes, spare boxes, missed objects."
+    ),
     per_class: bool = typer.Option(False, "--per-class", help="Also show AP and AP50 of each category, with its name."),
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     train_annotations: str | None = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
@@ -118,10 +162,21 @@ def evaluate(
     """COCO box AP of a checkpoint on the validation split."""
     from detrdoctor.commands.evaluate import EvaluateOptions, run_evaluate
 
-    options = EvaluateOptions(weights=weights, profile=profile, coco_path=coco_path, batch_size=batch_size,
-                              device=device, num_workers=num_workers, breakdown=breakdown, per_class=per_class,
-                              json_output=json_output, train_annotations=train_annotations,
-                              val_annotations=val_annotations, train_images=train_images, val_images=val_images)
+    options = EvaluateOptions(
+        weights=weights,
+        profile=profile,
+        coco_path=coco_path,
+        batch_size=batch_size,
+        device=device,
+        num_workers=num_workers,
+        breakdown=breakdown,
+        per_class=per_class,
+        json_output=json_output,
+        train_annotations=train_annotations,
+        val_annotations=val_annotations,
+        train_images=train_images,
+        val_images=val_images,
+    )
     run_guarded(lambda: run_evaluate(options))
 
 
@@ -142,9 +197,19 @@ def predict(
     """Run a checkpoint on images or a dataset split: drawn boxes and COCO-format predictions.json."""
     from detrdoctor.commands.predict import PredictOptions, run_predict
 
-    options = PredictOptions(weights=weights, sources=list(sources or []), coco_path=coco_path, split=split, out=out,
-                             threshold=threshold, batch_size=batch_size, device=device, amp=amp, compare=compare,
-                             json_output=json_output)
+    options = PredictOptions(
+        weights=weights,
+        sources=list(sources or []),
+        coco_path=coco_path,
+        split=split,
+        out=out,
+        threshold=threshold,
+        batch_size=batch_size,
+        device=device,
+        amp=amp,
+        compare=compare,
+        json_output=json_output,
+    )
     run_guarded(lambda: run_predict(options))
 
 
@@ -189,11 +254,14 @@ def env_check(
     json_output: bool = typer.Option(False, "--json", help="Print checks, summary and facts as JSON."),
     coco_path: str | None = typer.Option(None, help="Also check a COCO-format dataset folder."),
     strict: bool = typer.Option(False, help="Exit 1 on warnings too."),
-    from_facts: str | None = typer.Option(None, "--from", help="Judge facts collected elsewhere (a previous --json output)."),
+    from_facts: str | None = typer.Option(
+        None, "--from", help="Judge facts collected elsewhere (a previous --json output)."
+    ),
     device: str = typer.Option("auto", help="auto, cpu or cuda: with cuda, a missing GPU is a failure."),
     num_workers: int | None = typer.Option(None, help="The num_workers you plan to use."),
-    profile: str | None = typer.Option(None, help="With --coco-path: the profile to judge the dataset against "
-                                          "(default: detr-r50)."),
+    profile: str | None = typer.Option(
+        None, help="With --coco-path: the profile to judge the dataset against (default: detr-r50)."
+    ),
     train_annotations: str | None = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
     val_annotations: str | None = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
     train_images: str | None = typer.Option(None, help=IMAGES_HELP.format("Training")),
@@ -202,10 +270,19 @@ def env_check(
     """Judge the whole stack (torch, torchvision, CUDA, NumPy, pycocotools, NVML, host limits) and name each fix."""
     from detrdoctor.commands.env_check import EnvCheckOptions, run_env_check
 
-    options = EnvCheckOptions(json_output=json_output, coco_path=coco_path, strict=strict, from_facts=from_facts,
-                              device=device, num_workers=num_workers, profile=profile,
-                              train_annotations=train_annotations, val_annotations=val_annotations,
-                              train_images=train_images, val_images=val_images)
+    options = EnvCheckOptions(
+        json_output=json_output,
+        coco_path=coco_path,
+        strict=strict,
+        from_facts=from_facts,
+        device=device,
+        num_workers=num_workers,
+        profile=profile,
+        train_annotations=train_annotations,
+        val_annotations=val_annotations,
+        train_images=train_images,
+        val_images=val_images,
+    )
     run_guarded(lambda: run_env_check(options))
 
 
@@ -217,22 +294,42 @@ def memprofile(
     shape: str = typer.Option("worst", help="worst, HxW or dataset."),
     find_max: bool = typer.Option(False, "--find-max", help="Search the largest batch size that fits, per AMP mode."),
     device: str = typer.Option("auto", help="auto, cuda[:N] or cpu."),
-    estimate: bool = typer.Option(False, "--estimate", help="Estimate without allocating (also alongside a GPU measurement)."),
-    gpu_memory: str | None = typer.Option(None, help="Device memory to plan for: a size (24GiB) or a GPU name (A100-80GB)."),
-    snapshot: bool = typer.Option(False, "--snapshot", help="Write a CUDA memory snapshot of the largest fitting point."),
+    estimate: bool = typer.Option(
+        False, "--estimate", help="Estimate without allocating (also alongside a GPU measurement)."
+    ),
+    gpu_memory: str | None = typer.Option(
+        None, help="Device memory to plan for: a size (24GiB) or a GPU name (A100-80GB)."
+    ),
+    snapshot: bool = typer.Option(
+        False, "--snapshot", help="Write a CUDA memory snapshot of the largest fitting point."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print results as JSON."),
     output_dir: str | None = typer.Option(None, help="Also write CSV (and the snapshot) here."),
     coco_path: str | None = typer.Option(None, help="Dataset for --shape dataset."),
-    in_process: bool = typer.Option(False, "--in-process", help="Measure every point in this process instead of a fresh one."),
+    in_process: bool = typer.Option(
+        False, "--in-process", help="Measure every point in this process instead of a fresh one."
+    ),
     safety_margin: float = typer.Option(0.1, help="Share of device memory kept free when judging what fits."),
 ) -> None:
     """GPU memory and speed across batch sizes, with and without AMP (estimated without a GPU)."""
     from detrdoctor.commands.memprofile import MemprofileOptions, run_memprofile
 
     options = MemprofileOptions(
-        profile=profile, batch_sizes=batch_sizes, amp=amp, shape=shape, find_max=find_max, device=device,
-        estimate=estimate, gpu_memory=gpu_memory, snapshot=snapshot, json_output=json_output, output_dir=output_dir,
-        coco_path=coco_path, in_process=in_process, safety_margin=safety_margin)
+        profile=profile,
+        batch_sizes=batch_sizes,
+        amp=amp,
+        shape=shape,
+        find_max=find_max,
+        device=device,
+        estimate=estimate,
+        gpu_memory=gpu_memory,
+        snapshot=snapshot,
+        json_output=json_output,
+        output_dir=output_dir,
+        coco_path=coco_path,
+        in_process=in_process,
+        safety_margin=safety_margin,
+    )
     run_guarded(lambda: run_memprofile(options))
 
 
@@ -258,26 +355,50 @@ def loader_bench(
     from detrdoctor.commands.loader_bench import LoaderBenchOptions, run_loader_bench
 
     options = LoaderBenchOptions(
-        profile=profile, coco_path=coco_path, split=split, num_workers=num_workers, pin_memory=pin_memory,
-        batch_size=batch_size, batches=batches, prefetch_factor=prefetch_factor,
-        persistent_workers=persistent_workers, step_time=step_time, json_output=json_output,
-        train_annotations=train_annotations, val_annotations=val_annotations, train_images=train_images,
-        val_images=val_images)
+        profile=profile,
+        coco_path=coco_path,
+        split=split,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        batch_size=batch_size,
+        batches=batches,
+        prefetch_factor=prefetch_factor,
+        persistent_workers=persistent_workers,
+        step_time=step_time,
+        json_output=json_output,
+        train_annotations=train_annotations,
+        val_annotations=val_annotations,
+        train_images=train_images,
+        val_images=val_images,
+    )
     run_guarded(lambda: run_loader_bench(options))
 
 
 @app.command()
 def triage(
-    profile: str | None = typer.Option(None, help="Profile name or TOML path (default: demo, or detr-r50 with --coco-path; with --run: the run's config)."),
+    profile: str | None = typer.Option(
+        None,
+        help="Profile name or TOML path (default: demo, or detr-r50 with --coco-path; with --run: the run's config).",
+    ),
     coco_path: str | None = typer.Option(None, help="COCO-format dataset root (default: the synthetic dataset)."),
-    weights: str | None = typer.Option(None, help="Start the overfit test from these weights (path or URL) instead of a fresh model."),
-    run: str | None = typer.Option(None, help="Also judge a run folder's metrics.jsonl (alone: with that run's config.toml)."),
+    weights: str | None = typer.Option(
+        None, help="Start the overfit test from these weights (path or URL) instead of a fresh model."
+    ),
+    run: str | None = typer.Option(
+        None, help="Also judge a run folder's metrics.jsonl (alone: with that run's config.toml)."
+    ),
     images: int = typer.Option(4, help="Training images the overfit test must memorise."),
     steps: int = typer.Option(200, help="Steps of the overfit test (0 skips it)."),
-    out: str | None = typer.Option(None, help="Folder for the drawn samples and the overfit run (default: triage-<timestamp>)."),
+    out: str | None = typer.Option(
+        None, help="Folder for the drawn samples and the overfit run (default: triage-<timestamp>)."
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N for the overfit test."),
-    amp: str | None = typer.Option(None, help="Mixed precision of the overfit test: off, bf16 or fp16 (default: the profile's)."),
-    json_output: bool = typer.Option(False, "--json", help="Print checks, summary, overfit numbers and artifacts as JSON."),
+    amp: str | None = typer.Option(
+        None, help="Mixed precision of the overfit test: off, bf16 or fp16 (default: the profile's)."
+    ),
+    json_output: bool = typer.Option(
+        False, "--json", help="Print checks, summary, overfit numbers and artifacts as JSON."
+    ),
     train_annotations: str | None = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
     val_annotations: str | None = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
     train_images: str | None = typer.Option(None, help=IMAGES_HELP.format("Training")),
@@ -286,10 +407,22 @@ def triage(
     """Why doesn't my DETR learn? Data, schedule, an overfit test on a few images, drawn samples, a run's history."""
     from detrdoctor.commands.triage import TriageOptions, run_triage
 
-    options = TriageOptions(profile=profile, coco_path=coco_path, weights=weights, run=run, images=images, steps=steps,
-                            out=out, device=device, amp=amp, json_output=json_output,
-                            train_annotations=train_annotations, val_annotations=val_annotations,
-                            train_images=train_images, val_images=val_images)
+    options = TriageOptions(
+        profile=profile,
+        coco_path=coco_path,
+        weights=weights,
+        run=run,
+        images=images,
+        steps=steps,
+        out=out,
+        device=device,
+        amp=amp,
+        json_output=json_output,
+        train_annotations=train_annotations,
+        val_annotations=val_annotations,
+        train_images=train_images,
+        val_images=val_images,
+    )
     run_guarded(lambda: run_triage(options))
 
 

@@ -19,8 +19,10 @@ def stop_on_failures(rows: Sequence[Row], hint: str) -> None:
     first = failed[0]
     more = f"; {len(failed) - 1} more failed checks" if len(failed) > 1 else ""
     example = f" (e.g. {first['example']})" if first["example"] and first["example"] not in first["found"] else ""
-    raise DataError(f"dataset check {first['id']}: {first['found']}{example}: {first['message'] or 'fails'}; "
-                    f"fix: {first['fix'] or first['expected']}{more} (all: {hint})")
+    raise DataError(
+        f"dataset check {first['id']}: {first['found']}{example}: {first['message'] or 'fails'}; "
+        f"fix: {first['fix'] or first['expected']}{more} (all: {hint})"
+    )
 
 
 class DataCheckEvents(Callback):
@@ -31,6 +33,14 @@ class DataCheckEvents(Callback):
 
     def on_train_start(self, trainer: Any) -> None:
         for r in self.rows:
-            trainer.emit_event("data_check", f"{r['id']}: {r['found']}" + (f"; fix: {r['fix']}" if r["fix"] else ""),
-                               severity="warning", check=r["id"], found=r["found"], expected=r["expected"],
-                               fix=r["fix"], count=r["count"], example=r["example"])
+            trainer.emit_event(
+                "data_check",
+                f"{r['id']}: {r['found']}" + (f"; fix: {r['fix']}" if r["fix"] else ""),
+                severity="warning",
+                check=r["id"],
+                found=r["found"],
+                expected=r["expected"],
+                fix=r["fix"],
+                count=r["count"],
+                example=r["example"],
+            )

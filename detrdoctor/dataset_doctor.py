@@ -81,10 +81,14 @@ def collect_splits(cfg: RunConfig, sample_images: int) -> tuple[SplitFacts, Spli
             splits.append(None)
             continue
         ids = set(split_image_ids(coco.imgs, source.part, layout.val_fraction))
-        facts = SplitFacts(name, source.annotations, source.images,
-                           [img for img in coco.dataset["images"] if img["id"] in ids],
-                           [a for a in coco.dataset["annotations"] if a["image_id"] in ids],
-                           coco.dataset["categories"])
+        facts = SplitFacts(
+            name,
+            source.annotations,
+            source.images,
+            [img for img in coco.dataset["images"] if img["id"] in ids],
+            [a for a in coco.dataset["annotations"] if a["image_id"] in ids],
+            coco.dataset["categories"],
+        )
         facts.headers = read_headers(facts.image_dir, facts.images, sample_images)
         splits.append(facts)
     return splits[0], splits[1]
@@ -130,15 +134,22 @@ class Boxes:
     def of(cls, split: SplitFacts) -> Boxes:
         anns, n = split.annotations, len(split.annotations)  # load_coco checked every bbox: four numbers
         index = {img["id"]: k for k, img in enumerate(split.images)}
-        sizes = np.array([[img.get("width"), img.get("height")] if _size(img) else [np.nan, np.nan]
-                          for img in split.images], dtype=np.float64).reshape(-1, 2)
+        sizes = np.array(
+            [[img.get("width"), img.get("height")] if _size(img) else [np.nan, np.nan] for img in split.images],
+            dtype=np.float64,
+        ).reshape(-1, 2)
         categories = {c["id"]: k for k, c in enumerate(split.categories)}
         bbox = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
         image = np.fromiter((index[a["image_id"]] for a in anns), dtype=np.int64, count=n)
         category = np.fromiter((categories.get(a["category_id"], -1) for a in anns), dtype=np.int64, count=n)
-        return cls(bbox, image, sizes[image], category,
-                   np.fromiter((bool(a.get("iscrowd", 0)) for a in anns), dtype=bool, count=n),
-                   (bbox[:, 2] <= 0) | (bbox[:, 3] <= 0))
+        return cls(
+            bbox,
+            image,
+            sizes[image],
+            category,
+            np.fromiter((bool(a.get("iscrowd", 0)) for a in anns), dtype=bool, count=n),
+            (bbox[:, 2] <= 0) | (bbox[:, 3] <= 0),
+        )
 
     @property
     def known(self) -> np.ndarray:
@@ -158,8 +169,16 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def row(id: str, status: str, found: str = "", expected: str = "", fix: str = "", message: str = "",
-        count: int | None = None, example: str = "") -> Row:
+def row(
+    id: str,
+    status: str,
+    found: str = "",
+    expected: str = "",
+    fix: str = "",
+    message: str = "",
+    count: int | None = None,
+    example: str = "",
+) -> Row:
     """An env-check row plus the doctor's count and example."""
     return {**check(id, status, found, expected, fix, message), "count": count, "example": example}
 
@@ -177,34 +196,65 @@ def rule_num_classes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) 
     ids = [c.get("id") for c in train.categories]
     bad = [i for i in ids if not _number(i) or isinstance(i, float) or i < 0]
     if bad:
-        return row("data.num_classes", "fail", f"category id {bad[0]!r}", "integer ids ≥ 0",
-                   fix="renumber the categories 0, 1, 2, ... in the annotation files",
-                   message=f"{train.annotations_file}: the model's labels are the category ids", count=len(bad),
-                   example=str(bad[0]))
+        return row(
+            "data.num_classes",
+            "fail",
+            f"category id {bad[0]!r}",
+            "integer ids ≥ 0",
+            fix="renumber the categories 0, 1, 2, ... in the annotation files",
+            message=f"{train.annotations_file}: the model's labels are the category ids",
+            count=len(bad),
+            example=str(bad[0]),
+        )
     if not ids:
-        return row("data.num_classes", "fail", "no categories", "at least one category",
-                   message=f"{train.annotations_file} lists no categories", count=0)
+        return row(
+            "data.num_classes",
+            "fail",
+            "no categories",
+            "at least one category",
+            message=f"{train.annotations_file} lists no categories",
+            count=0,
+        )
     largest = max(ids)
     name = next((str(c.get("name", "")) for c in train.categories if c.get("id") == largest), "")
     current = cfg.model.num_classes
     if current == AUTO:
-        return row("data.num_classes", "pass", f"auto → {largest + 1} (largest id {largest})", "ids < num_classes",
-                   count=len(ids), example=name)
+        return row(
+            "data.num_classes",
+            "pass",
+            f"auto → {largest + 1} (largest id {largest})",
+            "ids < num_classes",
+            count=len(ids),
+            example=name,
+        )
     if largest >= current:
-        return row("data.num_classes", "fail", f"largest id {largest}, num_classes = {current}",
-                   f"num_classes ≥ {largest + 1}",
-                   fix=f'set num_classes = {largest + 1} (or "auto") in the [model] section of the profile',
-                   message=f"{train.annotations_file}: id {largest} ({name}) indexes past the classifier"
-                           + (" (it would become 'no object')" if largest == current else ""),
-                   count=sum(1 for i in ids if i >= current), example=name)
-    return row("data.num_classes", "pass", f"largest id {largest}, num_classes = {current}", "ids < num_classes",
-               count=len(ids), example=name)
+        return row(
+            "data.num_classes",
+            "fail",
+            f"largest id {largest}, num_classes = {current}",
+            f"num_classes ≥ {largest + 1}",
+            fix=f'set num_classes = {largest + 1} (or "auto") in the [model] section of the profile',
+            message=f"{train.annotations_file}: id {largest} ({name}) indexes past the classifier"
+            + (" (it would become 'no object')" if largest == current else ""),
+            count=sum(1 for i in ids if i >= current),
+            example=name,
+        )
+    return row(
+        "data.num_classes",
+        "pass",
+        f"largest id {largest}, num_classes = {current}",
+        "ids < num_classes",
+        count=len(ids),
+        example=name,
+    )
 
 
 def rule_num_queries(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
     queries = cfg.model.num_queries
-    counts = [(split, np.bincount(split.boxes.image[split.boxes.usable], minlength=len(split.images)))
-              for split in ((train, val) if val is not None else (train,))]
+    counts = [
+        (split, np.bincount(split.boxes.image[split.boxes.usable], minlength=len(split.images)))
+        for split in ((train, val) if val is not None else (train,))
+    ]
     if not any(c.sum() for _, c in counts):
         return row("data.num_queries", "skip", message="no usable boxes")
     split, per_image = max(counts, key=lambda sc: sc[1].max(initial=0))
@@ -214,15 +264,27 @@ def rule_num_queries(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) 
     found = f"up to {most} objects per image ({worst})"
     expected = f"≤ num_queries = {queries}"
     if over:
-        return row("data.num_queries", "fail", found, expected,
-                   fix=f"set num_queries ≥ {most} in the [model] section (the paper: 100 for COCO's up to ~60)",
-                   message=f"DETR outputs at most {queries} boxes: {over} images hold more objects than that",
-                   count=over, example=worst)
+        return row(
+            "data.num_queries",
+            "fail",
+            found,
+            expected,
+            fix=f"set num_queries ≥ {most} in the [model] section (the paper: 100 for COCO's up to ~60)",
+            message=f"DETR outputs at most {queries} boxes: {over} images hold more objects than that",
+            count=over,
+            example=worst,
+        )
     if close:
-        return row("data.num_queries", "warn", found, expected,
-                   fix=f"consider num_queries ≥ {int(most / QUERIES_CLOSE) + 1} in the [model] section",
-                   message=f"{close} images use over {QUERIES_CLOSE:.0%} of the queries: few spare ones to match",
-                   count=close, example=worst)
+        return row(
+            "data.num_queries",
+            "warn",
+            found,
+            expected,
+            fix=f"consider num_queries ≥ {int(most / QUERIES_CLOSE) + 1} in the [model] section",
+            message=f"{close} images use over {QUERIES_CLOSE:.0%} of the queries: few spare ones to match",
+            count=close,
+            example=worst,
+        )
     return row("data.num_queries", "pass", found, expected, count=0)
 
 
@@ -251,8 +313,14 @@ def rule_box_format(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
         return row("data.box_format", "fail", found, expected, fix, message, xyxy, example)
     if share >= XYXY_WARN:
         return row("data.box_format", "warn", found, expected, fix, message, xyxy, example)
-    return row("data.box_format", "pass", f"{past} of {judged} past the border (clamped)", expected,
-               count=xyxy, example=example)
+    return row(
+        "data.box_format",
+        "pass",
+        f"{past} of {judged} past the border (clamped)",
+        expected,
+        count=xyxy,
+        example=example,
+    )
 
 
 def _rotated_matches(header: dict[str, Any]) -> bool:
@@ -268,22 +336,34 @@ def rule_image_size(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
     judged = [h for h in headers if all(_number(v) and v > 0 for v in h["json"])]
     if not judged:
         missing = len(headers) - len(judged)
-        return row("data.image_size", "skip",
-                   message=f"{missing} sampled images have no width/height in the JSON" if missing
-                   else "no image could be sampled")
+        return row(
+            "data.image_size",
+            "skip",
+            message=f"{missing} sampled images have no width/height in the JSON"
+            if missing
+            else "no image could be sampled",
+        )
     wrong = [h for h in judged if tuple(h["json"]) != tuple(h["real"]) and not _rotated_matches(h)]
     found = f"{_share(len(wrong), len(judged))} sampled images differ"
     expected = "JSON size = file size"
     if not wrong:
         return row("data.image_size", "pass", f"{len(judged)} sampled images agree", expected, count=0)
     first = wrong[0]
-    example = f"{first['file_name']} ({first['json'][0]}×{first['json'][1]} in the JSON, {first['real'][0]}×" \
-              f"{first['real'][1]} on disk)"
+    example = (
+        f"{first['file_name']} ({first['json'][0]}×{first['json'][1]} in the JSON, {first['real'][0]}×"
+        f"{first['real'][1]} on disk)"
+    )
     status = "fail" if len(wrong) / len(judged) >= SIZE_FAIL else "warn"
-    return row("data.image_size", status, found, expected,
-               fix="re-export the annotations with the images as they are now (were they resized after labelling?)",
-               message="boxes are in the JSON's pixel coordinates: on a resized image they point elsewhere",
-               count=len(wrong), example=example)
+    return row(
+        "data.image_size",
+        status,
+        found,
+        expected,
+        fix="re-export the annotations with the images as they are now (were they resized after labelling?)",
+        message="boxes are in the JSON's pixel coordinates: on a resized image they point elsewhere",
+        count=len(wrong),
+        example=example,
+    )
 
 
 def rule_exif(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
@@ -295,18 +375,26 @@ def rule_exif(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
     if not oriented:
         return row("data.exif", "pass", f"none in {len(headers)} sampled images", expected, count=0)
     upright = [h for h in oriented if _rotated_matches(h)]
-    unknown = [h for h in oriented if h not in upright and (h.get("orientation") not in ROTATING
-                                                            or not all(_number(v) for v in h["json"]))]
+    unknown = [
+        h
+        for h in oriented
+        if h not in upright and (h.get("orientation") not in ROTATING or not all(_number(v) for v in h["json"]))
+    ]
     found = f"{_share(len(oriented), len(headers))} sampled images carry an EXIF orientation"
     if unknown:
-        return row("data.exif", "warn", found, expected,
-                   fix="re-save the images upright (e.g. PIL.ImageOps.exif_transpose) and re-export the labels",
-                   message=f"{len(unknown)} of them flip or rotate without changing the size: the JSON cannot "
-                           "tell which way they were labelled; they are decoded as stored",
-                   count=len(unknown), example=unknown[0]["file_name"])
+        return row(
+            "data.exif",
+            "warn",
+            found,
+            expected,
+            fix="re-save the images upright (e.g. PIL.ImageOps.exif_transpose) and re-export the labels",
+            message=f"{len(unknown)} of them flip or rotate without changing the size: the JSON cannot "
+            "tell which way they were labelled; they are decoded as stored",
+            count=len(unknown),
+            example=unknown[0]["file_name"],
+        )
     how = f"{len(upright)} labelled upright: decoded upright" if upright else "labelled as stored: decoded as stored"
-    return row("data.exif", "pass", found, expected, message=how, count=len(oriented),
-               example=oriented[0]["file_name"])
+    return row("data.exif", "pass", found, expected, message=how, count=len(oriented), example=oriented[0]["file_name"])
 
 
 def rule_duplicates(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
@@ -337,14 +425,21 @@ def rule_duplicates(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
     expected = "no repeats"
     if not problems:
         return row("data.duplicates", "pass", "none", expected, count=0)
-    return row("data.duplicates", "warn", "; ".join(problems), expected,
-               fix="de-duplicate the annotation files, and keep each image in one split only",
-               message="a repeated box is two targets for one object (DETR learns to predict duplicates); "
-                       "an image in both splits inflates AP", count=count, example=example)
+    return row(
+        "data.duplicates",
+        "warn",
+        "; ".join(problems),
+        expected,
+        fix="de-duplicate the annotation files, and keep each image in one split only",
+        message="a repeated box is two targets for one object (DETR learns to predict duplicates); "
+        "an image in both splits inflates AP",
+        count=count,
+        example=example,
+    )
 
 
 def _annotation(split: SplitFacts, mask: np.ndarray) -> str:
-    """"annotation <id>" of the first annotation in `mask`, or ""."""
+    """ "annotation <id>" of the first annotation in `mask`, or ""."""
     return f"annotation {split.annotations[int(mask.argmax())].get('id', '?')}" if mask.any() else ""
 
 
@@ -363,14 +458,27 @@ def rule_empty_images(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig)
     expected = f"≤ {EMPTY_WARN:.0%}"
     example = str(train.images[int((~has_boxes).argmax())]["file_name"]) if empty else ""
     if total and empty == total:
-        return row("data.empty_images", "fail", found, "some boxes",
-                   fix="check the annotation file: every box is crowd, zero-size or of an unknown category",
-                   message="there is nothing to learn", count=empty, example=example)
+        return row(
+            "data.empty_images",
+            "fail",
+            found,
+            "some boxes",
+            fix="check the annotation file: every box is crowd, zero-size or of an unknown category",
+            message="there is nothing to learn",
+            count=empty,
+            example=example,
+        )
     if total and empty / total > EMPTY_WARN:
-        return row("data.empty_images", "warn", found, expected,
-                   fix="drop most images without objects, or keep them on purpose (they teach 'no object')",
-                   message="steps on empty images only push the queries towards 'no object'",
-                   count=empty, example=example)
+        return row(
+            "data.empty_images",
+            "warn",
+            found,
+            expected,
+            fix="drop most images without objects, or keep them on purpose (they teach 'no object')",
+            message="steps on empty images only push the queries towards 'no object'",
+            count=empty,
+            example=example,
+        )
     return row("data.empty_images", "pass", found, expected, count=empty, example=example)
 
 
@@ -394,8 +502,11 @@ def rule_small_boxes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) 
     zero = kept & boxes.zero
     factors = resize_factors(boxes.image_size, smallest, cfg.data.max_size or None)
     with np.errstate(invalid="ignore"):
-        tiny = kept & ~boxes.zero & (np.minimum(boxes.bbox[:, 2] * factors[:, 0], boxes.bbox[:, 3] * factors[:, 1])
-                                     < SMALL_PX)
+        tiny = (
+            kept
+            & ~boxes.zero
+            & (np.minimum(boxes.bbox[:, 2] * factors[:, 0], boxes.bbox[:, 3] * factors[:, 1]) < SMALL_PX)
+        )
     lost, total = zero | tiny, int(kept.sum())
     found = f"{_share(int(lost.sum()), total)} boxes" + (f" ({int(zero.sum())} of zero size)" if zero.any() else "")
     expected = f"≥ {SMALL_PX:g} px at scale {smallest}"
@@ -404,9 +515,17 @@ def rule_small_boxes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) 
         fixes = ["remove the zero-size boxes (training drops them)"] if zero.any() else []
         if tiny.any():
             fixes.append("raise train_scales / max_size in [data], or drop boxes not visible at that size")
-        return row("data.small_boxes", "warn", found, expected, fix="; ".join(fixes),
-                   message="a box under a pixel after the resize is a target the model cannot see; a zero-size "
-                           "box is a labelling slip", count=int(lost.sum()), example=example)
+        return row(
+            "data.small_boxes",
+            "warn",
+            found,
+            expected,
+            fix="; ".join(fixes),
+            message="a box under a pixel after the resize is a target the model cannot see; a zero-size "
+            "box is a labelling slip",
+            count=int(lost.sum()),
+            example=example,
+        )
     return row("data.small_boxes", "pass", found, expected, count=int(lost.sum()), example=example)
 
 
@@ -416,10 +535,16 @@ def rule_crowd(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row
     expected = f"≤ {CROWD_WARN:.0%}"
     example = _annotation(train, train.boxes.crowd)
     if total and crowd / total > CROWD_WARN:
-        return row("data.crowd", "warn", found, expected,
-                   fix="set iscrowd = 0 on annotations that are single objects (many tools export 1 for polygons)",
-                   message="DETR, like the official code, drops crowd annotations from the training targets",
-                   count=crowd, example=example)
+        return row(
+            "data.crowd",
+            "warn",
+            found,
+            expected,
+            fix="set iscrowd = 0 on annotations that are single objects (many tools export 1 for polygons)",
+            message="DETR, like the official code, drops crowd annotations from the training targets",
+            count=crowd,
+            example=example,
+        )
     return row("data.crowd", "pass", found, expected, count=crowd, example=example)
 
 
@@ -451,18 +576,32 @@ def rule_categories(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
             problems.append(f"{len(unseen)} categories in val but not in train ({', '.join(map(str, unseen[:3]))})")
             example, count = example or val_names.get(unseen[0], str(unseen[0])), count + len(unseen)
     expected = "all trained and scored"
-    parent_note = (f"{len(parents)} parent category without boxes ({', '.join(f'{i} {names[i]}' for i in parents)})"
-                   if parents else "")
+    parent_note = (
+        f"{len(parents)} parent category without boxes ({', '.join(f'{i} {names[i]}' for i in parents)})"
+        if parents
+        else ""
+    )
     if not problems:
         found = f"{len(names) - len(parents)} categories with boxes" + (f"; {parent_note}" if parent_note else "")
-        return row("data.categories", "pass", found, expected,
-                   message="a parent category never gets boxes: harmless, its id just stays unused" if parents else "",
-                   count=0)
-    return row("data.categories", "warn", "; ".join(problems), expected,
-               fix="export train and val with the same category list, and give every category training boxes",
-               message="a category without training boxes is never predicted; one only in val scores 0 AP"
-                       + (f" ({parent_note}: harmless)" if parent_note else ""),
-               count=count, example=example)
+        return row(
+            "data.categories",
+            "pass",
+            found,
+            expected,
+            message="a parent category never gets boxes: harmless, its id just stays unused" if parents else "",
+            count=0,
+        )
+    return row(
+        "data.categories",
+        "warn",
+        "; ".join(problems),
+        expected,
+        fix="export train and val with the same category list, and give every category training boxes",
+        message="a category without training boxes is never predicted; one only in val scores 0 AP"
+        + (f" ({parent_note}: harmless)" if parent_note else ""),
+        count=count,
+        example=example,
+    )
 
 
 RULES: tuple[Callable[[SplitFacts, SplitFacts | None, Any], Row], ...] = (
@@ -482,4 +621,3 @@ RULES: tuple[Callable[[SplitFacts, SplitFacts | None, Any], Row], ...] = (
 def judge_dataset(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> list[Row]:
     """Every rule's row, in a fixed order."""
     return [rule(train, val, cfg) for rule in RULES]
-

@@ -58,8 +58,9 @@ def enlarged(image: torch.Tensor) -> tuple[torch.Tensor, int]:
     return image.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1), factor
 
 
-def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, category_ids: Sequence[int],
-               texts: Sequence[str]) -> torch.Tensor:
+def draw_boxes(
+    image: torch.Tensor, boxes: torch.Tensor, category_ids: Sequence[int], texts: Sequence[str]
+) -> torch.Tensor:
     """`image` (uint8 3×H×W, already enlarged) with xyxy pixel `boxes`, coloured by class, labelled with `texts`."""
     from torchvision.utils import draw_bounding_boxes
 
@@ -71,8 +72,15 @@ def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, category_ids: Sequence[
     # Labels on a filled background in the box's colour (torchvision >= 0.22), else in the box's colour.
     filled = {"label_colors": [text_colour(c) for c in colours], "fill_labels": True} if label_fill_supported() else {}
     return draw_bounding_boxes(
-        image, boxes, labels=list(texts), colors=colours,
-        width=max(1, round(side / 320)), font=font, font_size=max(11, round(side / 45)) if font else None, **filled)
+        image,
+        boxes,
+        labels=list(texts),
+        colors=colours,
+        width=max(1, round(side / 320)),
+        font=font,
+        font_size=max(11, round(side / 45)) if font else None,
+        **filled,
+    )
 
 
 def side_by_side(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:

@@ -14,5 +14,7 @@ def require(module: str, extra: str, package: str, purpose: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"{purpose} needs {package}, which is not installed: "
-                          f"pip install 'detrdoctor[{extra}]' (or pip install {package})") from None
+        raise ConfigError(
+            f"{purpose} needs {package}, which is not installed: "
+            f"pip install 'detrdoctor[{extra}]' (or pip install {package})"
+        ) from None

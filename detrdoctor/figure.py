@@ -50,16 +50,30 @@ def draw_runs(runs: list[Run], out: Path, smooth: int) -> None:
         if keys[0] == "data_wait":
             ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
         if keys == ("AP", "AP50") and drawn:
-            ax.legend(handles=[ax.plot([], [], "-", color="grey")[0], ax.plot([], [], "--", color="grey")[0]],
-                      labels=["AP", "AP50"], loc="lower right", fontsize="small")
+            ax.legend(
+                handles=[ax.plot([], [], "-", color="grey")[0], ax.plot([], [], "--", color="grey")[0]],
+                labels=["AP", "AP50"],
+                loc="lower right",
+                fontsize="small",
+            )
         if marked:
-            ax.legend(handles=[ax.plot([], [], ":", color="grey")[0]], labels=["watchdog event"],
-                      loc="upper right", fontsize="small")
+            ax.legend(
+                handles=[ax.plot([], [], ":", color="grey")[0]],
+                labels=["watchdog event"],
+                loc="upper right",
+                fontsize="small",
+            )
         if not drawn:
             ax.text(0.5, 0.5, "no records", ha="center", va="center", transform=ax.transAxes, color="grey")
-    fig.legend(handles=[axes[0].plot([], [], color=c)[0] for c in colours], labels=[run.name for run in runs],
-               loc="outside lower center", ncols=min(len(runs), 6), frameon=False)
+    fig.legend(
+        handles=[axes[0].plot([], [], color=c)[0] for c in colours],
+        labels=[run.name for run in runs],
+        loc="outside lower center",
+        ncols=min(len(runs), 6),
+        frameon=False,
+    )
     smoothing = f", curves smoothed over {smooth} records (raw values faint)" if smooth > 1 else ""
-    fig.suptitle(f"detrdoctor plot: {len(runs)} run{'s' if len(runs) != 1 else ''} by step{smoothing}",
-                 fontsize="medium")
+    fig.suptitle(
+        f"detrdoctor plot: {len(runs)} run{'s' if len(runs) != 1 else ''} by step{smoothing}", fontsize="medium"
+    )
     fig.savefig(out, dpi=100)

@@ -56,8 +56,9 @@ class CpuProfiler(Callback):
             self._recorder.stop()
             self._finish(trainer)
         elif self._window is not None:
-            trainer.emit_event("profile_cpu", f"no flame graph: the run ended before step {self._window[0]}",
-                               severity="warning")
+            trainer.emit_event(
+                "profile_cpu", f"no flame graph: the run ended before step {self._window[0]}", severity="warning"
+            )
 
     def _start(self, trainer: TrainerView) -> None:
         first, last = self._window
@@ -78,8 +79,12 @@ class CpuProfiler(Callback):
             recorder.stop()
         paths, error = recorder.wait()
         if paths and failure is None:
-            trainer.emit_event("profile_cpu", "flame graph: " + ", ".join(str(p) for p in paths),
-                               path=str(paths[0]), paths=[str(p) for p in paths])
+            trainer.emit_event(
+                "profile_cpu",
+                "flame graph: " + ", ".join(str(p) for p in paths),
+                path=str(paths[0]),
+                paths=[str(p) for p in paths],
+            )
         else:
             self._warn(trainer, failure or error or DetrError("py-spy wrote no flame graph"))
 

@@ -34,26 +34,29 @@ class PlainProgress(Callback):
         self.total_steps = steps = trainer.total_steps()
         self.print(
             f"[bold]training[/] {cfg.model.backbone} DETR on {trainer.device} (world size {trainer.world_size}, "
-            f"amp {cfg.train.amp}) — {len(trainer.train_set)} images, {steps} steps, run folder {trainer.output_dir}")
+            f"amp {cfg.train.amp}) — {len(trainer.train_set)} images, {steps} steps, run folder {trainer.output_dir}"
+        )
 
     def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: dict[str, Any] | None) -> None:
         if record is None or not trainer.is_main:
             return
-        parts = " ".join(f"{k.removeprefix('loss_')} {fmt(record.get(k), '.3f')}"
-                         for k in LOSS_TERMS if k in record)
+        parts = " ".join(f"{k.removeprefix('loss_')} {fmt(record.get(k), '.3f')}" for k in LOSS_TERMS if k in record)
         ips = record.get("images_per_s")
         self.print(
             f"step {record['step']}/{self.total_steps} epoch {record['epoch']} loss {fmt(record['loss'])} ({parts}) "
             f"grad {fmt(record['grad_norm'], '.2f')} lr {record['lr']:.2e} "
             f"{fmt(ips, '.1f')} img/s data {100 * record['data_time_s'] / max(record['step_time_s'], 1e-9):.0f}%"
-            + (" [yellow]skipped[/]" if record.get("skipped") else ""))
+            + (" [yellow]skipped[/]" if record.get("skipped") else "")
+        )
 
     def on_eval(self, trainer: TrainerView, record: dict[str, Any]) -> None:
         if trainer.is_main:
             weights = " (EMA weights)" if record.get("ema") else ""
-            self.print(f"[bold green]eval[/] step {record['step']}{weights}: AP {fmt(record.get('AP'), '.3f')} "
-                       f"AP50 {fmt(record.get('AP50'), '.3f')} AP75 {fmt(record.get('AP75'), '.3f')} "
-                       f"({fmt(record.get('eval_time_s'), '.1f')} s)")
+            self.print(
+                f"[bold green]eval[/] step {record['step']}{weights}: AP {fmt(record.get('AP'), '.3f')} "
+                f"AP50 {fmt(record.get('AP50'), '.3f')} AP75 {fmt(record.get('AP75'), '.3f')} "
+                f"({fmt(record.get('eval_time_s'), '.1f')} s)"
+            )
 
     def on_event(self, trainer: TrainerView, event: dict[str, Any]) -> None:
         if trainer.is_main:
@@ -69,4 +72,5 @@ class PlainProgress(Callback):
             (f"[bold red]stopped[/] (exit {code}) after" if code else "[bold]done[/]")
             + f" {summary['steps']} steps in {summary['elapsed_s']:.0f} s"
             + (f", AP {fmt(ev.get('AP'), '.3f')} AP50 {fmt(ev.get('AP50'), '.3f')}" if ev else "")
-            + f" — checkpoint {summary['checkpoint']}")
+            + f" — checkpoint {summary['checkpoint']}"
+        )

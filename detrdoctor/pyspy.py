@@ -24,8 +24,9 @@ from detr.errors import DetrError
 
 YAMA_SCOPE = Path("/proc/sys/kernel/yama/ptrace_scope")
 PR_SET_PTRACER = 0x59616D61  # prctl option of Yama: let a named process (and its descendants) trace us
-NOT_PERMITTED = re.compile(r"permission denied|operation not permitted|os error (1|13)\)|elevated permissions",
-                           re.IGNORECASE)
+NOT_PERMITTED = re.compile(
+    r"permission denied|operation not permitted|os error (1|13)\)|elevated permissions", re.IGNORECASE
+)
 NATIVE_UNSUPPORTED = re.compile(r"native.*not supported|not supported.*native", re.IGNORECASE)
 # `func (file.py:12)` is a Python frame; `func (libc.so.6)` or `func (selectmodule.c:655)` a native one.
 FRAME_LINE = re.compile(r"^\s+(?P<function>.+?) \((?P<location>[^()]*)\)$")
@@ -74,10 +75,14 @@ def ptrace_fix(scope: int | None = None) -> str:
     """How to let py-spy attach on this machine."""
     scope = ptrace_scope() if scope is None else scope
     if scope == 3:
-        return ("kernel.yama.ptrace_scope is 3 (ptrace disabled until reboot): set it to 0 at boot "
-                "(kernel.yama.ptrace_scope=0 in /etc/sysctl.d/) and reboot")
-    return ("run as root (sudo), in Docker add `--cap-add SYS_PTRACE` to `docker run`, "
-            "or allow ptrace for your user with `sudo sysctl kernel.yama.ptrace_scope=0`")
+        return (
+            "kernel.yama.ptrace_scope is 3 (ptrace disabled until reboot): set it to 0 at boot "
+            "(kernel.yama.ptrace_scope=0 in /etc/sysctl.d/) and reboot"
+        )
+    return (
+        "run as root (sudo), in Docker add `--cap-add SYS_PTRACE` to `docker run`, "
+        "or allow ptrace for your user with `sudo sysctl kernel.yama.ptrace_scope=0`"
+    )
 
 
 def allow_descendants_to_trace() -> None:
@@ -113,8 +118,9 @@ def _pyspy() -> str:
 def _failure(pid: int, stderr: str) -> DetrError:
     first = next((ln.strip() for ln in stderr.splitlines() if ln.strip()), "py-spy failed")
     if NOT_PERMITTED.search(stderr):
-        return PySpyUnavailable(f"py-spy cannot attach to process {pid} (ptrace not permitted: {first}); "
-                                f"to allow it, {ptrace_fix()}")
+        return PySpyUnavailable(
+            f"py-spy cannot attach to process {pid} (ptrace not permitted: {first}); to allow it, {ptrace_fix()}"
+        )
     return DetrError(f"py-spy could not read process {pid}: {first}")
 
 
@@ -241,8 +247,16 @@ def wait_points(threads: list[ThreadStack], root_pid: int) -> list[dict[str, Any
     """Where each process's main thread waits, the root process first (the event's `frames` field)."""
     main = [t for t in threads if t.thread == "MainThread" and t.wait_point() is not None]
     main.sort(key=lambda t: t.pid != root_pid)
-    return [{"pid": t.pid, "thread": t.thread, "state": t.state, "frame": str(t.wait_point()),
-             "function": t.wait_point().function} for t in main]
+    return [
+        {
+            "pid": t.pid,
+            "thread": t.thread,
+            "state": t.state,
+            "frame": str(t.wait_point()),
+            "function": t.wait_point().function,
+        }
+        for t in main
+    ]
 
 
 def describe_wait(points: list[dict[str, Any]], root_pid: int) -> str:
@@ -257,8 +271,10 @@ def describe_wait(points: list[dict[str, Any]], root_pid: int) -> str:
     merged: dict[str, list[int]] = {}
     for p in children:
         merged.setdefault(p["frame"], []).append(p["pid"])
-    parts = [f"{'pid' if len(pids) == 1 else 'pids'} {', '.join(map(str, pids))} in {frame}"
-             for frame, pids in merged.items()]
+    parts = [
+        f"{'pid' if len(pids) == 1 else 'pids'} {', '.join(map(str, pids))} in {frame}"
+        for frame, pids in merged.items()
+    ]
     trainer = [f"trainer in {p['frame']}" for p in root]
     return "; ".join(parts + trainer if waits_on_workers else trainer + parts)
 
@@ -288,8 +304,19 @@ class FlameRecorder:
         binary = _pyspy()
         for fmt, path in self.paths.items():
             log = tempfile.TemporaryFile()
-            command = [binary, "record", "--pid", str(self.pid), "--format", fmt, "--output", str(path),
-                       "--rate", str(self.rate), "--nonblocking"] + ["--subprocesses"] * self.subprocesses
+            command = [
+                binary,
+                "record",
+                "--pid",
+                str(self.pid),
+                "--format",
+                fmt,
+                "--output",
+                str(path),
+                "--rate",
+                str(self.rate),
+                "--nonblocking",
+            ] + ["--subprocesses"] * self.subprocesses
             self._procs[fmt] = (subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True), log)
 
     def failure(self) -> DetrError | None:

@@ -94,8 +94,9 @@ def smoothed(values: list[float], window: int) -> list[float]:
 
 def is_watchdog_event(event: dict[str, Any]) -> bool:
     """An event the gradient panel marks: what the watchdog reports (warnings and errors)."""
-    return event.get("severity") in ("warning", "error") and (event.get("kind") in EVENT_KINDS
-                                                              or bool(event.get("signal")))
+    return event.get("severity") in ("warning", "error") and (
+        event.get("kind") in EVENT_KINDS or bool(event.get("signal"))
+    )
 
 
 def run_summary(run: Run) -> dict[str, Any]:

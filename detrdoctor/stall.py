@@ -44,8 +44,15 @@ class StallDetector(Callback):
     one limit apart; with on_stall="stop" the run then ends with a `StallError`.
     """
 
-    def __init__(self, min_limit_s: float = 60.0, factor: float = 10.0, first_step_limit_s: float = 300.0,
-                 on_stall: str = "wait", max_dumps: int = 3, native: bool = True):
+    def __init__(
+        self,
+        min_limit_s: float = 60.0,
+        factor: float = 10.0,
+        first_step_limit_s: float = 300.0,
+        on_stall: str = "wait",
+        max_dumps: int = 3,
+        native: bool = True,
+    ):
         if on_stall not in ON_STALL:
             raise ValueError(f"on_stall must be one of {ON_STALL}, got {on_stall!r}")
         self.min_limit_s, self.factor, self.first_step_limit_s = min_limit_s, factor, first_step_limit_s
@@ -130,8 +137,9 @@ class StallDetector(Callback):
         else:
             path = Path(trainer.output_dir) / f"stall-{step}-{number}{self._rank_suffix}.txt"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(f"# detrdoctor stall dump: {message}; pid {pid}, "
-                            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n\n{text}")
+            path.write_text(
+                f"# detrdoctor stall dump: {message}; pid {pid}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n\n{text}"
+            )
             points = pyspy.wait_points(pyspy.parse_dump(text), pid)
             message += f": {pyspy.describe_wait(points, pid) or 'no Python frames'}; stacks in {path}"
             fields.update(path=str(path), frames=points)

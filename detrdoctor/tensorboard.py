@@ -16,16 +16,20 @@ SKIPPED_FIELDS = ("type", "step", "epoch")
 
 def scalars(record: dict[str, Any]) -> dict[str, float]:
     """The numeric fields of a record (flags such as `skipped` and missing values left out)."""
-    return {key: float(value) for key, value in record.items()
-            if key not in SKIPPED_FIELDS and isinstance(value, (int, float)) and not isinstance(value, bool)}
+    return {
+        key: float(value)
+        for key, value in record.items()
+        if key not in SKIPPED_FIELDS and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
 
 
 class TensorBoardWriter(Callback):
     """Created before the trainer (so a missing package stops `train` before anything is written)."""
 
     def __init__(self) -> None:
-        self._summary_writer = require("torch.utils.tensorboard", "tensorboard", "tensorboard",
-                                       "--tensorboard").SummaryWriter
+        self._summary_writer = require(
+            "torch.utils.tensorboard", "tensorboard", "tensorboard", "--tensorboard"
+        ).SummaryWriter
         self.writer = None
 
     def on_train_start(self, trainer) -> None:
@@ -45,8 +49,9 @@ class TensorBoardWriter(Callback):
 
     def on_event(self, trainer, event: dict[str, Any]) -> None:
         if self.writer is not None:
-            self.writer.add_text(f"events/{event['kind']}", f"**{event['severity']}** {event['message']}",
-                                 event["step"])
+            self.writer.add_text(
+                f"events/{event['kind']}", f"**{event['severity']}** {event['message']}", event["step"]
+            )
 
     def on_train_end(self, trainer, summary: dict[str, Any]) -> None:
         if self.writer is not None:

@@ -25,7 +25,9 @@ def resolve_profile(name_or_path: str) -> Path:
         if not path.is_file():
             raise ConfigError(f"profile file '{path}' not found")
         return path
-    raise ConfigError(f"unknown profile '{name_or_path}' (available: {', '.join(profiles)}; or give a path to a .toml file)")
+    raise ConfigError(
+        f"unknown profile '{name_or_path}' (available: {', '.join(profiles)}; or give a path to a .toml file)"
+    )
 
 
 def load_profile(name_or_path: str) -> RunConfig:

@@ -24,11 +24,12 @@ CROWD_RLE = {"counts": [20, 10, 30, 10, 30], "size": [40, 60]}
 MODES = ("RGB", "L", "CMYK", "P", "RGBA")  # CMYK stays JPEG; palette and alpha need PNG
 
 
-def write_image(path: Path, width: int, height: int, mode: str = "RGB", boxes: tuple = (),
-                orientation: int | None = None) -> None:
+def write_image(
+    path: Path, width: int, height: int, mode: str = "RGB", boxes: tuple = (), orientation: int | None = None
+) -> None:
     pixels = np.full((height, width, 3), 70, np.uint8)
     for x, y, w, h in boxes:
-        pixels[int(y):int(y + h), int(x):int(x + w)] = 200
+        pixels[int(y) : int(y + h), int(x) : int(x + w)] = 200
     image = Image.fromarray(pixels).convert(mode)
     path.parent.mkdir(parents=True, exist_ok=True)
     exif = None
@@ -61,8 +62,9 @@ def messy_split(folder: Path, prefix: str, count: int, categories: list[dict], f
         images.append({"id": i + 1, "file_name": file_prefix + name, "width": w, "height": h})
         for j, box in enumerate(boxes):
             annotations.append({"image_id": i + 1, "category_id": ids[(i + j) % len(ids)], "bbox": list(box)})
-    annotations.append({"image_id": 1, "category_id": ids[0], "bbox": [0, 0, 30, 20], "iscrowd": 1,
-                        "segmentation": CROWD_RLE})
+    annotations.append(
+        {"image_id": 1, "category_id": ids[0], "bbox": [0, 0, 30, 20], "iscrowd": 1, "segmentation": CROWD_RLE}
+    )
     annotations.append({"image_id": 2, "category_id": ids[0], "bbox": [10, 10, 0, 8]})  # zero width
     annotations.append({"image_id": 3, "category_id": ids[-1], "bbox": [30, 30, 40, 40]})  # past the border
     return coco_json(images, annotations, categories)

@@ -33,8 +33,12 @@ def test_fused_matches_the_reference_with_a_key_padding_mask():
     fused, reference = attention_pair()
     query, key, mask = padded_inputs()
     value = key.flip(0)
-    torch.testing.assert_close(fused(query, key, value, key_padding_mask=mask)[0],
-                               reference(query, key, value, key_padding_mask=mask)[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        fused(query, key, value, key_padding_mask=mask)[0],
+        reference(query, key, value, key_padding_mask=mask)[0],
+        rtol=0,
+        atol=1e-5,
+    )
     torch.testing.assert_close(fused(query, query, query)[0], reference(query, query, query)[0], rtol=0, atol=1e-5)
 
 
@@ -55,8 +59,12 @@ def test_attention_dropout_acts_in_training_only():
     first, second = fused(query, key, key, key_padding_mask=mask)[0], fused(query, key, key, key_padding_mask=mask)[0]
     assert not torch.allclose(first, second)
     fused.eval()
-    torch.testing.assert_close(fused(query, key, key, key_padding_mask=mask)[0],
-                               fused(query, key, key, key_padding_mask=mask)[0], rtol=0, atol=0)
+    torch.testing.assert_close(
+        fused(query, key, key, key_padding_mask=mask)[0],
+        fused(query, key, key, key_padding_mask=mask)[0],
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_the_reference_path_returns_the_maps_the_watchdog_recomputes():

@@ -38,8 +38,9 @@ def tiny_outputs(model):
 def test_round_trip_of_an_official_style_training_checkpoint(tiny_config, tmp_path):
     model, _, _ = build_model(tiny_config)
     path = tmp_path / "checkpoint.pth"
-    torch.save({"model": model.state_dict(), "args": argparse.Namespace(lr=1e-4, backbone="resnet18"), "epoch": 3},
-               path)
+    torch.save(
+        {"model": model.state_dict(), "args": argparse.Namespace(lr=1e-4, backbone="resnet18"), "epoch": 3}, path
+    )
     fresh, _, _ = build_model(tiny_config)
     load_model_weights(fresh, path, tiny_config)
     assert load_checkpoint_file(path)["args"].backbone == "resnet18"
@@ -128,8 +129,13 @@ def test_infer_the_official_r50_config():
     rows = [line.split("\t") for line in SPEC.read_text().splitlines()[1:] if line.strip()]
     state_dict = {k: torch.empty([int(d) for d in shape.split("x")], device="meta") for k, shape, _ in rows}
     assert infer_config_from_state_dict(state_dict) == {
-        "num_classes": 91, "num_queries": 100, "hidden_dim": 256, "enc_layers": 6, "dec_layers": 6,
-        "dim_feedforward": 2048, "backbone": "resnet50",
+        "num_classes": 91,
+        "num_queries": 100,
+        "hidden_dim": 256,
+        "enc_layers": 6,
+        "dec_layers": 6,
+        "dim_feedforward": 2048,
+        "backbone": "resnet50",
     }
     panoptic = {f"detr.{k}": v for k, v in state_dict.items()}
     assert infer_config_from_state_dict(panoptic)["backbone"] == "resnet50"

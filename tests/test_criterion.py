@@ -15,12 +15,16 @@ def make_criterion(num_classes=2, eos_coef=0.1):
 def hand_made_case():
     """Image 0: 3 queries, 2 classes (+ "no object"), one target that query 1 clearly matches.
     Image 1: no targets."""
-    logits = torch.tensor([[[0.0, 0.0, 3.0], [0.5, 2.0, 0.0], [1.0, 0.0, 0.0]],
-                           [[0.0, 0.0, 1.0], [2.0, 0.0, 0.0], [0.0, 0.5, 1.0]]])
-    boxes = torch.tensor([[[0.2, 0.2, 0.1, 0.1], [0.5, 0.5, 0.2, 0.2], [0.8, 0.8, 0.1, 0.1]],
-                          [[0.5, 0.5, 0.5, 0.5]] * 3])
-    targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.55, 0.5, 0.2, 0.2]]), "image_id": 7},
-               {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}]
+    logits = torch.tensor(
+        [[[0.0, 0.0, 3.0], [0.5, 2.0, 0.0], [1.0, 0.0, 0.0]], [[0.0, 0.0, 1.0], [2.0, 0.0, 0.0], [0.0, 0.5, 1.0]]]
+    )
+    boxes = torch.tensor(
+        [[[0.2, 0.2, 0.1, 0.1], [0.5, 0.5, 0.2, 0.2], [0.8, 0.8, 0.1, 0.1]], [[0.5, 0.5, 0.5, 0.5]] * 3]
+    )
+    targets = [
+        {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.55, 0.5, 0.2, 0.2]]), "image_id": 7},
+        {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)},
+    ]
     return {"pred_logits": logits, "pred_boxes": boxes}, targets
 
 
@@ -40,8 +44,13 @@ def test_losses_match_hand_computed_values():
     # xyxy (0.4, 0.4, 0.6, 0.6) vs (0.45, 0.4, 0.65, 0.6): intersection 0.03, union 0.05, hull 0.05.
     expected_giou = 1 - (0.03 / 0.05 - 0.0)
     # 3 of 6 queries argmax a real class: image 0 predicts 2 for 1 target, image 1 predicts 1 for 0.
-    expected = {"loss_ce": expected_ce, "class_error": 0.0, "loss_bbox": 0.05, "loss_giou": expected_giou,
-                "cardinality_error": 1.0}
+    expected = {
+        "loss_ce": expected_ce,
+        "class_error": 0.0,
+        "loss_bbox": 0.05,
+        "loss_giou": expected_giou,
+        "cardinality_error": 1.0,
+    }
     assert list(losses) == list(expected)
     for key, value in expected.items():
         assert losses[key].item() == pytest.approx(value, rel=1e-5, abs=1e-6), key
@@ -82,8 +91,13 @@ def test_losses_stay_float32_under_bf16_autocast(tiny_config):
         losses = criterion(outputs, targets)
     assert outputs["pred_logits"].dtype == torch.bfloat16
     assert all(v.dtype == torch.float32 for v in losses.values())
-    as_float32 = criterion({"pred_logits": outputs["pred_logits"].float(), "pred_boxes": outputs["pred_boxes"].float(),
-                            "aux_outputs": [{k: v.float() for k, v in a.items()} for a in outputs["aux_outputs"]]},
-                           targets)
+    as_float32 = criterion(
+        {
+            "pred_logits": outputs["pred_logits"].float(),
+            "pred_boxes": outputs["pred_boxes"].float(),
+            "aux_outputs": [{k: v.float() for k, v in a.items()} for a in outputs["aux_outputs"]],
+        },
+        targets,
+    )
     for key, value in as_float32.items():
         assert torch.equal(losses[key], value), key

@@ -61,8 +61,12 @@ def test_held_out_share_is_deterministic_spread_and_disjoint() -> None:
 
 def test_flags_override_the_layout(tmp_path: Path) -> None:
     roboflow_export(tmp_path)
-    cfg = DataConfig(coco_path=str(tmp_path), train_annotations="valid/_annotations.coco.json",
-                     val_annotations="train/_annotations.coco.json", val_images="train")
+    cfg = DataConfig(
+        coco_path=str(tmp_path),
+        train_annotations="valid/_annotations.coco.json",
+        val_annotations="train/_annotations.coco.json",
+        val_images="train",
+    )
     layout = find_layout(cfg)
     assert layout.kind == "flags" and layout.train.images == tmp_path / "valid" and layout.val.part == "all"
     only_train = find_layout(DataConfig(coco_path=str(tmp_path), train_annotations="train/_annotations.coco.json"))
@@ -112,8 +116,9 @@ def test_auto_is_the_largest_training_id_plus_one(tmp_path: Path, tiny_cfg: RunC
 def test_explicit_num_classes_too_small_stops_before_anything_is_written(tmp_path: Path) -> None:
     root = roboflow_export(tmp_path / "export")
     out = tmp_path / "run"
-    result = runner.invoke(app, ["train", "--profile", "tiny", "--coco-path", str(root), "--output-dir", str(out),
-                                 "--no-dashboard"])
+    result = runner.invoke(
+        app, ["train", "--profile", "tiny", "--coco-path", str(root), "--output-dir", str(out), "--no-dashboard"]
+    )
     assert result.exit_code == 1 and not out.exists()
     error = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "Traceback" not in result.output
@@ -130,9 +135,23 @@ def test_exports_train_with_the_tiny_profile(tmp_path: Path, export) -> None:
     and a box past the border: the layout is found, num_classes set by the data, and a few steps run."""
     root = export(tmp_path / "export")
     out = tmp_path / "run"
-    result = runner.invoke(app, ["train", "--profile", str(tiny_auto_profile(tmp_path)), "--coco-path", str(root),
-                                 "--output-dir", str(out), "--max-steps", "2", "--eval-every", "1",
-                                 "--no-dashboard"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--profile",
+            str(tiny_auto_profile(tmp_path)),
+            "--coco-path",
+            str(root),
+            "--output-dir",
+            str(out),
+            "--max-steps",
+            "2",
+            "--eval-every",
+            "1",
+            "--no-dashboard",
+        ],
+    )
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["type"] == "step"] == [1, 2]
@@ -154,8 +173,9 @@ def test_image_with_exif_rotation_decodes_as_annotated(tmp_path: Path) -> None:
 def test_env_check_judges_the_dataset_against_the_profile(tmp_path: Path) -> None:
     """No "ready" for data that cannot train: the doctor's rows join env-check's, a fail exits 1."""
     root = roboflow_export(tmp_path / "export")
-    result = runner.invoke(app, ["env-check", "--coco-path", str(root), "--profile", "tiny", "--device", "cpu",
-                                 "--json"])
+    result = runner.invoke(
+        app, ["env-check", "--coco-path", str(root), "--profile", "tiny", "--device", "cpu", "--json"]
+    )
     document = json.loads(result.stdout)
     checks = {c["id"]: c for c in document["checks"]}
     assert result.exit_code == 1 and document["summary"]["exit_code"] == 1
@@ -181,11 +201,27 @@ def test_no_held_out_images_is_one_line_before_anything_is_written(tmp_path: Pat
 def test_evaluate_scores_the_held_out_share(tmp_path: Path) -> None:
     root = cvat_export(tmp_path / "export")
     out = tmp_path / "run"
-    trained = runner.invoke(app, ["train", "--profile", str(tiny_auto_profile(tmp_path)), "--coco-path", str(root),
-                                  "--output-dir", str(out), "--max-steps", "1", "--eval-every", "0", "--no-dashboard"])
+    trained = runner.invoke(
+        app,
+        [
+            "train",
+            "--profile",
+            str(tiny_auto_profile(tmp_path)),
+            "--coco-path",
+            str(root),
+            "--output-dir",
+            str(out),
+            "--max-steps",
+            "1",
+            "--eval-every",
+            "0",
+            "--no-dashboard",
+        ],
+    )
     assert trained.exit_code == 0, trained.output
-    result = runner.invoke(app, ["evaluate", "--weights", str(out / "checkpoint.pth"), "--coco-path", str(root),
-                                 "--json"])
+    result = runner.invoke(
+        app, ["evaluate", "--weights", str(out / "checkpoint.pth"), "--coco-path", str(root), "--json"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.strip().splitlines()[-1])["images"] == 1  # 10% of 10
 

@@ -17,13 +17,13 @@ from detr.errors import DataError
 CATEGORIES = [{"id": 1, "name": "a"}, {"id": 7, "name": "b"}]
 # Image 1 is 40 wide × 30 high, image 2 is 30 × 40 and has no usable annotation.
 ANNOTATIONS = [
-    {"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 10, 8], "iscrowd": 0},     # kept
-    {"id": 2, "image_id": 1, "category_id": 7, "bbox": [30, 20, 20, 20], "iscrowd": 0},   # clamped to 40×30
-    {"id": 3, "image_id": 1, "category_id": 1, "bbox": [0, 0, 40, 30], "iscrowd": 1},    # crowd
-    {"id": 4, "image_id": 1, "category_id": 1, "bbox": [1, 1, 0, 5], "iscrowd": 0},      # zero width
-    {"id": 5, "image_id": 1, "category_id": 1, "bbox": [50, 50, 5, 5], "iscrowd": 0},    # outside
-    {"id": 6, "image_id": 1, "category_id": 99, "bbox": [2, 2, 5, 5], "iscrowd": 0},     # unknown category
-    {"id": 7, "image_id": 2, "category_id": 7, "bbox": [3, 4, -2, 5]},                   # negative width
+    {"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 10, 8], "iscrowd": 0},  # kept
+    {"id": 2, "image_id": 1, "category_id": 7, "bbox": [30, 20, 20, 20], "iscrowd": 0},  # clamped to 40×30
+    {"id": 3, "image_id": 1, "category_id": 1, "bbox": [0, 0, 40, 30], "iscrowd": 1},  # crowd
+    {"id": 4, "image_id": 1, "category_id": 1, "bbox": [1, 1, 0, 5], "iscrowd": 0},  # zero width
+    {"id": 5, "image_id": 1, "category_id": 1, "bbox": [50, 50, 5, 5], "iscrowd": 0},  # outside
+    {"id": 6, "image_id": 1, "category_id": 99, "bbox": [2, 2, 5, 5], "iscrowd": 0},  # unknown category
+    {"id": 7, "image_id": 2, "category_id": 7, "bbox": [3, 4, -2, 5]},  # negative width
 ]
 
 
@@ -35,8 +35,11 @@ def write_coco(root: Path, split: str = "val2017", annotations: list[dict] | Non
         name = f"{image_id:012d}.jpg"
         Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(root / split / name, quality=95)
         images.append({"id": image_id, "file_name": name, "width": w, "height": h})
-    data = {"images": images, "annotations": ANNOTATIONS if annotations is None else annotations,
-            "categories": CATEGORIES}
+    data = {
+        "images": images,
+        "annotations": ANNOTATIONS if annotations is None else annotations,
+        "categories": CATEGORIES,
+    }
     (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
 
 
@@ -68,19 +71,51 @@ def test_targets_match_hand_checked_annotations(tmp_path: Path, capsys: pytest.C
 def test_check_summary_counts_what_is_dropped_or_clamped(tmp_path: Path) -> None:
     write_coco(tmp_path)
     summary = check_dataset(no_resize_cfg(tmp_path), "val")
-    assert {k: summary[k] for k in ("images", "annotations", "usable_annotations", "crowd", "degenerate",
-                                    "outside_image", "clamped", "unknown_category", "images_without_annotations",
-                                    "max_category_id", "categories")} == {
-        "images": 2, "annotations": 7, "usable_annotations": 2, "crowd": 1, "degenerate": 2, "outside_image": 1,
-        "clamped": 1, "unknown_category": 1, "images_without_annotations": 1, "max_category_id": 7, "categories": 2}
+    assert {
+        k: summary[k]
+        for k in (
+            "images",
+            "annotations",
+            "usable_annotations",
+            "crowd",
+            "degenerate",
+            "outside_image",
+            "clamped",
+            "unknown_category",
+            "images_without_annotations",
+            "max_category_id",
+            "categories",
+        )
+    } == {
+        "images": 2,
+        "annotations": 7,
+        "usable_annotations": 2,
+        "crowd": 1,
+        "degenerate": 2,
+        "outside_image": 1,
+        "clamped": 1,
+        "unknown_category": 1,
+        "images_without_annotations": 1,
+        "max_category_id": 7,
+        "categories": 2,
+    }
 
 
 def test_train_split_and_custom_annotation_path(tmp_path: Path) -> None:
     write_coco(tmp_path, split="mytrain")
     (tmp_path / "annotations" / "instances_mytrain.json").rename(tmp_path / "labels.json")
     # No validation file: a share of the training file is held out, none with val_fraction = 0.
-    cfg = DataConfig(coco_path=str(tmp_path), train_split="mytrain", train_annotations="labels.json", val_fraction=0.0,
-                     train_scales=[20], max_size=40, crop_resize_scales=[24], crop_min_size=10, crop_max_size=20)
+    cfg = DataConfig(
+        coco_path=str(tmp_path),
+        train_split="mytrain",
+        train_annotations="labels.json",
+        val_fraction=0.0,
+        train_scales=[20],
+        max_size=40,
+        crop_resize_scales=[24],
+        crop_min_size=10,
+        crop_max_size=20,
+    )
     assert check_dataset(cfg, "train")["images"] == 2
     ds = build_dataset(cfg, "train", train=True, seed=3)
     image, target = ds[0]
@@ -113,8 +148,11 @@ def test_missing_annotation_file(tmp_path: Path) -> None:
         ("[1, 2]", "not COCO: the top level is not an object"),
         ('{"images": [], "annotations": []}', "not COCO: no list 'categories'"),
         ('{"images": [{"id": 1}], "annotations": [], "categories": []}', "lacks 'id' or 'file_name'"),
-        ('{"images": [], "annotations": [{"id": 3, "image_id": 1, "category_id": 1, "bbox": [1, 2]}], '
-         '"categories": []}', "annotation 3 has bbox"),
+        (
+            '{"images": [], "annotations": [{"id": 3, "image_id": 1, "category_id": 1, "bbox": [1, 2]}], '
+            '"categories": []}',
+            "annotation 3 has bbox",
+        ),
     ],
 )
 def test_malformed_annotation_file(tmp_path: Path, content: str, expected: str) -> None:

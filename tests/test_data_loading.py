@@ -70,9 +70,15 @@ def test_padding_fraction_by_hand() -> None:
 @pytest.mark.parametrize("groups", [None, [i % 2 for i in range(17)]])
 @pytest.mark.parametrize("drop_last", [True, False])
 def test_ranks_get_disjoint_equal_shares(world_size: int, groups, drop_last: bool) -> None:
-    shares = [batches(DeterministicBatchSampler(17, 2, shuffle=True, seed=3, rank=r, world_size=world_size,
-                                                drop_last=drop_last, group_ids=groups), 1)
-              for r in range(world_size)]
+    shares = [
+        batches(
+            DeterministicBatchSampler(
+                17, 2, shuffle=True, seed=3, rank=r, world_size=world_size, drop_last=drop_last, group_ids=groups
+            ),
+            1,
+        )
+        for r in range(world_size)
+    ]
     assert len({len(s) for s in shares}) == 1
     seen = [i for share in shares for b in share for i in b]
     if drop_last:
@@ -102,14 +108,17 @@ def test_collate_matches_the_models_padding() -> None:
 
 def run_epochs(ds, cfg: DataConfig, workers: int, persistent: bool = False) -> list:
     sampler = DeterministicBatchSampler(len(ds), 3, shuffle=True, seed=9, drop_last=False)
-    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_batch, num_workers=workers,
-                        persistent_workers=persistent)
+    loader = DataLoader(
+        ds, batch_sampler=sampler, collate_fn=collate_batch, num_workers=workers, persistent_workers=persistent
+    )
     out = []
     for epoch in range(2):
         ds.set_epoch(epoch)
         sampler.set_epoch(epoch)
-        out += [(images, mask, [(t["image_id"], t["boxes"], t["labels"]) for t in targets])
-                for images, mask, targets in loader]
+        out += [
+            (images, mask, [(t["image_id"], t["boxes"], t["labels"]) for t in targets])
+            for images, mask, targets in loader
+        ]
     return out
 
 
@@ -123,8 +132,16 @@ def assert_same_batches(a: list, b: list) -> None:
 
 def test_batches_identical_for_any_num_workers(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DETRDOCTOR_CACHE", str(tmp_path))
-    cfg = DataConfig(train_scales=[64, 72, 80], max_size=96, crop_resize_scales=[64, 80], crop_min_size=48,
-                     crop_max_size=64, synthetic_train_images=9, synthetic_val_images=2, synthetic_image_size=96)
+    cfg = DataConfig(
+        train_scales=[64, 72, 80],
+        max_size=96,
+        crop_resize_scales=[64, 80],
+        crop_min_size=48,
+        crop_max_size=64,
+        synthetic_train_images=9,
+        synthetic_val_images=2,
+        synthetic_image_size=96,
+    )
     ds = build_dataset(cfg, "train", train=True, seed=2)
     serial = run_epochs(ds, cfg, 0)
     assert_same_batches(serial, run_epochs(ds, cfg, 2))

@@ -38,8 +38,12 @@ def test_layout_and_categories(tiny_synth: Path) -> None:
 def test_perfect_predictions_score_ap_one(tiny_synth: Path) -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(tiny_synth / "annotations" / "instances_train2017.json"))
-        dets = gt.loadRes([{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
-                           for a in gt.dataset["annotations"]])
+        dets = gt.loadRes(
+            [
+                {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+                for a in gt.dataset["annotations"]
+            ]
+        )
         evaluator = COCOeval(gt, dets, "bbox")
         evaluator.evaluate()
         evaluator.accumulate()
@@ -59,8 +63,14 @@ def test_same_seed_gives_identical_bytes(tiny_synth: Path, tmp_path: Path) -> No
 
 def test_progress_and_refusing_to_overwrite(tmp_path: Path) -> None:
     calls = []
-    generate_synthetic_coco(tmp_path / "p", train_images=3, val_images=2, image_size=64, seed=0,
-                            progress=lambda done, total: calls.append((done, total)))
+    generate_synthetic_coco(
+        tmp_path / "p",
+        train_images=3,
+        val_images=2,
+        image_size=64,
+        seed=0,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls == [(i, 5) for i in range(1, 6)]
     with pytest.raises(DataError, match="already exists"):
         generate_synthetic_coco(tmp_path / "p", train_images=1, val_images=1, image_size=64, seed=0)

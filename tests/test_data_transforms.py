@@ -21,8 +21,14 @@ from detr.data.transforms import (
     resize,
 )
 
-SMALL = DataConfig(train_scales=[64, 80, 96], max_size=128, crop_resize_scales=[64, 80], crop_min_size=40,
-                   crop_max_size=64, val_size=80)
+SMALL = DataConfig(
+    train_scales=[64, 80, 96],
+    max_size=128,
+    crop_resize_scales=[64, 80],
+    crop_min_size=40,
+    crop_max_size=64,
+    val_size=80,
+)
 
 
 def rectangle_sample(h: int, w: int, box: tuple[int, int, int, int]):

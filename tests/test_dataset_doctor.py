@@ -14,8 +14,18 @@ from detr.errors import DataError
 from detrdoctor.data_check import DataCheckEvents, stop_on_failures
 from detrdoctor.dataset_doctor import diagnose_dataset
 
-IDS = ("data.num_classes", "data.num_queries", "data.box_format", "data.image_size", "data.exif", "data.duplicates",
-       "data.empty_images", "data.small_boxes", "data.crowd", "data.categories")
+IDS = (
+    "data.num_classes",
+    "data.num_queries",
+    "data.box_format",
+    "data.image_size",
+    "data.exif",
+    "data.duplicates",
+    "data.empty_images",
+    "data.small_boxes",
+    "data.crowd",
+    "data.categories",
+)
 CATEGORIES = [{"id": i, "name": n, "supercategory": "thing"} for i, n in ((1, "a"), (2, "b"), (3, "c"))]
 BOXES = ((4, 4, 16, 12), (22, 20, 14, 16))
 
@@ -27,8 +37,9 @@ def clean_split(root: Path, split: str, count: int) -> dict:
         name = f"{split.removesuffix('2017')}_{i}.jpg"
         write_image(root / split / name, w, h, boxes=BOXES)
         images.append({"id": i + 1, "file_name": name, "width": w, "height": h})
-        annotations += [{"image_id": i + 1, "category_id": 1 + (i + j) % 3, "bbox": list(b)}
-                        for j, b in enumerate(BOXES)]
+        annotations += [
+            {"image_id": i + 1, "category_id": 1 + (i + j) % 3, "bbox": list(b)} for j, b in enumerate(BOXES)
+        ]
     return coco_json(images, annotations, [dict(c) for c in CATEGORIES])
 
 
@@ -60,8 +71,10 @@ def test_silent_on_the_synthetic_dataset_and_clean_data(tiny_cfg: RunConfig, tmp
 
 def crowded(n: int) -> Callable[[dict, Path], None]:
     def edit(data: dict, root: Path) -> None:
-        data["annotations"] += [{"id": 100 + k, "image_id": 1, "category_id": 1, "bbox": [1 + k, 1, 2, 2],
-                                 "iscrowd": 0} for k in range(n)]
+        data["annotations"] += [
+            {"id": 100 + k, "image_id": 1, "category_id": 1, "bbox": [1 + k, 1, 2, 2], "iscrowd": 0} for k in range(n)
+        ]
+
     return edit
 
 
@@ -118,8 +131,9 @@ def unused_category(data: dict, root: Path) -> None:
         (unused_category, "data.categories", "warn", "never"),
     ],
 )
-def test_each_rule_fires_on_its_case(tiny_cfg: RunConfig, tmp_path: Path, edit, rule: str, status: str,
-                                     example: str) -> None:
+def test_each_rule_fires_on_its_case(
+    tiny_cfg: RunConfig, tmp_path: Path, edit, rule: str, status: str, example: str
+) -> None:
     rows = rows_of(tiny_cfg, dataset(tmp_path, edit))
     assert rows[rule]["status"] == status, rows[rule]
     assert example in rows[rule]["example"] and rows[rule]["count"] >= 1 and rows[rule]["fix"]

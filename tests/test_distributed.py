@@ -17,9 +17,13 @@ def fixed_batch() -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     images = torch.randn(4, 3, 64, 64, generator=g)
     mask = torch.zeros(4, 64, 64, dtype=torch.bool)
     centers = torch.rand(4, 2, 2, generator=g) * 0.4 + 0.3
-    targets = [{"labels": torch.randint(1, 7, (2,), generator=g),
-                "boxes": torch.cat([c, torch.full((2, 2), 0.2)], dim=1)}  # cx, cy, w, h
-               for c in centers]
+    targets = [
+        {
+            "labels": torch.randint(1, 7, (2,), generator=g),
+            "boxes": torch.cat([c, torch.full((2, 2), 0.2)], dim=1),
+        }  # cx, cy, w, h
+        for c in centers
+    ]
     return images, mask, targets
 
 
@@ -28,22 +32,30 @@ def one_step(rank: int, world_size: int, port: int, out_dir: str) -> None:
     from detrdoctor.profiles import load_profile
 
     if world_size > 1:
-        os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        os.environ.update(
+            RANK=str(rank),
+            WORLD_SIZE=str(world_size),
+            LOCAL_RANK=str(rank),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+        )
     torch.set_num_threads(1)
     cfg = load_profile("tiny")
     trainer = Trainer(cfg, output_dir=out_dir)
     if world_size == 1:
-        torch.save({n: p.detach().clone() for n, p in trainer.model_without_ddp.named_parameters()},
-                   os.path.join(out_dir, "params_initial.pt"))
+        torch.save(
+            {n: p.detach().clone() for n, p in trainer.model_without_ddp.named_parameters()},
+            os.path.join(out_dir, "params_initial.pt"),
+        )
     images, mask, targets = fixed_batch()
     share = slice(2 * rank, 2 * rank + 2) if world_size > 1 else slice(0, 4)
-    ctx = StepContext(step=1, epoch=0, batch_in_epoch=0, images=images[share], mask=mask[share],
-                      targets=targets[share])
+    ctx = StepContext(step=1, epoch=0, batch_in_epoch=0, images=images[share], mask=mask[share], targets=targets[share])
     trainer.train_step(ctx)
     if rank == 0:
-        torch.save({n: p.detach().clone() for n, p in trainer.model_without_ddp.named_parameters()},
-                   os.path.join(out_dir, f"params_{world_size}.pt"))
+        torch.save(
+            {n: p.detach().clone() for n, p in trainer.model_without_ddp.named_parameters()},
+            os.path.join(out_dir, f"params_{world_size}.pt"),
+        )
     if world_size > 1:
         torch.distributed.destroy_process_group()
 

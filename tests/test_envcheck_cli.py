@@ -31,7 +31,9 @@ RUN_CLI = (
 runner = CliRunner()
 
 
-def write_coco(root: Path, split: str, names: list[str], *, write: list[str] | None = None, corrupt: tuple[str, ...] = ()) -> None:
+def write_coco(
+    root: Path, split: str, names: list[str], *, write: list[str] | None = None, corrupt: tuple[str, ...] = ()
+) -> None:
     """A tiny COCO split: annotations name `names`; image files are written for `write` (default: all)."""
     (root / split).mkdir(parents=True, exist_ok=True)
     (root / "annotations").mkdir(exist_ok=True)
@@ -42,7 +44,10 @@ def write_coco(root: Path, split: str, names: list[str], *, write: list[str] | N
             Image.new("RGB", (32, 24), (200, 30, 30)).save(root / split / name)
     coco = {
         "images": [{"id": i + 1, "file_name": n, "width": 32, "height": 24} for i, n in enumerate(names)],
-        "annotations": [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [2, 2, 10, 10], "area": 100, "iscrowd": 0} for i in range(len(names))],
+        "annotations": [
+            {"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [2, 2, 10, 10], "area": 100, "iscrowd": 0}
+            for i in range(len(names))
+        ],
         "categories": [{"id": 1, "name": "box"}],
     }
     (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
@@ -55,8 +60,12 @@ def real_run(tmp_path_factory) -> dict[str, Any]:
     write_coco(root, "train2017", ["a.jpg", "b.jpg", "c.jpg"])
     write_coco(root, "val2017", ["d.jpg"])
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", RUN_CLI, "env-check", "--json", "--coco-path", str(root)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_CLI, "env-check", "--json", "--coco-path", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return {"proc": proc, "doc": json.loads(proc.stdout), "elapsed_s": time.perf_counter() - start, "root": root}
 
 
@@ -68,8 +77,19 @@ def test_real_run_passes_or_warns_sensibly(real_run):
     nvml = doc["facts"]["probes"]["nvml"]["steps"]["init"]
     if not (nvml.get("ok") and nvml.get("devices")):
         assert all(statuses[cid] == "skip" for cid in CUDA_CHECKS)
-    for cid in ("python.version", "torch.version", "torchvision.pairs", "torchvision.ops", "numpy.abi", "pycocotools.cocoeval", "scipy.lsa",
-                "dataset.layout", "dataset.annotations", "dataset.images", "dataset.decode"):
+    for cid in (
+        "python.version",
+        "torch.version",
+        "torchvision.pairs",
+        "torchvision.ops",
+        "numpy.abi",
+        "pycocotools.cocoeval",
+        "scipy.lsa",
+        "dataset.layout",
+        "dataset.annotations",
+        "dataset.images",
+        "dataset.decode",
+    ):
         assert statuses[cid] == "pass", (cid, statuses[cid])
 
 
@@ -81,7 +101,11 @@ def test_json_schema(real_run):
     doc = real_run["doc"]
     assert list(doc) == ["checks", "summary", "facts"]
     assert set(doc["summary"]) == {"pass", "warn", "fail", "skip", "total", "strict", "ok", "exit_code"}
-    assert doc["summary"]["total"] == len(doc["checks"]) == sum(doc["summary"][s] for s in ("pass", "warn", "fail", "skip"))
+    assert (
+        doc["summary"]["total"]
+        == len(doc["checks"])
+        == sum(doc["summary"][s] for s in ("pass", "warn", "fail", "skip"))
+    )
     for c in doc["checks"]:  # the dataset doctor's rows add how many and an example
         extra = ["count", "example"] if c["id"].startswith("data.") else []
         assert list(c) == ["id", "status", "found", "expected", "fix", "message", *extra]
@@ -120,19 +144,25 @@ def test_strict_exit_codes(tmp_path):
 
 def test_from_with_device_cuda_reasks_the_question(tmp_path):
     facts = healthy()
-    facts["probes"]["nvml"]["steps"]["init"] = {"ok": False, "error": "NVMLError_LibraryNotFound: NVML Shared Library Not Found"}
+    facts["probes"]["nvml"]["steps"]["init"] = {
+        "ok": False,
+        "error": "NVMLError_LibraryNotFound: NVML Shared Library Not Found",
+    }
     facts["probes"]["torch"]["steps"]["cuda"] = {"available": False, "device_count": 0, "devices": [], "ok": True}
     path = save(tmp_path, facts)
     assert runner.invoke(app, ["env-check", "--from", path]).exit_code == 0
     assert runner.invoke(app, ["env-check", "--from", path, "--device", "cuda"]).exit_code == 1
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    (None, "no such file"),
-    ("{not json", "not JSON"),
-    ('{"checks": []}', 'no "facts" object'),
-    ('{"facts": {"format": 99}}', "newer than this detrdoctor"),
-])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "no such file"),
+        ("{not json", "not JSON"),
+        ('{"checks": []}', 'no "facts" object'),
+        ('{"facts": {"format": 99}}', "newer than this detrdoctor"),
+    ],
+)
 def test_bad_from_file_is_one_line(tmp_path, content, expected):
     path = tmp_path / "facts.json"
     if content is not None:
@@ -161,15 +191,21 @@ def test_table_at_80_columns_shows_symbols_and_unbroken_fixes(tmp_path):
     assert any(line.startswith("! host.shm") for line in lines)
     assert "  fix: pip install torch==2.13.0 torchvision==0.28.0" in lines
     assert "  fix: docker run --shm-size=8g …  (or train with --num-workers 0)" in lines
-    assert all(len(line) <= 80 for line in lines if not line.startswith("  fix: ") and not line.startswith("detrdoctor env-check"))
+    assert all(
+        len(line) <= 80
+        for line in lines
+        if not line.startswith("  fix: ") and not line.startswith("detrdoctor env-check")
+    )
     assert "✗ 1 fail" in lines[-1] and "exit 1" in lines[-1]
 
 
 def test_modules_and_help_do_not_import_torch():
-    code = ("import sys\n"
-            "import detrdoctor.cli, detrdoctor.envcheck, detrdoctor.envcheck.collect, detrdoctor.envcheck.rules\n"
-            "import detrdoctor.envcheck.render, detrdoctor.envcheck.probes\n"
-            "assert not {'torch', 'torchvision', 'numpy', 'pycocotools'} & set(sys.modules), 'heavy import'\n")
+    code = (
+        "import sys\n"
+        "import detrdoctor.cli, detrdoctor.envcheck, detrdoctor.envcheck.collect, detrdoctor.envcheck.rules\n"
+        "import detrdoctor.envcheck.render, detrdoctor.envcheck.probes\n"
+        "assert not {'torch', 'torchvision', 'numpy', 'pycocotools'} & set(sys.modules), 'heavy import'\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -184,7 +220,13 @@ def dataset_checks(root: Path, prefix: str = "dataset.") -> dict[str, dict[str, 
 
 
 def test_broken_dataset(tmp_path):
-    write_coco(tmp_path, "train2017", ["a.jpg", "b.jpg", "gone1.jpg", "gone2.jpg"], write=["a.jpg", "b.jpg"], corrupt=("b.jpg",))
+    write_coco(
+        tmp_path,
+        "train2017",
+        ["a.jpg", "b.jpg", "gone1.jpg", "gone2.jpg"],
+        write=["a.jpg", "b.jpg"],
+        corrupt=("b.jpg",),
+    )
     checks = dataset_checks(tmp_path)
     # No val2017: the validation images are a held-out share of train2017's.
     assert checks["dataset.layout"]["status"] == "pass" and "held out" in checks["dataset.layout"]["found"]
@@ -201,6 +243,9 @@ def test_dataset_annotations_not_coco_and_missing_root(tmp_path):
     write_coco(tmp_path, "val2017", ["b.jpg"])
     (tmp_path / "annotations" / "instances_val2017.json").write_text('{"images": []}')
     checks = dataset_checks(tmp_path)
-    assert checks["dataset.annotations"]["status"] == "fail" and "no annotations, categories" in checks["dataset.annotations"]["message"]
+    assert (
+        checks["dataset.annotations"]["status"] == "fail"
+        and "no annotations, categories" in checks["dataset.annotations"]["message"]
+    )
     missing = dataset_checks(tmp_path / "nowhere")
     assert list(missing) == ["dataset.layout"] and missing["dataset.layout"]["status"] == "fail"

@@ -49,8 +49,16 @@ def no_gpu(facts: dict[str, Any]) -> None:
 def test_healthy_gpu_node_passes_every_check(facts):
     checks = judge(facts)
     assert [c for c in checks if c["status"] != "pass"] == []
-    assert summarize(checks, strict=True) == {"pass": len(checks), "warn": 0, "fail": 0, "skip": 0, "total": len(checks),
-                                              "strict": True, "ok": True, "exit_code": 0}
+    assert summarize(checks, strict=True) == {
+        "pass": len(checks),
+        "warn": 0,
+        "fail": 0,
+        "skip": 0,
+        "total": len(checks),
+        "strict": True,
+        "ok": True,
+        "exit_code": 0,
+    }
 
 
 def test_every_check_has_the_contract_keys_and_string_values(facts):
@@ -61,7 +69,10 @@ def test_every_check_has_the_contract_keys_and_string_values(facts):
 
 
 def test_empty_or_partial_facts_judge_without_crashing():
-    for partial in ({"format": 1}, {"format": 1, "probes": {"torch": {"error": "probe timed out after 180 s", "steps": {}}}}):
+    for partial in (
+        {"format": 1},
+        {"format": 1, "probes": {"torch": {"error": "probe timed out after 180 s", "steps": {}}}},
+    ):
         checks = judge(partial)
         assert checks and all(c["status"] in rules.STATUSES for c in checks)
 
@@ -69,7 +80,9 @@ def test_empty_or_partial_facts_judge_without_crashing():
 # ---------------------------------------------------------------- versions and pairing
 
 
-@pytest.mark.parametrize(("torch", "tv"), [("2.14.1", "0.29.1"), ("2.5.1", "0.20.1"), ("2.0.1", "0.15.1"), ("1.13.1", "0.14.1")])
+@pytest.mark.parametrize(
+    ("torch", "tv"), [("2.14.1", "0.29.1"), ("2.5.1", "0.20.1"), ("2.0.1", "0.15.1"), ("1.13.1", "0.14.1")]
+)
 def test_release_rule_both_ways(torch, tv):
     assert rules.torchvision_for_torch(torch) == tv
     assert rules.torch_for_torchvision(tv) == torch
@@ -90,7 +103,9 @@ def test_torch_2_13_with_torchvision_0_29_fails_by_release_rule(facts):
     facts["metadata"]["torchvision_requires_torch"] = "torch (>=2.14.0)"
     c = get(facts, "torchvision.pairs")
     assert c["status"] == "fail"
-    assert c["fix"] == "pip install torch==2.13.0 torchvision==0.28.0 --index-url https://download.pytorch.org/whl/cu124"
+    assert (
+        c["fix"] == "pip install torch==2.13.0 torchvision==0.28.0 --index-url https://download.pytorch.org/whl/cu124"
+    )
     assert "pip install torch==2.14.1 torchvision==0.29.1" in c["message"]
 
 
@@ -111,7 +126,10 @@ def test_torchvision_missing(facts):
 
 
 def test_torchvision_ops_missing_operator_fails_with_the_pair_fix(facts):
-    steps(facts, "torch")["torchvision_ops"] = {"ok": False, "error": "RuntimeError: operator torchvision::nms does not exist"}
+    steps(facts, "torch")["torchvision_ops"] = {
+        "ok": False,
+        "error": "RuntimeError: operator torchvision::nms does not exist",
+    }
     c = get(facts, "torchvision.ops")
     assert c["status"] == "fail"
     assert "don't match this torch" in c["message"]
@@ -130,7 +148,9 @@ def test_torchvision_cuda_minor_mismatch_warns_major_mismatch_fails(facts):
 
 def test_torch_not_installed(facts):
     facts["packages"]["torch"] = None
-    facts["probes"]["torch"] = {"steps": {"import": {"ok": False, "error": "ModuleNotFoundError: No module named 'torch'"}}}
+    facts["probes"]["torch"] = {
+        "steps": {"import": {"ok": False, "error": "ModuleNotFoundError: No module named 'torch'"}}
+    }
     c = get(facts, "torch.version")
     assert c["status"] == "fail" and c["fix"] == "pip install torch==2.14.1 torchvision==0.29.1"
     for dependent in ("torch.build", "torchvision.ops", "cuda.available", "cuda.cudnn"):
@@ -138,7 +158,11 @@ def test_torch_not_installed(facts):
 
 
 def test_torch_probe_crash_is_reported(facts):
-    facts["probes"]["torch"] = {"steps": {}, "error": "probe crashed with signal 11 (SIGSEGV)", "stderr": "Segmentation fault"}
+    facts["probes"]["torch"] = {
+        "steps": {},
+        "error": "probe crashed with signal 11 (SIGSEGV)",
+        "stderr": "Segmentation fault",
+    }
     c = get(facts, "torch.version")
     assert c["status"] == "fail" and "SIGSEGV" in c["message"]
 
@@ -178,7 +202,10 @@ def test_cuda_12_4_build_with_driver_470_fails(facts):
     assert "whl/cu118" in c["message"]
 
 
-@pytest.mark.parametrize(("cuda", "driver", "status"), [("11.8", "450.80.02", "pass"), ("12.1", "525.60.13", "pass"), ("13.0", "575.51.03", "fail")])
+@pytest.mark.parametrize(
+    ("cuda", "driver", "status"),
+    [("11.8", "450.80.02", "pass"), ("12.1", "525.60.13", "pass"), ("13.0", "575.51.03", "fail")],
+)
 def test_driver_minimums(facts, cuda, driver, status):
     steps(facts, "torch")["import"]["cuda"] = cuda
     steps(facts, "nvml")["init"]["driver_version"] = driver
@@ -191,8 +218,10 @@ def test_sm_120_gpu_with_sm_90_wheel_fails(facts):
     c = get(facts, "cuda.arch")
     assert c["status"] == "fail"
     assert "sm_120" in c["found"] and "sm_120" in c["message"]
-    assert c["fix"] == ("pip install --force-reinstall torch==2.14.1 torchvision==0.29.1 "
-                        "--index-url https://download.pytorch.org/whl/cu130")
+    assert c["fix"] == (
+        "pip install --force-reinstall torch==2.14.1 torchvision==0.29.1 "
+        "--index-url https://download.pytorch.org/whl/cu130"
+    )
 
 
 def test_ptx_only_warns(facts):
@@ -201,13 +230,16 @@ def test_ptx_only_warns(facts):
     assert get(facts, "cuda.arch")["status"] == "warn"
 
 
-@pytest.mark.parametrize(("cap", "arch_list", "verdict"), [
-    ((8, 6), ["sm_80"], "sass"),       # same major, newer minor: binary compatible
-    ((8, 0), ["sm_86"], None),         # older minor can't run newer SASS
-    ((9, 0), ["sm_90a"], "sass"),
-    ((10, 0), ["sm_90a", "sm_90"], None),
-    ((10, 0), ["sm_90", "compute_90"], "ptx"),
-])
+@pytest.mark.parametrize(
+    ("cap", "arch_list", "verdict"),
+    [
+        ((8, 6), ["sm_80"], "sass"),  # same major, newer minor: binary compatible
+        ((8, 0), ["sm_86"], None),  # older minor can't run newer SASS
+        ((9, 0), ["sm_90a"], "sass"),
+        ((10, 0), ["sm_90a", "sm_90"], None),
+        ((10, 0), ["sm_90", "compute_90"], "ptx"),
+    ],
+)
 def test_arch_support(cap, arch_list, verdict):
     assert rules.arch_support(cap, arch_list) == verdict
 
@@ -233,7 +265,10 @@ def test_cpu_only_torch_on_a_gpu_machine_fails_with_a_cuda_wheel(facts):
     steps(facts, "torch")["cuda"] = {"available": False, "device_count": 0, "devices": [], "ok": True}
     c = get(facts, "cuda.available")
     assert c["status"] == "fail"
-    assert c["fix"] == "pip install --force-reinstall torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cu130"
+    assert (
+        c["fix"]
+        == "pip install --force-reinstall torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cu130"
+    )
 
 
 def test_cuda_visible_devices_hiding_every_gpu(facts):
@@ -244,7 +279,10 @@ def test_cuda_visible_devices_hiding_every_gpu(facts):
 
 
 def test_kernel_launch_failure_fails(facts):
-    steps(facts, "torch")["cuda_kernel"] = {"ok": False, "error": "RuntimeError: CUDA error: no kernel image is available for execution on the device"}
+    steps(facts, "torch")["cuda_kernel"] = {
+        "ok": False,
+        "error": "RuntimeError: CUDA error: no kernel image is available for execution on the device",
+    }
     c = get(facts, "cuda.available")
     assert c["status"] == "fail" and "--index-url" in c["fix"]
 
@@ -278,8 +316,10 @@ def test_nccl_missing_with_two_gpus_warns(facts):
 # ---------------------------------------------------------------- NumPy, pycocotools, scipy
 
 
-DTYPE_ERROR = ("ValueError: numpy.dtype size changed, may indicate binary incompatibility. "
-               "Expected 96 from C header, got 88 from PyObject")
+DTYPE_ERROR = (
+    "ValueError: numpy.dtype size changed, may indicate binary incompatibility. "
+    "Expected 96 from C header, got 88 from PyObject"
+)
 
 
 def test_pycocotools_dtype_size_error_fails_with_fix(facts):
@@ -294,7 +334,10 @@ def test_pycocotools_dtype_size_error_fails_with_fix(facts):
 
 
 def test_pycocotools_np_float_fails_with_uninstall(facts):
-    steps(facts, "numeric")["cocoeval"] = {"ok": False, "error": "AttributeError: module 'numpy' has no attribute 'float'."}
+    steps(facts, "numeric")["cocoeval"] = {
+        "ok": False,
+        "error": "AttributeError: module 'numpy' has no attribute 'float'.",
+    }
     c = get(facts, "pycocotools.cocoeval")
     assert c["status"] == "fail" and c["fix"].startswith("pip uninstall -y pycocotools")
 
@@ -330,17 +373,26 @@ def test_old_typer_fails(facts):
     assert c["status"] == "fail" and c["fix"] == 'pip install --upgrade "typer>=0.12"'
 
 
-@pytest.mark.parametrize(("text", "key"), [
-    ("RuntimeError: operator torchvision::nms does not exist", "torchvision_abi"),
-    ("OSError: /x/torchvision/_C.so: undefined symbol: _ZN3c10", "torchvision_abi"),
-    (DTYPE_ERROR, "numpy_abi_newer"),
-    ("ImportError: numpy.core.multiarray failed to import\n_ARRAY_API not found", "numpy_abi_older"),
-    ("AttributeError: module 'numpy' has no attribute 'float'", "numpy_alias"),
-    ("UserWarning: NVIDIA GeForce RTX 5090 with CUDA capability sm_120 is not compatible with the current PyTorch installation.", "arch"),
-    ("RuntimeError: The NVIDIA driver on your system is too old (found version 11040). CUDA driver version is insufficient", "driver_old"),
-    ("ImportError: libcudnn.so.9: cannot open shared object file: No such file or directory", "cuda_libs"),
-    ("ModuleNotFoundError: No module named 'scipy'", "missing"),
-])
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("RuntimeError: operator torchvision::nms does not exist", "torchvision_abi"),
+        ("OSError: /x/torchvision/_C.so: undefined symbol: _ZN3c10", "torchvision_abi"),
+        (DTYPE_ERROR, "numpy_abi_newer"),
+        ("ImportError: numpy.core.multiarray failed to import\n_ARRAY_API not found", "numpy_abi_older"),
+        ("AttributeError: module 'numpy' has no attribute 'float'", "numpy_alias"),
+        (
+            "UserWarning: NVIDIA GeForce RTX 5090 with CUDA capability sm_120 is not compatible with the current PyTorch installation.",
+            "arch",
+        ),
+        (
+            "RuntimeError: The NVIDIA driver on your system is too old (found version 11040). CUDA driver version is insufficient",
+            "driver_old",
+        ),
+        ("ImportError: libcudnn.so.9: cannot open shared object file: No such file or directory", "cuda_libs"),
+        ("ModuleNotFoundError: No module named 'scipy'", "missing"),
+    ],
+)
 def test_known_error_texts(text, key):
     assert rules.classify(text).key == key
 

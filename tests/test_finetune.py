@@ -61,8 +61,10 @@ def test_a_7_class_checkpoint_fine_tunes_onto_18_classes(tiny_cfg, seven_class_r
     records = read_metrics(tmp_path / "tuned" / "metrics.jsonl")
     events = [r for r in records if r["type"] == "event" and r["kind"] == "weights_partial"]
     assert len(events) == 1 and events[0]["reinitialised"] == CLASS_HEAD
-    assert "class_embed.weight, class_embed.bias: the checkpoint was trained with another num_classes than this " \
-           "run's 18" in events[0]["message"]
+    assert (
+        "class_embed.weight, class_embed.bias: the checkpoint was trained with another num_classes than this "
+        "run's 18" in events[0]["message"]
+    )
     losses = [r["loss"] for r in records if r["type"] == "step"]
     assert len(losses) == 2 and all(np.isfinite(losses))
 
@@ -79,7 +81,8 @@ def test_another_num_queries_reinitialises_exactly_the_queries(tiny_config, tmp_
     fresh, _, _ = build_model(tiny_config)
 
     assert load_fitting_state_dict(model, load_checkpoint_state_dict(path), str(path), tiny_config) == [
-        "query_embed.weight"]
+        "query_embed.weight"
+    ]
     for key, value in model.state_dict().items():
         expected = fresh.state_dict()[key] if key == "query_embed.weight" else source.state_dict()[key]
         assert torch.equal(value, expected), key
@@ -96,8 +99,18 @@ def test_another_backbone_stays_a_one_line_error(tiny_cfg, tmp_path):
     tiny_cfg.model.backbone, tiny_cfg.model.num_classes = "resnet34", 3
     other, _, _ = build_model(tiny_cfg.model)
     torch.save({"model": other.state_dict()}, tmp_path / "resnet34.pth")
-    result = CliRunner().invoke(app, ["train", "--profile", "tiny", "--weights", str(tmp_path / "resnet34.pth"),
-                                      "--output-dir", str(tmp_path / "run")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--profile",
+            "tiny",
+            "--weights",
+            str(tmp_path / "resnet34.pth"),
+            "--output-dir",
+            str(tmp_path / "run"),
+        ],
+    )
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
     message = result.output
@@ -155,19 +168,35 @@ def test_resuming_a_finished_run_is_one_line_and_writes_nothing(tiny_cfg, tmp_pa
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.output.strip() == (
         f"error: --resume {tmp_path / 'checkpoint.pth'}: the run already finished 1 epoch (--epochs 1); "
-        "pass a larger --epochs to continue")
+        "pass a larger --epochs to continue"
+    )
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
     # One step more than the first epoch's 8; --weights is not read: the resumed checkpoint has every weight.
-    result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path / "checkpoint.pth"), "--epochs", "2",
-                                      "--max-steps", "9", "--weights", str(tmp_path / "no-such.pth")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--resume",
+            str(tmp_path / "checkpoint.pth"),
+            "--epochs",
+            "2",
+            "--max-steps",
+            "9",
+            "--weights",
+            str(tmp_path / "no-such.pth"),
+        ],
+    )
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.parametrize("checkpoint, epochs, max_steps, message", [
-    ({"model": {}, "epoch": 299}, 300, 0, "finished 300 epochs (--epochs 300)"),  # official: last finished epoch
-    ({"model": {}, "epoch": 3, "global_step": 40, "batch_in_epoch": 0}, 3, 0, "finished 3 epochs"),
-    ({"model": {}, "epoch": 1, "global_step": 12, "batch_in_epoch": 4}, 5, 12, "made 12 steps (--max-steps 12)"),
-])
+@pytest.mark.parametrize(
+    "checkpoint, epochs, max_steps, message",
+    [
+        ({"model": {}, "epoch": 299}, 300, 0, "finished 300 epochs (--epochs 300)"),  # official: last finished epoch
+        ({"model": {}, "epoch": 3, "global_step": 40, "batch_in_epoch": 0}, 3, 0, "finished 3 epochs"),
+        ({"model": {}, "epoch": 1, "global_step": 12, "batch_in_epoch": 4}, 5, 12, "made 12 steps (--max-steps 12)"),
+    ],
+)
 def test_resume_past_the_end_names_the_flag(checkpoint, epochs, max_steps, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check_resume_not_finished(checkpoint, epochs, max_steps, "ckpt.pth")
@@ -220,7 +249,8 @@ def test_per_class_ap_is_cocoevals_own_per_category_number(tiny_cfg):
     by_hand.evaluate(), by_hand.accumulate(), by_hand.summarize()
     assert per_class[2]["name"] == "square" and 0 < per_class[2]["AP"] < 1
     assert per_class[2]["AP"] == pytest.approx(by_hand.stats[0]) and per_class[2]["AP50"] == pytest.approx(
-        by_hand.stats[1])
+        by_hand.stats[1]
+    )
     assert summary_stats(coco_eval) == coco_box_stats(coco, detections, image_ids)
 
 
@@ -252,12 +282,26 @@ def test_train_fine_tunes_onto_a_dataset_of_other_classes_from_the_command_line(
         (root / "annotations").mkdir(exist_ok=True)
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
     profile = tmp_path / "tiny4.toml"
-    profile.write_text((Path(__file__).parents[1] / "profiles" / "tiny.toml").read_text().replace(
-        "num_classes = 7", "num_classes = 4"))
+    profile.write_text(
+        (Path(__file__).parents[1] / "profiles" / "tiny.toml").read_text().replace("num_classes = 7", "num_classes = 4")
+    )
 
-    result = CliRunner().invoke(app, ["train", "--profile", str(profile), "--coco-path", str(root), "--weights",
-                                      str(seven_class_run / "checkpoint.pth"), "--max-steps", "2",
-                                      "--output-dir", str(tmp_path / "run")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--profile",
+            str(profile),
+            "--coco-path",
+            str(root),
+            "--weights",
+            str(seven_class_run / "checkpoint.pth"),
+            "--max-steps",
+            "2",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "weights_partial" in result.output and "re-initialised class_embed.weight, class_embed.bias" in result.output
     checkpoint = torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)

@@ -18,8 +18,20 @@ from detrdoctor.loaderbench.verdict import explain_crash, judge_starvation, reco
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
-RESULT_KEYS = {"num_workers", "pin_memory", "images_per_s", "first_batch_s", "batches_per_s", "images_per_s_spread",
-               "cpu_percent", "peak_rss_bytes", "stages_ms", "status", "error", "fix"}
+RESULT_KEYS = {
+    "num_workers",
+    "pin_memory",
+    "images_per_s",
+    "first_batch_s",
+    "batches_per_s",
+    "images_per_s_spread",
+    "cpu_percent",
+    "peak_rss_bytes",
+    "stages_ms",
+    "status",
+    "error",
+    "fix",
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -99,7 +111,9 @@ def test_sweep_measures_0_1_and_2_workers(tiny_dataset):
         assert set(r.stages_ms) == {"read", "decode", "augment", "collate"}
         assert all(v is not None and v > 0 for v in r.stages_ms.values()), r.stages_ms
         assert r.corrupt_images == 0
-    assert results[0].peak_rss_workers_bytes == 0 < results[1].peak_rss_workers_bytes < results[2].peak_rss_workers_bytes
+    assert (
+        results[0].peak_rss_workers_bytes == 0 < results[1].peak_rss_workers_bytes < results[2].peak_rss_workers_bytes
+    )
 
 
 def test_timing_off_gives_the_same_batches_without_stages(tiny_dataset):
@@ -139,9 +153,15 @@ def test_corrupt_image_is_counted_not_fatal(tiny_cfg, tmp_path):
 
 # ----------------------------------------------------------------------------- the rules, on hand-made numbers
 def made(num_workers, images_per_s, pin="off", batch_size=8, **fields):
-    return SettingResult(num_workers=num_workers, pin_memory=pin, images_per_s=images_per_s,
-                         batches_per_s=images_per_s / batch_size, images_per_s_spread=1.0, first_batch_s=0.1,
-                         **fields)
+    return SettingResult(
+        num_workers=num_workers,
+        pin_memory=pin,
+        images_per_s=images_per_s,
+        batches_per_s=images_per_s / batch_size,
+        images_per_s_spread=1.0,
+        first_batch_s=0.1,
+        **fields,
+    )
 
 
 def test_recommendation_is_the_fewest_workers_within_5_percent_of_the_best():
@@ -205,18 +225,35 @@ def test_starvation_on_hand_made_rates():
     assert all(s.starved is None for s in judge_starvation(results, None, "none", None).per_setting)
 
 
-@pytest.mark.parametrize("message, reason, fix", [
-    ("RuntimeError: DataLoader worker (pid 42) is killed by signal: Killed. ", "killed", "fewer workers"),
-    ("RuntimeError: DataLoader worker (pid 42) is killed by signal: Bus error. It is possible that dataloader's "
-     "workers are out of shared memory. Please try to raise your shared memory limit.", "shared memory", "shm-size"),
-    ("RuntimeError: DataLoader worker (pid(s) 42) exited unexpectedly", "exited unexpectedly", "dmesg"),
-    ("RuntimeError: DataLoader worker (pid(s) 42) exited unexpectedly (worker signals: SIGKILL)", "out-of-memory",
-     "fewer workers"),
-    ("RuntimeError: DataLoader worker (pid(s) 42) exited unexpectedly (worker signals: SIGSEGV)", "SIGSEGV",
-     "--num-workers 0"),
-    ("ValueError: Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
-     "  File x\nValueError: bad box", "ValueError: bad box", "--num-workers 0"),
-])
+@pytest.mark.parametrize(
+    "message, reason, fix",
+    [
+        ("RuntimeError: DataLoader worker (pid 42) is killed by signal: Killed. ", "killed", "fewer workers"),
+        (
+            "RuntimeError: DataLoader worker (pid 42) is killed by signal: Bus error. It is possible that dataloader's "
+            "workers are out of shared memory. Please try to raise your shared memory limit.",
+            "shared memory",
+            "shm-size",
+        ),
+        ("RuntimeError: DataLoader worker (pid(s) 42) exited unexpectedly", "exited unexpectedly", "dmesg"),
+        (
+            "RuntimeError: DataLoader worker (pid(s) 42) exited unexpectedly (worker signals: SIGKILL)",
+            "out-of-memory",
+            "fewer workers",
+        ),
+        (
+            "RuntimeError: DataLoader worker (pid(s) 42) exited unexpectedly (worker signals: SIGSEGV)",
+            "SIGSEGV",
+            "--num-workers 0",
+        ),
+        (
+            "ValueError: Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+            "  File x\nValueError: bad box",
+            "ValueError: bad box",
+            "--num-workers 0",
+        ),
+    ],
+)
 def test_crash_explanations(message, reason, fix):
     got_reason, got_fix = explain_crash(message, shm_bytes=64 * 2**20)
     assert reason in got_reason and fix in got_fix
@@ -242,8 +279,21 @@ def test_window_rates_and_worker_sweeps():
 
 # ----------------------------------------------------------------------------- the command and its JSON
 def test_json_schema_is_stable(one_thread):
-    result = CliRunner().invoke(app, ["loader-bench", "--profile", "tiny", "--num-workers", "0,1", "--batches", "3",
-                                      "--step-time", "auto", "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "loader-bench",
+            "--profile",
+            "tiny",
+            "--num-workers",
+            "0,1",
+            "--batches",
+            "3",
+            "--step-time",
+            "auto",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert {"setup", "results", "recommendation", "starvation", "notes"} <= set(report)
@@ -262,17 +312,36 @@ def test_json_schema_is_stable(one_thread):
 def test_text_report_renders_table_chart_and_recommendation():
     from rich.console import Console
 
-    results = [made(0, 40, stages_ms={"read": 0.1, "decode": 1.0, "augment": 2.0, "collate": 0.2}),
-               made(2, 160), SettingResult(4, "off", status="crashed", error="a worker was killed", fix="fewer")]
+    results = [
+        made(0, 40, stages_ms={"read": 0.1, "decode": 1.0, "augment": 2.0, "collate": 0.2}),
+        made(2, 160),
+        SettingResult(4, "off", status="crashed", error="a worker was killed", fix="fewer"),
+    ]
     st = judge_starvation(results, 0.1, "given", "cpu")
-    setup = {"dataset": "synthetic", "split": "train", "images": 16, "batch_size": 8, "timed_batches": 30,
-             "budget_s": 10.0, "cpu_count": 4, "gpu": None}
+    setup = {
+        "dataset": "synthetic",
+        "split": "train",
+        "images": 16,
+        "batch_size": 8,
+        "timed_batches": 30,
+        "budget_s": 10.0,
+        "cpu_count": 4,
+        "gpu": None,
+    }
     report = Report(setup, results, st, recommend(results, st, 4, has_gpu=False), notes=["a note"])
     console = Console(record=True, width=100)
     render(report, console)
     text = console.export_text()
-    for expected in ("DataLoader throughput", "Cost per image", "160.0 images/s", "crashed", "recommendation",
-                     "Use --num-workers 2", "the model consumes 80.0 images/s", "note: a note"):
+    for expected in (
+        "DataLoader throughput",
+        "Cost per image",
+        "160.0 images/s",
+        "crashed",
+        "recommendation",
+        "Use --num-workers 2",
+        "the model consumes 80.0 images/s",
+        "note: a note",
+    ):
         assert expected in text
     assert bar_chart(report).plain.count("█") > 0
 
@@ -285,12 +354,15 @@ def test_bad_worker_lists_exit_2_with_one_line(workers):
     assert len(result.output.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--step-time", "-1"], "--step-time"),
-    (["--pin-memory", "maybe"], "--pin-memory"),
-    (["--batches", "2"], "--batches"),
-    (["--split", "test"], "--split"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--step-time", "-1"], "--step-time"),
+        (["--pin-memory", "maybe"], "--pin-memory"),
+        (["--batches", "2"], "--batches"),
+        (["--split", "test"], "--split"),
+    ],
+)
 def test_bad_flags_exit_2(args, message):
     result = CliRunner().invoke(app, ["loader-bench", "--profile", "tiny", *args])
     assert result.exit_code == 2 and message in result.output

@@ -15,8 +15,13 @@ def random_case(batch_size, num_queries, num_classes, sizes, seed):
         "pred_logits": torch.randn(batch_size, num_queries, num_classes + 1, generator=generator),
         "pred_boxes": torch.rand(batch_size, num_queries, 4, generator=generator) * 0.5 + 0.1,
     }
-    targets = [{"labels": torch.randint(0, num_classes, (n,), generator=generator),
-                "boxes": torch.rand(n, 4, generator=generator) * 0.5 + 0.1} for n in sizes]
+    targets = [
+        {
+            "labels": torch.randint(0, num_classes, (n,), generator=generator),
+            "boxes": torch.rand(n, 4, generator=generator) * 0.5 + 0.1,
+        }
+        for n in sizes
+    ]
     return outputs, targets
 
 
@@ -30,7 +35,7 @@ def assert_same_indices(actual, expected):
 @pytest.mark.parametrize("seed", range(5))
 def test_assignment_is_the_brute_force_optimum(seed):
     outputs, targets = random_case(1, 5, 4, [3], seed)
-    (query_idx, target_idx), = HungarianMatcher(**COSTS)(outputs, targets)
+    ((query_idx, target_idx),) = HungarianMatcher(**COSTS)(outputs, targets)
     cost = official_cost_matrix(outputs, targets)[0]
     best = min(itertools.permutations(range(5), 3), key=lambda qs: sum(cost[q, t] for t, q in enumerate(qs)))
     assert sorted(zip(target_idx.tolist(), query_idx.tolist())) == list(enumerate(best))
@@ -60,7 +65,7 @@ def test_images_without_targets():
 
 def test_more_targets_than_queries_matches_every_query():
     outputs, targets = random_case(1, 4, 3, [6], seed=1)
-    (query_idx, target_idx), = HungarianMatcher(**COSTS)(outputs, targets)
+    ((query_idx, target_idx),) = HungarianMatcher(**COSTS)(outputs, targets)
     assert query_idx.tolist() == [0, 1, 2, 3] and len(set(target_idx.tolist())) == 4
 
 

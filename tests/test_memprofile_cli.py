@@ -14,14 +14,37 @@ from detrdoctor.cli import app
 runner = CliRunner()
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
 
-RESULT_TYPES = {"batch_size": int, "amp": str, "status": str, "mode": str, "peak_bytes": int, "reserved_bytes": int,
-                "device_bytes": int, "step_time_s": type(None), "images_per_s": type(None), "breakdown": dict}
+RESULT_TYPES = {
+    "batch_size": int,
+    "amp": str,
+    "status": str,
+    "mode": str,
+    "peak_bytes": int,
+    "reserved_bytes": int,
+    "device_bytes": int,
+    "step_time_s": type(None),
+    "images_per_s": type(None),
+    "breakdown": dict,
+}
 
 
 @no_gpu
 def test_json_schema_of_an_estimate(tmp_path):
-    result = runner.invoke(app, ["memprofile", "--profile", "tiny", "--batch-sizes", "1,2", "--amp", "off",
-                                 "--json", "--output-dir", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "memprofile",
+            "--profile",
+            "tiny",
+            "--batch-sizes",
+            "1,2",
+            "--amp",
+            "off",
+            "--json",
+            "--output-dir",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     for key in ("results", "max_batch_size", "shape", "device", "fits_on", "amp_savings", "estimate_errors"):
@@ -40,19 +63,22 @@ def test_json_schema_of_an_estimate(tmp_path):
     assert [row["batch_size"] for row in rows] == ["1", "2"] and rows[0]["mode"] == "estimated"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--batch-sizes", "0"], "positive integers"),
-    (["--batch-sizes", "2.5"], "positive integers"),
-    (["--batch-sizes", "1,,2"], "positive integers"),
-    (["--batch-sizes=-4"], "positive integers"),
-    (["--amp", "fp8"], "--amp must be"),
-    (["--amp", "fp16", "--device", "cpu"], "--amp fp16"),
-    (["--shape", "800by1333"], "--shape"),
-    (["--gpu-memory", "TitanZ"], "unknown GPU 'TitanZ' (known: V100-16GB"),
-    (["--device", "tpu"], "--device"),
-    (["--safety-margin", "1.5"], "--safety-margin"),
-    (["--profile", "no-such-profile"], "unknown profile"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-sizes", "0"], "positive integers"),
+        (["--batch-sizes", "2.5"], "positive integers"),
+        (["--batch-sizes", "1,,2"], "positive integers"),
+        (["--batch-sizes=-4"], "positive integers"),
+        (["--amp", "fp8"], "--amp must be"),
+        (["--amp", "fp16", "--device", "cpu"], "--amp fp16"),
+        (["--shape", "800by1333"], "--shape"),
+        (["--gpu-memory", "TitanZ"], "unknown GPU 'TitanZ' (known: V100-16GB"),
+        (["--device", "tpu"], "--device"),
+        (["--safety-margin", "1.5"], "--safety-margin"),
+        (["--profile", "no-such-profile"], "unknown profile"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args, message):
     result = runner.invoke(app, ["memprofile", *args])
     assert result.exit_code == 2, result.output
@@ -60,12 +86,15 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
 
 
 @no_gpu
-@pytest.mark.parametrize("args, message", [
-    (["--device", "cuda"], "no CUDA GPU"),
-    (["--amp", "fp16"], "--gpu-memory"),
-    (["--find-max"], "--gpu-memory"),
-    (["--snapshot", "--output-dir", "x"], "needs a GPU"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "cuda"], "no CUDA GPU"),
+        (["--amp", "fp16"], "--gpu-memory"),
+        (["--find-max"], "--gpu-memory"),
+        (["--snapshot", "--output-dir", "x"], "needs a GPU"),
+    ],
+)
 def test_gpu_only_requests_without_a_gpu_exit_2(args, message):
     result = runner.invoke(app, ["memprofile", *args])
     assert result.exit_code == 2 and message in result.output

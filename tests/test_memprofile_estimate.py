@@ -72,8 +72,9 @@ def test_a_weight_average_adds_one_copy_of_the_weights():
     cfg.train.ema_decay = 0.999
     shape = (models.SIDE, models.SIDE)
     estimated = Estimator(cfg, build="memprofile_models:build_mlp").estimate(2, "off", shape)
-    measured = measure_point(request_for(cfg, batch_size=2, amp="off", shape=shape, device="cpu",
-                                         build="memprofile_models:build_mlp"))
+    measured = measure_point(
+        request_for(cfg, batch_size=2, amp="off", shape=shape, device="cpu", build="memprofile_models:build_mlp")
+    )
     size, _ = _analytic(models.MLP())
     for result in (estimated, measured):
         assert result.breakdown["parameters"]["ema"] == size

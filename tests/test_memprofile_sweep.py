@@ -17,9 +17,23 @@ SHAPE = f"{models.SIDE}x{models.SIDE}"
 
 
 def options(**overrides) -> MemprofileOptions:
-    base = dict(profile="tiny", batch_sizes="1,2,4", amp="off", shape=SHAPE, find_max=False, device="cpu",
-                estimate=False, gpu_memory=None, snapshot=False, json_output=True, output_dir=None, coco_path=None,
-                in_process=True, safety_margin=0.1, build="memprofile_models:build_oom_mlp")
+    base = dict(
+        profile="tiny",
+        batch_sizes="1,2,4",
+        amp="off",
+        shape=SHAPE,
+        find_max=False,
+        device="cpu",
+        estimate=False,
+        gpu_memory=None,
+        snapshot=False,
+        json_output=True,
+        output_dir=None,
+        coco_path=None,
+        in_process=True,
+        safety_margin=0.1,
+        build="memprofile_models:build_oom_mlp",
+    )
     return MemprofileOptions(**{**base, **overrides})
 
 
@@ -46,8 +60,16 @@ def test_a_point_measured_alone_and_inside_a_sweep_agree(capsys):
     doc = run_json(capsys, batch_sizes="1,2,4")
     in_sweep = next(r for r in doc["results"] if r["batch_size"] == 2)
     cfg = load_profile("tiny")
-    alone = measure_point(request_for(cfg, batch_size=2, amp="off", shape=(models.SIDE, models.SIDE),
-                                      device="cpu", build="memprofile_models:build_oom_mlp"))
+    alone = measure_point(
+        request_for(
+            cfg,
+            batch_size=2,
+            amp="off",
+            shape=(models.SIDE, models.SIDE),
+            device="cpu",
+            build="memprofile_models:build_oom_mlp",
+        )
+    )
     assert alone.peak_bytes == in_sweep["peak_bytes"]
 
 
@@ -58,7 +80,7 @@ def test_find_max_doubles_then_bisects():
     search = find_max(lambda b: b <= 37, known={1: True, 2: True, 4: True, 8: True})
     assert search.best == 37 and search.trials == [16, 32, 64, 48, 40, 36, 38, 37]
     assert find_max(lambda b: b <= 9, known={8: True, 12: False}).trials == [10, 9]
-    assert find_max(lambda b: False) .best is None
+    assert find_max(lambda b: False).best is None
     assert find_max(lambda b: True).best == LIMIT
 
 

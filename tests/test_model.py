@@ -27,8 +27,10 @@ def randomize_frozen_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
 def test_default_model_has_the_official_r50_layout():
     expected = [line.split("\t") for line in SPEC.read_text().splitlines()[1:] if line.strip()]
     model, _, _ = build_model(DETRConfig(num_classes=91))  # what "auto" resolves to on COCO
-    actual = [(k, "x".join(str(d) for d in v.shape), str(v.dtype).removeprefix("torch.")) for k, v in
-              model.state_dict().items()]
+    actual = [
+        (k, "x".join(str(d) for d in v.shape), str(v.dtype).removeprefix("torch."))
+        for k, v in model.state_dict().items()
+    ]
     assert len(actual) == 458
     assert actual == [tuple(row) for row in expected]
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 41_302_368
@@ -41,8 +43,7 @@ def test_outputs_for_images_of_mixed_sizes(tiny_config):
     assert out["pred_boxes"].shape == (2, 10, 4)
     assert ((out["pred_boxes"] >= 0) & (out["pred_boxes"] <= 1)).all()
     assert len(out["aux_outputs"]) == tiny_config.dec_layers - 1
-    assert all(a["pred_logits"].shape == (2, 10, 8) and a["pred_boxes"].shape == (2, 10, 4)
-               for a in out["aux_outputs"])
+    assert all(a["pred_logits"].shape == (2, 10, 8) and a["pred_boxes"].shape == (2, 10, 4) for a in out["aux_outputs"])
 
 
 def test_no_aux_outputs_without_aux_loss(tiny_config):
@@ -116,8 +117,11 @@ def test_list_input_equals_padded_batch_with_mask(tiny_config):
 def test_frozen_layers_stay_frozen(tiny_config):
     model, criterion, _ = build_model(tiny_config)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    assert frozen == {n for n, _ in model.named_parameters()
-                      if n.startswith("backbone.") and not any(f".layer{i}." in n for i in (2, 3, 4))}
+    assert frozen == {
+        n
+        for n, _ in model.named_parameters()
+        if n.startswith("backbone.") and not any(f".layer{i}." in n for i in (2, 3, 4))
+    }
     assert "backbone.0.body.conv1.weight" in frozen and "backbone.0.body.layer1.0.conv1.weight" in frozen
     assert not any("num_batches_tracked" in k for k in model.state_dict())
     buffers = {n: b.clone() for n, b in model.named_buffers()}
@@ -133,8 +137,12 @@ def test_frozen_layers_stay_frozen(tiny_config):
         assert torch.equal(buffer, buffers[name]), name
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, params[n])}
     assert not changed & frozen
-    assert {"backbone.0.body.layer2.0.conv1.weight", "backbone.0.body.layer4.1.conv2.weight",
-            "class_embed.weight", "input_proj.weight"} <= changed
+    assert {
+        "backbone.0.body.layer2.0.conv1.weight",
+        "backbone.0.body.layer4.1.conv2.weight",
+        "class_embed.weight",
+        "input_proj.weight",
+    } <= changed
 
 
 def test_whole_backbone_frozen_when_not_trained(tiny_config):

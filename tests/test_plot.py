@@ -49,8 +49,13 @@ def test_figure_of_two_runs(runs, tmp_path):
 def test_terminal_summary_and_json(runs):
     result = runner.invoke(app, ["plot", *runs])
     assert result.exit_code == 0, result.output
-    for text in ("base — 4 steps", "fast-lr — 4 steps, 1 evaluations", "total loss", "gradient norm",
-                 "data_summary step 0"):
+    for text in (
+        "base — 4 steps",
+        "fast-lr — 4 steps, 1 evaluations",
+        "total loss",
+        "gradient norm",
+        "data_summary step 0",
+    ):
         assert text in result.output, text
     assert any(ch in result.output for ch in "▁▂▃▄▅▆▇█")
 

@@ -59,13 +59,24 @@ def self_labelled_split(root: Path, images: Path, coco, predictions: list[dict])
     best: dict[int, list[dict]] = {}
     for p in sorted(predictions, key=lambda p: -p["score"]):
         best.setdefault(p["image_id"], []).append(p)
-    annotations = [{"id": n + 1, "image_id": p["image_id"], "category_id": p["category_id"], "bbox": p["bbox"],
-                    "area": p["bbox"][2] * p["bbox"][3], "iscrowd": 0}
-                   for n, p in enumerate(p for kept in best.values() for p in kept[:3])]
+    annotations = [
+        {
+            "id": n + 1,
+            "image_id": p["image_id"],
+            "category_id": p["category_id"],
+            "bbox": p["bbox"],
+            "area": p["bbox"][2] * p["bbox"][3],
+            "iscrowd": 0,
+        }
+        for n, p in enumerate(p for kept in best.values() for p in kept[:3])
+    ]
     (root / "annotations").mkdir(parents=True)
     os.symlink(images, root / "val2017")
-    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(
-        {"images": list(coco.imgs.values()), "annotations": annotations, "categories": list(coco.cats.values())}))
+    (root / "annotations" / "instances_val2017.json").write_text(
+        json.dumps(
+            {"images": list(coco.imgs.values()), "annotations": annotations, "categories": list(coco.cats.values())}
+        )
+    )
 
 
 def test_predict_on_the_val_split_draws_every_image_and_scores_like_evaluate(weights, tmp_path):
@@ -87,7 +98,7 @@ def test_predict_on_the_val_split_draws_every_image_and_scores_like_evaluate(wei
         top = max((r for r in results if r["image_id"] == image_id), key=lambda r: r["score"])
         x, y, w, h = (round(v * factor) for v in top["bbox"])
         x0, y0 = max(x, 0), max(y, 0)
-        inside = np.abs(drawn[y0:y + h, x0:x + w].astype(int) - enlarged[y0:y + h, x0:x + w])
+        inside = np.abs(drawn[y0 : y + h, x0 : x + w].astype(int) - enlarged[y0 : y + h, x0 : x + w])
         assert inside.size and inside.max() > 60, "nothing drawn inside the best box"
 
     result = runner.invoke(app, ["evaluate", "--weights", weights, "--json"])
@@ -126,12 +137,15 @@ def test_files_and_folders_unreadable_images_are_named_and_counted(weights, tmp_
     loose = tmp_path / "c.jpg"
     shutil.copy(dataset.image_path(2), loose)
     out = tmp_path / "out"
-    summary = invoke("predict", "--weights", weights, str(folder), str(loose), "--out", str(out),
-                     "--batch-size", "3")
+    summary = invoke("predict", "--weights", weights, str(folder), str(loose), "--out", str(out), "--batch-size", "3")
     assert summary["images"] == 3 and summary["unreadable"] == 1
     assert summary["unreadable_files"] == [str(folder / "broken.png")]
-    assert {p.relative_to(out).as_posix() for p in out.rglob("*.*")} == {"a.jpg", "sub/b.jpg", "c.jpg",
-                                                                         "predictions.json"}
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*.*")} == {
+        "a.jpg",
+        "sub/b.jpg",
+        "c.jpg",
+        "predictions.json",
+    }
     results = json.loads((out / "predictions.json").read_text())
     assert {r["image_id"] for r in results} == {"a.jpg", "sub/b.jpg", "c.jpg"}
     assert all(len(r["bbox"]) == 4 and 0 <= r["score"] <= 1 for r in results)

@@ -56,34 +56,44 @@ Thread 12213 (idle): "MainThread"
 
 def test_parse_dump_finds_where_each_process_waits():
     threads = pyspy.parse_dump(RECORDED_DUMP)
-    assert [(t.pid, t.thread) for t in threads] == [(12174, "MainThread"), (12174, "QueueFeederThread"),
-                                                   (12213, "MainThread")]
+    assert [(t.pid, t.thread) for t in threads] == [
+        (12174, "MainThread"),
+        (12174, "QueueFeederThread"),
+        (12213, "MainThread"),
+    ]
     assert threads[0].frames[0] == pyspy.Frame("poll", "libc.so.6", python=False)
     points = pyspy.wait_points(threads, root_pid=12174)
     assert [(p["pid"], p["function"]) for p in points] == [
         (12174, "_MultiProcessingDataLoaderIter._try_get_data"),  # first frame outside the standard library
-        (12213, "read_blocking_image")]
+        (12213, "read_blocking_image"),
+    ]
     # The trainer waits for a batch: the worker that owes it comes first.
     assert pyspy.describe_wait(points, 12174) == (
         "pid 12213 in read_blocking_image (fifo_ds.py:8); "
-        "trainer in _MultiProcessingDataLoaderIter._try_get_data (torch/utils/data/dataloader.py:1293)")
+        "trainer in _MultiProcessingDataLoaderIter._try_get_data (torch/utils/data/dataloader.py:1293)"
+    )
 
 
 def test_describe_wait_merges_and_drops_idle_workers():
     def point(pid, function, where):
         return {"pid": pid, "function": function, "frame": f"{function} ({where})"}
 
-    points = [point(1, "all_reduce", "torch/distributed/distributed_c10d.py:2"),
-              point(2, "_worker_loop", "torch/utils/data/_utils/worker.py:3"),
-              point(3, "read", "data.py:9"), point(4, "read", "data.py:9")]
+    points = [
+        point(1, "all_reduce", "torch/distributed/distributed_c10d.py:2"),
+        point(2, "_worker_loop", "torch/utils/data/_utils/worker.py:3"),
+        point(3, "read", "data.py:9"),
+        point(4, "read", "data.py:9"),
+    ]
     assert pyspy.describe_wait(points, 1) == (
-        "trainer in all_reduce (torch/distributed/distributed_c10d.py:2); pids 3, 4 in read (data.py:9)")
+        "trainer in all_reduce (torch/distributed/distributed_c10d.py:2); pids 3, 4 in read (data.py:9)"
+    )
 
 
 def start_child(body: str) -> subprocess.Popen:
     """A Python child that prints `ready` once it is about to run `body`'s last line."""
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(body)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(body)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
 
 
 @needs_pyspy
@@ -205,8 +215,12 @@ def test_cpu_profiler_records_the_requested_window(tmp_path, monkeypatch):
     monkeypatch.setattr(pyspy, "FlameRecorder", FakeRecorder)
     FakeRecorder.started = []
     events = []
-    trainer = SimpleNamespace(is_main=True, global_step=0, output_dir=tmp_path,
-                              emit_event=lambda kind, message, severity="info", **f: events.append((kind, message, f)))
+    trainer = SimpleNamespace(
+        is_main=True,
+        global_step=0,
+        output_dir=tmp_path,
+        emit_event=lambda kind, message, severity="info", **f: events.append((kind, message, f)),
+    )
     profiler = CpuProfiler(steps=4, warmup=2)
     profiler.on_train_start(trainer)
     for step in range(1, 11):
@@ -224,8 +238,12 @@ def test_cpu_profiler_records_the_requested_window(tmp_path, monkeypatch):
 
 def test_cpu_profiler_says_when_the_run_is_too_short(tmp_path):
     events = []
-    trainer = SimpleNamespace(is_main=True, global_step=0, output_dir=tmp_path,
-                              emit_event=lambda kind, message, severity="info", **f: events.append((severity, message)))
+    trainer = SimpleNamespace(
+        is_main=True,
+        global_step=0,
+        output_dir=tmp_path,
+        emit_event=lambda kind, message, severity="info", **f: events.append((severity, message)),
+    )
     profiler = CpuProfiler(steps=4, warmup=3)
     profiler.on_train_start(trainer)
     profiler.on_step_end(trainer, SimpleNamespace(step=1), None)

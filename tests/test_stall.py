@@ -81,8 +81,12 @@ def test_blocked_worker_read_is_dumped_and_named(tmp_path):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     # Its own process group, so a failing test can end the driver and its blocked worker together.
-    child = subprocess.Popen([sys.executable, str(driver), str(fifo), str(tmp_path)], stdout=subprocess.PIPE,
-                             text=True, start_new_session=True)
+    child = subprocess.Popen(
+        [sys.executable, str(driver), str(fifo), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         # The first line the driver prints is the stall event (torch's import included, well within a minute).
         assert select.select([child.stdout], [], [], 120)[0], "no stall reported"
@@ -194,7 +198,7 @@ def test_stall_settings_set_the_limit_and_action_and_zero_turns_detection_off(ti
     from detrdoctor.commands.train import build_callbacks
 
     tiny_cfg.diagnostics.stall_after, tiny_cfg.diagnostics.on_stall = 20.0, "stop"
-    detector, = (cb for cb in build_callbacks(tiny_cfg) if isinstance(cb, StallDetector))
+    (detector,) = (cb for cb in build_callbacks(tiny_cfg) if isinstance(cb, StallDetector))
     assert (detector.min_limit_s, detector.on_stall, detector.first_step_limit_s) == (20.0, "stop", 300.0)
     tiny_cfg.diagnostics.stall_after = 0.0
     assert not any(isinstance(cb, StallDetector) for cb in build_callbacks(tiny_cfg))
@@ -251,8 +255,7 @@ def test_a_stop_while_waiting_for_data_checkpoints_the_last_finished_step(tiny_c
     image, real = stalled_copy(tiny_cfg, tmp_path, blocked_step=5)
 
     if how == "stall":
-        callbacks = [StallDetector(min_limit_s=2.0, factor=1.0, first_step_limit_s=60.0, on_stall="stop",
-                                   native=False)]
+        callbacks = [StallDetector(min_limit_s=2.0, factor=1.0, first_step_limit_s=60.0, on_stall="stop", native=False)]
     else:
         callbacks = [InterruptAt(5)]
     try:
@@ -312,8 +315,13 @@ def test_a_stall_inside_the_kernel_without_workers_still_checkpoints(tiny_cfg, t
     stalled_copy(tiny_cfg, tmp_path, blocked_step=5)
     driver = tmp_path / "driver.py"
     driver.write_text(INLINE_DRIVER)
-    child = subprocess.run([sys.executable, str(driver), tiny_cfg.data.coco_path, str(tmp_path / "run")],
-                           capture_output=True, text=True, timeout=300, check=False)
+    child = subprocess.run(
+        [sys.executable, str(driver), tiny_cfg.data.coco_path, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert child.returncode == StallError.exit_code, child.stderr[-2000:]
     ckpt = load_training_checkpoint(tmp_path / "run" / "checkpoint.pth")
     assert (ckpt["global_step"], ckpt["epoch"], ckpt["batch_in_epoch"]) == (4, 0, 4)

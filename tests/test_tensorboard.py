@@ -35,7 +35,7 @@ def test_event_files_hold_the_metrics_jsonl_scalars_and_the_events(tiny_cfg, tmp
     assert "data_summary" in events
     assert {f"events/{kind}/text_summary" for kind in events} <= set(tags["tensors"])
     summary = next(r for r in records if r["type"] == "event" and r["kind"] == "data_summary")
-    text, = accumulator.Tensors("events/data_summary/text_summary")
+    (text,) = accumulator.Tensors("events/data_summary/text_summary")
     assert summary["message"] in text.tensor_proto.string_val[0].decode()
 
 

@@ -35,8 +35,22 @@ def test_step_records_have_the_documented_fields(tiny_cfg, tmp_path):
     tiny_cfg.train.max_steps = 2
     Trainer(tiny_cfg, output_dir=tmp_path).fit()
     record = next(r for r in read_metrics(tmp_path / "metrics.jsonl") if r["type"] == "step")
-    for key in ("step", "epoch", "loss", "loss_ce", "loss_bbox", "loss_giou", "class_error", "cardinality_error",
-                "lr", "grad_norm", "clip_ratio", "step_time_s", "data_time_s", "images_per_s"):
+    for key in (
+        "step",
+        "epoch",
+        "loss",
+        "loss_ce",
+        "loss_bbox",
+        "loss_giou",
+        "class_error",
+        "cardinality_error",
+        "lr",
+        "grad_norm",
+        "clip_ratio",
+        "step_time_s",
+        "data_time_s",
+        "images_per_s",
+    ):
         assert key in record, key
     clip = tiny_cfg.train.clip_max_norm
     assert record["clip_ratio"] == pytest.approx(min(1.0, clip / record["grad_norm"]), rel=1e-4)
@@ -72,7 +86,7 @@ def test_total_steps_is_one_number_for_every_display(tiny_cfg, tmp_path):
 
 def test_diagnostics_settings_round_trip_through_config_toml_and_resume(tmp_path):
     profile = tmp_path / "p.toml"
-    profile.write_text(tiny_profile_text() + "\n[diagnostics]\nstall_after = 45.0\non_stall = \"stop\"\n")
+    profile.write_text(tiny_profile_text() + '\n[diagnostics]\nstall_after = 45.0\non_stall = "stop"\n')
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--profile", str(profile), "--max-steps", "2", "--output-dir", str(run)])
     assert result.exit_code == 0, result.output
@@ -83,8 +97,9 @@ def test_diagnostics_settings_round_trip_through_config_toml_and_resume(tmp_path
     resumed = resolve_train_config(TrainOptions(**{**flags, "resume": str(run / "checkpoint.pth")}))
     assert (resumed.diagnostics.stall_after, resumed.diagnostics.on_stall) == (45.0, "stop")
     assert resumed.model.hidden_dim == 64  # the run's own (tiny) model, not the default demo profile's
-    overridden = resolve_train_config(TrainOptions(**{**flags, "resume": str(run / "checkpoint.pth"),
-                                                      "on_stall": "wait"}))
+    overridden = resolve_train_config(
+        TrainOptions(**{**flags, "resume": str(run / "checkpoint.pth"), "on_stall": "wait"})
+    )
     assert overridden.diagnostics.on_stall == "wait"  # flags still override
 
 
@@ -168,18 +183,23 @@ def test_evaluate_command_on_a_trained_checkpoint(tiny_cfg, tmp_path):
     assert set(stats) >= {"AP", "AP50", "AP75", "images"} and 0.0 <= stats["AP"] <= 1.0
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--batch-size", "0"], "batch size"),
-    (["--lr", "-1"], "learning rate"),
-    (["--amp", "fp16", "--device", "cpu"], "fp16"),
-    (["--profile", "no-such-profile"], "unknown profile"),
-    (["--amp", "fp8"], "amp"),
-    (["--ema-decay", "1"], "--ema-decay"),
-    (["--on-stall", "later"], "--on-stall"),
-    (["--stall-after", "-5"], "--stall-after"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-size", "0"], "batch size"),
+        (["--lr", "-1"], "learning rate"),
+        (["--amp", "fp16", "--device", "cpu"], "fp16"),
+        (["--profile", "no-such-profile"], "unknown profile"),
+        (["--amp", "fp8"], "amp"),
+        (["--ema-decay", "1"], "--ema-decay"),
+        (["--on-stall", "later"], "--on-stall"),
+        (["--stall-after", "-5"], "--stall-after"),
+    ],
+)
 def test_bad_flags_exit_2_with_one_line(args, message):
-    result = CliRunner().invoke(app, ["train", "--profile", "tiny", *args] if "--profile" not in args else ["train", *args])
+    result = CliRunner().invoke(
+        app, ["train", "--profile", "tiny", *args] if "--profile" not in args else ["train", *args]
+    )
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
@@ -192,13 +212,16 @@ def test_profile_with_unknown_key_exits_2(tmp_path):
     assert result.exit_code == 2 and "batch_sise" in result.output
 
 
-@pytest.mark.parametrize("toml, message", [
-    ("[model]\nbackbone_stage = 5\n", "backbone_stage"),
-    ("[model]\nbackbone_norm = \"group\"\n", "backbone_norm"),
-    ("[model]\nbackbone_norm = \"batch\"\n[train]\nlr_backbone = 0.0\n", "lr_backbone > 0"),
-    ("[model]\nbackbone = \"resnet50\"\ndilation = true\nbackbone_stage = 3\n", "dilation"),
-    ("[data]\ncrop_probability = 1.5\n", "crop_probability"),
-])
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ("[model]\nbackbone_stage = 5\n", "backbone_stage"),
+        ('[model]\nbackbone_norm = "group"\n', "backbone_norm"),
+        ('[model]\nbackbone_norm = "batch"\n[train]\nlr_backbone = 0.0\n', "lr_backbone > 0"),
+        ('[model]\nbackbone = "resnet50"\ndilation = true\nbackbone_stage = 3\n', "dilation"),
+        ("[data]\ncrop_probability = 1.5\n", "crop_probability"),
+    ],
+)
 def test_impossible_profile_values_exit_2(tmp_path, toml, message):
     bad = tmp_path / "bad.toml"
     bad.write_text(toml)
@@ -219,8 +242,9 @@ def test_imagenet_backbone_weights_without_network_fail_in_one_line(tmp_path, mo
     for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    result = CliRunner().invoke(app, ["train", "--profile", "tiny", "--backbone-weights", "imagenet",
-                                      "--output-dir", str(tmp_path / "run")])
+    result = CliRunner().invoke(
+        app, ["train", "--profile", "tiny", "--backbone-weights", "imagenet", "--output-dir", str(tmp_path / "run")]
+    )
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "ImageNet resnet18 weights" in result.output and "--backbone-weights none" in result.output
     assert not (tmp_path / "run").exists()

@@ -61,8 +61,7 @@ def by_id(checks: list[dict]) -> dict[str, dict]:
 
 
 def synthetic_facts(**changes) -> dict:
-    return {"train_images": 1920, "objects_per_image": 2.5, "synthetic": True, "world_size": 1, "bf16": None,
-            **changes}
+    return {"train_images": 1920, "objects_per_image": 2.5, "synthetic": True, "world_size": 1, "bf16": None, **changes}
 
 
 @pytest.fixture
@@ -116,8 +115,10 @@ def test_from_scratch_on_small_data_points_at_fine_tuning() -> None:
     check = by_id(judge_schedule(cfg, synthetic_facts(synthetic=False, train_images=2000)))["schedule.steps"]
     assert check["status"] == "fail" and "--weights https://" in check["fix"]
     cfg.train.weights, cfg.train.epochs = "detr-r50.pth", 30  # fine-tuning: 30 epochs are enough
-    assert by_id(judge_schedule(cfg, synthetic_facts(synthetic=False, train_images=2000)))["schedule.steps"][
-        "status"] == "pass"
+    assert (
+        by_id(judge_schedule(cfg, synthetic_facts(synthetic=False, train_images=2000)))["schedule.steps"]["status"]
+        == "pass"
+    )
 
 
 def test_eos_coef_too_low_for_few_queries_and_fp16_with_bf16_warn() -> None:
@@ -134,10 +135,28 @@ def test_eos_coef_too_low_for_few_queries_and_fp16_with_bf16_warn() -> None:
 
 
 def overfit_facts(**changes) -> dict:
-    records = [{"type": "step", "step": i + 1, "loss": 10 - i / 10, "loss_ce": 1.5, "class_error": 80.0,
-                "loss_bbox": 1.0 - i / 100, "loss_giou": 1.0 - i / 100} for i in range(80)]
-    return {"images": 4, "steps": 80, "image_ids": [1, 2, 3, 4], "ap50": 0.2, "error": "", "records": records,
-            "events": [], **changes}
+    records = [
+        {
+            "type": "step",
+            "step": i + 1,
+            "loss": 10 - i / 10,
+            "loss_ce": 1.5,
+            "class_error": 80.0,
+            "loss_bbox": 1.0 - i / 100,
+            "loss_giou": 1.0 - i / 100,
+        }
+        for i in range(80)
+    ]
+    return {
+        "images": 4,
+        "steps": 80,
+        "image_ids": [1, 2, 3, 4],
+        "ap50": 0.2,
+        "error": "",
+        "records": records,
+        "events": [],
+        **changes,
+    }
 
 
 def test_overfit_names_the_term_that_does_not_learn() -> None:
@@ -158,16 +177,26 @@ def run_records(ap50: float, loss_end: float, class_error: float = 20.0) -> list
     records = []
     for i in range(120):
         loss = 20 + (loss_end - 20) * i / 119
-        records.append({"type": "step", "step": i + 1, "epoch": i // 40, "loss": loss, "loss_ce": loss / 10,
-                        "class_error": class_error, "lr": 1e-4, "step_time_s": 0.5, "data_time_s": 0.01})
+        records.append(
+            {
+                "type": "step",
+                "step": i + 1,
+                "epoch": i // 40,
+                "loss": loss,
+                "loss_ce": loss / 10,
+                "class_error": class_error,
+                "lr": 1e-4,
+                "step_time_s": 0.5,
+                "data_time_s": 0.01,
+            }
+        )
         if (i + 1) % 40 == 0:
             records.append({"type": "eval", "step": i + 1, "AP": ap50 / 2, "AP50": ap50})
     return records
 
 
 def test_ap_zero_while_the_loss_falls_fails() -> None:
-    checks = by_id(judge_history(run_records(ap50=0.0, loss_end=5.0), lr_drop=200, epochs=300,
-                                 needed=(1000, "test")))
+    checks = by_id(judge_history(run_records(ap50=0.0, loss_end=5.0), lr_drop=200, epochs=300, needed=(1000, "test")))
     assert checks["run.eval_vs_loss"]["status"] == "fail"
     assert checks["run.plateau"]["status"] == "pass"
     assert checks["run.data_wait"]["status"] == "pass"
@@ -177,8 +206,9 @@ def test_ap_zero_while_the_loss_falls_fails() -> None:
 
 
 def test_class_error_stuck_and_lr_that_never_dropped() -> None:
-    checks = by_id(judge_history(run_records(ap50=0.0, loss_end=19.0, class_error=99.0), lr_drop=2, epochs=3,
-                                 needed=None))
+    checks = by_id(
+        judge_history(run_records(ap50=0.0, loss_end=19.0, class_error=99.0), lr_drop=2, epochs=3, needed=None)
+    )
     assert checks["run.class_error"]["status"] == "fail"
     assert checks["run.lr"]["status"] == "fail"  # past epoch 2 and still at 1e-4
     assert checks["run.plateau"]["status"] == "warn"
@@ -212,14 +242,18 @@ def shift_ids(by: int):
             c["id"] += by
         for a in data["annotations"]:
             a["category_id"] += by
+
     return mutate
 
 
-@pytest.mark.parametrize(("mutate", "failing"), [
-    (as_xyxy, "data.box_format"),  # boxes stored as [x1, y1, x2, y2]
-    (shift_ids(1), "data.num_classes"),  # 1..6 → 2..7: id 7 is num_classes 7, the no-object class
-    (shift_ids(3), "data.num_classes"),  # ids above num_classes
-])
+@pytest.mark.parametrize(
+    ("mutate", "failing"),
+    [
+        (as_xyxy, "data.box_format"),  # boxes stored as [x1, y1, x2, y2]
+        (shift_ids(1), "data.num_classes"),  # 1..6 → 2..7: id 7 is num_classes 7, the no-object class
+        (shift_ids(3), "data.num_classes"),  # ids above num_classes
+    ],
+)
 def test_seeded_data_problem_fails_its_check(healthy: Path, tmp_path: Path, mutate, failing: str) -> None:
     from detrdoctor.commands.triage import data_checks
 
@@ -235,8 +269,18 @@ def test_seeded_data_problem_fails_its_check(healthy: Path, tmp_path: Path, muta
 def test_xyxy_boxes_are_learned_but_not_scored(healthy: Path, tmp_path: Path) -> None:
     # Without the data rows too: the model fits the clamped boxes, COCOeval scores the ones written.
     root = seeded_dataset(tmp_path, as_xyxy)
-    code, report = triage("--profile", str(healthy), "--coco-path", str(root), "--images", "2", "--steps", STEPS,
-                          "--out", str(tmp_path / "o"))
+    code, report = triage(
+        "--profile",
+        str(healthy),
+        "--coco-path",
+        str(root),
+        "--images",
+        "2",
+        "--steps",
+        STEPS,
+        "--out",
+        str(tmp_path / "o"),
+    )
     checks = by_id(report["checks"])
     assert code == 1 and checks["data.box_format"]["status"] == "fail"
     assert report["overfit"]["ap50"] < 0.9
@@ -246,8 +290,18 @@ def test_xyxy_boxes_are_learned_but_not_scored(healthy: Path, tmp_path: Path) ->
 
 def test_ids_above_num_classes_stop_the_overfit_as_a_finding(healthy: Path, tmp_path: Path) -> None:
     root = seeded_dataset(tmp_path, shift_ids(3))
-    code, report = triage("--profile", str(healthy), "--coco-path", str(root), "--images", "2", "--steps", "2",
-                          "--out", str(tmp_path / "o"))
+    code, report = triage(
+        "--profile",
+        str(healthy),
+        "--coco-path",
+        str(root),
+        "--images",
+        "2",
+        "--steps",
+        "2",
+        "--out",
+        str(tmp_path / "o"),
+    )
     checks = by_id(report["checks"])
     assert code == 1
     assert checks["data.num_classes"]["status"] == "fail"
@@ -306,8 +360,20 @@ def test_run_folder_whose_ap_stays_zero(healthy: Path, tmp_path: Path) -> None:
 def test_layout_flags_reach_every_section(healthy: Path, tmp_path: Path) -> None:
     root = seeded_dataset(tmp_path, lambda data: None)
     (root / "annotations" / "instances_train2017.json").rename(root / "mine.json")
-    code, report = triage("--profile", str(healthy), "--coco-path", str(root), "--train-annotations", "mine.json",
-                          "--steps", "0", "--images", "1", "--out", str(tmp_path / "o"))
+    code, report = triage(
+        "--profile",
+        str(healthy),
+        "--coco-path",
+        str(root),
+        "--train-annotations",
+        "mine.json",
+        "--steps",
+        "0",
+        "--images",
+        "1",
+        "--out",
+        str(tmp_path / "o"),
+    )
     checks = by_id(report["checks"])
     assert checks["data.num_classes"]["status"] == "pass"
     assert checks["schedule.steps"]["status"] == "fail"  # real data from scratch: 16 images, 1,200 steps

@@ -68,8 +68,10 @@ class InjectNonFinite(Callback):
 
     def on_step_start(self, trainer, ctx) -> None:
         if ctx.step in self.steps:
+
             def poison(module, args, output):
                 output.register_hook(lambda grad: torch.full_like(grad, self.value))
+
             self.handle = trainer.model_without_ddp.get_submodule(self.module).register_forward_hook(poison)
             self.before = params(trainer)
 
@@ -79,10 +81,13 @@ class InjectNonFinite(Callback):
             self.after = params(trainer)
 
 
-@pytest.mark.parametrize("module, value, detect_anomaly", [
-    ("transformer.encoder.layers.1.linear2", math.nan, True),
-    ("class_embed", math.inf, False),
-])
+@pytest.mark.parametrize(
+    "module, value, detect_anomaly",
+    [
+        ("transformer.encoder.layers.1.linear2", math.nan, True),
+        ("class_embed", math.inf, False),
+    ],
+)
 def test_injected_nonfinite_gradient_is_named_and_never_applied(tiny_cfg, tmp_path, module, value, detect_anomaly):
     tiny_cfg.train.max_steps = 3
     tiny_cfg.watchdog.detect_anomaly = detect_anomaly
@@ -171,8 +176,9 @@ def test_rollback_restores_the_snapshot_bit_for_bit_and_lowers_the_lr(tiny_cfg, 
 
         def on_step_end(self, trainer, ctx, record):
             self.model[ctx.step] = params(trainer)
-            self.optim[ctx.step] = {i: {k: v.clone() for k, v in s.items()}
-                                    for i, s in trainer.optimizer.state_dict()["state"].items()}
+            self.optim[ctx.step] = {
+                i: {k: v.clone() for k, v in s.items()} for i, s in trainer.optimizer.state_dict()["state"].items()
+            }
             self.lr[ctx.step] = [g["lr"] for g in trainer.optimizer.param_groups]
 
     record = Record()
@@ -272,8 +278,21 @@ def test_cli_stop_exits_non_zero_with_profile_thresholds(tmp_path):
     profile.write_text(available_profiles()["tiny"].read_text() + "\n[watchdog]\nwarmup_steps = 2\nspike_z = -1e9\n")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    result = CliRunner().invoke(app, ["train", "--profile", str(profile), "--on-anomaly", "stop", "--max-steps", "10",
-                                      "--output-dir", str(run_dir), "--no-dashboard"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--profile",
+            str(profile),
+            "--on-anomaly",
+            "stop",
+            "--max-steps",
+            "10",
+            "--output-dir",
+            str(run_dir),
+            "--no-dashboard",
+        ],
+    )
     assert result.exit_code == ANOMALY_EXIT_CODE, result.output
     assert (run_dir / "repro-step3.pth").exists() and (run_dir / "checkpoint.pth").exists()
     assert "stopped" in result.output and "grad_norm_spike" in result.output

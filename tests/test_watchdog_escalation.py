@@ -77,8 +77,10 @@ def test_skip_escalates_to_a_rollback_then_stops_with_the_last_good_state(tiny_c
     assert rollback["restored_step"] == 0 and "3 steps in a row dropped" in rollback["message"]
     (stopped,) = events(tmp_path, "stopped")
     assert stopped["severity"] == "error" and stopped["step"] == summary["steps"]
-    assert stopped["message"].startswith("watchdog: 3 steps in a row dropped (nonfinite_loss) after a rollback to "
-                                         f"step 0, skipping cannot save this run at step {summary['steps']}; the")
+    assert stopped["message"].startswith(
+        "watchdog: 3 steps in a row dropped (nonfinite_loss) after a rollback to "
+        f"step 0, skipping cannot save this run at step {summary['steps']}; the"
+    )
     assert "--clip-max-norm 0.1" in stopped["message"]
     ckpt = load_training_checkpoint(tmp_path / "checkpoint.pth")
     assert all(torch.equal(ckpt["model"][k], v) for k, v in initial.weights.items())  # the state of step 0

@@ -143,7 +143,7 @@ def test_early_warning_sees_activations_grow_toward_overflow():
     rules = EarlyWarning(cfg, ["backbone"])
     kinds = []
     for step in range(1, 40):
-        stat = StepStats(step, 10.0, {}, 10.0, {"backbone": 10.0}, {"backbone": 2.0 ** step})
+        stat = StepStats(step, 10.0, {}, 10.0, {"backbone": 10.0}, {"backbone": 2.0**step})
         kinds += [(s.kind, s.module) for s in rules.observe(stat, 65504.0)]
     assert ("activation_growth", "backbone") in kinds and ("overflow_risk", "backbone") in kinds
 
@@ -159,27 +159,60 @@ def test_early_warning_state_round_trips():
 
 
 def test_groups_of_parameter_names():
-    names = ["transformer.encoder.layers.0.linear1.weight", "transformer.decoder.layers.0.linear1.weight",
-             "class_embed.weight", "bbox_embed.layers.0.weight", "query_embed.weight", "input_proj.weight",
-             "backbone.0.body.layer2.0.conv1.weight"]
-    assert [model_part(n) for n in names] == ["encoder", "decoder", "class_head", "box_head", "queries",
-                                                "input_proj", "backbone"]
+    names = [
+        "transformer.encoder.layers.0.linear1.weight",
+        "transformer.decoder.layers.0.linear1.weight",
+        "class_embed.weight",
+        "bbox_embed.layers.0.weight",
+        "query_embed.weight",
+        "input_proj.weight",
+        "backbone.0.body.layer2.0.conv1.weight",
+    ]
+    assert [model_part(n) for n in names] == [
+        "encoder",
+        "decoder",
+        "class_head",
+        "box_head",
+        "queries",
+        "input_proj",
+        "backbone",
+    ]
     assert model_part("module.backbone.0.body.conv1.weight") == "backbone"
     assert model_part("something.else") == "other"
 
 
 def test_forward_rank_follows_the_first_calls_not_the_registration_order():
     # A post-norm layer registers linear1, linear2, norm1, norm2 but runs norm1 before linear1.
-    first_call = {"": 0, "layer": 1, "layer.attn": 2, "layer.norm1": 3, "layer.linear1": 4, "layer.linear2": 5,
-                  "layer.norm2": 6}
-    names = ["layer.attn.in_proj_weight", "layer.attn.out_proj.weight", "layer.linear1.weight",
-             "layer.linear2.weight", "layer.norm1.weight", "layer.norm2.weight", "embed.weight"]
+    first_call = {
+        "": 0,
+        "layer": 1,
+        "layer.attn": 2,
+        "layer.norm1": 3,
+        "layer.linear1": 4,
+        "layer.linear2": 5,
+        "layer.norm2": 6,
+    }
+    names = [
+        "layer.attn.in_proj_weight",
+        "layer.attn.out_proj.weight",
+        "layer.linear1.weight",
+        "layer.linear2.weight",
+        "layer.norm1.weight",
+        "layer.norm2.weight",
+        "embed.weight",
+    ]
     assert owner_call("layer.attn.out_proj.weight", first_call) == 2  # out_proj is never called itself
     assert owner_call("embed.weight", first_call) == 0
     rank = forward_rank(names, first_call)
     assert [names[i] for i in sorted(range(len(names)), key=rank.__getitem__)] == [
-        "embed.weight", "layer.attn.in_proj_weight", "layer.attn.out_proj.weight", "layer.norm1.weight",
-        "layer.linear1.weight", "layer.linear2.weight", "layer.norm2.weight"]
+        "embed.weight",
+        "layer.attn.in_proj_weight",
+        "layer.attn.out_proj.weight",
+        "layer.norm1.weight",
+        "layer.linear1.weight",
+        "layer.linear2.weight",
+        "layer.norm2.weight",
+    ]
 
 
 def test_overflow_forecast_projects_the_median_growth_to_the_limit():

@@ -22,12 +22,15 @@ def _check_entries(data: dict, path: Path) -> None:
             raise DataError(f"{path}: not COCO: an entry of 'images' lacks 'id' or 'file_name' ({str(img)[:80]})")
     for ann in data["annotations"]:
         if not isinstance(ann, dict) or not {"image_id", "category_id", "bbox"} <= ann.keys():
-            raise DataError(f"{path}: not COCO: an entry of 'annotations' lacks 'image_id', 'category_id' "
-                            f"or 'bbox' ({str(ann)[:80]})")
+            raise DataError(
+                f"{path}: not COCO: an entry of 'annotations' lacks 'image_id', 'category_id' "
+                f"or 'bbox' ({str(ann)[:80]})"
+            )
         bbox = ann["bbox"]
         if not isinstance(bbox, list) or len(bbox) != 4 or not all(isinstance(v, (int, float)) for v in bbox):
             raise DataError(
-                f"{path}: not COCO: annotation {ann.get('id', '?')} has bbox {str(bbox)[:40]}, not [x, y, w, h]")
+                f"{path}: not COCO: annotation {ann.get('id', '?')} has bbox {str(bbox)[:40]}, not [x, y, w, h]"
+            )
     for cat in data["categories"]:
         if not isinstance(cat, dict) or "id" not in cat:
             raise DataError(f"{path}: not COCO: an entry of 'categories' lacks 'id' ({str(cat)[:80]})")

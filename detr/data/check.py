@@ -43,6 +43,13 @@ def check_dataset(data_cfg: DataConfig, split: str) -> dict:
         )
     anns = [ann for ann in coco.dataset["annotations"] if ann["image_id"] in ids]
     summary = annotation_summary(images, anns, frozenset(coco.cats))
-    summary.update(split=split, root=str(layout.root), image_dir=str(image_dir), annotation_file=str(ann_file),
-                   categories=len(coco.cats), layout=layout.kind, layout_description=layout.describe())
+    summary.update(
+        split=split,
+        root=str(layout.root),
+        image_dir=str(image_dir),
+        annotation_file=str(ann_file),
+        categories=len(coco.cats),
+        layout=layout.kind,
+        layout_description=layout.describe(),
+    )
     return summary

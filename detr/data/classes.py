@@ -48,6 +48,8 @@ def resolve_num_classes(cfg: RunConfig) -> int:
     if current == AUTO:
         cfg.model.num_classes = needed
     elif current < needed:
-        raise DataError(f"{ann_file}: the largest category id is {needed - 1}, but num_classes = {current}: "
-                        f"set num_classes = {needed} (or \"auto\") in the [model] section of the profile")
+        raise DataError(
+            f"{ann_file}: the largest category id is {needed - 1}, but num_classes = {current}: "
+            f'set num_classes = {needed} (or "auto") in the [model] section of the profile'
+        )
     return cfg.model.num_classes

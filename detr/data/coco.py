@@ -29,8 +29,9 @@ def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
 class CocoDetection(Dataset):
     """Images of one split with their box targets (see `build_dataset` for the sample format)."""
 
-    def __init__(self, image_dir: Path, ann_file: Path, transform: Callable, seed: int = 0,
-                 image_ids: list[int] | None = None) -> None:
+    def __init__(
+        self, image_dir: Path, ann_file: Path, transform: Callable, seed: int = 0, image_ids: list[int] | None = None
+    ) -> None:
         if not image_dir.is_dir():
             raise DataError(f"{image_dir}: image folder not found")
         self.image_dir, self.ann_file = image_dir, ann_file
@@ -119,6 +120,8 @@ def build_dataset(data_cfg: DataConfig, split: str, *, train: bool, seed: int = 
     if source.part != "all":  # a single-file export: this split's share of its images
         image_ids = split_image_ids(load_coco(source.annotations).imgs, source.part, layout.val_fraction)
         if not image_ids:
-            raise DataError(f"{source.annotations}: the {split} split holds no images (val_fraction = "
-                            f"{layout.val_fraction}); set [data] val_fraction > 0, or eval_every = 0 to train on all")
+            raise DataError(
+                f"{source.annotations}: the {split} split holds no images (val_fraction = "
+                f"{layout.val_fraction}); set [data] val_fraction > 0, or eval_every = 0 to train on all"
+            )
     return CocoDetection(source.images, source.annotations, transform, seed, image_ids)

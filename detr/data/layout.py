@@ -23,8 +23,10 @@ from detr.errors import DataError
 ROBOFLOW_FILE = "_annotations.coco.json"
 ROBOFLOW_VAL = ("valid", "val")
 LABEL_STUDIO_FILE = "result.json"
-LOOKED_FOR = (f"annotations/instances_<split>.json with <split>/ (COCO), train/{ROBOFLOW_FILE} (Roboflow), "
-              f"annotations/<one file>.json or {LABEL_STUDIO_FILE} with images/ (CVAT, Label Studio)")
+LOOKED_FOR = (
+    f"annotations/instances_<split>.json with <split>/ (COCO), train/{ROBOFLOW_FILE} (Roboflow), "
+    f"annotations/<one file>.json or {LABEL_STUDIO_FILE} with images/ (CVAT, Label Studio)"
+)
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,15 @@ class Layout:
 
     def describe(self) -> str:
         """One line for people: what was found, and how the validation images were chosen."""
-        names = {"coco": "COCO layout", "roboflow": "Roboflow export", "cvat": "CVAT export (single file)",
-                 "label-studio": "Label Studio export (single file)", "single-file": "single-file export",
-                 "flags": "annotation files from the flags", "synthetic": "synthetic dataset"}
+        names = {
+            "coco": "COCO layout",
+            "roboflow": "Roboflow export",
+            "cvat": "CVAT export (single file)",
+            "label-studio": "Label Studio export (single file)",
+            "single-file": "single-file export",
+            "flags": "annotation files from the flags",
+            "synthetic": "synthetic dataset",
+        }
         train = _relative(self.train.annotations, self.root)
         if self.val.part == "held_out":
             val = f"val = {self.val_fraction:.0%} of its images held out (evenly spread; [data] val_fraction)"
@@ -113,19 +121,27 @@ def _detect(root: Path, data_cfg: DataConfig, required: bool) -> Layout | None:
         candidates.append(root / LABEL_STUDIO_FILE)
     if len(candidates) == 1:
         ann = candidates[0]
-        kind = ("label-studio" if ann.name == LABEL_STUDIO_FILE
-                else "cvat" if ann.name == "instances_default.json" else "single-file")
+        kind = (
+            "label-studio"
+            if ann.name == LABEL_STUDIO_FILE
+            else "cvat"
+            if ann.name == "instances_default.json"
+            else "single-file"
+        )
         train, val = _held_out(SplitSource(_image_folder(root, ann), ann))
         return Layout(kind, root, train, val, fraction)
     if len(candidates) > 1:
         if not required:
             return None
         names = ", ".join(_relative(c, root) for c in candidates[:4])
-        raise DataError(f"{root}: several annotation files ({names}): pass --train-annotations FILE "
-                        "(and --val-annotations FILE, else a share of the training images is held out)")
+        raise DataError(
+            f"{root}: several annotation files ({names}): pass --train-annotations FILE "
+            "(and --val-annotations FILE, else a share of the training images is held out)"
+        )
     if required:
-        raise DataError(f"{root}: no dataset layout found; looked for {LOOKED_FOR} "
-                        "(or pass --train-annotations and --train-images)")
+        raise DataError(
+            f"{root}: no dataset layout found; looked for {LOOKED_FOR} (or pass --train-annotations and --train-images)"
+        )
     return None
 
 

@@ -13,8 +13,9 @@ from PIL import Image
 
 CATEGORY_NAMES = ("circle", "square", "triangle", "ring", "cross", "diamond")
 # One saturated colour per category, in CATEGORY_NAMES order; backgrounds are desaturated greys.
-COLOURS = np.array([(220, 40, 40), (40, 170, 60), (40, 80, 230), (240, 200, 30), (200, 50, 200), (30, 200, 210)],
-                   dtype=np.float64)
+COLOURS = np.array(
+    [(220, 40, 40), (40, 170, 60), (40, 80, 230), (240, 200, 30), (200, 50, 200), (30, 200, 210)], dtype=np.float64
+)
 MAX_IOU, MAX_COVER = 0.3, 0.5  # overlap limits between objects (IoU, and share of the smaller box)
 
 
@@ -104,5 +105,3 @@ def render_image(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, 
         placed.append(box)
         objects.append({"category_id": kind + 1, "bbox": [bx, by, bw, bh], "area": int(mask.sum())})
     return image, objects
-
-

@@ -22,8 +22,10 @@ def cache_dir() -> Path:
 
 
 def synthetic_key(data_cfg: DataConfig) -> str:
-    return (f"v{GENERATOR_VERSION}-seed{data_cfg.synthetic_seed}-train{data_cfg.synthetic_train_images}"
-            f"-val{data_cfg.synthetic_val_images}-px{data_cfg.synthetic_image_size}")
+    return (
+        f"v{GENERATOR_VERSION}-seed{data_cfg.synthetic_seed}-train{data_cfg.synthetic_train_images}"
+        f"-val{data_cfg.synthetic_val_images}-px{data_cfg.synthetic_image_size}"
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -84,7 +86,8 @@ def dataset_root(data_cfg: DataConfig, progress: Callable[[int, int], None] | No
     root = Path(data_cfg.coco_path).expanduser()
     if not root.exists():
         raise DataError(
-            f"{root}: dataset root not found (expected a folder with train2017/, val2017/ and annotations/)")
+            f"{root}: dataset root not found (expected a folder with train2017/, val2017/ and annotations/)"
+        )
     if not root.is_dir():
         raise DataError(f"{root}: dataset root is not a folder")
     return root

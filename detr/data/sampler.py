@@ -23,8 +23,18 @@ class DeterministicBatchSampler(Sampler[list[int]]):
     batches from the k-th on that an uninterrupted epoch e would yield on this rank.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, *, shuffle: bool, seed: int, rank: int = 0,
-                 world_size: int = 1, drop_last: bool = True, group_ids: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+        group_ids: Sequence[int] | None = None,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -60,7 +70,7 @@ class DeterministicBatchSampler(Sampler[list[int]]):
         else:
             order = np.arange(self.num_samples)
         if self.group_ids is None:
-            batches = [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+            batches = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
             return batches[:-1] if batches and self.drop_last and len(batches[-1]) < self.batch_size else batches
         batches, pending = [], {}
         for index in order.tolist():
@@ -82,10 +92,10 @@ class DeterministicBatchSampler(Sampler[list[int]]):
             else:
                 pad = -len(batches) % self.world_size
                 batches = batches + (batches * (pad // len(batches) + 1))[:pad]
-        return batches[self.rank::self.world_size]
+        return batches[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.rank_batches()[self.start_batch:]
+        yield from self.rank_batches()[self.start_batch :]
 
     def __len__(self) -> int:
         return self.batches_per_epoch - self.start_batch

@@ -30,8 +30,9 @@ def _image_shape(rng: np.random.Generator, image_size: int) -> tuple[int, int]:
     return image_size, round(image_size * ratio)
 
 
-def _write_split(out: Path, split: str, code: int, count: int, image_size: int, seed: int,
-                 tick: Callable[[], None]) -> None:
+def _write_split(
+    out: Path, split: str, code: int, count: int, image_size: int, seed: int, tick: Callable[[], None]
+) -> None:
     folder = out / f"{split}2017"
     folder.mkdir(parents=True)
     images, annotations = [], []
@@ -56,8 +57,15 @@ def _write_split(out: Path, split: str, code: int, count: int, image_size: int, 
     (out / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(data, sort_keys=True))
 
 
-def generate_synthetic_coco(out_dir: str | Path, *, train_images: int, val_images: int, image_size: int,
-                            seed: int, progress: Callable[[int, int], None] | None = None) -> Path:
+def generate_synthetic_coco(
+    out_dir: str | Path,
+    *,
+    train_images: int,
+    val_images: int,
+    image_size: int,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
     """Write OUT/{train2017,val2017}/*.jpg and OUT/annotations/instances_{train,val}2017.json.
 
     `image_size` is the longer side. `progress(done, total)` is called after every image. OUT must

@@ -66,7 +66,9 @@ class StepContext:
     targets: list[dict[str, Any]]
     loss: torch.Tensor | None = None  # weighted total, unscaled
     loss_dict: dict[str, torch.Tensor] = field(default_factory=dict)
-    param_norms: torch.Tensor | None = None  # per-parameter grad norms (trainer.grad_param_names order), before clipping
+    param_norms: torch.Tensor | None = (
+        None  # per-parameter grad norms (trainer.grad_param_names order), before clipping
+    )
     grad_norm: torch.Tensor | None = None  # total grad norm before clipping
     skip_step: bool = False
     skip_reason: str = ""

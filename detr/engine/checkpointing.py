@@ -56,7 +56,9 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
 
     ckpt = load_checkpoint_file(path)
     if "model" not in ckpt:
-        raise CheckpointError(f"{path}: not a training checkpoint (no 'model' entry); use --weights to load bare weights")
+        raise CheckpointError(
+            f"{path}: not a training checkpoint (no 'model' entry); use --weights to load bare weights"
+        )
     return ckpt
 
 
@@ -73,10 +75,14 @@ def check_resume_not_finished(ckpt: dict[str, Any], epochs: int, max_steps: int,
     """
     finished = resume_epoch(ckpt)
     if finished >= epochs:
-        raise ConfigError(f"--resume {source}: the run already finished {finished} "
-                          f"epoch{'s' if finished != 1 else ''} (--epochs {epochs}); "
-                          "pass a larger --epochs to continue")
+        raise ConfigError(
+            f"--resume {source}: the run already finished {finished} "
+            f"epoch{'s' if finished != 1 else ''} (--epochs {epochs}); "
+            "pass a larger --epochs to continue"
+        )
     steps = ckpt.get("global_step", 0)
     if max_steps and steps >= max_steps:
-        raise ConfigError(f"--resume {source}: the run already made {steps} step{'s' if steps != 1 else ''} "
-                          f"(--max-steps {max_steps}); pass a larger --max-steps (0: no limit) to continue")
+        raise ConfigError(
+            f"--resume {source}: the run already made {steps} step{'s' if steps != 1 else ''} "
+            f"(--max-steps {max_steps}); pass a larger --max-steps (0: no limit) to continue"
+        )

@@ -45,7 +45,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: no CUDA GPU is visible (try --device cpu, or run `detrdoctor env-check`)")
+            raise ConfigError(
+                f"--device {name}: no CUDA GPU is visible (try --device cpu, or run `detrdoctor env-check`)"
+            )
         if index is not None and index >= torch.cuda.device_count():
             raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
     return torch.device(kind, index) if index is not None else torch.device(kind)

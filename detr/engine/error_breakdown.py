@@ -34,8 +34,11 @@ def _class_agnostic(coco: Any) -> Any:
     from pycocotools.coco import COCO
 
     merged = COCO()
-    merged.dataset = {**coco.dataset, "categories": [{"id": 1, "name": "object"}],
-                      "annotations": [{**a, "category_id": 1} for a in coco.dataset["annotations"]]}
+    merged.dataset = {
+        **coco.dataset,
+        "categories": [{"id": 1, "name": "object"}],
+        "annotations": [{**a, "category_id": 1} for a in coco.dataset["annotations"]],
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         merged.createIndex()
     return merged
@@ -50,14 +53,25 @@ def error_breakdown(coco: Any, detections: np.ndarray, image_ids: list[int]) -> 
     keys = [f"{t:.1f}" for t in IOU_THRESHOLDS]
     ids = set(image_ids)
     objects = sum(1 for a in coco.dataset["annotations"] if a["image_id"] in ids and not a.get("iscrowd", 0))
-    result: dict[str, Any] = {"objects": objects, "confident_score": CONFIDENT_SCORE,
-                              "confident_detections": int((detections[:, 5] >= CONFIDENT_SCORE).sum())}
+    result: dict[str, Any] = {
+        "objects": objects,
+        "confident_score": CONFIDENT_SCORE,
+        "confident_detections": int((detections[:, 5] >= CONFIDENT_SCORE).sum()),
+    }
     if len(detections) == 0:
-        return {**result, "AP_at_iou": dict.fromkeys(keys, 0.0), "recall_at_iou": dict.fromkeys(keys, 0.0),
-                "AP50_class_agnostic": 0.0}
+        return {
+            **result,
+            "AP_at_iou": dict.fromkeys(keys, 0.0),
+            "recall_at_iou": dict.fromkeys(keys, 0.0),
+            "AP50_class_agnostic": 0.0,
+        }
     ap, recall = _ap_and_recall(coco, detections, image_ids)
     agnostic = detections.copy()
     agnostic[:, 6] = 1
     agnostic_ap, _ = _ap_and_recall(_class_agnostic(coco), agnostic, image_ids)
-    return {**result, "AP_at_iou": dict(zip(keys, ap)), "recall_at_iou": dict(zip(keys, recall)),
-            "AP50_class_agnostic": agnostic_ap[IOU_THRESHOLDS.index(0.5)]}
+    return {
+        **result,
+        "AP_at_iou": dict(zip(keys, ap)),
+        "recall_at_iou": dict(zip(keys, recall)),
+        "AP50_class_agnostic": agnostic_ap[IOU_THRESHOLDS.index(0.5)],
+    }

@@ -16,8 +16,9 @@ from detr.engine.distributed import all_gather_objects, is_main_process
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def accumulated_cocoeval(coco: Any, detections: np.ndarray, image_ids: list[int],
-                         iou_thresholds: Sequence[float] | None = None) -> Any:
+def accumulated_cocoeval(
+    coco: Any, detections: np.ndarray, image_ids: list[int], iou_thresholds: Sequence[float] | None = None
+) -> Any:
     """COCOeval of box detections (rows [image_id, x, y, w, h, score, category_id]), evaluated and accumulated,
     over `image_ids` and at `iou_thresholds` (default: COCO's 0.50:0.95)."""
     from pycocotools.cocoeval import COCOeval
@@ -80,8 +81,12 @@ def detections_as_rows(targets: list[dict[str, Any]], results: list[dict[str, to
         boxes = result["boxes"].float().cpu()
         xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
         image_id = torch.full((len(boxes), 1), float(int(target["image_id"])))
-        rows.append(torch.cat([image_id, xywh, result["scores"].float().cpu()[:, None],
-                               result["labels"].float().cpu()[:, None]], dim=1))
+        rows.append(
+            torch.cat(
+                [image_id, xywh, result["scores"].float().cpu()[:, None], result["labels"].float().cpu()[:, None]],
+                dim=1,
+            )
+        )
     return torch.cat(rows).numpy().astype(np.float64) if rows else np.zeros((0, 7))
 
 

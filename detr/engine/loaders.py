@@ -15,17 +15,35 @@ def ignore_sigint_in_worker(worker_id: int) -> None:  # noqa: ARG001 - DataLoade
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def build_loader(dataset: Dataset, data_cfg: DataConfig, batch_size: int, *, train: bool, seed: int,
-                 rank: int = 0, world_size: int = 1, device: torch.device | None = None,
-                 num_workers: int | None = None, pin_memory: bool | None = None) -> DataLoader:
+def build_loader(
+    dataset: Dataset,
+    data_cfg: DataConfig,
+    batch_size: int,
+    *,
+    train: bool,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | None = None,
+    num_workers: int | None = None,
+    pin_memory: bool | None = None,
+) -> DataLoader:
     """A loader over our deterministic batch sampler (shuffled and drop_last for training)."""
     from detr.data import DeterministicBatchSampler, collate_batch
 
     group_ids = None
     if train and data_cfg.aspect_ratio_grouping:
         group_ids = [0 if r < 1 else 1 for r in dataset.aspect_ratios()]
-    sampler = DeterministicBatchSampler(len(dataset), batch_size, shuffle=train, seed=seed, rank=rank,
-                                        world_size=world_size, drop_last=train, group_ids=group_ids)
+    sampler = DeterministicBatchSampler(
+        len(dataset),
+        batch_size,
+        shuffle=train,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        drop_last=train,
+        group_ids=group_ids,
+    )
     workers = data_cfg.num_workers if num_workers is None else num_workers
     pin = data_cfg.pin_memory and device is not None and device.type == "cuda" if pin_memory is None else pin_memory
     return DataLoader(
@@ -40,10 +58,18 @@ def build_loader(dataset: Dataset, data_cfg: DataConfig, batch_size: int, *, tra
     )
 
 
-def build_eval_loader(dataset: Dataset, data_cfg: DataConfig, batch_size: int, *, rank: int = 0,
-                      world_size: int = 1, device: torch.device | None = None) -> DataLoader:
+def build_eval_loader(
+    dataset: Dataset,
+    data_cfg: DataConfig,
+    batch_size: int,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | None = None,
+) -> DataLoader:
     """Every validation image once, split over ranks, in dataset order."""
-    loader = build_loader(dataset, data_cfg, batch_size, train=False, seed=0, rank=rank,
-                          world_size=world_size, device=device)
+    loader = build_loader(
+        dataset, data_cfg, batch_size, train=False, seed=0, rank=rank, world_size=world_size, device=device
+    )
     loader.batch_sampler.set_epoch(0)
     return loader

@@ -50,30 +50,53 @@ class TrainingStep:
     `grad_params` are the trainable parameters, whose order `param_norms` follows.
     """
 
-    def __init__(self, model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-                 grad_params: Sequence[nn.Parameter], *, device_type: str, amp_dtype: torch.dtype | None,
-                 clip_max_norm: float, scaler: torch.amp.GradScaler | None = None, ema: ModelEMA | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        grad_params: Sequence[nn.Parameter],
+        *,
+        device_type: str,
+        amp_dtype: torch.dtype | None,
+        clip_max_norm: float,
+        scaler: torch.amp.GradScaler | None = None,
+        ema: ModelEMA | None = None,
+    ):
         self.model, self.criterion, self.optimizer = model, criterion, optimizer
         self.grad_params = list(grad_params)
         self.device_type, self.amp_dtype = device_type, amp_dtype
         self.clip_max_norm, self.scaler, self.ema = clip_max_norm, scaler, ema
 
     def autocast(self) -> AbstractContextManager:
-        return torch.autocast(self.device_type, dtype=self.amp_dtype or torch.float32,
-                              enabled=self.amp_dtype is not None)
+        return torch.autocast(
+            self.device_type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        )
 
-    def loss(self, images: Tensor, mask: Tensor, targets: list[dict[str, Any]],
-             autocast: AbstractContextManager | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(
+        self,
+        images: Tensor,
+        mask: Tensor,
+        targets: list[dict[str, Any]],
+        autocast: AbstractContextManager | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Forward under autocast and the weighted loss (computed in float32 by the criterion)."""
         with autocast or self.autocast():
             outputs = self.model(images, mask)
         loss_dict = self.criterion(outputs, targets)
         return weighted_loss(loss_dict, self.criterion.weight_dict), loss_dict
 
-    def run(self, images: Tensor, mask: Tensor, targets: list[dict[str, Any]], *,
-            after_backward: Callable[[StepResult], bool] | None = None, phase: Phase = no_phase,
-            backward: Callable[[Tensor], None] = Tensor.backward,
-            autocast: AbstractContextManager | None = None) -> StepResult:
+    def run(
+        self,
+        images: Tensor,
+        mask: Tensor,
+        targets: list[dict[str, Any]],
+        *,
+        after_backward: Callable[[StepResult], bool] | None = None,
+        phase: Phase = no_phase,
+        backward: Callable[[Tensor], None] = Tensor.backward,
+        autocast: AbstractContextManager | None = None,
+    ) -> StepResult:
         """One step. `after_backward(result)` sees the unscaled gradients' norms and returns True to skip the
         optimizer step; `phase`, `backward` and `autocast` let memprofile account for and drive the step."""
         clock = time.perf_counter
@@ -117,4 +140,3 @@ class TrainingStep:
         if self.clip_max_norm <= 0 or not grad_norm > 0:
             return 1.0
         return min(1.0, self.clip_max_norm / (grad_norm + 1e-6))
-

@@ -69,23 +69,36 @@ class Trainer:
         resume = load_training_checkpoint(t.resume) if t.resume else None
         if resume is not None:
             check_resume_not_finished(resume, t.epochs, t.max_steps, t.resume)
-        self.output_dir = Path(output_dir or t.output_dir or (Path(t.resume).parent if t.resume else default_output_dir()))
+        self.output_dir = Path(
+            output_dir or t.output_dir or (Path(t.resume).parent if t.resume else default_output_dir())
+        )
 
         torch.manual_seed(t.seed)  # identical initial weights on every rank
         self.data_summary = check_dataset(cfg.data, "train")
         resolve_num_classes(cfg)  # "auto" → the data's; config.toml then records the int (see fit)
         self.train_set = build_dataset(cfg.data, "train", train=True, seed=t.seed)
         self.val_set = build_dataset(cfg.data, "val", train=False, seed=t.seed) if t.eval_every > 0 else None
-        self.train_loader = build_loader(self.train_set, cfg.data, t.batch_size, train=True, seed=t.seed,
-                                         rank=self.rank, world_size=self.world_size, device=self.device)
+        self.train_loader = build_loader(
+            self.train_set,
+            cfg.data,
+            t.batch_size,
+            train=True,
+            seed=t.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+            device=self.device,
+        )
 
         # The training set's categories (id → name): checkpoints and config.toml carry them.
         self.categories = dataset_categories(self.train_set.coco)
         model, self.criterion, self.postprocessor = build_model(cfg.model, train_backbone=t.lr_backbone > 0)
         # Fine-tuning: tensors sized by another class count or num_queries keep their fresh initialisation.
         # A resumed run takes every weight from its checkpoint instead (no download of `weights` for nothing).
-        self.reinitialised = load_fitting_state_dict(model, load_checkpoint_state_dict(t.weights), t.weights,
-                                                     cfg.model) if t.weights and resume is None else []
+        self.reinitialised = (
+            load_fitting_state_dict(model, load_checkpoint_state_dict(t.weights), t.weights, cfg.model)
+            if t.weights and resume is None
+            else []
+        )
         model.to(self.device)
         self.criterion.to(self.device)
         if t.channels_last:
@@ -98,15 +111,24 @@ class Trainer:
         self.model = model
         if self.world_size > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.grad_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.grad_param_names = [n for n, _ in self.grad_params]
         self.optimizer = build_optimizer(model, t)
         self.scheduler = build_scheduler(self.optimizer, t)
         self.scaler = torch.amp.GradScaler("cuda") if t.amp == "fp16" else None
-        self.step = TrainingStep(self.model, self.criterion, self.optimizer, [p for _, p in self.grad_params],
-                                 device_type=self.device.type, amp_dtype=self.amp_dtype,
-                                 clip_max_norm=t.clip_max_norm, scaler=self.scaler, ema=self.ema)
+        self.step = TrainingStep(
+            self.model,
+            self.criterion,
+            self.optimizer,
+            [p for _, p in self.grad_params],
+            device_type=self.device.type,
+            amp_dtype=self.amp_dtype,
+            clip_max_norm=t.clip_max_norm,
+            scaler=self.scaler,
+            ema=self.ema,
+        )
 
         self.global_step = 0
         self.start_epoch = 0
@@ -181,8 +203,18 @@ class Trainer:
     # ----------------------------------------------------------------- events
     def emit_event(self, kind: str, message: str, severity: str = "info", **fields: Any) -> dict[str, Any]:
         """Write an event record and hand it to every callback."""
-        event = {"type": "event", "step": self.global_step, "kind": kind, "severity": severity, "message": message,
-                 "signal": None, "value": None, "threshold": None, "module": None, **fields}
+        event = {
+            "type": "event",
+            "step": self.global_step,
+            "kind": kind,
+            "severity": severity,
+            "message": message,
+            "signal": None,
+            "value": None,
+            "threshold": None,
+            "module": None,
+            **fields,
+        }
         self.metrics.write(event)
         for cb in self.callbacks:
             cb.on_event(self, event)
@@ -216,12 +248,19 @@ class Trainer:
         values = values.tolist()
         step_time = ctx.timings["step"]
         grad_norm = float(ctx.grad_norm)
-        record = {"type": "step", "step": ctx.step, "epoch": ctx.epoch, "loss": values[0],
-                  **dict(zip(names, values[1:])),
-                  "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": grad_norm,
-                  "clip_ratio": self.step.clip_ratio(grad_norm),
-                  "step_time_s": step_time, "data_time_s": ctx.timings["data"],
-                  "images_per_s": len(ctx.targets) * self.world_size / step_time if step_time > 0 else None}
+        record = {
+            "type": "step",
+            "step": ctx.step,
+            "epoch": ctx.epoch,
+            "loss": values[0],
+            **dict(zip(names, values[1:])),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "grad_norm": grad_norm,
+            "clip_ratio": self.step.clip_ratio(grad_norm),
+            "step_time_s": step_time,
+            "data_time_s": ctx.timings["data"],
+            "images_per_s": len(ctx.targets) * self.world_size / step_time if step_time > 0 else None,
+        }
         if self.scaler is not None:
             record["loss_scale"] = self.scaler.get_scale()  # after this step's update: the next step's scale
         if not ctx.optimizer_stepped:
@@ -242,12 +281,23 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_eval_start(self)
         start = time.perf_counter()
-        loader = build_eval_loader(self.val_set, self.cfg.data, self.cfg.train.batch_size,
-                                   rank=self.rank, world_size=self.world_size, device=self.device)
+        loader = build_eval_loader(
+            self.val_set,
+            self.cfg.data,
+            self.cfg.train.batch_size,
+            rank=self.rank,
+            world_size=self.world_size,
+            device=self.device,
+        )
         model = self.ema.module if self.ema is not None else self.model_without_ddp
         stats = evaluate_coco(model, self.postprocessor, loader, self.val_set.coco, self.device, self.amp_dtype)
-        record = {"type": "eval", "step": self.global_step, **stats, "ema": self.ema is not None,
-                  "eval_time_s": time.perf_counter() - start}
+        record = {
+            "type": "eval",
+            "step": self.global_step,
+            **stats,
+            "ema": self.ema is not None,
+            "eval_time_s": time.perf_counter() - start,
+        }
         self.metrics.write(record)
         self.last_eval = record
         for cb in self.callbacks:
@@ -258,13 +308,19 @@ class Trainer:
         for target in targets:
             for name in target.get("corrupt_files", ()):
                 self.corrupt_samples += 1
-                self.emit_event("corrupt_image", f"could not decode {name}; replaced by another sample",
-                                severity="warning", path=str(name))
+                self.emit_event(
+                    "corrupt_image",
+                    f"could not decode {name}; replaced by another sample",
+                    severity="warning",
+                    path=str(name),
+                )
         limit = self.cfg.data.max_corrupt_fraction * len(self.train_set)
         if self.corrupt_samples > max(limit, 0):
-            raise DataError(f"{self.corrupt_samples} corrupt images skipped, more than max_corrupt_fraction="
-                            f"{self.cfg.data.max_corrupt_fraction} of {len(self.train_set)}; check the dataset "
-                            "(`detrdoctor env-check --coco-path ROOT`)")
+            raise DataError(
+                f"{self.corrupt_samples} corrupt images skipped, more than max_corrupt_fraction="
+                f"{self.cfg.data.max_corrupt_fraction} of {len(self.train_set)}; check the dataset "
+                "(`detrdoctor env-check --coco-path ROOT`)"
+            )
 
     def fit(self) -> dict[str, Any]:
         """Train until `epochs` or `max_steps`; returns a summary. Ctrl-C stops after the current step."""
@@ -276,29 +332,46 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_start(self)
         if self.global_step == 0 and self.data_summary:
-            self.emit_event("data_summary", self.data_summary.get("message", "dataset checked"), **{
-                k: v for k, v in self.data_summary.items() if k != "message"})
+            self.emit_event(
+                "data_summary",
+                self.data_summary.get("message", "dataset checked"),
+                **{k: v for k, v in self.data_summary.items() if k != "message"},
+            )
         if self.global_step == 0 and self.reinitialised:
             fields = sorted({REINITIALISABLE[k] for k in self.reinitialised})
             values = " and ".join(str(getattr(self.cfg.model, field)) for field in fields)
-            self.emit_event("weights_partial", f"fine-tuning from {self.cfg.train.weights}: re-initialised "
-                            f"{', '.join(self.reinitialised)}: the checkpoint was trained with another "
-                            f"{' and '.join(fields)} than this run's {values}; every other tensor loaded",
-                            reinitialised=self.reinitialised, weights=self.cfg.train.weights)
+            self.emit_event(
+                "weights_partial",
+                f"fine-tuning from {self.cfg.train.weights}: re-initialised "
+                f"{', '.join(self.reinitialised)}: the checkpoint was trained with another "
+                f"{' and '.join(fields)} than this run's {values}; every other tensor loaded",
+                reinitialised=self.reinitialised,
+                weights=self.cfg.train.weights,
+            )
         if self._resume_rng is not None:
             set_rng_state(self._resume_rng)
         try:
             interrupted = self._run_epochs()
         finally:
             signal.signal(signal.SIGINT, previous_handler)
-        if (t.eval_every > 0 and (self.last_eval is None or self.last_eval["step"] != self.global_step)
-                and not interrupted and self.stop_request is None):
+        if (
+            t.eval_every > 0
+            and (self.last_eval is None or self.last_eval["step"] != self.global_step)
+            and not interrupted
+            and self.stop_request is None
+        ):
             self.evaluate()
-        summary = {"steps": self.global_step, "epoch": self._epoch, "interrupted": interrupted,
-                   "elapsed_s": time.perf_counter() - started, "output_dir": str(self.output_dir),
-                   "checkpoint": str(self.output_dir / "checkpoint.pth"), "last_eval": self.last_eval,
-                   "corrupt_samples": self.corrupt_samples,
-                   "exit_code": 130 if interrupted else (self.stop_request[1] if self.stop_request else 0)}
+        summary = {
+            "steps": self.global_step,
+            "epoch": self._epoch,
+            "interrupted": interrupted,
+            "elapsed_s": time.perf_counter() - started,
+            "output_dir": str(self.output_dir),
+            "checkpoint": str(self.output_dir / "checkpoint.pth"),
+            "last_eval": self.last_eval,
+            "corrupt_samples": self.corrupt_samples,
+            "exit_code": 130 if interrupted else (self.stop_request[1] if self.stop_request else 0),
+        }
         for cb in self.callbacks:
             cb.on_train_end(self, summary)
         self.metrics.close()
@@ -336,10 +409,14 @@ class Trainer:
                 data_time = time.perf_counter() - data_start
                 self._check_corrupt(targets)
                 self.global_step += 1
-                ctx = StepContext(step=self.global_step, epoch=epoch, batch_in_epoch=batch_in_epoch,
-                                  images=images.to(self.device, non_blocking=True),
-                                  mask=mask.to(self.device, non_blocking=True),
-                                  targets=move_targets(targets, self.device))
+                ctx = StepContext(
+                    step=self.global_step,
+                    epoch=epoch,
+                    batch_in_epoch=batch_in_epoch,
+                    images=images.to(self.device, non_blocking=True),
+                    mask=mask.to(self.device, non_blocking=True),
+                    targets=move_targets(targets, self.device),
+                )
                 if self.cfg.train.channels_last:
                     ctx.images = ctx.images.contiguous(memory_format=torch.channels_last)
                 for cb in self.callbacks:
@@ -352,8 +429,9 @@ class Trainer:
                     self.metrics.write(record)
                 for cb in self.callbacks:
                     cb.on_step_end(self, ctx, record)
-                interrupted = broadcast_flag(self._stop_requested, self.device) if self.world_size > 1 \
-                    else self._stop_requested
+                interrupted = (
+                    broadcast_flag(self._stop_requested, self.device) if self.world_size > 1 else self._stop_requested
+                )
                 if interrupted or self.stop_request or (t.max_steps and self.global_step >= t.max_steps):
                     self.save_checkpoint(epoch, batch_in_epoch)
                     resume_hint = f"checkpoint written, continue with --resume {self.output_dir / 'checkpoint.pth'}"
@@ -381,11 +459,14 @@ class Trainer:
                 return False
             self.save_checkpoint(*self._data_wait)
             self._data_wait = None
-        resume_hint = (f"checkpoint of step {self.global_step} written, continue with --resume "
-                       f"{self.output_dir / 'checkpoint.pth'}")
+        resume_hint = (
+            f"checkpoint of step {self.global_step} written, continue with --resume "
+            f"{self.output_dir / 'checkpoint.pth'}"
+        )
         if interrupted:
-            self.emit_event("interrupted", f"stopped by Ctrl-C while waiting for data after step {self.global_step}; "
-                            f"{resume_hint}")
+            self.emit_event(
+                "interrupted", f"stopped by Ctrl-C while waiting for data after step {self.global_step}; {resume_hint}"
+            )
         else:
             reason = self.stop_request[0] if self.stop_request else "stopped while waiting for data"
             self.emit_event("stopped", f"{reason}; {resume_hint}", severity="error")

@@ -13,8 +13,9 @@ def default_profile(profile: str | None, coco_path: str | None) -> str:
     return profile or ("detr-r50" if coco_path else "demo")
 
 
-def load_run_config(profile: str | None, coco_path: str | None,
-                    overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
+def load_run_config(
+    profile: str | None, coco_path: str | None, overrides: dict[str, dict[str, Any]] | None = None
+) -> RunConfig:
     """The profile's configuration with the flags that were given (not None) applied and validated.
 
     `overrides` maps a config section to its keys, e.g. {"train": {"lr": 1e-4}}; keys are checked and

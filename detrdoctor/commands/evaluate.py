@@ -71,9 +71,13 @@ def run_evaluate(options: EvaluateOptions) -> int:
     from detrdoctor.commands.common import announce_layout, apply_flags, data_flags
 
     cfg, ckpt = config_for_weights(options.weights, options.profile)
-    apply_flags(cfg, {"data": {"coco_path": options.coco_path, "num_workers": options.num_workers,
-                               **data_flags(options)},
-                      "train": {"batch_size": options.batch_size, "device": options.device}})
+    apply_flags(
+        cfg,
+        {
+            "data": {"coco_path": options.coco_path, "num_workers": options.num_workers, **data_flags(options)},
+            "train": {"batch_size": options.batch_size, "device": options.device},
+        },
+    )
     validate(cfg)
     cfg.model.backbone_weights = "none"  # the checkpoint carries the backbone
     announce_layout(cfg)
@@ -113,7 +117,8 @@ def run_evaluate(options: EvaluateOptions) -> int:
         breakdown["findings"] = judge_breakdown(breakdown)
     if options.json_output:
         extra = ({} if breakdown is None else {"breakdown": breakdown}) | (
-            {} if per_class is None else {"per_class": per_class})
+            {} if per_class is None else {"per_class": per_class}
+        )
         print(json.dumps({"weights": options.weights, "ema": ema, "images": len(dataset), **stats, **extra}))
         return 0
     console = Console()
@@ -141,6 +146,7 @@ def render_per_class(console: Console, per_class: list[dict[str, Any]]) -> None:
     for name, justify in (("id", "right"), ("name", "left"), ("AP", "right"), ("AP50", "right")):
         table.add_column(name, justify=justify)
     for row in per_class:
-        table.add_row(str(row["id"]), escape(row["name"]),
-                      *("—" if row[k] is None else f"{row[k]:.3f}" for k in ("AP", "AP50")))
+        table.add_row(
+            str(row["id"]), escape(row["name"]), *("—" if row[k] is None else f"{row[k]:.3f}" for k in ("AP", "AP50"))
+        )
     console.print(table)

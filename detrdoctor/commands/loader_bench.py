@@ -51,13 +51,15 @@ def run_loader_bench(options: LoaderBenchOptions) -> int:
     check_options(options)
     worker_counts = parse_worker_counts(options.num_workers, usable_cpus())
     step_time = parse_step_time(options.step_time)
-    cfg = load_run_config(options.profile, options.coco_path, {"train": {"batch_size": options.batch_size},
-                                                               "data": data_flags(options)})
+    cfg = load_run_config(
+        options.profile, options.coco_path, {"train": {"batch_size": options.batch_size}, "data": data_flags(options)}
+    )
     announce_layout(cfg)
     resolve_num_classes(cfg)  # the step timing builds the model
     out = Console(highlight=False)
-    collected = collect(cfg, options, worker_counts, step_time,
-                        Console(stderr=True, highlight=False) if options.json_output else out)
+    collected = collect(
+        cfg, options, worker_counts, step_time, Console(stderr=True, highlight=False) if options.json_output else out
+    )
     report = judge(collected)
     if options.json_output:
         print(dumps(report))

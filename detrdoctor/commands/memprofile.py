@@ -54,10 +54,19 @@ def run_memprofile(options: MemprofileOptions) -> int:
     if snapshot is None or snapshot.status != "ok":
         snapshot_path = None
 
-    summary = Summary(profile=plan.profile, shape=shape, device=device_facts(plan, torch.__version__),
-                      target=plan.target, safety_margin=plan.safety_margin, results=sweep.results,
-                      amp_modes=plan.amp_modes, searches=searches, warnings=warnings, notes=estimate_notes(plan),
-                      snapshot_path=snapshot_path)
+    summary = Summary(
+        profile=plan.profile,
+        shape=shape,
+        device=device_facts(plan, torch.__version__),
+        target=plan.target,
+        safety_margin=plan.safety_margin,
+        results=sweep.results,
+        amp_modes=plan.amp_modes,
+        searches=searches,
+        warnings=warnings,
+        notes=estimate_notes(plan),
+        snapshot_path=snapshot_path,
+    )
     if plan.output_dir is not None:
         write_csv(summary, plan.output_dir / "memprofile.csv")
     if plan.json_output:

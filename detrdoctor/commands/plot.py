@@ -40,10 +40,19 @@ def render_run(run: Run, summary: dict[str, Any], smooth: int) -> list:
     from detrdoctor.runs import SERIES, smoothed
 
     evals = summary["series"].get("AP", {}).get("points", 0)
-    table = Table(title=f"[bold]{escape(run.name)}[/] — {summary['steps']} steps, {evals} evaluations, "
-                  f"{len(run.events)} events", title_justify="left", box=None, pad_edge=False)
-    for column, justify in (("series", "left"), ("over the run", "left"), ("last", "right"), ("best", "right"),
-                            ("at step", "right")):
+    table = Table(
+        title=f"[bold]{escape(run.name)}[/] — {summary['steps']} steps, {evals} evaluations, {len(run.events)} events",
+        title_justify="left",
+        box=None,
+        pad_edge=False,
+    )
+    for column, justify in (
+        ("series", "left"),
+        ("over the run", "left"),
+        ("last", "right"),
+        ("best", "right"),
+        ("at step", "right"),
+    ):
         table.add_column(column, justify=justify, no_wrap=True)
     for series in SERIES:
         entry = summary["series"].get(series.key)
@@ -52,16 +61,25 @@ def render_run(run: Run, summary: dict[str, Any], smooth: int) -> list:
         values = [v for _, v in run.points[series.key]]
         trend = sparkline(resampled(smoothed(values, smooth), SPARK_WIDTH), SPARK_WIDTH, log=series.log)
         shown = (lambda v: f"{v:.0%}") if series.key == "data_wait" else num
-        table.add_row(series.label, Text(trend, style="cyan"), shown(entry["last"]),
-                      shown(entry["best"]) if "best" in entry else "—", str(entry.get("best_step", "")))
+        table.add_row(
+            series.label,
+            Text(trend, style="cyan"),
+            shown(entry["last"]),
+            shown(entry["best"]) if "best" in entry else "—",
+            str(entry.get("best_step", "")),
+        )
     lines: list = [table]
     hidden = len(run.events) - EVENTS_SHOWN
     if hidden > 0:
         lines.append(Text(f"  … {hidden} earlier events (all in --json)", style="dim"))
     for event in run.events[-EVENTS_SHOWN:]:
         style = SEVERITY_STYLE.get(event.get("severity", "info"), "")
-        lines.append(Text.from_markup(f"  [{style}]{escape(str(event.get('kind')))}[/] step {event.get('step')}: "
-                                      f"{escape(str(event.get('message', '')))}"))
+        lines.append(
+            Text.from_markup(
+                f"  [{style}]{escape(str(event.get('kind')))}[/] step {event.get('step')}: "
+                f"{escape(str(event.get('message', '')))}"
+            )
+        )
     return lines
 
 
@@ -89,8 +107,11 @@ def run_plot(options: PlotOptions) -> int:
         return 0
     console = Console(highlight=False)
     if out is not None:
-        console.print(f"wrote [bold]{out}[/] ({len(runs)} run{'s' if len(runs) != 1 else ''}, "
-                      f"{max(run.last_step for run in runs)} steps)", soft_wrap=True)
+        console.print(
+            f"wrote [bold]{out}[/] ({len(runs)} run{'s' if len(runs) != 1 else ''}, "
+            f"{max(run.last_step for run in runs)} steps)",
+            soft_wrap=True,
+        )
         return 0
     for run, summary in zip(runs, summaries):
         for line in render_run(run, summary, options.smooth):

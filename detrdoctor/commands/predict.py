@@ -86,8 +86,10 @@ def split_inputs(cfg: RunConfig, split: str, device: torch.device) -> Inputs:
     check_dataset(cfg.data, split)
     dataset = build_dataset(cfg.data, split, train=False)
     loader = build_eval_loader(dataset, cfg.data, cfg.train.batch_size, device=device)
-    files = {image_id: (dataset.image_path(i), dataset.coco.imgs[image_id]["file_name"])
-             for i, image_id in enumerate(dataset.ids)}
+    files = {
+        image_id: (dataset.image_path(i), dataset.coco.imgs[image_id]["file_name"])
+        for i, image_id in enumerate(dataset.ids)
+    }
     return Inputs(loader, files, dataset.coco)
 
 
@@ -106,8 +108,13 @@ def file_inputs(cfg: RunConfig, sources: list[str], out: Path, device: torch.dev
     if not images:
         raise DataError(f"no images in {', '.join(sources)} (looked for {', '.join(IMAGE_SUFFIXES)}, recursively)")
     dataset = ImageFiles([path for path, _ in images], cfg.data)
-    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, collate_fn=collate_readable,
-                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.train.batch_size,
+        collate_fn=collate_readable,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+    )
     return Inputs(loader, dict(enumerate(images)), None)
 
 
@@ -119,8 +126,9 @@ def tracked(loader: Iterable, progress: Progress, description: str) -> Iterator:
         progress.advance(task)
 
 
-def draw_image(inputs: Inputs, image_id: int, rows: np.ndarray, names: dict[int, str], threshold: float,
-               compare: bool, out: Path) -> int:
+def draw_image(
+    inputs: Inputs, image_id: int, rows: np.ndarray, names: dict[int, str], threshold: float, compare: bool, out: Path
+) -> int:
     """Write the drawn image of `image_id` under `out`; returns how many boxes were drawn."""
     import torch
     from PIL import Image
@@ -149,8 +157,14 @@ def draw_image(inputs: Inputs, image_id: int, rows: np.ndarray, names: dict[int,
     return len(shown)
 
 
-def draw_all(inputs: Inputs, detections: np.ndarray, image_ids: list[int], names: dict[int, str],
-             options: PredictOptions, progress: Progress) -> dict[str, int]:
+def draw_all(
+    inputs: Inputs,
+    detections: np.ndarray,
+    image_ids: list[int],
+    names: dict[int, str],
+    options: PredictOptions,
+    progress: Progress,
+) -> dict[str, int]:
     """Draw every scored image into --out; returns the boxes drawn per class name."""
     import numpy as np
 
@@ -171,9 +185,15 @@ def draw_all(inputs: Inputs, detections: np.ndarray, image_ids: list[int], names
 
 def results_json(inputs: Inputs, detections: np.ndarray) -> list[dict[str, Any]]:
     """COCO results: image_id, category_id (the dataset's own ids: the model's labels are), bbox xywh, score."""
-    return [{"image_id": inputs.result_id(int(r[0])), "category_id": int(r[6]),
-             "bbox": [float(r[1]), float(r[2]), float(r[3]), float(r[4])], "score": float(r[5])}
-            for r in detections]
+    return [
+        {
+            "image_id": inputs.result_id(int(r[0])),
+            "category_id": int(r[6]),
+            "bbox": [float(r[1]), float(r[2]), float(r[3]), float(r[4])],
+            "score": float(r[5]),
+        }
+        for r in detections
+    ]
 
 
 def run_predict(options: PredictOptions) -> int:
@@ -195,8 +215,13 @@ def run_predict(options: PredictOptions) -> int:
     check_options(options)
     cfg, ckpt = config_for_weights(options.weights, None)
     require_detr(ckpt, options.weights)
-    apply_flags(cfg, {"data": {"coco_path": options.coco_path},
-                      "train": {"batch_size": options.batch_size, "device": options.device}})
+    apply_flags(
+        cfg,
+        {
+            "data": {"coco_path": options.coco_path},
+            "train": {"batch_size": options.batch_size, "device": options.device},
+        },
+    )
     validate(cfg)
     cfg.model.backbone_weights = "none"  # the checkpoint carries the backbone
     device = resolve_device(cfg.train.device)
@@ -213,17 +238,26 @@ def run_predict(options: PredictOptions) -> int:
     names = category_names(ckpt, inputs.coco)
 
     started = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
         with torch.inference_mode():
             detections, image_ids = predict_detections(
-                model, postprocessor, tracked(inputs.loader, progress, "predicting (batches)"), device, amp_dtype)
+                model, postprocessor, tracked(inputs.loader, progress, "predicting (batches)"), device, amp_dtype
+            )
         predict_s = time.perf_counter() - started
         scored = set(image_ids)
         unreadable = [str(path) for image_id, (path, _) in inputs.files.items() if image_id not in scored]
         if not scored:
-            raise DataError(f"none of the {len(unreadable)} images could be read: "
-                            f"{', '.join(unreadable[:3])}{', ...' if len(unreadable) > 3 else ''}")
+            raise DataError(
+                f"none of the {len(unreadable)} images could be read: "
+                f"{', '.join(unreadable[:3])}{', ...' if len(unreadable) > 3 else ''}"
+            )
         (out / "predictions.json").write_text(json.dumps(results_json(inputs, detections)))
         boxes_drawn = draw_all(inputs, detections, image_ids, names, options, progress)
 
@@ -232,10 +266,18 @@ def run_predict(options: PredictOptions) -> int:
     else:
         source = options.sources
     summary = {
-        "weights": options.weights, "source": source, "device": str(device), "images": len(image_ids),
-        "unreadable": len(unreadable), "unreadable_files": unreadable, "out": str(out),
-        "predictions": str(out / "predictions.json"), "detections": len(detections), "threshold": options.threshold,
-        "boxes_drawn": sum(boxes_drawn.values()), "boxes_per_class": dict(sorted(boxes_drawn.items())),
+        "weights": options.weights,
+        "source": source,
+        "device": str(device),
+        "images": len(image_ids),
+        "unreadable": len(unreadable),
+        "unreadable_files": unreadable,
+        "out": str(out),
+        "predictions": str(out / "predictions.json"),
+        "detections": len(detections),
+        "threshold": options.threshold,
+        "boxes_drawn": sum(boxes_drawn.values()),
+        "boxes_per_class": dict(sorted(boxes_drawn.items())),
         "images_per_s": len(image_ids) / predict_s if predict_s > 0 else None,
     }
     if options.json_output:
@@ -248,10 +290,16 @@ def run_predict(options: PredictOptions) -> int:
         f"{len(image_ids)} images on {device} ({summary['images_per_s']:.1f} images/s) → [bold]{escape(str(out))}[/]: "
         f"{summary['boxes_drawn']} boxes with score ≥ {options.threshold} drawn"
         + (" beside the ground truth" if options.compare else "")
-        + (f", {len(unreadable)} unreadable skipped" if unreadable else ""), soft_wrap=True)
+        + (f", {len(unreadable)} unreadable skipped" if unreadable else ""),
+        soft_wrap=True,
+    )
     if boxes_drawn:
-        console.print("  boxes per class: " + ", ".join(f"{escape(name)} {count}"
-                                                      for name, count in summary["boxes_per_class"].items()))
-    console.print(f"{escape(summary['predictions'])}: all {len(detections)} detections (every score), COCO results "
-                  "format", soft_wrap=True)
+        console.print(
+            "  boxes per class: "
+            + ", ".join(f"{escape(name)} {count}" for name, count in summary["boxes_per_class"].items())
+        )
+    console.print(
+        f"{escape(summary['predictions'])}: all {len(detections)} detections (every score), COCO results format",
+        soft_wrap=True,
+    )
     return 0

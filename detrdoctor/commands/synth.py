@@ -21,19 +21,33 @@ def run_synth(options: SynthOptions) -> int:
     from detr.data import generate_synthetic_coco
     from detr.errors import ConfigError
 
-    for flag, value, low in (("--train-images", options.train_images, 1), ("--val-images", options.val_images, 1),
-                             ("--image-size", options.image_size, 32)):
+    for flag, value, low in (
+        ("--train-images", options.train_images, 1),
+        ("--val-images", options.val_images, 1),
+        ("--image-size", options.image_size, 32),
+    ):
         if value < low:
             raise ConfigError(f"{flag} must be at least {low}, got {value}")
     console = Console(stderr=True)
     total = options.train_images + options.val_images
-    with Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as progress:
+    with Progress(
+        TextColumn("rendering"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         task = progress.add_task("synth", total=total)
         root = generate_synthetic_coco(
-            options.out, train_images=options.train_images, val_images=options.val_images,
-            image_size=options.image_size, seed=options.seed,
-            progress=lambda done, total: progress.update(task, completed=done, total=total))
-    Console().print(f"wrote {options.train_images} + {options.val_images} images and COCO annotations "
-                    f"to [bold]{root}[/]")
+            options.out,
+            train_images=options.train_images,
+            val_images=options.val_images,
+            image_size=options.image_size,
+            seed=options.seed,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    Console().print(
+        f"wrote {options.train_images} + {options.val_images} images and COCO annotations to [bold]{root}[/]"
+    )
     return 0

@@ -53,16 +53,35 @@ class TrainOptions:
         """The flags as config keys, per section."""
         from detrdoctor.commands.common import data_flags
 
-        train_keys = ("output_dir", "epochs", "max_steps", "batch_size", "lr", "lr_backbone", "clip_max_norm",
-                      "ema_decay", "amp", "device", "resume", "weights", "seed", "eval_every", "log_every")
+        train_keys = (
+            "output_dir",
+            "epochs",
+            "max_steps",
+            "batch_size",
+            "lr",
+            "lr_backbone",
+            "clip_max_norm",
+            "ema_decay",
+            "amp",
+            "device",
+            "resume",
+            "weights",
+            "seed",
+            "eval_every",
+            "log_every",
+        )
         return {
             "model": {"backbone_weights": self.backbone_weights},
             "data": {"num_workers": self.num_workers, **data_flags(self)},
             "train": {key: getattr(self, key) for key in train_keys},
             "watchdog": {"on_anomaly": self.on_anomaly},
-            "diagnostics": {"dashboard": self.dashboard, "profile_cpu": self.profile_cpu,
-                            "stall_after": self.stall_after, "on_stall": self.on_stall,
-                            "tensorboard": self.tensorboard},
+            "diagnostics": {
+                "dashboard": self.dashboard,
+                "profile_cpu": self.profile_cpu,
+                "stall_after": self.stall_after,
+                "on_stall": self.on_stall,
+                "tensorboard": self.tensorboard,
+            },
         }
 
 
@@ -151,9 +170,13 @@ def build_callbacks(cfg: RunConfig, profile: str = "") -> list[Callback]:
     callbacks.append(progress_display(Console(highlight=False), diagnostics.dashboard, profile))
     if diagnostics.stall_after > 0:
         # The first step also waits for worker start-up and compilation: it gets at least five minutes.
-        callbacks.append(StallDetector(min_limit_s=diagnostics.stall_after,
-                                       first_step_limit_s=max(diagnostics.stall_after, 300.0),
-                                       on_stall=diagnostics.on_stall))
+        callbacks.append(
+            StallDetector(
+                min_limit_s=diagnostics.stall_after,
+                first_step_limit_s=max(diagnostics.stall_after, 300.0),
+                on_stall=diagnostics.on_stall,
+            )
+        )
     if diagnostics.profile_cpu:
         from detrdoctor.flamegraph import CpuProfiler
 

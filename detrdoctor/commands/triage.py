@@ -118,8 +118,10 @@ def run_triage(options: TriageOptions) -> int:
         checks += judge_overfit(overfit_facts, cfg)
         overfit = overfit_summary(overfit_facts)
     else:
-        checks += [triage_check("overfit", f"overfit.{name}", "skip", message="--steps 0")
-                   for name in ("finite", "fit", "labels", "boxes")]
+        checks += [
+            triage_check("overfit", f"overfit.{name}", "skip", message="--steps 0")
+            for name in ("finite", "fit", "labels", "boxes")
+        ]
     images = draw_training_samples(cfg, ids, out)
     if trainer is not None:
         images += draw_predictions(trainer, out)
@@ -135,25 +137,38 @@ def run_triage(options: TriageOptions) -> int:
         import json
         import sys
 
-        sys.stdout.write(json.dumps({"checks": checks, "summary": summary, "overfit": overfit,
-                                     "artifacts": artifacts}, indent=2) + "\n")
+        sys.stdout.write(
+            json.dumps({"checks": checks, "summary": summary, "overfit": overfit, "artifacts": artifacts}, indent=2)
+            + "\n"
+        )
     else:
         render(checks, summary, overfit, artifacts, cfg, Console(highlight=False))
     return int(summary["exit_code"])
 
 
-def render(checks: list[dict[str, Any]], summary: dict[str, Any], overfit: dict[str, Any] | None,
-           artifacts: dict[str, Any], cfg: RunConfig, console: Any) -> None:
+def render(
+    checks: list[dict[str, Any]],
+    summary: dict[str, Any],
+    overfit: dict[str, Any] | None,
+    artifacts: dict[str, Any],
+    cfg: RunConfig,
+    console: Any,
+) -> None:
     """env-check's table, then the overfit numbers and where the drawn samples are."""
     from detrdoctor.envcheck.render import render_table
 
     source = f"{cfg.model.backbone} DETR, {cfg.data.coco_path or 'synthetic data'}"
     render_table(checks, summary, source, console, title="detrdoctor triage")
     if overfit is not None:
-        terms = ", ".join(f"{name} {a:.3f} → {b:.3f}" for name, (a, b) in overfit["terms"].items()
-                          if a is not None and b is not None)
+        terms = ", ".join(
+            f"{name} {a:.3f} → {b:.3f}" for name, (a, b) in overfit["terms"].items() if a is not None and b is not None
+        )
         ap50 = "not scored" if overfit["ap50"] is None else f"{overfit['ap50']:.3f}"
-        console.print(f"overfit: {overfit['images']} images, {overfit['steps']} steps, AP50 {ap50}; {terms}",
-                      soft_wrap=True, markup=False)
-    console.print(f"look: {len(artifacts['images'])} images drawn in {artifacts['folder']}/", soft_wrap=True,
-                  markup=False)
+        console.print(
+            f"overfit: {overfit['images']} images, {overfit['steps']} steps, AP50 {ap50}; {terms}",
+            soft_wrap=True,
+            markup=False,
+        )
+    console.print(
+        f"look: {len(artifacts['images'])} images drawn in {artifacts['folder']}/", soft_wrap=True, markup=False
+    )

@@ -65,17 +65,30 @@ class CudaStepTimer:
 
 def run_info(trainer: TrainerView, profile: str) -> RunInfo:
     t = trainer.cfg.train
-    return RunInfo(run_name=Path(trainer.output_dir).name, profile=profile, device=str(trainer.device),
-                   world_size=trainer.world_size, amp=t.amp, total_steps=trainer.total_steps(),
-                   steps_per_epoch=trainer.train_loader.batch_sampler.batches_per_epoch,
-                   epochs=t.epochs, clip_max_norm=t.clip_max_norm, output_dir=str(trainer.output_dir))
+    return RunInfo(
+        run_name=Path(trainer.output_dir).name,
+        profile=profile,
+        device=str(trainer.device),
+        world_size=trainer.world_size,
+        amp=t.amp,
+        total_steps=trainer.total_steps(),
+        steps_per_epoch=trainer.train_loader.batch_sampler.batches_per_epoch,
+        epochs=t.epochs,
+        clip_max_norm=t.clip_max_norm,
+        output_dir=str(trainer.output_dir),
+    )
 
 
 class Dashboard(Callback):
     """The live training screen on the main process; prints the final frame and a summary at the end."""
 
-    def __init__(self, console: Console | None = None, profile: str = "", refresh_per_second: float = 2.0,
-                 telemetry_every_s: float = 1.0):
+    def __init__(
+        self,
+        console: Console | None = None,
+        profile: str = "",
+        refresh_per_second: float = 2.0,
+        telemetry_every_s: float = 1.0,
+    ):
         self.console = console or Console()
         self.profile = profile
         self.refresh_per_second = refresh_per_second
@@ -100,8 +113,14 @@ class Dashboard(Callback):
             self._timer = CudaStepTimer(lambda: torch.cuda.Event(enable_timing=True), self.state.add_gpu_split)
             self._hook = trainer.criterion.register_forward_hook(lambda *_: self._timer.mark())
         # transient: an error raised out of the loop is then printed on a clean screen, not above a frozen frame
-        self._live = Live(console=self.console, get_renderable=self._frame, refresh_per_second=self.refresh_per_second,
-                          transient=True, redirect_stdout=True, redirect_stderr=True)
+        self._live = Live(
+            console=self.console,
+            get_renderable=self._frame,
+            refresh_per_second=self.refresh_per_second,
+            transient=True,
+            redirect_stdout=True,
+            redirect_stderr=True,
+        )
         self._live.start(refresh=True)
         atexit.register(self.close)
 
@@ -116,8 +135,9 @@ class Dashboard(Callback):
         key = (view.version, int(view.elapsed_s), width, height)
         if key != self._frame_key:
             options = self.console.options.update(width=width, height=None)
-            self._frame_lines = SegmentLines(self.console.render_lines(render.dashboard(view, width, height), options,
-                                                                       pad=False), new_lines=True)
+            self._frame_lines = SegmentLines(
+                self.console.render_lines(render.dashboard(view, width, height), options, pad=False), new_lines=True
+            )
             self._frame_key = key
         return self._frame_lines
 
@@ -134,8 +154,9 @@ class Dashboard(Callback):
             return
         if self._timer is not None:
             self._timer.end()
-        self.state.add_step(ctx.step, ctx.epoch, ctx.timings, len(ctx.targets) * trainer.world_size,
-                            ctx.optimizer_stepped)
+        self.state.add_step(
+            ctx.step, ctx.epoch, ctx.timings, len(ctx.targets) * trainer.world_size, ctx.optimizer_stepped
+        )
         if record is not None:
             self.state.add_record(record)
 

@@ -109,8 +109,15 @@ def line(*parts: str | tuple[str, str] | Text) -> Text:
 
 
 def panel(lines: list[Text], title: str | Text, width: int, height: int | None = None) -> Panel:
-    return Panel(Group(*lines), title=title, title_align="left", width=width,
-                 height=height or len(lines) + 2, border_style="bright_black", padding=(0, 1))
+    return Panel(
+        Group(*lines),
+        title=title,
+        title_align="left",
+        width=width,
+        height=height or len(lines) + 2,
+        border_style="bright_black",
+        padding=(0, 1),
+    )
 
 
 # ----------------------------------------------------------------------------- panels
@@ -120,14 +127,23 @@ def header(view: View, width: int) -> list[Text]:
     info = view.info
     if info is None:
         return [line(("detrdoctor train", "bold"), " · starting…")]
-    first = line(("detrdoctor", "bold"), f" · {info.run_name} · ", (info.profile, "cyan"),
-                 f" · {info.device} · world {info.world_size} · amp {info.amp}")
+    first = line(
+        ("detrdoctor", "bold"),
+        f" · {info.run_name} · ",
+        (info.profile, "cyan"),
+        f" · {info.device} · world {info.world_size} · amp {info.amp}",
+    )
     total = max(info.total_steps, 1)
-    phase = {"evaluating": ("evaluating", "bold yellow"), "done": ("done", "bold green"),
-             "stopped": ("stopped", "bold red")}.get(view.phase)
+    phase = {
+        "evaluating": ("evaluating", "bold yellow"),
+        "done": ("done", "bold green"),
+        "stopped": ("stopped", "bold red"),
+    }.get(view.phase)
     status = Text.assemble(
         f" step {view.step}/{info.total_steps} · epoch {view.epoch + 1}/{info.epochs} · "
-        f"{duration(view.elapsed_s)} · ETA {duration(eta_s(view))}", *((" · ", phase) if phase else ()))
+        f"{duration(view.elapsed_s)} · ETA {duration(eta_s(view))}",
+        *((" · ", phase) if phase else ()),
+    )
     bar_width = max(0, min(30, width - len(status.plain)))
     return [first, line(bar(view.step / total, bar_width, "green"), status)]
 
@@ -138,12 +154,24 @@ def losses_panel(view: View, width: int) -> list[Text]:
     for key, label in LOSS_LABEL.items():
         series = view.losses.get(key, ())
         current = finite(series[-1:])
-        lines.append(line(f"{label:<6}", (f"{num(current[0] if current else None):>8}", "bold"),
-                          (f" ~{num(smoothed(series)):<7} ", "dim"), (sparkline(series, spark_width), "cyan")))
+        lines.append(
+            line(
+                f"{label:<6}",
+                (f"{num(current[0] if current else None):>8}", "bold"),
+                (f" ~{num(smoothed(series)):<7} ", "dim"),
+                (sparkline(series, spark_width), "cyan"),
+            )
+        )
     ev = view.last_eval or {}
-    lines.append(line("EMA AP " if ev.get("ema") else "AP ", (num(_get(ev, "AP")), "bold green"),
-                      " · AP50 ", (num(_get(ev, "AP50")), "bold green"),
-                      f" · lr {view.lr:.1e}" if view.lr is not None else ""))
+    lines.append(
+        line(
+            "EMA AP " if ev.get("ema") else "AP ",
+            (num(_get(ev, "AP")), "bold green"),
+            " · AP50 ",
+            (num(_get(ev, "AP50")), "bold green"),
+            f" · lr {view.lr:.1e}" if view.lr is not None else "",
+        )
+    )
     return lines
 
 
@@ -156,12 +184,23 @@ def gradients_panel(view: View, width: int) -> list[Text]:
     norms = view.grad_norms
     current = finite(norms[-1:])
     spark_width = max(0, width - 4 - 24)
-    lines = [line(f"{'norm':<6}", (f"{num(current[0] if current else None):>8}", "bold"),
-                  (f" ~{num(smoothed(norms)):<7} ", "dim"), (sparkline(norms, spark_width, log=True), "magenta"))]
+    lines = [
+        line(
+            f"{'norm':<6}",
+            (f"{num(current[0] if current else None):>8}", "bold"),
+            (f" ~{num(smoothed(norms)):<7} ", "dim"),
+            (sparkline(norms, spark_width, log=True), "magenta"),
+        )
+    ]
     ratio, fraction = clip_ratio(view), clipped_fraction(view)
     max_norm = view.info.clip_max_norm if view.info else 0.0
-    clip = ("clipping off", "dim") if max_norm <= 0 else f"clip at {max_norm:g}" if ratio is None else \
-        f"clipped {percent(fraction)} ×{ratio:.2g}"
+    clip = (
+        ("clipping off", "dim")
+        if max_norm <= 0
+        else f"clip at {max_norm:g}"
+        if ratio is None
+        else f"clipped {percent(fraction)} ×{ratio:.2g}"
+    )
     skipped = (f" · skipped {view.skipped_steps}", "bold yellow" if view.skipped_steps else "")
     scale = f" · scale {view.loss_scale:.0f}" if view.loss_scale is not None else ""
     lines.append(line(clip, skipped, scale))
@@ -211,10 +250,16 @@ def _gpu_line(gpu: GpuReading, width: int) -> Text:
     temp_style = "bold red" if (gpu.temperature_c or 0) >= 85 else "yellow" if (gpu.temperature_c or 0) >= 75 else ""
     power = "" if gpu.power_w is None else f" {gpu.power_w:.0f}W"
     gauge = max(0, min(12, (width - 4 - 36) // 2))
-    return line(f"{gpu.index} util ", ("   —" if util is None else f"{util:3.0f}%", "bold"), " ",
-                bar(None if util is None else util / 100, gauge, "green"),
-                f" mem {gib(gpu.mem_used, 0)}/{gib(gpu.mem_total, 0)}G ", bar(mem, gauge, "cyan"),
-                (temp, temp_style), power)
+    return line(
+        f"{gpu.index} util ",
+        ("   —" if util is None else f"{util:3.0f}%", "bold"),
+        " ",
+        bar(None if util is None else util / 100, gauge, "green"),
+        f" mem {gib(gpu.mem_used, 0)}/{gib(gpu.mem_total, 0)}G ",
+        bar(mem, gauge, "cyan"),
+        (temp, temp_style),
+        power,
+    )
 
 
 def system_panel(telemetry: Telemetry | None, width: int) -> tuple[str, list[Text]]:
@@ -230,8 +275,15 @@ def system_panel(telemetry: Telemetry | None, width: int) -> tuple[str, list[Tex
         if mem is not None:
             lines.append(line(f"alloc {gib(mem.allocated)} · resv {gib(mem.reserved)} · peak {gib(mem.peak)}G"))
         if host is not None:
-            lines.append(line((f"CPU {_pct(host.cpu_percent)} of {host.cpus} · "
-                               f"RAM {gib(host.ram_used, 0)}/{gib(host.ram_total, 0)} GiB", "dim")))
+            lines.append(
+                line(
+                    (
+                        f"CPU {_pct(host.cpu_percent)} of {host.cpus} · "
+                        f"RAM {gib(host.ram_used, 0)}/{gib(host.ram_total, 0)} GiB",
+                        "dim",
+                    )
+                )
+            )
         return title, lines
     title = "CPU" + (f" · {telemetry.note}" if telemetry.note else "")
     if host is None:
@@ -256,11 +308,18 @@ def events_panel(view: View, count: int) -> tuple[Text, list[Text]]:
     title = Text("events")
     for severity in ("warning", "error"):
         if counts.get(severity):
-            title.append(" · ").append(f"{counts[severity]} {severity}{'s' * (counts[severity] != 1)}",
-                                       SEVERITY_STYLE[severity])
+            title.append(" · ").append(
+                f"{counts[severity]} {severity}{'s' * (counts[severity] != 1)}", SEVERITY_STYLE[severity]
+            )
     shown = view.events[-count:] if count > 0 else ()
-    lines = [line((f"{e.step:>6} ", "dim"), (f"{e.kind} ", SEVERITY_STYLE.get(e.severity, "") + " bold"),
-                  (e.message, SEVERITY_STYLE.get(e.severity, ""))) for e in shown]
+    lines = [
+        line(
+            (f"{e.step:>6} ", "dim"),
+            (f"{e.kind} ", SEVERITY_STYLE.get(e.severity, "") + " bold"),
+            (e.message, SEVERITY_STYLE.get(e.severity, "")),
+        )
+        for e in shown
+    ]
     if not lines and count > 0:
         lines = [line(("no events yet", "dim"))]
     return title, lines
@@ -300,15 +359,23 @@ def dashboard(view: View, width: int, height: int) -> RenderableType:
         right_h = sum(len(p) + 2 for p in right)
         body_h = max(left_h, right_h)
         # The last panel of the shorter column stretches so both columns end on the same line.
-        left_panels = [panel(left[0], "losses", left_w),
-                       panel(left[1], "gradients", left_w, len(left[1]) + 2 + body_h - left_h)]
-        right_panels = [panel(right[0], f"throughput · {view.split_source}", right_w),
-                        panel(sys_lines, sys_title, right_w, len(sys_lines) + 2 + body_h - right_h)]
+        left_panels = [
+            panel(left[0], "losses", left_w),
+            panel(left[1], "gradients", left_w, len(left[1]) + 2 + body_h - left_h),
+        ]
+        right_panels = [
+            panel(right[0], f"throughput · {view.split_source}", right_w),
+            panel(sys_lines, sys_title, right_w, len(sys_lines) + 2 + body_h - right_h),
+        ]
         body: list[RenderableType] = [SideBySide(Group(*left_panels), Group(*right_panels), left_w, right_w)]
     else:
         sys_title, sys_lines = system_panel(view.telemetry, width)
-        parts = [(losses_panel(view, width), "losses"), (gradients_panel(view, width), "gradients"),
-                 (throughput_panel(view, width), f"throughput · {view.split_source}"), (sys_lines, sys_title)]
+        parts = [
+            (losses_panel(view, width), "losses"),
+            (gradients_panel(view, width), "gradients"),
+            (throughput_panel(view, width), f"throughput · {view.split_source}"),
+            (sys_lines, sys_title),
+        ]
         body = [panel(lines, title, width) for lines, title in parts]
         body_h = sum(len(lines) + 2 for lines, _ in parts)
     room = height - 1 - len(top) - body_h - 2
@@ -334,16 +401,22 @@ def summary(view: View) -> RenderableType:
     losses = view.losses.get("loss", ())
     known = finite(losses)
     if known:
-        table.add_row("loss", f"{num(known[0])} → {num(known[-1])} (last {min(len(known), 20)} mean "
-                              f"{num(smoothed(losses))})")
+        table.add_row(
+            "loss", f"{num(known[0])} → {num(known[-1])} (last {min(len(known), 20)} mean {num(smoothed(losses))})"
+        )
     ev = s.get("last_eval") or view.last_eval
     if ev:
-        table.add_row("eval", f"AP {num(_get(ev, 'AP'))} · AP50 {num(_get(ev, 'AP50'))} · AP75 {num(_get(ev, 'AP75'))}"
-                              f" (step {ev.get('step', '?')})")
+        table.add_row(
+            "eval",
+            f"AP {num(_get(ev, 'AP'))} · AP50 {num(_get(ev, 'AP50'))} · AP75 {num(_get(ev, 'AP75'))}"
+            f" (step {ev.get('step', '?')})",
+        )
     ips, share = images_per_s(view), data_wait_share(view)
     if ips is not None:
-        table.add_row("throughput", Text.assemble(f"{ips:.1f} img/s · data wait ",
-                                                  (percent(share), LEVEL_STYLE[wait_level(share)])))
+        table.add_row(
+            "throughput",
+            Text.assemble(f"{ips:.1f} img/s · data wait ", (percent(share), LEVEL_STYLE[wait_level(share)])),
+        )
     grads = f"{view.skipped_steps} steps skipped"
     fraction = clipped_fraction(view)
     if fraction is not None:

@@ -154,9 +154,13 @@ class DashboardState:
 
     def add_event(self, event: dict[str, Any]) -> None:
         core = ("type", "step", "kind", "severity", "message")
-        item = Event(step=int(event.get("step") or 0), kind=str(event.get("kind", "event")),
-                     severity=str(event.get("severity", "info")), message=str(event.get("message", "")),
-                     fields={k: v for k, v in event.items() if k not in core})
+        item = Event(
+            step=int(event.get("step") or 0),
+            kind=str(event.get("kind", "event")),
+            severity=str(event.get("severity", "info")),
+            message=str(event.get("message", "")),
+            fields={k: v for k, v in event.items() if k not in core},
+        )
         with self._lock:
             self._version += 1
             self._events.append(item)
@@ -179,17 +183,29 @@ class DashboardState:
             now = self._ended if self._ended is not None else self._clock()
             host, gpu = list(self._host_split), list(self._gpu_split)
             return View(
-                version=self._version, info=self._info, phase=self._phase, step=self._step, epoch=self._epoch,
+                version=self._version,
+                info=self._info,
+                phase=self._phase,
+                step=self._step,
+                epoch=self._epoch,
                 elapsed_s=now - self._started if self._started is not None else 0.0,
                 losses={k: tuple(v) for k, v in self._losses.items()},
                 lr=_finite(self._latest.get("lr")),
-                grad_norms=tuple(self._grad_norms), clip_ratio=_finite(self._latest.get("clip_ratio")),
-                loss_scale=_finite(self._latest.get("loss_scale")), skipped_steps=self._skipped,
-                step_times=tuple(self._step_times), images=tuple(self._images),
-                split=split_means(host, gpu), split_source="CUDA events" if gpu else "host timers",
-                last_eval=self._last_eval, events=tuple(self._events),
-                severity_counts=dict(self._severities), kind_counts=dict(self._kinds),
-                telemetry=self._telemetry, summary=self._summary)
+                grad_norms=tuple(self._grad_norms),
+                clip_ratio=_finite(self._latest.get("clip_ratio")),
+                loss_scale=_finite(self._latest.get("loss_scale")),
+                skipped_steps=self._skipped,
+                step_times=tuple(self._step_times),
+                images=tuple(self._images),
+                split=split_means(host, gpu),
+                split_source="CUDA events" if gpu else "host timers",
+                last_eval=self._last_eval,
+                events=tuple(self._events),
+                severity_counts=dict(self._severities),
+                kind_counts=dict(self._kinds),
+                telemetry=self._telemetry,
+                summary=self._summary,
+            )
 
 
 def split_means(host: list[tuple[float, ...]], gpu: list[tuple[float, float, float]]) -> dict[str, float]:
@@ -205,8 +221,14 @@ def split_means(host: list[tuple[float, ...]], gpu: list[tuple[float, float, flo
     if gpu:
         forward, backward, optimizer = (sum(col) / len(gpu) for col in zip(*gpu))
     other = max(0.0, step - data - forward - backward - optimizer)
-    return {"data": data, "forward": forward, "backward": backward, "optimizer": optimizer, "other": other,
-            "step": step}
+    return {
+        "data": data,
+        "forward": forward,
+        "backward": backward,
+        "optimizer": optimizer,
+        "other": other,
+        "step": step,
+    }
 
 
 # ----------------------------------------------------------------------------- judgements
@@ -272,4 +294,3 @@ def is_gradient_warning(event: Event) -> bool:
 
 def latest_gradient_warning(view: View) -> Event | None:
     return next((e for e in reversed(view.events) if is_gradient_warning(e)), None)
-

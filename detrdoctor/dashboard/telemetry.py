@@ -87,8 +87,11 @@ class NvmlReader:
         else:
             uuids = [self._call(pynvml.nvmlDeviceGetUUID, h) or "" for h in all_handles]
             for position, sel in enumerate(selectors):
-                match = (int(sel) if sel.isdigit() and int(sel) < len(all_handles) else
-                         next((i for i, u in enumerate(uuids) if u.startswith(sel)), None))
+                match = (
+                    int(sel)
+                    if sel.isdigit() and int(sel) < len(all_handles)
+                    else next((i for i, u in enumerate(uuids) if u.startswith(sel)), None)
+                )
                 if match is not None:
                     self.handles.append((position, all_handles[match]))
         if not self.handles:
@@ -110,13 +113,18 @@ class NvmlReader:
             mem = call(nv.nvmlDeviceGetMemoryInfo, handle)
             power = call(nv.nvmlDeviceGetPowerUsage, handle)
             limit = call(nv.nvmlDeviceGetEnforcedPowerLimit, handle)
-            readings.append(GpuReading(
-                index=index, name=name.decode() if isinstance(name, bytes) else name,
-                util_percent=util.gpu if util is not None else None,
-                mem_used=mem.used if mem is not None else None, mem_total=mem.total if mem is not None else None,
-                temperature_c=call(nv.nvmlDeviceGetTemperature, handle, nv.NVML_TEMPERATURE_GPU),
-                power_w=power / 1000 if power is not None else None,
-                power_limit_w=limit / 1000 if limit is not None else None))
+            readings.append(
+                GpuReading(
+                    index=index,
+                    name=name.decode() if isinstance(name, bytes) else name,
+                    util_percent=util.gpu if util is not None else None,
+                    mem_used=mem.used if mem is not None else None,
+                    mem_total=mem.total if mem is not None else None,
+                    temperature_c=call(nv.nvmlDeviceGetTemperature, handle, nv.NVML_TEMPERATURE_GPU),
+                    power_w=power / 1000 if power is not None else None,
+                    power_limit_w=limit / 1000 if limit is not None else None,
+                )
+            )
         return tuple(readings)
 
 
@@ -161,9 +169,13 @@ class HostReader:
             cpus = len(os.sched_getaffinity(0))
         except AttributeError:  # not Linux
             cpus = os.cpu_count() or 1
-        return HostReading(cpu_percent=cpu, cpus=cpus,
-                           ram_used=total - available if total is not None and available is not None else None,
-                           ram_total=total, rss=rss)
+        return HostReading(
+            cpu_percent=cpu,
+            cpus=cpus,
+            ram_used=total - available if total is not None and available is not None else None,
+            ram_total=total,
+            rss=rss,
+        )
 
 
 def torch_memory(device: Any) -> TorchMemory | None:
@@ -173,8 +185,11 @@ def torch_memory(device: Any) -> TorchMemory | None:
     import torch
 
     try:
-        return TorchMemory(allocated=torch.cuda.memory_allocated(device), reserved=torch.cuda.memory_reserved(device),
-                           peak=torch.cuda.max_memory_allocated(device))
+        return TorchMemory(
+            allocated=torch.cuda.memory_allocated(device),
+            reserved=torch.cuda.memory_reserved(device),
+            peak=torch.cuda.max_memory_allocated(device),
+        )
     except Exception:  # a device lost mid-run must not take the dashboard with it
         return None
 
@@ -188,5 +203,9 @@ class TelemetrySampler:
         self.nvml = NvmlReader(visible) if getattr(device, "type", None) == "cuda" else None
 
     def read(self) -> Telemetry:
-        return Telemetry(gpus=self.nvml.read() if self.nvml else (), torch_memory=torch_memory(self.device),
-                         host=self.host.read(), note=self.nvml.note if self.nvml else "")
+        return Telemetry(
+            gpus=self.nvml.read() if self.nvml else (),
+            torch_memory=torch_memory(self.device),
+            host=self.host.read(),
+            note=self.nvml.note if self.nvml else "",
+        )

@@ -25,8 +25,18 @@ FACTS_FORMAT = 1
 
 # Distributions whose versions the rules read; `pynvml` is the deprecated one that fights nvidia-ml-py.
 PACKAGES = (
-    "torch", "torchvision", "numpy", "pycocotools", "scipy", "typer", "rich",
-    "nvidia-ml-py", "pynvml", "py-spy", "pillow", "detrdoctor",
+    "torch",
+    "torchvision",
+    "numpy",
+    "pycocotools",
+    "scipy",
+    "typer",
+    "rich",
+    "nvidia-ml-py",
+    "pynvml",
+    "py-spy",
+    "pillow",
+    "detrdoctor",
 )
 CAP_SYS_PTRACE_BIT = 19
 
@@ -49,8 +59,12 @@ def collect(device: str, num_workers: int | None, dataset: dict[str, Any] | None
         "detrdoctor_version": _version("detrdoctor"),
         "collected_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "hostname": socket.gethostname(),
-        "options": {"device": device, "num_workers": num_workers, "coco_path": request["root"] if request else None,
-                    "profile": request["profile"] if request else None},
+        "options": {
+            "device": device,
+            "num_workers": num_workers,
+            "coco_path": request["root"] if request else None,
+            "profile": request["profile"] if request else None,
+        },
         "python": python_facts(),
         "packages": {name: _version(name) for name in PACKAGES},
         "metadata": metadata_facts(),
@@ -89,7 +103,11 @@ def metadata_facts() -> dict[str, Any]:
     facts: dict[str, Any] = {"torchvision_requires_torch": None, "pynvml_ships_module": None}
     try:
         facts["torchvision_requires_torch"] = next(
-            (r for r in metadata.requires("torchvision") or [] if re.match(r"torch\b(?![-_\w])", r) and "extra" not in r),
+            (
+                r
+                for r in metadata.requires("torchvision") or []
+                if re.match(r"torch\b(?![-_\w])", r) and "extra" not in r
+            ),
             None,
         )
     except metadata.PackageNotFoundError:
@@ -202,8 +220,13 @@ def dataset_request(dataset: dict[str, Any]) -> dict[str, Any]:
     """
     coco_path = dataset.get("coco_path")
     root = str(Path(coco_path).expanduser().resolve()) if coco_path else ""
-    return {"root": root, "profile": dataset.get("profile"), "data": dataset.get("data") or {}, "sample": 8,
-            "doctor_sample": 32}
+    return {
+        "root": root,
+        "profile": dataset.get("profile"),
+        "data": dataset.get("data") or {},
+        "sample": 8,
+        "doctor_sample": 32,
+    }
 
 
 def load_facts(path: str) -> dict[str, Any]:
@@ -225,5 +248,7 @@ def load_facts(path: str) -> dict[str, Any]:
     if not isinstance(facts, dict) or "format" not in facts:
         raise ConfigError(f'--from {path}: no "facts" object; expected the output of `detrdoctor env-check --json`')
     if not isinstance(facts["format"], int) or facts["format"] > FACTS_FORMAT:
-        raise ConfigError(f"--from {path}: facts format {facts['format']!r} is newer than this detrdoctor reads ({FACTS_FORMAT})")
+        raise ConfigError(
+            f"--from {path}: facts format {facts['format']!r} is newer than this detrdoctor reads ({FACTS_FORMAT})"
+        )
     return facts

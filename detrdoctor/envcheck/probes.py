@@ -33,7 +33,9 @@ Emit = Callable[[str, dict[str, Any]], None]
 # ---------------------------------------------------------------- parent side
 
 
-def start_probes(requests: dict[str, dict[str, Any]], commands: dict[str, list[str]] | None = None) -> dict[str, Future[dict[str, Any]]]:
+def start_probes(
+    requests: dict[str, dict[str, Any]], commands: dict[str, list[str]] | None = None
+) -> dict[str, Future[dict[str, Any]]]:
     """Start the named probes (name → parameters) and plain commands (name → argv) at once; name → future result."""
     jobs: dict[str, Callable[[], dict[str, Any]]] = {
         name: (lambda n=name, p=params: _run_probe(n, p)) for name, params in requests.items()
@@ -52,7 +54,9 @@ def _run_probe(name: str, params: dict[str, Any]) -> dict[str, Any]:
     timeout = TIMEOUTS_S.get(name, DEFAULT_TIMEOUT_S)
     start = time.perf_counter()
     try:
-        proc = subprocess.run(argv, input=json.dumps(params), capture_output=True, encoding="utf-8", errors="replace", timeout=timeout)
+        proc = subprocess.run(
+            argv, input=json.dumps(params), capture_output=True, encoding="utf-8", errors="replace", timeout=timeout
+        )
     except subprocess.TimeoutExpired as e:
         result = _parse_steps(_text(e.stdout))
         result["error"] = f"probe timed out after {timeout:.0f} s"
@@ -263,7 +267,10 @@ def _tiny_cocoeval(coco_class: Any, cocoeval_class: Any) -> float:
         ],
     }
     gt.createIndex()
-    detections = [{"image_id": 1, "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9} for a in gt.dataset["annotations"]]
+    detections = [
+        {"image_id": 1, "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+        for a in gt.dataset["annotations"]
+    ]
     evaluator = cocoeval_class(gt, gt.loadRes(detections), "bbox")
     evaluator.evaluate()
     evaluator.accumulate()
@@ -339,8 +346,10 @@ def _layout_facts(cfg: Any) -> dict[str, Any]:
     from detr.data.layout import find_layout
 
     layout = find_layout(cfg.data)
-    splits = [{"name": name, "images": str(source.images), "annotations": str(source.annotations), "part": source.part}
-              for name, source in (("train", layout.train), ("val", layout.val))]
+    splits = [
+        {"name": name, "images": str(source.images), "annotations": str(source.annotations), "part": source.part}
+        for name, source in (("train", layout.train), ("val", layout.val))
+    ]
     return {"kind": layout.kind, "description": layout.describe(), "splits": splits}
 
 
@@ -360,7 +369,11 @@ def _inspect_split(split: dict[str, str], sample: int) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         facts["parse_error"] = f"{type(e).__name__}: {e}"
         return facts
-    missing_keys = [k for k in ("images", "annotations", "categories") if not isinstance(data, dict) or not isinstance(data.get(k), list)]
+    missing_keys = [
+        k
+        for k in ("images", "annotations", "categories")
+        if not isinstance(data, dict) or not isinstance(data.get(k), list)
+    ]
     if missing_keys:
         facts["parse_error"] = f"not COCO: no {', '.join(missing_keys)} list"
         return facts

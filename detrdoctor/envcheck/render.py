@@ -20,8 +20,13 @@ def render_json(checks: list[dict[str, str]], summary: dict[str, Any], facts: di
     sys.stdout.write(json.dumps({"checks": checks, "summary": summary, "facts": facts}, indent=2) + "\n")
 
 
-def render_table(checks: list[dict[str, str]], summary: dict[str, Any], source: str, console: Console | None = None,
-                 title: str = "detrdoctor env-check") -> None:
+def render_table(
+    checks: list[dict[str, str]],
+    summary: dict[str, Any],
+    source: str,
+    console: Console | None = None,
+    title: str = "detrdoctor env-check",
+) -> None:
     """One line per check; a problem's reason and fix go on full-width lines under its row, so commands stay copyable.
 
     A summary with a "verdict" (triage's) shows it instead of env-check's readiness words."""
@@ -29,14 +34,44 @@ def render_table(checks: list[dict[str, str]], summary: dict[str, Any], source: 
     console.print(Text.assemble((title, "bold"), f" · {source}"), soft_wrap=True)
     id_width = max(len(c["id"]) for c in checks)
     found_width, expected_width = _columns(checks, console.width - id_width - 4)
-    console.print(_row(Text(" "), Text("check", "bold"), Text("found", "bold"), Text("expected", "bold"), id_width, found_width, expected_width))
+    console.print(
+        _row(
+            Text(" "),
+            Text("check", "bold"),
+            Text("found", "bold"),
+            Text("expected", "bold"),
+            id_width,
+            found_width,
+            expected_width,
+        )
+    )
     for c in checks:
         symbol, style = SYMBOLS[c["status"]]
         name = Text(c["id"], style if c["status"] != "pass" else "")
         if c["status"] == "skip":  # nothing to compare: its reason spans both columns
-            console.print(_row(Text(symbol, style), name, Text(c["message"] or c["found"], "dim"), None, id_width, found_width + 1 + expected_width, 0))
+            console.print(
+                _row(
+                    Text(symbol, style),
+                    name,
+                    Text(c["message"] or c["found"], "dim"),
+                    None,
+                    id_width,
+                    found_width + 1 + expected_width,
+                    0,
+                )
+            )
         else:
-            console.print(_row(Text(symbol, style), name, Text(c["found"]), Text(c["expected"], "dim"), id_width, found_width, expected_width))
+            console.print(
+                _row(
+                    Text(symbol, style),
+                    name,
+                    Text(c["found"]),
+                    Text(c["expected"], "dim"),
+                    id_width,
+                    found_width,
+                    expected_width,
+                )
+            )
         if c["status"] in ("warn", "fail"):
             if c["message"]:
                 console.print(Padding(Text(c["message"], "italic"), (0, 0, 0, INDENT), expand=False))
@@ -57,7 +92,9 @@ def _columns(checks: list[dict[str, str]], room: int) -> tuple[int, int]:
     return max(10, room - expected), expected
 
 
-def _row(symbol: Text, name: Text, found: Text, expected: Text | None, id_width: int, found_width: int, expected_width: int) -> Table:
+def _row(
+    symbol: Text, name: Text, found: Text, expected: Text | None, id_width: int, found_width: int, expected_width: int
+) -> Table:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(width=1, no_wrap=True)
     grid.add_column(width=id_width, no_wrap=True)

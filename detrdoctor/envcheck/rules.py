@@ -143,16 +143,56 @@ class Cause(NamedTuple):
 
 
 KNOWN_ERRORS: tuple[tuple[str, str, str], ...] = (
-    (r"operator torchvision::\w+ does not exist", "torchvision_abi", "torchvision's compiled ops don't match this torch (built for another version)"),
-    (r"torchvision.*undefined symbol|undefined symbol.*torchvision", "torchvision_abi", "torchvision's compiled ops don't match this torch (built for another version)"),
-    (r"numpy\.dtype size changed", "numpy_abi_newer", "it was compiled against a different NumPy than the one installed (numpy.dtype size changed)"),
-    (r"_ARRAY_API not found|compiled using NumPy 1\.x cannot be run in\s+NumPy 2|Numpy is not available|Failed to initialize NumPy", "numpy_abi_older", "it was compiled against NumPy 1.x and NumPy 2.x is installed"),
-    (r"module 'numpy' has no attribute '(float|int|bool|object|complex)'", "numpy_alias", "it uses np.float and friends, removed in NumPy 1.24 (an old pycocotools, e.g. from the cocoapi git master)"),
-    (r"sm_\d+a? is not compatible with the current PyTorch installation|no kernel image is available", "arch", "this torch has no kernels for the GPU's architecture"),
-    (r"CUDA driver version is insufficient|driver version is insufficient", "driver_old", "the NVIDIA driver is older than this torch's CUDA needs"),
-    (r"NVML Shared Library Not Found|libnvidia-ml\.so", "no_driver", "no NVIDIA driver is installed (libnvidia-ml.so is missing)"),
-    (r"lib(cudart|cublas\w*|cudnn\w*|nccl|nvrtc|cusparse\w*|cufft|curand|nvJitLink)[\w.]*\.so[\w.]*: cannot open shared object", "cuda_libs", "a CUDA library that torch links against is missing (a broken or mixed torch install)"),
-    (r"GLIBCXX_[\d.]+' not found", "libstdcxx", "the C++ runtime (libstdc++) is older than the one the wheel was built with"),
+    (
+        r"operator torchvision::\w+ does not exist",
+        "torchvision_abi",
+        "torchvision's compiled ops don't match this torch (built for another version)",
+    ),
+    (
+        r"torchvision.*undefined symbol|undefined symbol.*torchvision",
+        "torchvision_abi",
+        "torchvision's compiled ops don't match this torch (built for another version)",
+    ),
+    (
+        r"numpy\.dtype size changed",
+        "numpy_abi_newer",
+        "it was compiled against a different NumPy than the one installed (numpy.dtype size changed)",
+    ),
+    (
+        r"_ARRAY_API not found|compiled using NumPy 1\.x cannot be run in\s+NumPy 2|Numpy is not available|Failed to initialize NumPy",
+        "numpy_abi_older",
+        "it was compiled against NumPy 1.x and NumPy 2.x is installed",
+    ),
+    (
+        r"module 'numpy' has no attribute '(float|int|bool|object|complex)'",
+        "numpy_alias",
+        "it uses np.float and friends, removed in NumPy 1.24 (an old pycocotools, e.g. from the cocoapi git master)",
+    ),
+    (
+        r"sm_\d+a? is not compatible with the current PyTorch installation|no kernel image is available",
+        "arch",
+        "this torch has no kernels for the GPU's architecture",
+    ),
+    (
+        r"CUDA driver version is insufficient|driver version is insufficient",
+        "driver_old",
+        "the NVIDIA driver is older than this torch's CUDA needs",
+    ),
+    (
+        r"NVML Shared Library Not Found|libnvidia-ml\.so",
+        "no_driver",
+        "no NVIDIA driver is installed (libnvidia-ml.so is missing)",
+    ),
+    (
+        r"lib(cudart|cublas\w*|cudnn\w*|nccl|nvrtc|cusparse\w*|cufft|curand|nvJitLink)[\w.]*\.so[\w.]*: cannot open shared object",
+        "cuda_libs",
+        "a CUDA library that torch links against is missing (a broken or mixed torch install)",
+    ),
+    (
+        r"GLIBCXX_[\d.]+' not found",
+        "libstdcxx",
+        "the C++ runtime (libstdc++) is older than the one the wheel was built with",
+    ),
     (r"No module named '([\w.]+)'", "missing", "a module is not installed"),
 )
 
@@ -278,8 +318,16 @@ def rule_python(facts: Facts) -> list[Check]:
     found = f"{version} ({py.get('implementation', 'Python')})"
     if meets(version, spec):
         return [check("python.version", "pass", found, spec)]
-    return [check("python.version", "fail", found, spec, fix=f"create the environment with Python {spec.removeprefix('>=')} or newer",
-                  message=f"detrdoctor needs Python {spec}")]
+    return [
+        check(
+            "python.version",
+            "fail",
+            found,
+            spec,
+            fix=f"create the environment with Python {spec.removeprefix('>=')} or newer",
+            message=f"detrdoctor needs Python {spec}",
+        )
+    ]
 
 
 def rule_torch_version(facts: Facts) -> list[Check]:
@@ -293,16 +341,41 @@ def rule_torch_version(facts: Facts) -> list[Check]:
     if not record.get("ok"):
         error = step_error(facts, "torch", "import")
         cause = classify(error)
-        return [check("torch.version", "fail", f"{installed}: import fails", "imports", fix=_torch_import_fix(facts, cause),
-                      message=f"{cause.explanation}: {first_line(error)}" if cause else first_line(error) or "torch did not import")]
+        return [
+            check(
+                "torch.version",
+                "fail",
+                f"{installed}: import fails",
+                "imports",
+                fix=_torch_import_fix(facts, cause),
+                message=f"{cause.explanation}: {first_line(error)}"
+                if cause
+                else first_line(error) or "torch did not import",
+            )
+        ]
     runtime = record.get("version", "")
     if installed and release(installed) != release(runtime):
-        return [check("torch.version", "warn", f"imports {runtime} from {record.get('file', '?')}", f"{installed} (pip's metadata)",
-                      fix="pip uninstall -y torch  (repeat until pip finds none), then " + f"pip install torch=={installed}",
-                      message="two torch installs shadow each other: the one that imports is not the one pip manages")]
+        return [
+            check(
+                "torch.version",
+                "warn",
+                f"imports {runtime} from {record.get('file', '?')}",
+                f"{installed} (pip's metadata)",
+                fix="pip uninstall -y torch  (repeat until pip finds none), then " + f"pip install torch=={installed}",
+                message="two torch installs shadow each other: the one that imports is not the one pip manages",
+            )
+        ]
     if not meets(runtime, spec):
-        return [check("torch.version", "fail", runtime, spec, fix="pip install --upgrade torch torchvision",
-                      message=f"detrdoctor needs torch {spec}")]
+        return [
+            check(
+                "torch.version",
+                "fail",
+                runtime,
+                spec,
+                fix="pip install --upgrade torch torchvision",
+                message=f"detrdoctor needs torch {spec}",
+            )
+        ]
     return [check("torch.version", "pass", runtime, spec)]
 
 
@@ -325,8 +398,15 @@ def rule_torch_build(facts: Facts) -> list[Check]:
     else:
         found = "CPU-only"
     debug = " (debug build: slow)" if step(facts, "torch", "import").get("debug") else ""
-    return [check("torch.build", "warn" if debug else "pass", found + debug, "CUDA, ROCm or CPU",
-                  fix="pip install --force-reinstall torch" if debug else "")]
+    return [
+        check(
+            "torch.build",
+            "warn" if debug else "pass",
+            found + debug,
+            "CUDA, ROCm or CPU",
+            fix="pip install --force-reinstall torch" if debug else "",
+        )
+    ]
 
 
 def rule_torchvision_pairs(facts: Facts) -> list[Check]:
@@ -335,9 +415,21 @@ def rule_torchvision_pairs(facts: Facts) -> list[Check]:
         return [check("torchvision.pairs", "skip", message="torch is not installed")]
     wanted_tv = torchvision_for_torch(torch)
     if not tv:
-        fix = f"pip install torchvision=={wanted_tv}{index_flag(local_tag(torch))}" if wanted_tv else "pip install torchvision"
-        return [check("torchvision.pairs", "fail", "not installed", f"torchvision {minor_of(wanted_tv)}.x", fix=fix,
-                      message="torchvision is not installed")]
+        fix = (
+            f"pip install torchvision=={wanted_tv}{index_flag(local_tag(torch))}"
+            if wanted_tv
+            else "pip install torchvision"
+        )
+        return [
+            check(
+                "torchvision.pairs",
+                "fail",
+                "not installed",
+                f"torchvision {minor_of(wanted_tv)}.x",
+                fix=fix,
+                message="torchvision is not installed",
+            )
+        ]
     pin = exact_pin((facts.get("metadata") or {}).get("torchvision_requires_torch"))
     found = f"{tv} + torch {torch}"
     if pin:
@@ -351,9 +443,21 @@ def rule_torchvision_pairs(facts: Facts) -> list[Check]:
     if ok:
         return [check("torchvision.pairs", "pass", found, expected)]
     other = torch_for_torchvision(tv)
-    alternative = f"; or keep torchvision and move torch: pip install torch=={pin or other} torchvision=={tv}" if (pin or other) else ""
-    return [check("torchvision.pairs", "fail", found, expected, fix=pair_fix(facts),
-                  message=f"torchvision {tv} is built for torch {needed}, not {torch}{alternative}")]
+    alternative = (
+        f"; or keep torchvision and move torch: pip install torch=={pin or other} torchvision=={tv}"
+        if (pin or other)
+        else ""
+    )
+    return [
+        check(
+            "torchvision.pairs",
+            "fail",
+            found,
+            expected,
+            fix=pair_fix(facts),
+            message=f"torchvision {tv} is built for torch {needed}, not {torch}{alternative}",
+        )
+    ]
 
 
 def rule_torchvision_ops(facts: Facts) -> list[Check]:
@@ -390,10 +494,26 @@ def rule_torchvision_cuda(facts: Facts) -> list[Check]:
     wanted = torchvision_for_torch(torch_version(facts) or "")
     fix = f"pip install --force-reinstall torchvision=={wanted}{index_flag(cuda_tag(torch) or 'cpu')}" if wanted else ""
     if tv and torch and release(tv)[0] == release(torch)[0]:
-        return [check("torchvision.cuda", "warn", found, expected, fix=fix,
-                      message="torchvision and torch were built for different CUDA minor versions")]
-    return [check("torchvision.cuda", "fail", found, expected, fix=fix,
-                  message="torchvision was built for another CUDA than torch: its GPU ops fail or it refuses to import")]
+        return [
+            check(
+                "torchvision.cuda",
+                "warn",
+                found,
+                expected,
+                fix=fix,
+                message="torchvision and torch were built for different CUDA minor versions",
+            )
+        ]
+    return [
+        check(
+            "torchvision.cuda",
+            "fail",
+            found,
+            expected,
+            fix=fix,
+            message="torchvision was built for another CUDA than torch: its GPU ops fail or it refuses to import",
+        )
+    ]
 
 
 # ---------------------------------------------------------------- rules: CUDA
@@ -414,8 +534,16 @@ def rule_cuda_available(facts: Facts) -> list[Check]:
         if kernel_error:
             cause = classify(kernel_error)
             fix = cuda_wheel_fix(facts, _tag_for_gpus(facts)) if cause and cause.key == "arch" else ""
-            return [check(cid, "fail", found, "a CUDA kernel runs", fix=fix,
-                          message=f"a tiny CUDA kernel failed: {first_line(kernel_error)}")]
+            return [
+                check(
+                    cid,
+                    "fail",
+                    found,
+                    "a CUDA kernel runs",
+                    fix=fix,
+                    message=f"a tiny CUDA kernel failed: {first_line(kernel_error)}",
+                )
+            ]
         return [check(cid, "pass", found, "a CUDA kernel runs")]
     visible = gpus(facts)
     status = "fail" if wants_cuda(facts) or visible else "skip"
@@ -425,27 +553,64 @@ def rule_cuda_available(facts: Facts) -> list[Check]:
         found = "CPU-only torch" + (f", {len(visible)} GPU(s) present" if visible else "")
         if status == "skip":
             return [check(cid, "skip", found, message="no GPU here: training runs on the CPU")]
-        return [check(cid, status, found, "a CUDA build of torch", fix=cuda_wheel_fix(facts, tag),
-                      message="this torch was built without CUDA, so it can't use a GPU")]
+        return [
+            check(
+                cid,
+                status,
+                found,
+                "a CUDA build of torch",
+                fix=cuda_wheel_fix(facts, tag),
+                message="this torch was built without CUDA, so it can't use a GPU",
+            )
+        ]
     if env_devices is not None and env_devices.strip() in ("", "-1", "none", "NoDevFiles"):
-        return [check(cid, status, f"CUDA_VISIBLE_DEVICES={env_devices!r}", "at least one visible GPU",
-                      fix="unset CUDA_VISIBLE_DEVICES", message="CUDA_VISIBLE_DEVICES hides every GPU from torch")]
+        return [
+            check(
+                cid,
+                status,
+                f"CUDA_VISIBLE_DEVICES={env_devices!r}",
+                "at least one visible GPU",
+                fix="unset CUDA_VISIBLE_DEVICES",
+                message="CUDA_VISIBLE_DEVICES hides every GPU from torch",
+            )
+        ]
     if not visible:
         if status == "skip":
             return [check(cid, "skip", "no GPU", message="no NVIDIA GPU here: training runs on the CPU")]
-        return [check(cid, "fail", "no GPU", "--device cuda needs a GPU", fix="run on a machine with an NVIDIA GPU, or pass --device cpu",
-                      message="--device cuda was asked for, but neither NVML nor torch sees a GPU")]
+        return [
+            check(
+                cid,
+                "fail",
+                "no GPU",
+                "--device cuda needs a GPU",
+                fix="run on a machine with an NVIDIA GPU, or pass --device cpu",
+                message="--device cuda was asked for, but neither NVML nor torch sees a GPU",
+            )
+        ]
     text = step_error(facts, "torch", "cuda") or "\n".join(record.get("warnings", []))
     cause = classify(text)
     fix = _driver_fix(facts) if cause and cause.key == "driver_old" else ""
-    return [check(cid, "fail", f"{len(visible)} GPU(s) seen by NVML, none by torch", "torch.cuda.is_available()", fix=fix,
-                  message=(f"{cause.explanation}: " if cause else "") + (first_line(text) or "torch.cuda.is_available() is False"))]
+    return [
+        check(
+            cid,
+            "fail",
+            f"{len(visible)} GPU(s) seen by NVML, none by torch",
+            "torch.cuda.is_available()",
+            fix=fix,
+            message=(f"{cause.explanation}: " if cause else "")
+            + (first_line(text) or "torch.cuda.is_available() is False"),
+        )
+    ]
 
 
 def _driver_fix(facts: Facts) -> str:
     major = (release(torch_cuda(facts)) or (0,))[0]
     minimum = MIN_DRIVER.get(major)
-    return f"upgrade the NVIDIA driver to ≥ {minimum} (CUDA {major}.x builds need it)" if minimum else "upgrade the NVIDIA driver"
+    return (
+        f"upgrade the NVIDIA driver to ≥ {minimum} (CUDA {major}.x builds need it)"
+        if minimum
+        else "upgrade the NVIDIA driver"
+    )
 
 
 def rule_cuda_driver(facts: Facts) -> list[Check]:
@@ -460,9 +625,19 @@ def rule_cuda_driver(facts: Facts) -> list[Check]:
         error = step_error(facts, "nvml", "init") or "NVML did not run"
         cause = classify(error)
         if wants_cuda(facts):
-            return [check(cid, "fail", "NVML unavailable", "a working NVIDIA driver", fix="install the NVIDIA driver (nvidia-smi must work)",
-                          message=first_line(error))]
-        reason = "no NVIDIA driver here" if cause and cause.key == "no_driver" else f"NVML unavailable: {first_line(error)}"
+            return [
+                check(
+                    cid,
+                    "fail",
+                    "NVML unavailable",
+                    "a working NVIDIA driver",
+                    fix="install the NVIDIA driver (nvidia-smi must work)",
+                    message=first_line(error),
+                )
+            ]
+        reason = (
+            "no NVIDIA driver here" if cause and cause.key == "no_driver" else f"NVML unavailable: {first_line(error)}"
+        )
         return [check(cid, "skip", message=reason)]
     driver, driver_cuda = record.get("driver_version", ""), record.get("cuda_driver_version", "")
     major = (release(cuda) or (0,))[0]
@@ -470,15 +645,31 @@ def rule_cuda_driver(facts: Facts) -> list[Check]:
     found = f"{driver} (CUDA ≤ {driver_cuda})" if driver_cuda else driver
     if minimum is None:
         ok = release(driver_cuda)[:1] >= (major,)
-        return [check(cid, "pass" if ok else "fail", found, f"a driver for CUDA {cuda}", fix="" if ok else "upgrade the NVIDIA driver",
-                      message="" if ok else f"the driver supports CUDA up to {driver_cuda}")]
+        return [
+            check(
+                cid,
+                "pass" if ok else "fail",
+                found,
+                f"a driver for CUDA {cuda}",
+                fix="" if ok else "upgrade the NVIDIA driver",
+                message="" if ok else f"the driver supports CUDA up to {driver_cuda}",
+            )
+        ]
     expected = f"≥ {minimum} for CUDA {cuda}"
     if (release(driver) or (0,))[0] >= minimum:
         return [check(cid, "pass", found, expected)]
     tag = newest_tag_for_driver(driver_cuda)
-    return [check(cid, "fail", found, expected, fix=_driver_fix(facts),
-                  message=f"torch is built for CUDA {cuda}, which needs driver ≥ {minimum}; "
-                          f"or keep the driver and use a torch built for CUDA ≤ {driver_cuda} ({WHEEL_INDEX}{tag})")]
+    return [
+        check(
+            cid,
+            "fail",
+            found,
+            expected,
+            fix=_driver_fix(facts),
+            message=f"torch is built for CUDA {cuda}, which needs driver ≥ {minimum}; "
+            f"or keep the driver and use a torch built for CUDA ≤ {driver_cuda} ({WHEEL_INDEX}{tag})",
+        )
+    ]
 
 
 def arch_support(cap: tuple[int, int], arch_list: list[str]) -> str | None:
@@ -541,33 +732,68 @@ def rule_cuda_arch(facts: Facts) -> list[Check]:
     if not missing and not ptx_only:
         return [check(cid, "pass", found, expected)]
     fix = cuda_wheel_fix(facts, _tag_for_gpus(facts))
-    torch_warning = next((w for w in step(facts, "torch", "cuda").get("warnings", []) if classify(w) and classify(w).key == "arch"), "")
+    torch_warning = next(
+        (w for w in step(facts, "torch", "cuda").get("warnings", []) if classify(w) and classify(w).key == "arch"), ""
+    )
     if missing:
         arches = ", ".join(sorted(set(missing)))
-        return [check(cid, "fail", found, expected, fix=fix,
-                      message=f"torch {torch_version(facts)} has kernels for {' '.join(arch_list)} only, none for {arches}: "
-                              "CUDA ops fail with 'no kernel image is available'" + (f" ({first_line(torch_warning, 120)})" if torch_warning else ""))]
+        return [
+            check(
+                cid,
+                "fail",
+                found,
+                expected,
+                fix=fix,
+                message=f"torch {torch_version(facts)} has kernels for {' '.join(arch_list)} only, none for {arches}: "
+                "CUDA ops fail with 'no kernel image is available'"
+                + (f" ({first_line(torch_warning, 120)})" if torch_warning else ""),
+            )
+        ]
     arches = ", ".join(sorted(set(ptx_only)))
-    return [check(cid, "warn", found, expected, fix=fix,
-                  message=f"only PTX for {arches}: kernels JIT-compile on first use (slow first run) and some libraries may not run")]
+    return [
+        check(
+            cid,
+            "warn",
+            found,
+            expected,
+            fix=fix,
+            message=f"only PTX for {arches}: kernels JIT-compile on first use (slow first run) and some libraries may not run",
+        )
+    ]
 
 
 def rule_cuda_cudnn(facts: Facts) -> list[Check]:
     libs = step(facts, "torch", "libs")
     if not torch_ok(facts) or not torch_cuda(facts):
-        return [check("cuda.cudnn", "skip", message="not a CUDA build of torch" if torch_ok(facts) else "torch did not import")]
+        return [
+            check(
+                "cuda.cudnn", "skip", message="not a CUDA build of torch" if torch_ok(facts) else "torch did not import"
+            )
+        ]
     if not libs:
         return [check("cuda.cudnn", "skip", message="the torch probe did not get this far")]
     if libs.get("cudnn_available"):
         return [check("cuda.cudnn", "pass", cudnn_string(libs.get("cudnn_version")), "loads")]
-    return [check("cuda.cudnn", "warn", "not loadable", "loads", fix=f"pip install --force-reinstall torch=={pkg(facts, 'torch')}",
-                  message="torch can't load cuDNN: convolutions fall back to slow kernels")]
+    return [
+        check(
+            "cuda.cudnn",
+            "warn",
+            "not loadable",
+            "loads",
+            fix=f"pip install --force-reinstall torch=={pkg(facts, 'torch')}",
+            message="torch can't load cuDNN: convolutions fall back to slow kernels",
+        )
+    ]
 
 
 def rule_cuda_nccl(facts: Facts) -> list[Check]:
     libs = step(facts, "torch", "libs")
     if not torch_ok(facts) or not (torch_cuda(facts) or torch_hip(facts)):
-        return [check("cuda.nccl", "skip", message="not a GPU build of torch" if torch_ok(facts) else "torch did not import")]
+        return [
+            check(
+                "cuda.nccl", "skip", message="not a GPU build of torch" if torch_ok(facts) else "torch did not import"
+            )
+        ]
     if not libs:
         return [check("cuda.nccl", "skip", message="the torch probe did not get this far")]
     if libs.get("nccl_version"):
@@ -575,9 +801,16 @@ def rule_cuda_nccl(facts: Facts) -> list[Check]:
     if (facts.get("python") or {}).get("platform") != "linux":
         return [check("cuda.nccl", "skip", message="NCCL ships only with Linux builds")]
     status = "warn" if len(gpus(facts)) > 1 else "pass"
-    return [check("cuda.nccl", status, "not found", "present",
-                  fix=f"pip install --force-reinstall torch=={pkg(facts, 'torch')}" if status == "warn" else "",
-                  message="multi-GPU (DDP) training needs NCCL" if status == "warn" else "only multi-GPU training needs NCCL")]
+    return [
+        check(
+            "cuda.nccl",
+            status,
+            "not found",
+            "present",
+            fix=f"pip install --force-reinstall torch=={pkg(facts, 'torch')}" if status == "warn" else "",
+            message="multi-GPU (DDP) training needs NCCL" if status == "warn" else "only multi-GPU training needs NCCL",
+        )
+    ]
 
 
 def rule_cuda_bf16(facts: Facts) -> list[Check]:
@@ -588,13 +821,33 @@ def rule_cuda_bf16(facts: Facts) -> list[Check]:
         return [check("cuda.bf16", "skip", message="no GPU here")]
     if torch_hip(facts):
         bf16 = step(facts, "torch", "cuda").get("bf16")
-        return [check("cuda.bf16", "pass" if bf16 else "warn", "yes" if bf16 else "no", "for --amp bf16",
-                      fix="" if bf16 else "--amp fp16", message="" if bf16 else "this GPU has no bf16: use --amp fp16")]
-    without = [f"{g.get('name', '?')} (sm_{capability(g)[0]}{capability(g)[1]})" for g in devices if capability(g) and capability(g) < (8, 0)]
+        return [
+            check(
+                "cuda.bf16",
+                "pass" if bf16 else "warn",
+                "yes" if bf16 else "no",
+                "for --amp bf16",
+                fix="" if bf16 else "--amp fp16",
+                message="" if bf16 else "this GPU has no bf16: use --amp fp16",
+            )
+        ]
+    without = [
+        f"{g.get('name', '?')} (sm_{capability(g)[0]}{capability(g)[1]})"
+        for g in devices
+        if capability(g) and capability(g) < (8, 0)
+    ]
     if not without:
         return [check("cuda.bf16", "pass", "all GPUs (sm_80+)", "sm_80+ for --amp bf16")]
-    return [check("cuda.bf16", "warn", "no bf16: " + ", ".join(sorted(set(without))), "sm_80+ for --amp bf16", fix="--amp fp16",
-                  message="these GPUs have no bf16 units: --amp bf16 is emulated (slow) or fails")]
+    return [
+        check(
+            "cuda.bf16",
+            "warn",
+            "no bf16: " + ", ".join(sorted(set(without))),
+            "sm_80+ for --amp bf16",
+            fix="--amp fp16",
+            message="these GPUs have no bf16 units: --amp bf16 is emulated (slow) or fails",
+        )
+    ]
 
 
 def rule_cuda_device_order(facts: Facts) -> list[Check]:
@@ -613,8 +866,19 @@ def rule_cuda_device_order(facts: Facts) -> list[Check]:
     if torch_names and not (facts.get("env") or {}).get("CUDA_VISIBLE_DEVICES") and torch_names != names:
         message = f"torch's cuda:0 is {torch_names[0]} but nvidia-smi's GPU 0 is {names[0]}"
     else:
-        message = f"mixed GPUs ({', '.join(names)}): torch counts fastest first, nvidia-smi by PCI bus, so indices can differ"
-    return [check(cid, "warn", found, "PCI_BUS_ID (cuda:N = nvidia-smi's N)", fix="export CUDA_DEVICE_ORDER=PCI_BUS_ID", message=message)]
+        message = (
+            f"mixed GPUs ({', '.join(names)}): torch counts fastest first, nvidia-smi by PCI bus, so indices can differ"
+        )
+    return [
+        check(
+            cid,
+            "warn",
+            found,
+            "PCI_BUS_ID (cuda:N = nvidia-smi's N)",
+            fix="export CUDA_DEVICE_ORDER=PCI_BUS_ID",
+            message=message,
+        )
+    ]
 
 
 # ---------------------------------------------------------------- rules: NumPy, pycocotools, scipy
@@ -626,12 +890,29 @@ def rule_numpy_version(facts: Facts) -> list[Check]:
     if record.get("ok"):
         return [check("numpy.version", "pass", record.get("version", installed or ""), "imports")]
     if not installed:
-        return [check("numpy.version", "fail", "not installed", "imports", fix="pip install numpy", message="NumPy is not installed")]
+        return [
+            check(
+                "numpy.version",
+                "fail",
+                "not installed",
+                "imports",
+                fix="pip install numpy",
+                message="NumPy is not installed",
+            )
+        ]
     error = step_error(facts, "numeric", "numpy")
     if error is None:
         return [check("numpy.version", "skip", installed, message="the NumPy probe did not run")]
-    return [check("numpy.version", "fail", f"{installed}: import fails", "imports", fix=f"pip install --force-reinstall numpy=={installed}",
-                  message=first_line(error))]
+    return [
+        check(
+            "numpy.version",
+            "fail",
+            f"{installed}: import fails",
+            "imports",
+            fix=f"pip install --force-reinstall numpy=={installed}",
+            message=first_line(error),
+        )
+    ]
 
 
 NUMPY_CAUSES = ("numpy_abi_newer", "numpy_abi_older", "numpy_alias")
@@ -660,7 +941,11 @@ def _numpy_causes(facts: Facts) -> dict[str, tuple[Cause, str]]:
 def _numpy_fix(package: str, cause: Cause) -> str:
     if package == "pycocotools":
         return PYCOCOTOOLS_ALIAS_FIX if cause.key == "numpy_alias" else PYCOCOTOOLS_FIX
-    return 'pip install "numpy<2"  (or a torch ≥ 2.3, built for NumPy 2)' if cause.key == "numpy_abi_older" else "pip install --force-reinstall torch"
+    return (
+        'pip install "numpy<2"  (or a torch ≥ 2.3, built for NumPy 2)'
+        if cause.key == "numpy_abi_older"
+        else "pip install --force-reinstall torch"
+    )
 
 
 def rule_numpy_abi(facts: Facts) -> list[Check]:
@@ -668,7 +953,10 @@ def rule_numpy_abi(facts: Facts) -> list[Check]:
     if not numpy:
         return [check("numpy.abi", "skip", message="NumPy is not installed")]
     broken = _numpy_causes(facts)
-    loaded = {"torch": step(facts, "torch", "numpy").get("ok"), "pycocotools": step(facts, "numeric", "pycocotools").get("ok")}
+    loaded = {
+        "torch": step(facts, "torch", "numpy").get("ok"),
+        "pycocotools": step(facts, "numeric", "pycocotools").get("ok"),
+    }
     verdicts = {p: "rejects" if p in broken else "ok" if loaded[p] else "not checked" for p in ("torch", "pycocotools")}
     found, expected = ", ".join(f"{p} {v}" for p, v in verdicts.items()), f"accept NumPy {numpy}"
     if broken:
@@ -684,7 +972,16 @@ def rule_pycocotools(facts: Facts) -> list[Check]:
     cid = "pycocotools.cocoeval"
     version, spec = pkg(facts, "pycocotools"), requirement(facts, "pycocotools")
     if not version:
-        return [check(cid, "fail", "not installed", "COCOeval runs", fix='pip install "pycocotools>=2.0.8"', message="pycocotools is not installed")]
+        return [
+            check(
+                cid,
+                "fail",
+                "not installed",
+                "COCOeval runs",
+                fix='pip install "pycocotools>=2.0.8"',
+                message="pycocotools is not installed",
+            )
+        ]
     for name, what in (("pycocotools", "import fails"), ("cocoeval", "COCOeval fails")):
         error = step_error(facts, "numeric", name)
         if error:
@@ -699,27 +996,69 @@ def rule_pycocotools(facts: Facts) -> list[Check]:
         return [check(cid, "skip", version, message="the pycocotools probe did not run")]
     ap = record.get("ap")
     if ap != 1.0:
-        return [check(cid, "fail", f"{version}: AP {ap}", "AP 1.0 for perfect detections", fix=PYCOCOTOOLS_FIX,
-                      message="COCOeval scores perfect detections wrongly: the install is broken")]
+        return [
+            check(
+                cid,
+                "fail",
+                f"{version}: AP {ap}",
+                "AP 1.0 for perfect detections",
+                fix=PYCOCOTOOLS_FIX,
+                message="COCOeval scores perfect detections wrongly: the install is broken",
+            )
+        ]
     if not meets(version, spec):
-        return [check(cid, "warn", version, spec, fix='pip install --upgrade "pycocotools>=2.0.8"', message=f"detrdoctor expects pycocotools {spec}")]
+        return [
+            check(
+                cid,
+                "warn",
+                version,
+                spec,
+                fix='pip install --upgrade "pycocotools>=2.0.8"',
+                message=f"detrdoctor expects pycocotools {spec}",
+            )
+        ]
     return [check(cid, "pass", f"{version}, AP 1.0", "COCOeval AP 1.0")]
 
 
 def rule_scipy(facts: Facts) -> list[Check]:
     version, spec = pkg(facts, "scipy"), requirement(facts, "scipy")
     if not version:
-        return [check("scipy.lsa", "fail", "not installed", "linear_sum_assignment runs", fix=f'pip install "scipy{spec}"',
-                      message="the Hungarian matcher needs scipy")]
+        return [
+            check(
+                "scipy.lsa",
+                "fail",
+                "not installed",
+                "linear_sum_assignment runs",
+                fix=f'pip install "scipy{spec}"',
+                message="the Hungarian matcher needs scipy",
+            )
+        ]
     error = step_error(facts, "numeric", "scipy")
     if error:
         cause = classify(error)
-        return [check("scipy.lsa", "fail", f"{version}: fails", "linear_sum_assignment runs", fix=f"pip install --force-reinstall scipy=={version}",
-                      message=(f"{cause.explanation}: " if cause else "") + first_line(error))]
+        return [
+            check(
+                "scipy.lsa",
+                "fail",
+                f"{version}: fails",
+                "linear_sum_assignment runs",
+                fix=f"pip install --force-reinstall scipy=={version}",
+                message=(f"{cause.explanation}: " if cause else "") + first_line(error),
+            )
+        ]
     if not step(facts, "numeric", "scipy"):
         return [check("scipy.lsa", "skip", version, message="the scipy probe did not run (see numpy.version)")]
     if not meets(version, spec):
-        return [check("scipy.lsa", "warn", version, spec, fix=f'pip install --upgrade "scipy{spec}"', message=f"detrdoctor expects scipy {spec}")]
+        return [
+            check(
+                "scipy.lsa",
+                "warn",
+                version,
+                spec,
+                fix=f'pip install --upgrade "scipy{spec}"',
+                message=f"detrdoctor expects scipy {spec}",
+            )
+        ]
     return [check("scipy.lsa", "pass", version, "solves a 3×3")]
 
 
@@ -730,8 +1069,16 @@ def rule_cli_deps(facts: Facts) -> list[Check]:
         if version and meets(version, spec):
             checks.append(check(f"deps.{name}", "pass", version, spec))
         else:
-            checks.append(check(f"deps.{name}", "fail", version or "not installed", spec, fix=f'pip install --upgrade "{name}{spec}"',
-                                message=f"detrdoctor's CLI needs {name} {spec}"))
+            checks.append(
+                check(
+                    f"deps.{name}",
+                    "fail",
+                    version or "not installed",
+                    spec,
+                    fix=f'pip install --upgrade "{name}{spec}"',
+                    message=f"detrdoctor's CLI needs {name} {spec}",
+                )
+            )
     return checks
 
 
@@ -746,11 +1093,28 @@ def rule_py_spy(facts: Facts) -> list[Check]:
         return [check("profiling.py-spy", "warn", "not found", spec, fix=fix, message="--profile-cpu needs py-spy")]
     run = info.get("run") or {}
     if not run.get("ok"):
-        return [check("profiling.py-spy", "warn", f"{info['path']} does not run", spec, fix="pip install --force-reinstall py-spy",
-                      message=first_line(run.get("error") or run.get("output")))]
+        return [
+            check(
+                "profiling.py-spy",
+                "warn",
+                f"{info['path']} does not run",
+                spec,
+                fix="pip install --force-reinstall py-spy",
+                message=first_line(run.get("error") or run.get("output")),
+            )
+        ]
     version = (run.get("output") or "").replace("py-spy", "").strip() or pkg(facts, "py-spy") or "?"
     if not meets(version, spec):
-        return [check("profiling.py-spy", "warn", version, spec, fix=f'pip install --upgrade "py-spy{spec}"', message=f"detrdoctor expects py-spy {spec}")]
+        return [
+            check(
+                "profiling.py-spy",
+                "warn",
+                version,
+                spec,
+                fix=f'pip install --upgrade "py-spy{spec}"',
+                message=f"detrdoctor expects py-spy {spec}",
+            )
+        ]
     return [check("profiling.py-spy", "pass", version, spec)]
 
 
@@ -769,8 +1133,16 @@ def rule_ptrace(facts: Facts) -> list[Check]:
     else:
         fix = "sudo sysctl kernel.yama.ptrace_scope=0"
     if scope == 3:
-        return [check(cid, "warn", found, expected, fix="set kernel.yama.ptrace_scope below 3 and reboot",
-                      message="ptrace is disabled until reboot: py-spy can't attach to anything")]
+        return [
+            check(
+                cid,
+                "warn",
+                found,
+                expected,
+                fix="set kernel.yama.ptrace_scope below 3 and reboot",
+                message="ptrace is disabled until reboot: py-spy can't attach to anything",
+            )
+        ]
     if scope == 1:
         message = "py-spy may attach to the trainer that starts it, but not to its DataLoader workers"
     else:
@@ -785,18 +1157,50 @@ def rule_nvml_package(facts: Facts) -> list[Check]:
     ships = (facts.get("metadata") or {}).get("pynvml_ships_module")
     swap = "pip uninstall -y pynvml && pip install --force-reinstall nvidia-ml-py"
     if official and old and ships is not False:
-        return [check(cid, "warn", f"nvidia-ml-py {official} + pynvml {old}", "nvidia-ml-py only", fix=swap,
-                      message="both packages write pynvml.py: whichever installed last wins, and the deprecated one lags behind the driver")]
+        return [
+            check(
+                cid,
+                "warn",
+                f"nvidia-ml-py {official} + pynvml {old}",
+                "nvidia-ml-py only",
+                fix=swap,
+                message="both packages write pynvml.py: whichever installed last wins, and the deprecated one lags behind the driver",
+            )
+        ]
     if not official and old:
-        return [check(cid, "warn", f"pynvml {old} (deprecated)", f"nvidia-ml-py{spec}", fix=swap,
-                      message="the pynvml package is deprecated; nvidia-ml-py is NVIDIA's own binding")]
+        return [
+            check(
+                cid,
+                "warn",
+                f"pynvml {old} (deprecated)",
+                f"nvidia-ml-py{spec}",
+                fix=swap,
+                message="the pynvml package is deprecated; nvidia-ml-py is NVIDIA's own binding",
+            )
+        ]
     if not official:
-        return [check(cid, "warn", "not installed", f"nvidia-ml-py{spec}", fix=f'pip install "nvidia-ml-py{spec}"',
-                      message="GPU monitoring (memory, utilisation, driver checks) needs it")]
+        return [
+            check(
+                cid,
+                "warn",
+                "not installed",
+                f"nvidia-ml-py{spec}",
+                fix=f'pip install "nvidia-ml-py{spec}"',
+                message="GPU monitoring (memory, utilisation, driver checks) needs it",
+            )
+        ]
     note = f" + pynvml {old} (shim)" if old else ""
     if not meets(official, spec):
-        return [check(cid, "warn", f"nvidia-ml-py {official}{note}", spec, fix=f'pip install --upgrade "nvidia-ml-py{spec}"',
-                      message=f"detrdoctor expects nvidia-ml-py {spec}")]
+        return [
+            check(
+                cid,
+                "warn",
+                f"nvidia-ml-py {official}{note}",
+                spec,
+                fix=f'pip install --upgrade "nvidia-ml-py{spec}"',
+                message=f"detrdoctor expects nvidia-ml-py {spec}",
+            )
+        ]
     return [check(cid, "pass", f"nvidia-ml-py {official}{note}", f"nvidia-ml-py{spec}")]
 
 
@@ -811,8 +1215,16 @@ def rule_shm(facts: Facts) -> list[Check]:
     found = f"{gib(total)} ({gib(int(shm.get('free_bytes', total)))} free)"
     if total >= SHM_MIN_BYTES:
         return [check("host.shm", "pass", found, f"≥ {gib(SHM_MIN_BYTES)}")]
-    return [check("host.shm", "warn", found, f"≥ {gib(SHM_MIN_BYTES)}", fix="docker run --shm-size=8g …  (or train with --num-workers 0)",
-                  message="DataLoader workers pass batches through /dev/shm; too little kills them with a bus error")]
+    return [
+        check(
+            "host.shm",
+            "warn",
+            found,
+            f"≥ {gib(SHM_MIN_BYTES)}",
+            fix="docker run --shm-size=8g …  (or train with --num-workers 0)",
+            message="DataLoader workers pass batches through /dev/shm; too little kills them with a bus error",
+        )
+    ]
 
 
 def rule_nofile(facts: Facts) -> list[Check]:
@@ -827,8 +1239,16 @@ def rule_nofile(facts: Facts) -> list[Check]:
         fix = f"ulimit -n {65536 if hard == 'unlimited' else min(int(hard), 65536)}"
     else:
         fix = "docker run --ulimit nofile=65536:65536 …  (or raise nofile in /etc/security/limits.conf)"
-    return [check("host.nofile", "warn", found, f"≥ {NOFILE_MIN}", fix=fix,
-                  message="DataLoader workers share tensors through file descriptors: 'Too many open files' crashes training")]
+    return [
+        check(
+            "host.nofile",
+            "warn",
+            found,
+            f"≥ {NOFILE_MIN}",
+            fix=fix,
+            message="DataLoader workers share tensors through file descriptors: 'Too many open files' crashes training",
+        )
+    ]
 
 
 def effective_cpus(facts: Facts) -> int | None:
@@ -851,8 +1271,16 @@ def rule_cpus(facts: Facts) -> list[Check]:
     expected = f"≥ {workers} ({'--num-workers' if asked is not None else 'default num_workers'})"
     if workers <= cpus:
         return [check("host.cpus", "pass", found, expected)]
-    return [check("host.cpus", "warn", found, expected, fix=f"--num-workers {cpus}",
-                  message=f"{workers} workers on {cpus} CPUs compete with the training loop: slower, not faster")]
+    return [
+        check(
+            "host.cpus",
+            "warn",
+            found,
+            expected,
+            fix=f"--num-workers {cpus}",
+            message=f"{workers} workers on {cpus} CPUs compete with the training loop: slower, not faster",
+        )
+    ]
 
 
 def rule_disk(facts: Facts) -> list[Check]:
@@ -863,8 +1291,16 @@ def rule_disk(facts: Facts) -> list[Check]:
     found, expected = f"{gib(free)} free", f"≥ {gib(DISK_MIN_BYTES)} in ./runs"
     if free >= DISK_MIN_BYTES:
         return [check("host.disk", "pass", found, expected)]
-    return [check("host.disk", "warn", found, expected, fix="free some space, or pass --output-dir on a larger disk",
-                  message=f"{disk.get('measured_at', disk.get('path', '?'))} is nearly full; a DETR-R50 checkpoint takes hundreds of MB")]
+    return [
+        check(
+            "host.disk",
+            "warn",
+            found,
+            expected,
+            fix="free some space, or pass --output-dir on a larger disk",
+            message=f"{disk.get('measured_at', disk.get('path', '?'))} is nearly full; a DETR-R50 checkpoint takes hundreds of MB",
+        )
+    ]
 
 
 # ---------------------------------------------------------------- rules: dataset (--coco-path)
@@ -886,17 +1322,35 @@ def rule_dataset(facts: Facts) -> list[Check]:
         error = step_error(facts, "dataset", "root")
         if error:
             return [check("dataset.layout", "fail", "probe failed", "a dataset folder", message=first_line(error))]
-        return [check("dataset.layout", "fail", f"{root}: not found", "a folder",
-                      fix="pass the folder of the export (COCO, Roboflow, CVAT or Label Studio)",
-                      message=f"--coco-path {root} is not a folder")]
+        return [
+            check(
+                "dataset.layout",
+                "fail",
+                f"{root}: not found",
+                "a folder",
+                fix="pass the folder of the export (COCO, Roboflow, CVAT or Label Studio)",
+                message=f"--coco-path {root} is not a folder",
+            )
+        ]
     splits = _splits(facts)
     rows = [_layout(facts), _annotations(splits), _images(splits), _decode(splits)]
     doctor = step(facts, "dataset", "doctor")
     if doctor.get("checks"):
         rows += doctor["checks"]
     elif step_error(facts, "dataset", "doctor"):
-        rows.append({**check("data.checks", "fail", "not judged", "the dataset doctor's checks",
-                             message=first_line(step_error(facts, "dataset", "doctor"))), "count": None, "example": ""})
+        rows.append(
+            {
+                **check(
+                    "data.checks",
+                    "fail",
+                    "not judged",
+                    "the dataset doctor's checks",
+                    message=first_line(step_error(facts, "dataset", "doctor")),
+                ),
+                "count": None,
+                "example": "",
+            }
+        )
     return rows
 
 
@@ -906,20 +1360,34 @@ def _layout(facts: Facts) -> Check:
     if layout.get("description"):
         return check("dataset.layout", "pass", layout["description"], expected)
     error = step_error(facts, "dataset", "layout") or "layout not determined"
-    return check("dataset.layout", "fail", "no usable layout", expected,
-                 fix="pass --train-annotations FILE and --train-images DIR (and the --val-* ones)",
-                 message=first_line(error.split(": ", 1)[-1] if error.startswith("DataError") else error))
+    return check(
+        "dataset.layout",
+        "fail",
+        "no usable layout",
+        expected,
+        fix="pass --train-annotations FILE and --train-images DIR (and the --val-* ones)",
+        message=first_line(error.split(": ", 1)[-1] if error.startswith("DataError") else error),
+    )
 
 
 def _annotations(splits: list[dict[str, Any]]) -> Check:
     parsed = [s for s in splits if s.get("counts")]
     broken = [s for s in splits if s.get("parse_error")]
-    found = (f"{sum(s['counts']['images'] for s in parsed)} images, {sum(s['counts']['annotations'] for s in parsed)} boxes"
-             if parsed else "")
+    found = (
+        f"{sum(s['counts']['images'] for s in parsed)} images, {sum(s['counts']['annotations'] for s in parsed)} boxes"
+        if parsed
+        else ""
+    )
     if broken:
         s = broken[0]
-        return check("dataset.annotations", "fail", found or "unreadable", "COCO JSON",
-                     fix=f"regenerate or re-download {s['annotations']}", message=f"{s['annotations']}: {first_line(s['parse_error'])}")
+        return check(
+            "dataset.annotations",
+            "fail",
+            found or "unreadable",
+            "COCO JSON",
+            fix=f"regenerate or re-download {s['annotations']}",
+            message=f"{s['annotations']}: {first_line(s['parse_error'])}",
+        )
     if not parsed:
         return check("dataset.annotations", "skip", message="no annotation file found (see dataset.layout)")
     return check("dataset.annotations", "pass", found, "COCO JSON")
@@ -931,11 +1399,22 @@ def _images(splits: list[dict[str, Any]]) -> Check:
         return check("dataset.images", "skip", message="no parsed annotation file")
     missing = [s for s in parsed if s.get("missing_images")]
     if not missing:
-        return check("dataset.images", "pass", f"all {sum(s['counts']['images'] for s in parsed)} present", "all referenced exist")
+        return check(
+            "dataset.images",
+            "pass",
+            f"all {sum(s['counts']['images'] for s in parsed)} present",
+            "all referenced exist",
+        )
     found = ", ".join(f"{s['name']}: {s['missing_images']} of {s['counts']['images']} missing" for s in missing)
     first = "; ".join(f"{s['name']}/{', '.join(s.get('missing_first', []))}" for s in missing)
-    return check("dataset.images", "fail", found, "all referenced exist", fix="copy the missing images, or drop them from the annotation file",
-                 message=f"first missing: {first}")
+    return check(
+        "dataset.images",
+        "fail",
+        found,
+        "all referenced exist",
+        fix="copy the missing images, or drop them from the annotation file",
+        message=f"first missing: {first}",
+    )
 
 
 def _decode(splits: list[dict[str, Any]]) -> Check:
@@ -944,14 +1423,27 @@ def _decode(splits: list[dict[str, Any]]) -> Check:
     errors = [d["error"] for _, d in decodes if d.get("error")]
     failed = [(s["name"], f) for s, d in decodes for f in d.get("failed", [])]
     if errors and not tried:
-        return check("dataset.decode", "warn", "not tried", "a sample decodes", fix="pip install pillow", message=first_line(errors[0]))
+        return check(
+            "dataset.decode",
+            "warn",
+            "not tried",
+            "a sample decodes",
+            fix="pip install pillow",
+            message=first_line(errors[0]),
+        )
     if not tried:
         return check("dataset.decode", "skip", message="no images to sample")
     if not failed:
         return check("dataset.decode", "pass", f"{tried}/{tried} decoded", "a sample decodes")
     name, first = failed[0]
-    return check("dataset.decode", "fail", f"{len(failed)} of {tried} sampled images fail", "a sample decodes",
-                 fix="re-copy or re-encode the broken images", message=f"{name}/{first['name']}: {first_line(first['error'])}")
+    return check(
+        "dataset.decode",
+        "fail",
+        f"{len(failed)} of {tried} sampled images fail",
+        "a sample decodes",
+        fix="re-copy or re-encode the broken images",
+        message=f"{name}/{first['name']}: {first_line(first['error'])}",
+    )
 
 
 RULES: tuple[Callable[[Facts], list[Check]], ...] = (

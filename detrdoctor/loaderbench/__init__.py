@@ -47,8 +47,9 @@ def parse_worker_counts(text: str, cpu_count: int) -> list[int]:
     for part in text.split(","):
         part = part.strip()
         if not part.isdigit():
-            raise ConfigError(f"--num-workers: '{part}' is not a worker count (use non-negative integers "
-                              "such as 0,2,4, or auto)")
+            raise ConfigError(
+                f"--num-workers: '{part}' is not a worker count (use non-negative integers such as 0,2,4, or auto)"
+            )
         counts.add(int(part))
     return sorted(counts)
 
@@ -80,8 +81,13 @@ class Collected:
     notes: list[str] = field(default_factory=list)
 
 
-def collect(cfg: RunConfig, options: LoaderBenchOptions, worker_counts: list[int], step_time: float | str | None,
-            console: Console) -> Collected:
+def collect(
+    cfg: RunConfig,
+    options: LoaderBenchOptions,
+    worker_counts: list[int],
+    step_time: float | str | None,
+    console: Console,
+) -> Collected:
     """Build the dataset, then run the sweep and the step timing under a progress bar."""
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -94,9 +100,14 @@ def collect(cfg: RunConfig, options: LoaderBenchOptions, worker_counts: list[int
     pins = PIN_CHOICES[options.pin_memory] if has_gpu else (False,)
     settings = [(n, pin) for n in worker_counts for pin in pins]
     split = options.split
-    opts = BenchOptions(batch_size=cfg.train.batch_size, batches=options.batches, train=split == "train",
-                        seed=cfg.train.seed, prefetch_factor=options.prefetch_factor,
-                        persistent_workers=options.persistent_workers)
+    opts = BenchOptions(
+        batch_size=cfg.train.batch_size,
+        batches=options.batches,
+        train=split == "train",
+        seed=cfg.train.seed,
+        prefetch_factor=options.prefetch_factor,
+        persistent_workers=options.persistent_workers,
+    )
     if step_time == "auto":
         model_device = str(resolve_device(cfg.train.device))  # a GPU profile without a GPU fails before the sweep
     else:
@@ -104,8 +115,12 @@ def collect(cfg: RunConfig, options: LoaderBenchOptions, worker_counts: list[int
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     seconds, source = (step_time, "given") if isinstance(step_time, float) else (None, "none")
     notes = []
-    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=True) as progress:
         if not cfg.data.coco_path:
             gen = progress.add_task("synthetic dataset (first use only)", total=None)
@@ -113,7 +128,9 @@ def collect(cfg: RunConfig, options: LoaderBenchOptions, worker_counts: list[int
             progress.remove_task(gen)
         dataset = build_dataset(cfg.data, split, train=opts.train, seed=cfg.train.seed)
         task = progress.add_task(_setting_name(*settings[0]), total=len(settings) + (step_time == "auto"))
-        following = iter([_setting_name(*s) for s in settings[1:]] + ["model step time" if step_time == "auto" else "done"])
+        following = iter(
+            [_setting_name(*s) for s in settings[1:]] + ["model step time" if step_time == "auto" else "done"]
+        )
 
         def advance(result: Any) -> None:  # noqa: ARG001 - run_sweep's callback signature
             progress.update(task, advance=1, description=next(following))
@@ -125,8 +142,10 @@ def collect(cfg: RunConfig, options: LoaderBenchOptions, worker_counts: list[int
                 seconds, model_device = measure_step_time(cfg, dataset)
                 source = "measured"
             except torch.OutOfMemoryError:
-                notes.append(f"the model ran out of memory on {model_device} at batch size {opts.batch_size}: "
-                             "no step time (try a smaller --batch-size, or give --step-time SECONDS)")
+                notes.append(
+                    f"the model ran out of memory on {model_device} at batch size {opts.batch_size}: "
+                    "no step time (try a smaller --batch-size, or give --step-time SECONDS)"
+                )
             progress.advance(task)
 
     setup = {
@@ -159,13 +178,17 @@ def judge(collected: Collected) -> Report:
     notes = list(c.notes)
     load = c.setup["load_average"]
     if load > 0.5 * cpu_count:
-        notes.append(f"the load average was {load:.1f} on {cpu_count} CPUs before the sweep: other processes "
-                     "compete for the CPU, so rates are lower and noisier than on an idle machine")
+        notes.append(
+            f"the load average was {load:.1f} on {cpu_count} CPUs before the sweep: other processes "
+            "compete for the CPU, so rates are lower and noisier than on an idle machine"
+        )
     if not c.has_gpu:
         notes.append("no GPU: pin_memory has no effect, so only pin_memory off was measured")
     if c.step_time_s is not None and c.model_device == "cpu":
-        notes.append("the model runs on the CPU: in training it shares the cores with the workers, "
-                     "so both rates are upper bounds")
+        notes.append(
+            "the model runs on the CPU: in training it shares the cores with the workers, "
+            "so both rates are upper bounds"
+        )
     return Report(setup=c.setup, results=c.results, starvation=starvation, recommendation=recommendation, notes=notes)
 
 

@@ -123,12 +123,20 @@ def warmup_batches(num_workers: int, prefetch_factor: int | None) -> int:
     return max(1, num_workers * (prefetch_factor or 2))
 
 
-def build_bench_loader(dataset: Any, data_cfg: DataConfig, opts: BenchOptions, num_workers: int,
-                       pin_memory: bool, total_batches: int) -> DataLoader:
+def build_bench_loader(
+    dataset: Any, data_cfg: DataConfig, opts: BenchOptions, num_workers: int, pin_memory: bool, total_batches: int
+) -> DataLoader:
     """The trainer's loader (`build_loader`: sampler, collate, worker init), cycled over epochs,
     with the benchmark's prefetch and persistence options and optionally per-stage timing."""
-    base = build_loader(dataset, data_cfg, opts.batch_size, train=opts.train, seed=opts.seed,
-                        num_workers=num_workers, pin_memory=pin_memory)
+    base = build_loader(
+        dataset,
+        data_cfg,
+        opts.batch_size,
+        train=opts.train,
+        seed=opts.seed,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+    )
     timed = opts.stage_timing
     return DataLoader(
         StageTimedDataset(dataset) if timed else dataset,
@@ -200,7 +208,7 @@ def _h2d_copy_ms(images: torch.Tensor, device: torch.device) -> float:
 
 
 def _worker_signals(iterator: Any) -> str:
-    """" (worker signals: SIGKILL)" for workers that died of a signal; torch often reports only "exited"."""
+    """ " (worker signals: SIGKILL)" for workers that died of a signal; torch often reports only "exited"."""
     names = []
     for worker in getattr(iterator, "_workers", []):
         code = worker.exitcode
@@ -212,8 +220,14 @@ def _worker_signals(iterator: Any) -> str:
     return f" (worker signals: {', '.join(sorted(set(names)))})" if names else ""
 
 
-def measure_setting(dataset: Any, data_cfg: DataConfig, opts: BenchOptions, num_workers: int, pin_memory: bool,
-                    device: torch.device | None = None) -> SettingResult:
+def measure_setting(
+    dataset: Any,
+    data_cfg: DataConfig,
+    opts: BenchOptions,
+    num_workers: int,
+    pin_memory: bool,
+    device: torch.device | None = None,
+) -> SettingResult:
     """Time to first batch, steady-state rates, CPU, memory and stages of one (num_workers, pin_memory)."""
     result = SettingResult(num_workers=num_workers, pin_memory="on" if pin_memory else "off")
     warmup = warmup_batches(num_workers, opts.prefetch_factor)
@@ -279,9 +293,14 @@ def measure_setting(dataset: Any, data_cfg: DataConfig, opts: BenchOptions, num_
     return result
 
 
-def run_sweep(dataset: Any, data_cfg: DataConfig, opts: BenchOptions, settings: Sequence[tuple[int, bool]],
-              device: torch.device | None = None,
-              on_result: Callable[[SettingResult], None] | None = None) -> list[SettingResult]:
+def run_sweep(
+    dataset: Any,
+    data_cfg: DataConfig,
+    opts: BenchOptions,
+    settings: Sequence[tuple[int, bool]],
+    device: torch.device | None = None,
+    on_result: Callable[[SettingResult], None] | None = None,
+) -> list[SettingResult]:
     """Measure every (num_workers, pin_memory) setting in order; a crash is one setting's result."""
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(0)
@@ -317,8 +336,9 @@ def measure_step_time(cfg: RunConfig, dataset: Any, steps: int = 3) -> tuple[flo
     model.to(device).train()
     criterion.to(device)
     optimizer = build_optimizer(model, cfg.train)
-    loader = build_loader(dataset, cfg.data, cfg.train.batch_size, train=True, seed=cfg.train.seed,
-                          num_workers=0, pin_memory=False)
+    loader = build_loader(
+        dataset, cfg.data, cfg.train.batch_size, train=True, seed=cfg.train.seed, num_workers=0, pin_memory=False
+    )
     loader.batch_sampler.set_epoch(0)
     warmup = 1 if device.type == "cuda" else 0
     batches = CyclingBatchSampler(loader.batch_sampler, warmup + steps)

@@ -53,8 +53,15 @@ def _label(r: SettingResult) -> str:
 
 def _table(title: str, headers: list[str], rows: list[list[str | Text]]) -> Table:
     """A compact table whose cells never wrap (headers carry their own line breaks to stay narrow)."""
-    table = Table(title=title, title_justify="left", title_style="bold", header_style="bold",
-                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table = Table(
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     for i, header in enumerate(headers):
         width = max((len(str(row[i])) for row in rows if i < len(row)), default=0)
         table.add_column(header, justify="left" if header == "pin" else "right", min_width=width, no_wrap=True)
@@ -72,13 +79,35 @@ def results_table(report: Report) -> Table:
             rows.append([str(r.num_workers), r.pin_memory, "", Text("crashed", style="bold red")])
             continue
         wait = waits[(r.num_workers, r.pin_memory)]
-        wait_cell = Text("n/a") if wait.starved is None else Text(
-            f"{wait.wait_fraction:.0%}", style="red" if wait.starved else "green")
-        rows.append([str(r.num_workers), r.pin_memory, f"{r.first_batch_s:.2f} s",
-                     f"{r.images_per_s:.1f}±{r.images_per_s_spread:.1f}", f"{r.batches_per_s:.2f}",
-                     _num(r.cpu_percent, ".0f"), _mib(r.peak_rss_bytes), _mib(r.pss_bytes), wait_cell])
-    headers = ["workers", "pin", "first\nbatch", "images/s", "batches/s", "CPU\n%", "peak RSS\nΣ MiB", "PSS\nMiB",
-               "model\nwaits"]
+        wait_cell = (
+            Text("n/a")
+            if wait.starved is None
+            else Text(f"{wait.wait_fraction:.0%}", style="red" if wait.starved else "green")
+        )
+        rows.append(
+            [
+                str(r.num_workers),
+                r.pin_memory,
+                f"{r.first_batch_s:.2f} s",
+                f"{r.images_per_s:.1f}±{r.images_per_s_spread:.1f}",
+                f"{r.batches_per_s:.2f}",
+                _num(r.cpu_percent, ".0f"),
+                _mib(r.peak_rss_bytes),
+                _mib(r.pss_bytes),
+                wait_cell,
+            ]
+        )
+    headers = [
+        "workers",
+        "pin",
+        "first\nbatch",
+        "images/s",
+        "batches/s",
+        "CPU\n%",
+        "peak RSS\nΣ MiB",
+        "PSS\nMiB",
+        "model\nwaits",
+    ]
     return _table("DataLoader throughput", headers, rows)
 
 
@@ -88,8 +117,15 @@ def stages_table(report: Report) -> Table | None:
     if not timed:
         return None
     has_h2d = any(r.h2d_copy_ms is not None for r in timed)
-    rows = [[str(r.num_workers), r.pin_memory, *(_num(r.stages_ms.get(s), ".2f") for s in STAGES),
-             *((_num(r.h2d_copy_ms, ".2f"),) if has_h2d else ())] for r in timed]
+    rows = [
+        [
+            str(r.num_workers),
+            r.pin_memory,
+            *(_num(r.stages_ms.get(s), ".2f") for s in STAGES),
+            *((_num(r.h2d_copy_ms, ".2f"),) if has_h2d else ()),
+        ]
+        for r in timed
+    ]
     headers = ["workers", "pin", *STAGES, *(["H2D copy\nms/batch"] if has_h2d else [])]
     return _table("Cost per image inside the workers (ms)", headers, rows)
 
@@ -117,8 +153,10 @@ def bar_chart(report: Report) -> Text:
             text.append("┃" if i == marker else cell, style="bold yellow" if i == marker else colour)
         text.append(f" {r.images_per_s:.1f} images/s\n")
     if demand is not None:
-        text.append(f"{'':>{label_width}} ┃ the model consumes {demand:.1f} images/s ({batch_size} per "
-                    f"{step:.3g} s step)\n", style="yellow")
+        text.append(
+            f"{'':>{label_width}} ┃ the model consumes {demand:.1f} images/s ({batch_size} per {step:.3g} s step)\n",
+            style="yellow",
+        )
     return text
 
 
@@ -128,7 +166,8 @@ def render(report: Report, console: Console) -> None:
         f"[bold]loader-bench[/] {escape(setup['dataset'])} dataset, {setup['split']} split ({setup['images']} "
         f"images), batch size {setup['batch_size']}, up to {setup['timed_batches']} timed batches or "
         f"{setup['budget_s']:g} s per setting, {setup['cpu_count']} CPUs"
-        + (f", GPU {escape(setup['gpu'])}" if setup["gpu"] else ", no GPU"))
+        + (f", GPU {escape(setup['gpu'])}" if setup["gpu"] else ", no GPU")
+    )
     console.print(results_table(report))
     stages = stages_table(report)
     if stages is not None:

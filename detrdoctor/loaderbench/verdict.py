@@ -39,8 +39,9 @@ def step_wait(loader_batch_s: float, step_time_s: float, num_workers: int) -> tu
     return wait, (wait / period if period > 0 else 0.0)
 
 
-def judge_starvation(results: Sequence[SettingResult], step_time_s: float | None, source: str,
-                     device: str | None) -> Starvation:
+def judge_starvation(
+    results: Sequence[SettingResult], step_time_s: float | None, source: str, device: str | None
+) -> Starvation:
     """Per setting, whether the model would wait for data and for what share of each step."""
     verdict = Starvation(step_time_s=step_time_s, step_time_source=source, device=device)
     for r in results:
@@ -87,8 +88,9 @@ def _remedy(best: SettingResult, swept: Sequence[int], cpu_count: int, has_gpu: 
     return f"{more_cpu}, or {by_stage}" if by_stage else more_cpu
 
 
-def recommend(results: Sequence[SettingResult], starvation: Starvation, cpu_count: int,
-              has_gpu: bool) -> Recommendation:
+def recommend(
+    results: Sequence[SettingResult], starvation: Starvation, cpu_count: int, has_gpu: bool
+) -> Recommendation:
     """The smallest num_workers within 5% of the best throughput, the pin-memory choice, and whether even
     the best setting starves the model.
 
@@ -104,17 +106,22 @@ def recommend(results: Sequence[SettingResult], starvation: Starvation, cpu_coun
     fed = [r for r in candidates if verdicts[(r.num_workers, r.pin_memory)].starved is False]
     pool = fed or candidates
     best = max(pool, key=lambda r: r.images_per_s)
-    pick = min((r for r in pool if r.images_per_s >= (1 - WITHIN_BEST) * best.images_per_s),
-               key=lambda r: r.num_workers)
+    pick = min(
+        (r for r in pool if r.images_per_s >= (1 - WITHIN_BEST) * best.images_per_s), key=lambda r: r.num_workers
+    )
     pick_verdict = verdicts[(pick.num_workers, pick.pin_memory)]
 
     pin = pick.pin_memory if has_gpu else "off"
     setting = f"Use --num-workers {pick.num_workers} (pin_memory {pin}{'' if has_gpu else ', no GPU'})"
     if pick is best:
-        first = f"{setting}: the fastest setting{' that feeds the model' if fed else ''}, {pick.images_per_s:.0f} images/s."
+        first = (
+            f"{setting}: the fastest setting{' that feeds the model' if fed else ''}, {pick.images_per_s:.0f} images/s."
+        )
     else:
-        first = f"{setting}: {pick.images_per_s:.0f} images/s, within {WITHIN_BEST:.0%} of the fastest " \
-                f"({best.images_per_s:.0f} with {best.num_workers} workers) for less memory and start-up."
+        first = (
+            f"{setting}: {pick.images_per_s:.0f} images/s, within {WITHIN_BEST:.0%} of the fastest "
+            f"({best.images_per_s:.0f} with {best.num_workers} workers) for less memory and start-up."
+        )
     waiter = "GPU" if has_gpu and (starvation.device or "").startswith("cuda") else "model"
     step = starvation.step_time_s
     starved = None if step is None else not fed
@@ -123,12 +130,16 @@ def recommend(results: Sequence[SettingResult], starvation: Starvation, cpu_coun
     elif starved:
         least = min(candidates, key=lambda r: verdicts[(r.num_workers, r.pin_memory)].wait_fraction)
         wait = verdicts[(least.num_workers, least.pin_memory)].wait_fraction
-        second = f"Even the best setting ({least.num_workers} workers) leaves the {waiter} waiting {wait:.0%} of " \
-                 f"each step ({least.batches_per_s:.3g} batches/s for {1 / step:.3g} steps/s): " \
-                 f"{_remedy(best, [r.num_workers for r in results], cpu_count, waiter == 'GPU')}."
+        second = (
+            f"Even the best setting ({least.num_workers} workers) leaves the {waiter} waiting {wait:.0%} of "
+            f"each step ({least.batches_per_s:.3g} batches/s for {1 / step:.3g} steps/s): "
+            f"{_remedy(best, [r.num_workers for r in results], cpu_count, waiter == 'GPU')}."
+        )
     else:
-        second = f"It delivers {pick.batches_per_s:.3g} batches/s for the model's {1 / step:.3g} steps/s: " \
-                 f"the {waiter} waits {pick_verdict.wait_fraction:.0%} of each step."
+        second = (
+            f"It delivers {pick.batches_per_s:.3g} batches/s for the model's {1 / step:.3g} steps/s: "
+            f"the {waiter} waits {pick_verdict.wait_fraction:.0%} of each step."
+        )
     return Recommendation(
         num_workers=pick.num_workers,
         pin_memory=pin,
@@ -150,21 +161,29 @@ def explain_crash(message: str, shm_bytes: int | None) -> tuple[str, str]:
     worded = re.search(r"killed by signal: ([\w ]+?)\.", message)
     if any(s in message for s in ("Bus error", "SIGBUS", "shared memory")) or "shm" in message.lower():
         size = f" (/dev/shm holds {shm_bytes / 2**20:.0f} MiB)" if shm_bytes else ""
-        return (f"a worker ran out of shared memory{size}",
-                f"enlarge /dev/shm (docker run --shm-size=8g or --ipc=host), or {fewer}")
+        return (
+            f"a worker ran out of shared memory{size}",
+            f"enlarge /dev/shm (docker run --shm-size=8g or --ipc=host), or {fewer}",
+        )
     if "SIGKILL" in message or (worded and worded.group(1) == "Killed"):
-        return ("a worker was killed (SIGKILL), usually by the out-of-memory killer",
-                f"{fewer}, or add host memory; `dmesg | grep -i oom` confirms")
+        return (
+            "a worker was killed (SIGKILL), usually by the out-of-memory killer",
+            f"{fewer}, or add host memory; `dmesg | grep -i oom` confirms",
+        )
     signals = re.search(r"\(worker signals: ([^)]+)\)", message)
     if worded or signals:
         name = worded.group(1) if worded else signals.group(1)
         return (f"a worker died of signal {name}", "rerun with --num-workers 0 to see the failure in the main process")
     if "exited unexpectedly" in message:
-        return ("a worker exited unexpectedly (killed by the OS or a native crash)",
-                f"{fewer}; check `dmesg` for the OOM killer, or rerun with --num-workers 0")
+        return (
+            "a worker exited unexpectedly (killed by the OS or a native crash)",
+            f"{fewer}; check `dmesg` for the OOM killer, or rerun with --num-workers 0",
+        )
     if re.search(r"Caught \w+ in DataLoader worker process \d+", message):
         lines = [line for line in message.strip().splitlines() if line.strip()]
-        return (f"the dataset raised {lines[-1].strip()} in a worker",
-                "rerun with --num-workers 0 for the full traceback, and fix the dataset")
+        return (
+            f"the dataset raised {lines[-1].strip()} in a worker",
+            "rerun with --num-workers 0 for the full traceback, and fix the dataset",
+        )
     first_line = message.strip().splitlines()[0] if message.strip() else "unknown error"
     return first_line, "rerun with --num-workers 0 to see whether the dataset itself fails"

@@ -19,30 +19,48 @@ def busy_warnings(plan: Plan) -> list[str]:
     gpu = plan.gpu
     if gpu is None or gpu.free_bytes is None or gpu.free_bytes >= BUSY_FRACTION * gpu.total_bytes:
         return []
-    return [f"{gpu.name} had only {gpu.free_bytes / 2**30:.1f} of {gpu.total_bytes / 2**30:.1f} GiB free at the start: "
-            "other processes are using it, so points may run out of memory early"]
+    return [
+        f"{gpu.name} had only {gpu.free_bytes / 2**30:.1f} of {gpu.total_bytes / 2**30:.1f} GiB free at the start: "
+        "other processes are using it, so points may run out of memory early"
+    ]
 
 
 def device_facts(plan: Plan, torch_version: str) -> dict[str, Any]:
     if plan.gpu is not None:
         g = plan.gpu
-        return {"type": "cuda", "name": g.name, "index": g.index, "total_bytes": g.total_bytes,
-                "free_bytes_at_start": g.free_bytes, "torch": torch_version,
-                "description": f"{g.name} (cuda:{g.index}, {g.total_bytes / 2**30:.1f} GiB)"
-                + (", with estimates" if plan.estimate else "")}
+        return {
+            "type": "cuda",
+            "name": g.name,
+            "index": g.index,
+            "total_bytes": g.total_bytes,
+            "free_bytes_at_start": g.free_bytes,
+            "torch": torch_version,
+            "description": f"{g.name} (cuda:{g.index}, {g.total_bytes / 2**30:.1f} GiB)"
+            + (", with estimates" if plan.estimate else ""),
+        }
     if plan.device == "cpu":
-        return {"type": "cpu", "name": platform.processor() or platform.machine(), "torch": torch_version,
-                "description": "CPU, measured (peak: live tensor bytes; device total: the process's peak RSS)"
-                + (", with estimates for CUDA" if plan.estimate else "")}
-    return {"type": "none", "name": None, "torch": torch_version,
-            "description": "no GPU — estimated for CUDA from a FakeTensor trace of the step"}
+        return {
+            "type": "cpu",
+            "name": platform.processor() or platform.machine(),
+            "torch": torch_version,
+            "description": "CPU, measured (peak: live tensor bytes; device total: the process's peak RSS)"
+            + (", with estimates for CUDA" if plan.estimate else ""),
+        }
+    return {
+        "type": "none",
+        "name": None,
+        "torch": torch_version,
+        "description": "no GPU — estimated for CUDA from a FakeTensor trace of the step",
+    }
 
 
 def estimate_notes(plan: Plan) -> list[str]:
     notes = list(plan.notes)
     if plan.estimate:
-        notes.append("Estimates count tensors, the caching allocator's rounding and segments, cuBLAS workspaces "
-                     "and ~500 MiB of CUDA context; not cuDNN's convolution workspaces or the GradScaler's scalars.")
+        notes.append(
+            "Estimates count tensors, the caching allocator's rounding and segments, cuBLAS workspaces "
+            "and ~500 MiB of CUDA context; not cuDNN's convolution workspaces or the GradScaler's scalars."
+        )
         if plan.cfg.train.channels_last:
             notes.append("channels_last changes layouts, not sizes: estimated as contiguous.")
     return notes

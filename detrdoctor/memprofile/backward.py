@@ -38,8 +38,11 @@ class PythonBackward:
     when a gradient becomes a parameter's .grad.
     """
 
-    def __init__(self, on_node: Callable[[Node], AbstractContextManager] | None = None,
-                 on_grad: Callable[[Tensor, Tensor], None] | None = None):
+    def __init__(
+        self,
+        on_node: Callable[[Node], AbstractContextManager] | None = None,
+        on_grad: Callable[[Tensor, Tensor], None] | None = None,
+    ):
         self._on_node = on_node
         self._on_grad = on_grad
         self._saved: list[_Saved] = []

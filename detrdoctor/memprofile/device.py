@@ -36,6 +36,7 @@ def process_device_bytes(index: int, baseline_used: int | None) -> int | None:
     """Device memory this process uses, CUDA context included: NVML's per-process figure where the
     driver gives it (not inside some containers), else the growth of the device's used memory since
     `baseline_used` (other processes assumed steady)."""
+
     def read(nvml: Any, handle: Any) -> int | None:
         for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
             if proc.pid == os.getpid() and proc.usedGpuMemory:

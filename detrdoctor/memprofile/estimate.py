@@ -107,7 +107,8 @@ def _efficient_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_ca
     if attn_mask is not None:
         if attn_mask.dtype == torch.bool:  # as SDPA converts it: -inf where attending is not allowed
             attn_mask = torch.zeros(attn_mask.shape, dtype=query.dtype, device=query.device).masked_fill(
-                attn_mask.logical_not(), float("-inf"))
+                attn_mask.logical_not(), float("-inf")
+            )
         attn_mask = attn_mask.expand(*query.shape[:-1], key.shape[-2])
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
     return efficient_attention(query, key, value, attn_mask, needs_grad, dropout_p, is_causal, scale)
@@ -138,8 +139,9 @@ class _PlaceholderMatcher(torch.nn.Module):
 
     @torch.no_grad()
     def match_layers(self, layer_outputs, targets):
-        return [[(torch.arange(len(t["labels"])), torch.arange(len(t["labels"]))) for t in targets]
-                for _ in layer_outputs]
+        return [
+            [(torch.arange(len(t["labels"])), torch.arange(len(t["labels"]))) for t in targets] for _ in layer_outputs
+        ]
 
 
 class Estimator:
@@ -174,31 +176,53 @@ class Estimator:
                         mode.retag(state, "optimizer_state", group[p])
                 with mode.scope(category="inputs"):
                     batch = synthetic_batch(batch_size, shape, self.cfg.model.num_classes, step.device)
-                engine = PythonBackward(on_node=lambda node: mode.scope(group=node_group(node)),
-                                        on_grad=lambda p, grad: mode.retag(grad, "gradients", group[p]))
+                engine = PythonBackward(
+                    on_node=lambda node: mode.scope(group=node_group(node)),
+                    on_grad=lambda p, grad: mode.retag(grad, "gradients", group[p]),
+                )
                 mode.reset_peak()
                 try:
                     with attribute_groups(step.model, mode), engine.recording(), _CudaAttentionKernels():
                         step.step(batch, backward=engine.backward, autocast=cuda_autocast(dtype))
                 except torch.OutOfMemoryError as e:  # a model may check sizes itself: its verdict stands
-                    return PointResult(batch_size, amp, "oom", "estimated", error=str(e).splitlines()[0],
-                                       device="CUDA (estimated)", wall_s=time.perf_counter() - started)
+                    return PointResult(
+                        batch_size,
+                        amp,
+                        "oom",
+                        "estimated",
+                        error=str(e).splitlines()[0],
+                        device="CUDA (estimated)",
+                        wall_s=time.perf_counter() - started,
+                    )
                 del batch
         breakdown = mode.breakdown()
         breakdown["workspace"] = {"cublas": CUBLAS_WORKSPACES}
         reserved = mode.allocator.peak_reserved + CUBLAS_WORKSPACES
         return PointResult(
-            batch_size=batch_size, amp=amp, status="ok", mode="estimated",
-            peak_bytes=mode.peak + CUBLAS_WORKSPACES, reserved_bytes=reserved,
-            device_bytes=reserved + CUDA_CONTEXT, breakdown=breakdown, device="CUDA (estimated)",
-            wall_s=time.perf_counter() - started)
+            batch_size=batch_size,
+            amp=amp,
+            status="ok",
+            mode="estimated",
+            peak_bytes=mode.peak + CUBLAS_WORKSPACES,
+            reserved_bytes=reserved,
+            device_bytes=reserved + CUDA_CONTEXT,
+            breakdown=breakdown,
+            device="CUDA (estimated)",
+            wall_s=time.perf_counter() - started,
+        )
 
     def _built(self) -> ProfiledStep:
         """The fake model on "cuda", after a first optimizer step (gradients and moments allocated)."""
         if self._step is None:
             with _FakeDeepcopy():
-                step = ProfiledStep(self.cfg, torch.device("cuda", 0), None, phase=self._phase,
-                                    build=resolve_build(self.build), grad_scaler=False)
+                step = ProfiledStep(
+                    self.cfg,
+                    torch.device("cuda", 0),
+                    None,
+                    phase=self._phase,
+                    build=resolve_build(self.build),
+                    grad_scaler=False,
+                )
             if hasattr(step.criterion, "matcher"):
                 step.criterion.matcher = _PlaceholderMatcher()
             step.prime()

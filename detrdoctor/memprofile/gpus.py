@@ -25,30 +25,47 @@ class GPU:
 
 
 # Totals as nvidia-smi prints them, a little under the marketed size: the driver keeps some for itself.
-KNOWN_GPUS: dict[str, GPU] = {g.name: g for g in [
-    GPU("V100-16GB", 16160 * MiB, bf16=False),
-    GPU("V100-32GB", 32510 * MiB, bf16=False),
-    GPU("T4", 15360 * MiB, bf16=False),
-    GPU("A10", 23028 * MiB, bf16=True),
-    GPU("A10G", 23028 * MiB, bf16=True),
-    GPU("L4", 23034 * MiB, bf16=True),
-    GPU("L40S", 46068 * MiB, bf16=True),
-    GPU("A100-40GB", 40960 * MiB, bf16=True),
-    GPU("A100-80GB", 81920 * MiB, bf16=True),
-    GPU("H100-80GB", 81559 * MiB, bf16=True),
-    GPU("H200", 143771 * MiB, bf16=True),
-    GPU("B200", 183359 * MiB, bf16=True),
-    GPU("A6000", 49140 * MiB, bf16=True),
-    GPU("RTX6000-ADA", 49140 * MiB, bf16=True),
-    GPU("RTX3090", 24576 * MiB, bf16=True),
-    GPU("RTX4090", 24564 * MiB, bf16=True),
-    GPU("RTX5090", 32607 * MiB, bf16=True),
-]}
+KNOWN_GPUS: dict[str, GPU] = {
+    g.name: g
+    for g in [
+        GPU("V100-16GB", 16160 * MiB, bf16=False),
+        GPU("V100-32GB", 32510 * MiB, bf16=False),
+        GPU("T4", 15360 * MiB, bf16=False),
+        GPU("A10", 23028 * MiB, bf16=True),
+        GPU("A10G", 23028 * MiB, bf16=True),
+        GPU("L4", 23034 * MiB, bf16=True),
+        GPU("L40S", 46068 * MiB, bf16=True),
+        GPU("A100-40GB", 40960 * MiB, bf16=True),
+        GPU("A100-80GB", 81920 * MiB, bf16=True),
+        GPU("H100-80GB", 81559 * MiB, bf16=True),
+        GPU("H200", 143771 * MiB, bf16=True),
+        GPU("B200", 183359 * MiB, bf16=True),
+        GPU("A6000", 49140 * MiB, bf16=True),
+        GPU("RTX6000-ADA", 49140 * MiB, bf16=True),
+        GPU("RTX3090", 24576 * MiB, bf16=True),
+        GPU("RTX4090", 24564 * MiB, bf16=True),
+        GPU("RTX5090", 32607 * MiB, bf16=True),
+    ]
+}
 
 ALIASES = {"H100": "H100-80GB", "RTXA6000": "A6000", "3090": "RTX3090", "4090": "RTX4090", "5090": "RTX5090"}
 
-_UNITS = {"": GiB, "b": 1, "k": 1 << 10, "kb": 10**3, "kib": 1 << 10, "m": MiB, "mb": 10**6, "mib": MiB,
-          "g": GiB, "gb": 10**9, "gib": GiB, "t": 1 << 40, "tb": 10**12, "tib": 1 << 40}
+_UNITS = {
+    "": GiB,
+    "b": 1,
+    "k": 1 << 10,
+    "kb": 10**3,
+    "kib": 1 << 10,
+    "m": MiB,
+    "mb": 10**6,
+    "mib": MiB,
+    "g": GiB,
+    "gb": 10**9,
+    "gib": GiB,
+    "t": 1 << 40,
+    "tb": 10**12,
+    "tib": 1 << 40,
+}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 

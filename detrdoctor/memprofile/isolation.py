@@ -17,14 +17,24 @@ def run_isolated(request: PointRequest) -> PointResult:
     """Measure `request` in a child process; a child that dies without a result is an "error" result."""
     # The child imports what this process can import (a test's helper modules included).
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    proc = subprocess.run([sys.executable, "-m", "detrdoctor.memprofile.isolation"],
-                          input=json.dumps(request.to_json()), capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "detrdoctor.memprofile.isolation"],
+        input=json.dumps(request.to_json()),
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARKER):
             return PointResult.from_json(json.loads(line.removeprefix(MARKER)))
     lines = proc.stderr.strip().splitlines()
-    return PointResult(request.batch_size, request.amp, "error", "measured",
-                       error=lines[-1] if lines else f"measuring process exited with code {proc.returncode}")
+    return PointResult(
+        request.batch_size,
+        request.amp,
+        "error",
+        "measured",
+        error=lines[-1] if lines else f"measuring process exited with code {proc.returncode}",
+    )
 
 
 def main() -> None:

@@ -36,8 +36,9 @@ def measure_point(request: PointRequest, isolated: bool = False) -> PointResult:
             result = _measure_cpu(request, device, isolated)
     except torch.OutOfMemoryError as e:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        result = PointResult(request.batch_size, request.amp, "oom", "measured", device=name,
-                             error=str(e).splitlines()[0])
+        result = PointResult(
+            request.batch_size, request.amp, "oom", "measured", device=name, error=str(e).splitlines()[0]
+        )
     _free(device, recording=bool(request.snapshot_path))
     result.wall_s = time.perf_counter() - started
     return result
@@ -77,11 +78,18 @@ def _measure_cuda(request: PointRequest, device: torch.device) -> PointResult:
     step_time = start.elapsed_time(end) / 1000 / request.timed_steps
     peak = torch.cuda.max_memory_allocated(device)
     return PointResult(
-        request.batch_size, request.amp, "ok", "measured", peak_bytes=peak,
+        request.batch_size,
+        request.amp,
+        "ok",
+        "measured",
+        peak_bytes=peak,
         reserved_bytes=torch.cuda.max_memory_reserved(device),
         device_bytes=process_device_bytes(device.index, baseline),
-        step_time_s=step_time, images_per_s=request.batch_size / step_time,
-        breakdown=_static_breakdown(step, peak), device=torch.cuda.get_device_name(device))
+        step_time_s=step_time,
+        images_per_s=request.batch_size / step_time,
+        breakdown=_static_breakdown(step, peak),
+        device=torch.cuda.get_device_name(device),
+    )
 
 
 def _static_breakdown(step: ProfiledStep, peak: int) -> dict[str, dict[str, int]]:
@@ -145,6 +153,14 @@ def _measure_cpu(request: PointRequest, device: torch.device, isolated: bool) ->
     # ru_maxrss is the whole process's high-water mark: the point's own only in a process of its own.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if isolated else None
     return PointResult(
-        request.batch_size, request.amp, "ok", "measured", peak_bytes=tracker.peak, device_bytes=rss,
-        step_time_s=step_time, images_per_s=request.batch_size / step_time, breakdown=tracker.breakdown(),
-        device="cpu")
+        request.batch_size,
+        request.amp,
+        "ok",
+        "measured",
+        peak_bytes=tracker.peak,
+        device_bytes=rss,
+        step_time_s=step_time,
+        images_per_s=request.batch_size / step_time,
+        breakdown=tracker.breakdown(),
+        device="cpu",
+    )

@@ -78,11 +78,24 @@ def make_plan(options: MemprofileOptions) -> Plan:
     amp_modes = _amp_modes(options.amp, device, gpu, target)
     _check_gpu_requests(options, device, target)
     return Plan(
-        profile=options.profile, cfg=cfg, batch_sizes=batch_sizes, amp_modes=amp_modes,
-        shape_option=options.shape, device=device, gpu=gpu, estimate=options.estimate or device is None,
-        target=target, safety_margin=options.safety_margin, find_max=options.find_max, snapshot=options.snapshot,
-        json_output=options.json_output, output_dir=Path(options.output_dir) if options.output_dir else None,
-        in_process=options.in_process, build=options.build, notes=[n for n in notes if n])
+        profile=options.profile,
+        cfg=cfg,
+        batch_sizes=batch_sizes,
+        amp_modes=amp_modes,
+        shape_option=options.shape,
+        device=device,
+        gpu=gpu,
+        estimate=options.estimate or device is None,
+        target=target,
+        safety_margin=options.safety_margin,
+        find_max=options.find_max,
+        snapshot=options.snapshot,
+        json_output=options.json_output,
+        output_dir=Path(options.output_dir) if options.output_dir else None,
+        in_process=options.in_process,
+        build=options.build,
+        notes=[n for n in notes if n],
+    )
 
 
 def resolve_classes(cfg: RunConfig, coco_path: str | None) -> str:
@@ -95,8 +108,10 @@ def resolve_classes(cfg: RunConfig, coco_path: str | None) -> str:
         resolve_num_classes(cfg)
     elif cfg.model.num_classes == AUTO:
         cfg.model.num_classes = COCO_NUM_CLASSES
-        return (f'num_classes = "auto" without --coco-path: the model has COCO\'s {COCO_NUM_CLASSES} '
-                "(the class count changes the memory by kilobytes)")
+        return (
+            f'num_classes = "auto" without --coco-path: the model has COCO\'s {COCO_NUM_CLASSES} '
+            "(the class count changes the memory by kilobytes)"
+        )
     return ""
 
 
@@ -109,8 +124,10 @@ def _amp_modes(amp: str, device: str | None, gpu: CudaDevice | None, target: GPU
         bf16 = True
     elif device is None:
         if amp == "fp16" and target is None:
-            raise ConfigError("--amp fp16: no GPU here; name the GPU to estimate for with --gpu-memory "
-                              "(e.g. V100-16GB), or use --amp bf16 or off")
+            raise ConfigError(
+                "--amp fp16: no GPU here; name the GPU to estimate for with --gpu-memory "
+                "(e.g. V100-16GB), or use --amp bf16 or off"
+            )
         bf16 = target.bf16 if target else True
     else:
         bf16 = gpu.bf16
@@ -122,11 +139,13 @@ def _amp_modes(amp: str, device: str | None, gpu: CudaDevice | None, target: GPU
 def _check_gpu_requests(options: MemprofileOptions, device: str | None, target: GPU | None) -> None:
     """--find-max needs memory to fit into; --snapshot needs a GPU and a folder."""
     if options.find_max and device == "cpu":
-        raise ConfigError("--find-max searches GPU memory: measure on a GPU, or estimate with --gpu-memory "
-                          "(without --device cpu)")
+        raise ConfigError(
+            "--find-max searches GPU memory: measure on a GPU, or estimate with --gpu-memory (without --device cpu)"
+        )
     if options.find_max and target is None:
-        raise ConfigError("--find-max needs device memory to fit into: no GPU here, so give --gpu-memory "
-                          "(e.g. 24GiB or A100-80GB)")
+        raise ConfigError(
+            "--find-max needs device memory to fit into: no GPU here, so give --gpu-memory (e.g. 24GiB or A100-80GB)"
+        )
     if options.snapshot and device in (None, "cpu"):
         raise ConfigError("--snapshot records CUDA allocations: it needs a GPU to measure on")
     if options.snapshot and not options.output_dir:
@@ -143,8 +162,9 @@ def _resolve_device(name: str, has_cuda: bool, count: int) -> tuple[str | None, 
     if kind == "cpu":
         return "cpu", None
     if not has_cuda:
-        raise ConfigError(f"--device {name}: no CUDA GPU is visible (run without --device to estimate, "
-                          "or see `detrdoctor env-check`)")
+        raise ConfigError(
+            f"--device {name}: no CUDA GPU is visible (run without --device to estimate, or see `detrdoctor env-check`)"
+        )
     index = index or 0
     if index >= count:
         raise ConfigError(f"--device {name}: only {count} GPU(s) visible")

@@ -16,8 +16,21 @@ from detrdoctor.memprofile.summary import Summary, used_bytes
 
 BAR_WIDTH = 40
 GROUP_ORDER = ["backbone", "encoder", "decoder", "heads", "other"]
-CSV_FIELDS = ["batch_size", "amp", "mode", "status", "fits", "peak_bytes", "reserved_bytes", "device_bytes",
-              "step_time_s", "images_per_s", "source", "device", "error"]
+CSV_FIELDS = [
+    "batch_size",
+    "amp",
+    "mode",
+    "status",
+    "fits",
+    "peak_bytes",
+    "reserved_bytes",
+    "device_bytes",
+    "step_time_s",
+    "images_per_s",
+    "source",
+    "device",
+    "error",
+]
 
 
 def fmt_bytes(n: int | None) -> str:
@@ -52,17 +65,26 @@ def render_text(summary: Summary, console: Console) -> None:
 
 def _header(s: Summary) -> Text:
     h, w = s.shape.hw
-    source = {"worst": "the largest padded batch the profile's transforms can produce",
-              "fixed": "fixed by --shape", "dataset": f"largest of {s.shape.distribution.get('batches')} real batches"}
-    lines = [f"[bold]memprofile[/] {escape(s.profile)} — padded input {h}×{w} ({source[s.shape.source]})",
-             f"device: {escape(s.device['description'])}"]
+    source = {
+        "worst": "the largest padded batch the profile's transforms can produce",
+        "fixed": "fixed by --shape",
+        "dataset": f"largest of {s.shape.distribution.get('batches')} real batches",
+    }
+    lines = [
+        f"[bold]memprofile[/] {escape(s.profile)} — padded input {h}×{w} ({source[s.shape.source]})",
+        f"device: {escape(s.device['description'])}",
+    ]
     if s.target is not None:
-        lines.append(f"planning for {escape(s.target.name)}: {fmt_bytes(s.target.memory_bytes)}, "
-                     f"{s.safety_margin:.0%} safety margin → {fmt_bytes(s.usable_bytes)} usable")
+        lines.append(
+            f"planning for {escape(s.target.name)}: {fmt_bytes(s.target.memory_bytes)}, "
+            f"{s.safety_margin:.0%} safety margin → {fmt_bytes(s.usable_bytes)} usable"
+        )
     if s.shape.source == "dataset":
         d = s.shape.distribution
-        lines.append(f"dataset batches of {d['batch_size']}: padded pixels min {d['pixels_min']:,}, "
-                     f"median {d['pixels_median']:,}, max {d['pixels_max']:,}")
+        lines.append(
+            f"dataset batches of {d['batch_size']}: padded pixels min {d['pixels_min']:,}, "
+            f"median {d['pixels_median']:,}, max {d['pixels_max']:,}"
+        )
     return Text.from_markup("\n".join(lines))
 
 
@@ -82,17 +104,20 @@ def _fits_cell(s: Summary, r: PointResult) -> Text:
 
 CAPTIONS = {
     "cuda": "peak: peak allocated (torch.cuda.max_memory_allocated); reserved: peak held by the caching allocator; "
-            "device: what the GPU gives the process (NVML), CUDA context included",
+    "device: what the GPU gives the process (NVML), CUDA context included",
     "cpu": "peak: live tensor bytes at the peak; device: the measuring process's peak resident memory",
     "none": "all estimated, from a FakeTensor trace of the step and a model of the caching allocator — peak: "
-            "peak allocated; reserved: peak held by the allocator; device: reserved plus an estimated CUDA context",
+    "peak allocated; reserved: peak held by the allocator; device: reserved plus an estimated CUDA context",
 }
 
 
 def _table(s: Summary) -> Table:
     estimated = s.primary_mode == "estimated"
-    title = ("Estimated CUDA memory per training step" if estimated
-             else f"Measured per training step on {s.device['name'] or s.device['type']}")
+    title = (
+        "Estimated CUDA memory per training step"
+        if estimated
+        else f"Measured per training step on {s.device['name'] or s.device['type']}"
+    )
     table = Table(title=title, title_justify="left", caption=CAPTIONS[s.device["type"]], caption_justify="left")
     for name in ("batch", "AMP", "peak", "reserved", "device", "step", "img/s"):
         table.add_column(name, justify="left" if name == "AMP" else "right")
@@ -104,10 +129,16 @@ def _table(s: Summary) -> Table:
     if errors:
         table.add_column("error", justify="right")
     for r in s.primary():
-        row = [str(r.batch_size), r.amp, fmt_bytes(r.peak_bytes), fmt_bytes(r.reserved_bytes),
-               fmt_bytes(used_bytes(r)) if r.status == "ok" else "–",
-               f"{r.step_time_s * 1000:.0f} ms" if r.step_time_s else "–", _fmt(r.images_per_s, ".1f"),
-               _fits_cell(s, r)]
+        row = [
+            str(r.batch_size),
+            r.amp,
+            fmt_bytes(r.peak_bytes),
+            fmt_bytes(r.reserved_bytes),
+            fmt_bytes(used_bytes(r)) if r.status == "ok" else "–",
+            f"{r.step_time_s * 1000:.0f} ms" if r.step_time_s else "–",
+            _fmt(r.images_per_s, ".1f"),
+            _fits_cell(s, r),
+        ]
         if estimates:
             e = estimates.get((r.batch_size, r.amp))
             row.append(fmt_bytes(e.peak_bytes) if e else "–")
@@ -122,8 +153,9 @@ def _chart(s: Summary) -> Group:
     """One bar per point: device memory against the largest, the usable limit marked with │."""
     points = [r for r in s.primary() if r.status == "ok" and used_bytes(r) is not None]
     scale = max([used_bytes(r) for r in points] + [s.usable_bytes or 0], default=0)
-    parts: list[Text] = [Text("device memory by batch size" + (" (estimated)" if s.primary_mode == "estimated" else ""),
-                              style="bold")]
+    parts: list[Text] = [
+        Text("device memory by batch size" + (" (estimated)" if s.primary_mode == "estimated" else ""), style="bold")
+    ]
     limit_col = round(BAR_WIDTH * s.usable_bytes / scale) if s.usable_bytes and scale else None
     for amp in s.amp_modes:
         parts.append(Text(amp, style="bold"))
@@ -151,9 +183,15 @@ def _savings(s: Summary) -> Table | None:
         table.add_column(name, justify="right" if name != "AMP" else "left")
     for row in rows:
         speed = f"{row['speed_ratio']:.2f}×" if row["speed_ratio"] else "– (not measured)"
-        table.add_row(str(row["batch_size"]), row["amp"], f"{row['memory_ratio']:.2f}×",
-                      fmt_bytes(row["memory_saved_bytes"]) if row["memory_saved_bytes"] >= 0
-                      else "−" + fmt_bytes(-row["memory_saved_bytes"]), speed)
+        table.add_row(
+            str(row["batch_size"]),
+            row["amp"],
+            f"{row['memory_ratio']:.2f}×",
+            fmt_bytes(row["memory_saved_bytes"])
+            if row["memory_saved_bytes"] >= 0
+            else "−" + fmt_bytes(-row["memory_saved_bytes"]),
+            speed,
+        )
     return table
 
 
@@ -162,16 +200,24 @@ def _recommendation(s: Summary) -> Text:
     if s.target is not None:
         for amp, best in s.max_batch_size().items():
             how = "searched" if amp in s.searches else "largest swept that fits"
-            lines.append(Text(f"  {amp}: {best if best else 'none fits'} ({how}, on {s.target.name} with "
-                              f"{s.safety_margin:.0%} margin)"))
+            lines.append(
+                Text(
+                    f"  {amp}: {best if best else 'none fits'} ({how}, on {s.target.name} with "
+                    f"{s.safety_margin:.0%} margin)"
+                )
+            )
     elif s.primary_mode == "estimated":
         for gpu, per_amp in s.fits_on().items():
             lines.append(Text(f"  {gpu:<10} " + ", ".join(f"{amp}: {b if b else '–'}" for amp, b in per_amp.items())))
-        lines.append(Text("  (largest swept batch size that fits each GPU; --gpu-memory NAME|SIZE to plan for one)",
-                          style="dim"))
+        lines.append(
+            Text("  (largest swept batch size that fits each GPU; --gpu-memory NAME|SIZE to plan for one)", style="dim")
+        )
     else:
-        lines.append(Text("  nothing to fit into on the CPU: for a GPU, estimate with --gpu-memory (no --device cpu)",
-                          style="dim"))
+        lines.append(
+            Text(
+                "  nothing to fit into on the CPU: for a GPU, estimate with --gpu-memory (no --device cpu)", style="dim"
+            )
+        )
     return Text("\n").join(lines)
 
 
@@ -183,8 +229,9 @@ def _breakdown(s: Summary) -> Table | None:
     present = {g for groups in r.breakdown.values() for g in groups}
     columns = [g for g in GROUP_ORDER if g in present] + sorted(present - set(GROUP_ORDER))
     unit, scale = ("GiB", 2**30) if (r.peak_bytes or 0) >= 2**30 else ("MiB", 2**20)
-    table = Table(title=f"Where memory goes at the peak ({unit}): batch {r.batch_size}, {r.amp}, {r.mode}",
-                  title_justify="left")
+    table = Table(
+        title=f"Where memory goes at the peak ({unit}): batch {r.batch_size}, {r.amp}, {r.mode}", title_justify="left"
+    )
     table.add_column("")
     for g in [*columns, "total"]:
         table.add_column(g, justify="right")

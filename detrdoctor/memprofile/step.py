@@ -28,8 +28,9 @@ class Batch:
     targets: list[dict[str, Tensor]]
 
 
-def synthetic_batch(batch_size: int, shape: tuple[int, int], num_classes: int, device: torch.device | str,
-                    seed: int = 0) -> Batch:
+def synthetic_batch(
+    batch_size: int, shape: tuple[int, int], num_classes: int, device: torch.device | str, seed: int = 0
+) -> Batch:
     """`batch_size` images of exactly `shape` (no padding: the worst case) with random boxes."""
     generator = torch.Generator().manual_seed(seed)
     h, w = shape
@@ -52,8 +53,15 @@ class ProfiledStep:
     `build` replaces DETR (see resolve_build); without `grad_scaler` fp16 runs unscaled.
     """
 
-    def __init__(self, cfg: RunConfig, device: torch.device, amp_dtype: torch.dtype | None, phase: Phase = no_phase,
-                 build: Callable[[RunConfig], tuple[nn.Module, nn.Module]] | None = None, grad_scaler: bool = True):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        device: torch.device,
+        amp_dtype: torch.dtype | None,
+        phase: Phase = no_phase,
+        build: Callable[[RunConfig], tuple[nn.Module, nn.Module]] | None = None,
+        grad_scaler: bool = True,
+    ):
         from detr.engine.ema import ModelEMA
         from detr.engine.optim import build_optimizer
 
@@ -69,9 +77,17 @@ class ProfiledStep:
         self.ema = ModelEMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         use_scaler = grad_scaler and amp_dtype == torch.float16 and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-        self.training_step = TrainingStep(self.model, self.criterion, self.optimizer, self.grad_params,
-                                          device_type=device.type, amp_dtype=amp_dtype,
-                                          clip_max_norm=cfg.train.clip_max_norm, scaler=self.scaler, ema=self.ema)
+        self.training_step = TrainingStep(
+            self.model,
+            self.criterion,
+            self.optimizer,
+            self.grad_params,
+            device_type=device.type,
+            amp_dtype=amp_dtype,
+            clip_max_norm=cfg.train.clip_max_norm,
+            scaler=self.scaler,
+            ema=self.ema,
+        )
 
     def ema_tensors(self) -> list[Tensor]:
         """The weight average's tensors (none without one), for the "ema" group of the breakdown."""
@@ -90,12 +106,17 @@ class ProfiledStep:
         with self.phase("optimizer"):
             self.optimizer.step()
 
-    def step(self, batch: Batch, backward: Callable[[Tensor], None] = Tensor.backward,
-             autocast: AbstractContextManager | None = None) -> None:
+    def step(
+        self,
+        batch: Batch,
+        backward: Callable[[Tensor], None] = Tensor.backward,
+        autocast: AbstractContextManager | None = None,
+    ) -> None:
         """One optimisation step; `backward(loss)` fills the gradients; `autocast`, if given, replaces
         torch.autocast over the forward pass."""
-        self.training_step.run(batch.images, batch.mask, batch.targets, phase=self.phase, backward=backward,
-                               autocast=autocast)
+        self.training_step.run(
+            batch.images, batch.mask, batch.targets, phase=self.phase, backward=backward, autocast=autocast
+        )
 
 
 def resolve_build(spec: str | None) -> Callable[[RunConfig], tuple[nn.Module, nn.Module]]:

@@ -60,8 +60,10 @@ class Summary:
         return "measured" if any(r.mode == "measured" for r in self.results) else "estimated"
 
     def primary(self, amp: str | None = None) -> list[PointResult]:
-        return sorted((r for r in self.results if r.mode == self.primary_mode and (amp is None or r.amp == amp)),
-                      key=lambda r: r.batch_size)
+        return sorted(
+            (r for r in self.results if r.mode == self.primary_mode and (amp is None or r.amp == amp)),
+            key=lambda r: r.batch_size,
+        )
 
     def fits(self, result: PointResult) -> bool | None:
         return fits(result, self.usable_bytes)
@@ -83,8 +85,10 @@ class Summary:
         out: dict[str, dict[str, int | None]] = {}
         for name in LADDER:
             usable = int(KNOWN_GPUS[name].memory_bytes * (1 - self.safety_margin))
-            out[name] = {amp: max((r.batch_size for r in self.primary(amp) if fits(r, usable)), default=None)
-                         for amp in self.amp_modes}
+            out[name] = {
+                amp: max((r.batch_size for r in self.primary(amp) if fits(r, usable)), default=None)
+                for amp in self.amp_modes
+            }
         return out
 
     def smallest_gpu(self, result: PointResult) -> str | None:
@@ -106,8 +110,15 @@ class Summary:
                 if base is None or r.status != "ok":
                     continue
                 speed = (r.images_per_s / base.images_per_s) if r.images_per_s and base.images_per_s else None
-                rows.append({"batch_size": r.batch_size, "amp": amp, "memory_ratio": r.peak_bytes / base.peak_bytes,
-                             "memory_saved_bytes": base.peak_bytes - r.peak_bytes, "speed_ratio": speed})
+                rows.append(
+                    {
+                        "batch_size": r.batch_size,
+                        "amp": amp,
+                        "memory_ratio": r.peak_bytes / base.peak_bytes,
+                        "memory_saved_bytes": base.peak_bytes - r.peak_bytes,
+                        "speed_ratio": speed,
+                    }
+                )
         return rows
 
     def estimate_errors(self) -> list[dict[str, Any]]:
@@ -119,9 +130,16 @@ class Summary:
             if r.mode != "measured" or r.device == "cpu" or r.status != "ok" or e is None:
                 continue
             error = (e.peak_bytes - r.peak_bytes) / r.peak_bytes
-            rows.append({"batch_size": r.batch_size, "amp": r.amp, "measured_peak_bytes": r.peak_bytes,
-                         "estimated_peak_bytes": e.peak_bytes, "error": error,
-                         "within_target": abs(error) <= ESTIMATE_TARGET})
+            rows.append(
+                {
+                    "batch_size": r.batch_size,
+                    "amp": r.amp,
+                    "measured_peak_bytes": r.peak_bytes,
+                    "estimated_peak_bytes": e.peak_bytes,
+                    "error": error,
+                    "within_target": abs(error) <= ESTIMATE_TARGET,
+                }
+            )
         return rows
 
     def peak_point(self) -> PointResult | None:
@@ -144,7 +162,8 @@ class Summary:
             "results": [{**r.to_json(), "fits": self.fits(r)} for r in self.results],
             "max_batch_size": self.max_batch_size(),
             "max_batch_size_source": {amp: "search" if amp in self.searches else "sweep" for amp in self.amp_modes}
-            if self.usable_bytes is not None else {},
+            if self.usable_bytes is not None
+            else {},
             "search_trials": {amp: s.trials for amp, s in self.searches.items()},
             "fits_on": self.fits_on() if self.target is None and self.primary_mode == "estimated" else None,
             "amp_savings": self.amp_savings(),

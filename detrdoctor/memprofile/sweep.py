@@ -68,8 +68,11 @@ class Sweep:
         if not fitting:
             return None
         largest = max(fitting, key=lambda r: (r.batch_size, r.peak_bytes))
-        self.progress.update(self._task, total=self.progress.tasks[self._task].total + 1,
-                             description=f"snapshot of batch {largest.batch_size}, {largest.amp}")
+        self.progress.update(
+            self._task,
+            total=self.progress.tasks[self._task].total + 1,
+            description=f"snapshot of batch {largest.batch_size}, {largest.amp}",
+        )
         request = self._request(largest.amp, largest.batch_size)
         request.snapshot_path = path
         result = self._measure(request)
@@ -77,8 +80,14 @@ class Sweep:
         return result
 
     def _request(self, amp: str, batch_size: int) -> PointRequest:
-        return request_for(self.plan.cfg, batch_size=batch_size, amp=amp, shape=self.shape.hw,
-                           device=self.plan.device, build=self.plan.build)
+        return request_for(
+            self.plan.cfg,
+            batch_size=batch_size,
+            amp=amp,
+            shape=self.shape.hw,
+            device=self.plan.device,
+            build=self.plan.build,
+        )
 
     def _measure(self, request: PointRequest) -> PointResult:
         if self.plan.in_process:
@@ -91,5 +100,11 @@ class Sweep:
 
 
 def progress_bar(console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )

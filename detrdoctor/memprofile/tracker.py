@@ -23,8 +23,12 @@ _METADATA_OPS = {torch.ops.prim.device.default}
 
 CATEGORIES = ("parameters", "gradients", "optimizer_state", "inputs", "activations", "temporaries")
 # What the storages a training step's phases create are (see detr.engine.step's `Phase`).
-PHASE_CATEGORY = {"forward": "activations", "backward": "temporaries", "clip": "temporaries",
-                  "optimizer": "optimizer_state"}
+PHASE_CATEGORY = {
+    "forward": "activations",
+    "backward": "temporaries",
+    "clip": "temporaries",
+    "optimizer": "optimizer_state",
+}
 
 
 @dataclass

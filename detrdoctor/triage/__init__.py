@@ -9,7 +9,8 @@ from __future__ import annotations
 from detrdoctor.envcheck.rules import check
 
 
-def triage_check(section: str, id: str, status: str, found: str = "", expected: str = "", fix: str = "",
-                 message: str = "") -> dict[str, str]:
+def triage_check(
+    section: str, id: str, status: str, found: str = "", expected: str = "", fix: str = "", message: str = ""
+) -> dict[str, str]:
     """An env-check row (see `detrdoctor.envcheck.rules.check`) with the section it belongs to."""
     return {**check(id, status, found, expected, fix, message), "section": section}

@@ -31,14 +31,22 @@ def thirds(values: list[float]) -> tuple[float, float, float]:
     return tuple(sum(p) / len(p) for p in parts)  # type: ignore[return-value]
 
 
-def judge_history(records: list[Record], lr_drop: int, epochs: int,
-                  needed: tuple[int, str] | None) -> list[dict[str, str]]:
+def judge_history(
+    records: list[Record], lr_drop: int, epochs: int, needed: tuple[int, str] | None
+) -> list[dict[str, str]]:
     """run.* checks; `needed` is (steps, why) from the schedule rules, None when the dataset is not at hand."""
     steps = [r for r in records if r.get("type") == "step"]
     evals = [r for r in records if r.get("type") == "eval"]
     events = [r for r in records if r.get("type") == "event"]
-    return [rule_plateau(steps), rule_class_error(steps), rule_eval_vs_loss(steps, evals),
-            rule_lr(steps, lr_drop, epochs), rule_events(events), rule_data_wait(steps), rule_steps(steps, needed)]
+    return [
+        rule_plateau(steps),
+        rule_class_error(steps),
+        rule_eval_vs_loss(steps, evals),
+        rule_lr(steps, lr_drop, epochs),
+        rule_events(events),
+        rule_data_wait(steps),
+        rule_steps(steps, needed),
+    ]
 
 
 def rule_plateau(steps: list[Record]) -> dict[str, str]:
@@ -48,10 +56,15 @@ def rule_plateau(steps: list[Record]) -> dict[str, str]:
     first, middle, last = thirds(losses)
     found = f"loss {first:.3f} → {middle:.3f} → {last:.3f} (by thirds)"
     if last >= PLATEAU * middle:
-        return triage_check("run", "run.plateau", "warn", found, f"last third < {PLATEAU:.0%} of the middle",
-                            "drop the lr (lr_drop) if it has not dropped; run `detrdoctor triage` to see if the model "
-                            "can fit at all",
-                            "the loss stopped falling in the last third of the run")
+        return triage_check(
+            "run",
+            "run.plateau",
+            "warn",
+            found,
+            f"last third < {PLATEAU:.0%} of the middle",
+            "drop the lr (lr_drop) if it has not dropped; run `detrdoctor triage` to see if the model can fit at all",
+            "the loss stopped falling in the last third of the run",
+        )
     return triage_check("run", "run.plateau", "pass", found, f"last third < {PLATEAU:.0%} of the middle")
 
 
@@ -59,14 +72,20 @@ def rule_class_error(steps: list[Record]) -> dict[str, str]:
     errors = finite([r.get("class_error") for r in steps])
     if not errors:
         return triage_check("run", "run.class_error", "skip", message="no class_error in the step records")
-    tail = errors[-max(1, len(errors) // 10):]
+    tail = errors[-max(1, len(errors) // 10) :]
     late = sum(tail) / len(tail)
     found, expected = f"{late:.0f}% over the last {len(tail)} records", f"< {CLASS_ERROR_STUCK:.0f}%"
     if late >= CLASS_ERROR_STUCK:
-        return triage_check("run", "run.class_error", "fail", found, expected,
-                            "check category ids against num_classes (`detrdoctor triage` data rows)",
-                            "the matched queries almost never get the right class: category ids that do not fit "
-                            "num_classes, or labels that collide with the no-object class")
+        return triage_check(
+            "run",
+            "run.class_error",
+            "fail",
+            found,
+            expected,
+            "check category ids against num_classes (`detrdoctor triage` data rows)",
+            "the matched queries almost never get the right class: category ids that do not fit "
+            "num_classes, or labels that collide with the no-object class",
+        )
     return triage_check("run", "run.class_error", "pass", found, expected)
 
 
@@ -82,14 +101,25 @@ def rule_eval_vs_loss(steps: list[Record], evals: list[Record]) -> dict[str, str
     first, _, last = thirds(losses) if len(losses) >= 3 else (losses[0], 0, losses[-1])
     if last < LOSS_FELL * first:
         return triage_check(
-            "run", "run.eval_vs_loss", "fail", f"{found} while the loss fell {first:.3f} → {last:.3f}",
-            f"AP50 > {AP_ZERO}", "compare the val annotations with the train ones (category ids, bbox format): "
+            "run",
+            "run.eval_vs_loss",
+            "fail",
+            f"{found} while the loss fell {first:.3f} → {last:.3f}",
+            f"AP50 > {AP_ZERO}",
+            "compare the val annotations with the train ones (category ids, bbox format): "
             "`detrdoctor evaluate --weights CKPT --breakdown`",
             "training learns something evaluation does not reward: the val split's category ids or box format "
-            "differ from the training split's, or the run is far too short (see run.steps)")
-    return triage_check("run", "run.eval_vs_loss", "warn", f"{found}, loss {first:.3f} → {last:.3f}",
-                        f"AP50 > {AP_ZERO}", "run `detrdoctor triage`: can the model fit a few images?",
-                        "AP stays 0 and the loss does not fall either: nothing is being learned")
+            "differ from the training split's, or the run is far too short (see run.steps)",
+        )
+    return triage_check(
+        "run",
+        "run.eval_vs_loss",
+        "warn",
+        f"{found}, loss {first:.3f} → {last:.3f}",
+        f"AP50 > {AP_ZERO}",
+        "run `detrdoctor triage`: can the model fit a few images?",
+        "AP stays 0 and the loss does not fall either: nothing is being learned",
+    )
 
 
 def rule_lr(steps: list[Record], lr_drop: int, epochs: int) -> dict[str, str]:
@@ -102,13 +132,25 @@ def rule_lr(steps: list[Record], lr_drop: int, epochs: int) -> dict[str, str]:
     if min(lrs) < 0.5 * lrs[0]:
         return triage_check("run", "run.lr", "pass", found, expected)
     if last_epoch + 1 > lr_drop:
-        return triage_check("run", "run.lr", "fail", found, expected, "check [train] lr_drop in the run's config.toml",
-                            f"the run is past epoch {lr_drop} and the lr never dropped")
+        return triage_check(
+            "run",
+            "run.lr",
+            "fail",
+            found,
+            expected,
+            "check [train] lr_drop in the run's config.toml",
+            f"the run is past epoch {lr_drop} and the lr never dropped",
+        )
     if last_epoch + 1 >= epochs or lr_drop >= epochs:
-        return triage_check("run", "run.lr", "warn", found, expected,
-                            f"[train] lr_drop = {max(1, epochs * 2 // 3)}",
-                            "the lr never drops in this run (lr_drop ≥ epochs): the paper's drop gives several AP "
-                            "points")
+        return triage_check(
+            "run",
+            "run.lr",
+            "warn",
+            found,
+            expected,
+            f"[train] lr_drop = {max(1, epochs * 2 // 3)}",
+            "the lr never drops in this run (lr_drop ≥ epochs): the paper's drop gives several AP points",
+        )
     return triage_check("run", "run.lr", "pass", found, f"{expected} (not reached yet)")
 
 
@@ -118,26 +160,45 @@ def rule_events(events: list[Record]) -> dict[str, str]:
     found = ", ".join(f"{k} ×{n}" for k, n in kinds.most_common(4)) or "none"
     stopped = [e for e in troubles if e.get("kind") == "stopped"]
     if stopped:
-        return triage_check("run", "run.events", "fail", found, "none", "see the event; `detrdoctor triage` on the "
-                            "run's config", f"the run was stopped: {stopped[-1].get('message', '')}")
+        return triage_check(
+            "run",
+            "run.events",
+            "fail",
+            found,
+            "none",
+            "see the event; `detrdoctor triage` on the run's config",
+            f"the run was stopped: {stopped[-1].get('message', '')}",
+        )
     if troubles:
         first = troubles[0]
-        return triage_check("run", "run.events", "warn", found, "none",
-                            "lower the lr or turn AMP off if non-finite or spike events repeat",
-                            f"first at step {first.get('step')}: {first.get('kind')}: {first.get('message', '')}")
+        return triage_check(
+            "run",
+            "run.events",
+            "warn",
+            found,
+            "none",
+            "lower the lr or turn AMP off if non-finite or spike events repeat",
+            f"first at step {first.get('step')}: {first.get('kind')}: {first.get('message', '')}",
+        )
     return triage_check("run", "run.events", "pass", found, "none")
 
 
 def rule_data_wait(steps: list[Record]) -> dict[str, str]:
-    timed = [r for r in steps[len(steps) // 20:] if r.get("step_time_s") and r.get("data_time_s") is not None]
+    timed = [r for r in steps[len(steps) // 20 :] if r.get("step_time_s") and r.get("data_time_s") is not None]
     if not timed:
         return triage_check("run", "run.data_wait", "skip", message="no step timings in the records")
     share = sum(r["data_time_s"] for r in timed) / sum(r["step_time_s"] for r in timed)
     found, expected = f"{share:.0%} of each step waiting for data", f"< {DATA_WAIT:.0%}"
     if share > DATA_WAIT:
-        return triage_check("run", "run.data_wait", "warn", found, expected,
-                            "detrdoctor loader-bench --profile RUN_DIR/config.toml",
-                            "the accelerator waits for the data loader: more workers, pinned memory or smaller images")
+        return triage_check(
+            "run",
+            "run.data_wait",
+            "warn",
+            found,
+            expected,
+            "detrdoctor loader-bench --profile RUN_DIR/config.toml",
+            "the accelerator waits for the data loader: more workers, pinned memory or smaller images",
+        )
     return triage_check("run", "run.data_wait", "pass", found, expected)
 
 
@@ -146,12 +207,23 @@ def rule_steps(steps: list[Record], needed: tuple[int, str] | None) -> dict[str,
         return triage_check("run", "run.steps", "skip", message="no step records")
     done = max(int(r.get("step", 0)) for r in steps)
     if needed is None:
-        return triage_check("run", "run.steps", "skip", f"{done:,} steps done",
-                            message=f"{done:,} steps done; the dataset is not at hand to say how many are needed")
+        return triage_check(
+            "run",
+            "run.steps",
+            "skip",
+            f"{done:,} steps done",
+            message=f"{done:,} steps done; the dataset is not at hand to say how many are needed",
+        )
     need, why = needed
     found, expected = f"{done:,} steps done", f"≥ {need:,} ({why})"
     if done >= need:
         return triage_check("run", "run.steps", "pass", found, expected)
-    return triage_check("run", "run.steps", "fail" if done * TOO_FEW < need else "warn", found, expected,
-                        "train longer (see schedule.steps)",
-                        f"{share(done, need)} of what DETR needs from this starting point: AP stays low until then")
+    return triage_check(
+        "run",
+        "run.steps",
+        "fail" if done * TOO_FEW < need else "warn",
+        found,
+        expected,
+        "train longer (see schedule.steps)",
+        f"{share(done, need)} of what DETR needs from this starting point: AP stays low until then",
+    )

@@ -68,8 +68,9 @@ def draw_training_samples(cfg: RunConfig, image_ids: list[int], folder: Path) ->
         image, target = dataset[index[image_id]]
         path = folder / f"{n + 1:02d}-image{image_id}-train.png"
         boxes = pixel_boxes(target["boxes"], tuple(image.shape[-2:]))
-        draw(to_uint8(image), [(boxes, [names.get(int(c), str(int(c))) for c in target["labels"]], TARGET_COLOUR)],
-             path)
+        draw(
+            to_uint8(image), [(boxes, [names.get(int(c), str(int(c))) for c in target["labels"]], TARGET_COLOUR)], path
+        )
         written.append(str(path))
     return written
 
@@ -93,12 +94,16 @@ def draw_predictions(trainer: Trainer, folder: Path) -> list[str]:
     written = []
     for n, ((image, target), result) in enumerate(zip(samples, results)):
         keep = result["scores"] >= SCORE
-        labels = [f"{names.get(int(c), str(int(c)))} {s:.2f}"
-                  for c, s in zip(result["labels"][keep], result["scores"][keep])]
+        labels = [
+            f"{names.get(int(c), str(int(c)))} {s:.2f}" for c, s in zip(result["labels"][keep], result["scores"][keep])
+        ]
         truth = pixel_boxes(target["boxes"], tuple(image.shape[-2:]))
         path = folder / f"{n + 1:02d}-image{target['image_id']}-overfit.png"
-        draw(to_uint8(image), [(truth, [""] * len(truth), TARGET_COLOUR),
-                               (result["boxes"][keep].cpu(), labels, PREDICTION_COLOUR)], path)
+        draw(
+            to_uint8(image),
+            [(truth, [""] * len(truth), TARGET_COLOUR), (result["boxes"][keep].cpu(), labels, PREDICTION_COLOUR)],
+            path,
+        )
         written.append(str(path))
     return written
 

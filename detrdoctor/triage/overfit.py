@@ -112,8 +112,14 @@ class OverfitProgress(Callback):
             TimeElapsedColumn,
         )
 
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=self.console, transient=True)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
         self.progress.start()
         self.task = self.progress.add_task("overfit", total=trainer.cfg.train.max_steps)
 
@@ -134,8 +140,9 @@ class OverfitProgress(Callback):
             self.progress = None
 
 
-def run_overfit(cfg: RunConfig, subset: Path, ids: list[int], steps: int, folder: Path,
-                console: Console) -> tuple[dict[str, Any], Trainer | None]:
+def run_overfit(
+    cfg: RunConfig, subset: Path, ids: list[int], steps: int, folder: Path, console: Console
+) -> tuple[dict[str, Any], Trainer | None]:
     """Train on the images of `subset` (see `write_subset`) for `steps` steps and score them on themselves:
     (facts, the trainer, for drawing its predictions).
 
@@ -162,9 +169,15 @@ def run_overfit(cfg: RunConfig, subset: Path, ids: list[int], steps: int, folder
         (folder / "checkpoint.pth").unlink(missing_ok=True)  # hundreds of MB nobody needs: the look has drawn it
     metrics = folder / "metrics.jsonl"
     records = read_metrics(metrics) if metrics.is_file() else []
-    facts = {"images": len(ids), "steps": steps, "image_ids": ids, "ap50": ap50, "error": error,
-             "records": [r for r in records if r.get("type") == "step"],
-             "events": [r for r in records if r.get("type") == "event"]}
+    facts = {
+        "images": len(ids),
+        "steps": steps,
+        "image_ids": ids,
+        "ap50": ap50,
+        "error": error,
+        "records": [r for r in records if r.get("type") == "step"],
+        "events": [r for r in records if r.get("type") == "event"],
+    }
     return facts, trainer
 
 
@@ -182,8 +195,14 @@ def overfit_summary(facts: dict[str, Any]) -> dict[str, Any]:
     records = facts["records"]
     loss_start, loss_end = term_ends(records, "loss")
     terms = {t: list(term_ends(records, t)) for t in TERMS if any(t in r for r in records)}
-    return {"images": facts["images"], "steps": facts["steps"], "ap50": facts["ap50"],
-            "loss_start": loss_start, "loss_end": loss_end, "terms": terms}
+    return {
+        "images": facts["images"],
+        "steps": facts["steps"],
+        "ap50": facts["ap50"],
+        "loss_start": loss_start,
+        "loss_end": loss_end,
+        "terms": terms,
+    }
 
 
 def stuck(start: float | None, end: float | None) -> bool:
@@ -197,60 +216,124 @@ def judge_overfit(facts: dict[str, Any], cfg: RunConfig) -> list[dict[str, str]]
     records, events = facts["records"], facts["events"]
     expected = f"AP50 ≥ {PASS_AP50}"
     if facts["error"]:
-        return [triage_check(s, "overfit.fit", "fail", f"stopped after {len(records)} steps", expected,
-                             "fix the ✗ data rows first, then rerun triage",
-                             f"training on {n} images stopped: {facts['error']}")]
+        return [
+            triage_check(
+                s,
+                "overfit.fit",
+                "fail",
+                f"stopped after {len(records)} steps",
+                expected,
+                "fix the ✗ data rows first, then rerun triage",
+                f"training on {n} images stopped: {facts['error']}",
+            )
+        ]
     loss_start, loss_end = term_ends(records, "loss")
     ce, error = term_ends(records, "loss_ce"), term_ends(records, "class_error")
     bbox, giou = term_ends(records, "loss_bbox"), term_ends(records, "loss_giou")
     fits = ap50 is not None and ap50 >= PASS_AP50
     labels_stuck = not fits and (stuck(*ce) or (error[1] is not None and error[1] >= CLASS_ERROR_STUCK))
     boxes_stuck = not fits and (stuck(*bbox) or stuck(*giou))
-    unscored = (not fits and ap50 is not None and giou[1] is not None and giou[1] <= FITTED_GIOU_LOSS
-                and error[1] is not None and error[1] <= FITTED_CLASS_ERROR)
+    unscored = (
+        not fits
+        and ap50 is not None
+        and giou[1] is not None
+        and giou[1] <= FITTED_GIOU_LOSS
+        and error[1] is not None
+        and error[1] <= FITTED_CLASS_ERROR
+    )
     finite = rule_finite(events, cfg, fits)
     found = f"AP50 {ap50:.3f} on {n} images after {steps} steps" if ap50 is not None else "not scored"
     if fits:
         fit = triage_check(s, "overfit.fit", "pass", found, expected)
     elif loss_start is not None and loss_end is not None and loss_end >= STILL * loss_start:
-        fit = triage_check(s, "overfit.fit", "fail", found, expected,
-                           "check lr > 0 and that parameters train (lr_backbone, frozen layers)",
-                           f"nothing moves: the loss went from {_num(loss_start)} to {_num(loss_end)}; frozen "
-                           "parameters or a zero learning rate")
+        fit = triage_check(
+            s,
+            "overfit.fit",
+            "fail",
+            found,
+            expected,
+            "check lr > 0 and that parameters train (lr_backbone, frozen layers)",
+            f"nothing moves: the loss went from {_num(loss_start)} to {_num(loss_end)}; frozen "
+            "parameters or a zero learning rate",
+        )
     elif unscored:
-        fit = triage_check(s, "overfit.fit", "fail", found, expected, "see overfit.boxes",
-                           f"it fits its training targets (loss_giou {giou[1]:.3f}, class_error {error[1]:.0f}%) yet "
-                           "scores low on the same images: evaluation compares with boxes training never saw")
+        fit = triage_check(
+            s,
+            "overfit.fit",
+            "fail",
+            found,
+            expected,
+            "see overfit.boxes",
+            f"it fits its training targets (loss_giou {giou[1]:.3f}, class_error {error[1]:.0f}%) yet "
+            "scores low on the same images: evaluation compares with boxes training never saw",
+        )
     elif labels_stuck and boxes_stuck:
-        fit = triage_check(s, "overfit.fit", "fail", found, expected, "see schedule.lr and overfit.finite",
-                           "neither the classes nor the boxes learn: the optimisation fails as a whole, usually "
-                           "a learning rate far too high (the model collapses to 'no object' everywhere) or AMP")
+        fit = triage_check(
+            s,
+            "overfit.fit",
+            "fail",
+            found,
+            expected,
+            "see schedule.lr and overfit.finite",
+            "neither the classes nor the boxes learn: the optimisation fails as a whole, usually "
+            "a learning rate far too high (the model collapses to 'no object' everywhere) or AMP",
+        )
     elif labels_stuck or boxes_stuck:
-        fit = triage_check(s, "overfit.fit", "fail", found, expected, "see the row below",
-                           f"the model did not memorise {n} images, and a healthy DETR does")
+        fit = triage_check(
+            s,
+            "overfit.fit",
+            "fail",
+            found,
+            expected,
+            "see the row below",
+            f"the model did not memorise {n} images, and a healthy DETR does",
+        )
     else:
-        fit = triage_check(s, "overfit.fit", "fail", found, expected, f"--steps {steps * 2}",
-                           f"the model did not memorise {n} images yet, but every loss still falls: more steps")
+        fit = triage_check(
+            s,
+            "overfit.fit",
+            "fail",
+            found,
+            expected,
+            f"--steps {steps * 2}",
+            f"the model did not memorise {n} images yet, but every loss still falls: more steps",
+        )
     both = " (both heads stuck: the cause is likely common, see overfit.fit)" if labels_stuck and boxes_stuck else ""
     labels = verdict_row(
-        "overfit.labels", labels_stuck,
-        f"loss_ce {_span(ce)}, class_error {_span(error, '.0f')}", f"loss_ce below {STUCK:.0%} of its start",
+        "overfit.labels",
+        labels_stuck,
+        f"loss_ce {_span(ce)}, class_error {_span(error, '.0f')}",
+        f"loss_ce below {STUCK:.0%} of its start",
         "check category ids against num_classes (data rows) and eos_coef (schedule.eos_coef)",
         "the classifier does not learn the labels: category ids colliding with the no-object class, or an "
-        "eos_coef that drowns the objects, usually" + both)
+        "eos_coef that drowns the objects, usually" + both,
+    )
     if unscored:
-        return [finite, fit, labels, triage_check(
-            s, "overfit.boxes", "fail", f"loss_bbox {_span(bbox)}, loss_giou {_span(giou)}, AP50 {ap50:.3f}",
-            "fitted boxes score", "check data.box_format and look at the drawn samples: boxes must sit on the objects",
-            "training clamps boxes to the image and COCOeval scores them as written: boxes past the border "
-            "([x1, y1, x2, y2] stored where COCO wants [x, y, w, h], or sizes from EXIF-rotated images) are learned "
-            "clamped and scored unclamped")]
+        return [
+            finite,
+            fit,
+            labels,
+            triage_check(
+                s,
+                "overfit.boxes",
+                "fail",
+                f"loss_bbox {_span(bbox)}, loss_giou {_span(giou)}, AP50 {ap50:.3f}",
+                "fitted boxes score",
+                "check data.box_format and look at the drawn samples: boxes must sit on the objects",
+                "training clamps boxes to the image and COCOeval scores them as written: boxes past the border "
+                "([x1, y1, x2, y2] stored where COCO wants [x, y, w, h], or sizes from EXIF-rotated images) are learned "
+                "clamped and scored unclamped",
+            ),
+        ]
     boxes = verdict_row(
-        "overfit.boxes", boxes_stuck,
-        f"loss_bbox {_span(bbox)}, loss_giou {_span(giou)}", f"both below {STUCK:.0%} of their start",
+        "overfit.boxes",
+        boxes_stuck,
+        f"loss_bbox {_span(bbox)}, loss_giou {_span(giou)}",
+        f"both below {STUCK:.0%} of their start",
         "look at the drawn samples: boxes must sit on the objects (box format, image size/EXIF, transforms)",
         "the box regression does not learn: boxes that do not match the images (sizes, EXIF rotation), or "
-        "transforms that move images but not boxes" + both)
+        "transforms that move images but not boxes" + both,
+    )
     return [finite, fit, labels, boxes]
 
 
@@ -264,22 +347,34 @@ def verdict_row(id: str, failing: bool, found: str, expected: str, fix: str, mes
 def rule_finite(events: list[dict[str, Any]], cfg: RunConfig, fits: bool) -> dict[str, str]:
     """Non-finite steps fail; the watchdog's run-away warnings fail too when the model could not fit."""
     t = cfg.train
-    fix = (f"lower the lr: [train] lr = {t.lr / 10:g}, lr_backbone = {t.lr_backbone / 10:g}"
-           + (" or amp = \"off\"" if t.amp != "off" else ""))
+    fix = f"lower the lr: [train] lr = {t.lr / 10:g}, lr_backbone = {t.lr_backbone / 10:g}" + (
+        ' or amp = "off"' if t.amp != "off" else ""
+    )
     nonfinite = [e for e in events if e.get("kind") in NONFINITE_KINDS]
     runaway = [e for e in events if e.get("kind") in RUNAWAY_KINDS]
     cause = "a learning rate too high" + (f" or {t.amp} overflow" if t.amp != "off" else "")
     if nonfinite:
         first = nonfinite[0]
-        return triage_check("overfit", "overfit.finite", "fail",
-                            f"{len(nonfinite)} non-finite steps, first at {first['step']}", "none", fix,
-                            f"the watchdog's {first['kind']} event: {first['message']}; {cause}, usually")
+        return triage_check(
+            "overfit",
+            "overfit.finite",
+            "fail",
+            f"{len(nonfinite)} non-finite steps, first at {first['step']}",
+            "none",
+            fix,
+            f"the watchdog's {first['kind']} event: {first['message']}; {cause}, usually",
+        )
     if runaway:
         first = runaway[0]
-        return triage_check("overfit", "overfit.finite", "warn" if fits else "fail",
-                            f"{len(runaway)} run-away warnings, first at step {first['step']}", "none", fix,
-                            f"values head for inf/NaN: the watchdog's {first['kind']} event: {first['message']}; "
-                            f"{cause}, usually")
+        return triage_check(
+            "overfit",
+            "overfit.finite",
+            "warn" if fits else "fail",
+            f"{len(runaway)} run-away warnings, first at step {first['step']}",
+            "none",
+            fix,
+            f"values head for inf/NaN: the watchdog's {first['kind']} event: {first['message']}; {cause}, usually",
+        )
     return triage_check("overfit", "overfit.finite", "pass", "every step finite, no run-away values", "none")
 
 

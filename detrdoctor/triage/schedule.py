@@ -47,9 +47,13 @@ def schedule_facts(data_summary: dict[str, Any], device: str) -> dict[str, Any]:
     bf16 = None
     if device.startswith("cuda") and torch.cuda.is_available():
         bf16 = torch.cuda.is_bf16_supported()
-    return {"train_images": images, "objects_per_image": data_summary.get("usable_annotations", 0) / max(images, 1),
-            "synthetic": data_summary.get("layout") == "synthetic", "bf16": bf16,
-            "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+    return {
+        "train_images": images,
+        "objects_per_image": data_summary.get("usable_annotations", 0) / max(images, 1),
+        "synthetic": data_summary.get("layout") == "synthetic",
+        "bf16": bf16,
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+    }
 
 
 def steps_per_epoch(cfg: RunConfig, facts: dict[str, Any]) -> int:
@@ -74,8 +78,15 @@ def steps_needed(cfg: RunConfig, facts: dict[str, Any]) -> tuple[int, str]:
 
 
 def judge_schedule(cfg: RunConfig, facts: dict[str, Any]) -> list[dict[str, str]]:
-    return [rule_steps(cfg, facts), rule_lr_drop(cfg, facts), rule_lr(cfg, facts), rule_lr_backbone(cfg),
-            rule_clip(cfg), rule_eos_coef(cfg, facts), rule_amp(cfg, facts)]
+    return [
+        rule_steps(cfg, facts),
+        rule_lr_drop(cfg, facts),
+        rule_lr(cfg, facts),
+        rule_lr_backbone(cfg),
+        rule_clip(cfg),
+        rule_eos_coef(cfg, facts),
+        rule_amp(cfg, facts),
+    ]
 
 
 def rule_steps(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, str]:
@@ -86,13 +97,23 @@ def rule_steps(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, str]:
         return triage_check("schedule", "schedule.steps", "pass", found, expected)
     small = not facts["synthetic"] and not cfg.train.weights and facts["train_images"] < SCRATCH_MIN_IMAGES
     epochs = math.ceil(needed / steps_per_epoch(cfg, facts))
-    fix = (f"fine-tune the official checkpoint: --weights {FINETUNE_URL}" if small
-           else f"--epochs {epochs} with [train] lr_drop = {epochs * 2 // 3} in the profile")
-    message = (f"{total:,} optimizer steps is {share(total, needed)} of what DETR needs; a short run ends with AP ≈ 0"
-               + (f"; from scratch on {facts['train_images']:,} images DETR rarely learns at all (the maintainers "
-                  f"saw it work from ~{SCRATCH_MIN_IMAGES:,})" if small else ""))
-    return triage_check("schedule", "schedule.steps", "fail" if total * TOO_FEW < needed else "warn", found,
-                        expected, fix, message)
+    fix = (
+        f"fine-tune the official checkpoint: --weights {FINETUNE_URL}"
+        if small
+        else f"--epochs {epochs} with [train] lr_drop = {epochs * 2 // 3} in the profile"
+    )
+    message = (
+        f"{total:,} optimizer steps is {share(total, needed)} of what DETR needs; a short run ends with AP ≈ 0"
+        + (
+            f"; from scratch on {facts['train_images']:,} images DETR rarely learns at all (the maintainers "
+            f"saw it work from ~{SCRATCH_MIN_IMAGES:,})"
+            if small
+            else ""
+        )
+    )
+    return triage_check(
+        "schedule", "schedule.steps", "fail" if total * TOO_FEW < needed else "warn", found, expected, fix, message
+    )
 
 
 def share(part: float, whole: float) -> str:
@@ -106,13 +127,27 @@ def rule_lr_drop(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, str]:
     expected = f"< {epochs} (the paper: 200 of 300)"
     fix = f"[train] lr_drop = {max(1, epochs * 2 // 3)} in the profile"
     if drop > epochs:
-        return triage_check("schedule", "schedule.lr_drop", "fail", found, expected, fix,
-                            "the learning rate never drops: the run ends before epoch lr_drop (the paper's drop "
-                            "gives several AP points); usually --epochs was lowered and lr_drop kept")
+        return triage_check(
+            "schedule",
+            "schedule.lr_drop",
+            "fail",
+            found,
+            expected,
+            fix,
+            "the learning rate never drops: the run ends before epoch lr_drop (the paper's drop "
+            "gives several AP points); usually --epochs was lowered and lr_drop kept",
+        )
     if drop == epochs:
-        return triage_check("schedule", "schedule.lr_drop", "warn", found, expected, fix,
-                            "the drop would come after the last epoch: a constant learning rate (deliberate in the "
-                            "demo profile, which scores an EMA instead)")
+        return triage_check(
+            "schedule",
+            "schedule.lr_drop",
+            "warn",
+            found,
+            expected,
+            fix,
+            "the drop would come after the last epoch: a constant learning rate (deliberate in the "
+            "demo profile, which scores an EMA instead)",
+        )
     return triage_check("schedule", "schedule.lr_drop", "pass", found, expected)
 
 
@@ -128,17 +163,37 @@ def rule_lr(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, str]:
     lr = cfg.train.lr
     found, expected = f"{lr:g} at total batch {batch}", f"{scaled:.2g} (√-scaled) … {LR_WARN * top:.2g}"
     fix = f"--lr {scaled:.2g}"
-    why = ("the paper uses 1e-4 at total batch 64 and keeps it at other sizes; scale with √(batch/64), never "
-           "linearly")
+    why = "the paper uses 1e-4 at total batch 64 and keeps it at other sizes; scale with √(batch/64), never linearly"
     if lr >= LR_FAIL * top:
-        return triage_check("schedule", "schedule.lr", "fail", found, expected, fix,
-                            f"{lr / top:.0f}× the highest reasonable lr: DETR diverges or learns nothing; {why}")
+        return triage_check(
+            "schedule",
+            "schedule.lr",
+            "fail",
+            found,
+            expected,
+            fix,
+            f"{lr / top:.0f}× the highest reasonable lr: DETR diverges or learns nothing; {why}",
+        )
     if lr > LR_WARN * top:
-        return triage_check("schedule", "schedule.lr", "warn", found, expected, fix,
-                            f"{lr / top:.1f}× the highest reasonable lr (detr#48: 3e-4 at 24 GPUs gave AP 0); {why}")
+        return triage_check(
+            "schedule",
+            "schedule.lr",
+            "warn",
+            found,
+            expected,
+            fix,
+            f"{lr / top:.1f}× the highest reasonable lr (detr#48: 3e-4 at 24 GPUs gave AP 0); {why}",
+        )
     if lr < scaled / LR_FAIL:
-        return triage_check("schedule", "schedule.lr", "warn", found, expected, fix,
-                            f"{scaled / lr:.0f}× below the √-scaled lr: DETR, already slow, learns slower still")
+        return triage_check(
+            "schedule",
+            "schedule.lr",
+            "warn",
+            found,
+            expected,
+            fix,
+            f"{scaled / lr:.0f}× below the √-scaled lr: DETR, already slow, learns slower still",
+        )
     return triage_check("schedule", "schedule.lr", "pass", found, expected)
 
 
@@ -149,10 +204,15 @@ def rule_lr_backbone(cfg: RunConfig) -> dict[str, str]:
     if not pretrained:
         return triage_check("schedule", "schedule.lr_backbone", "pass", found, "any (backbone from scratch)")
     if t.lr_backbone > t.lr / 2:
-        return triage_check("schedule", "schedule.lr_backbone", "warn", found, expected,
-                            f"--lr-backbone {t.lr * PAPER_LR_BACKBONE / PAPER_LR:g}",
-                            "a pretrained backbone at the transformer's lr loses its features early on; the paper "
-                            "trains it 10× slower")
+        return triage_check(
+            "schedule",
+            "schedule.lr_backbone",
+            "warn",
+            found,
+            expected,
+            f"--lr-backbone {t.lr * PAPER_LR_BACKBONE / PAPER_LR:g}",
+            "a pretrained backbone at the transformer's lr loses its features early on; the paper trains it 10× slower",
+        )
     return triage_check("schedule", "schedule.lr_backbone", "pass", found, expected)
 
 
@@ -160,8 +220,15 @@ def rule_clip(cfg: RunConfig) -> dict[str, str]:
     clip = cfg.train.clip_max_norm
     found, expected = "off" if clip == 0 else f"max norm {clip:g}", f"max norm {PAPER_CLIP} (the paper)"
     if clip == 0:
-        return triage_check("schedule", "schedule.clip", "warn", found, expected, f"--clip-max-norm {PAPER_CLIP}",
-                            "without clipping one bad batch can throw the transformer off (loss spikes, NaN)")
+        return triage_check(
+            "schedule",
+            "schedule.clip",
+            "warn",
+            found,
+            expected,
+            f"--clip-max-norm {PAPER_CLIP}",
+            "without clipping one bad batch can throw the transformer off (loss spikes, NaN)",
+        )
     return triage_check("schedule", "schedule.clip", "pass", found, expected)
 
 
@@ -169,27 +236,51 @@ def rule_eos_coef(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, str]:
     m, objects = cfg.model, facts["objects_per_image"]
     spare = m.num_queries - objects
     if objects <= 0 or spare <= 0:
-        return triage_check("schedule", "schedule.eos_coef", "skip",
-                            message="no objects per image to weigh against (see the data rows)")
+        return triage_check(
+            "schedule", "schedule.eos_coef", "skip", message="no objects per image to weigh against (see the data rows)"
+        )
     balanced = objects / spare  # no-object weight × spare queries = the objects' weight
-    found = (f"{m.eos_coef:g} with {m.num_queries} queries, {objects:.1f} objects per image "
-             f"({spare / m.num_queries:.0%} no-object)")
+    found = (
+        f"{m.eos_coef:g} with {m.num_queries} queries, {objects:.1f} objects per image "
+        f"({spare / m.num_queries:.0%} no-object)"
+    )
     expected = f"≈ {balanced:.2g} ({EOS_LOW * balanced:.2g} … {EOS_HIGH * balanced:.2g})"
     ratio, fix = m.eos_coef / balanced, f"[model] eos_coef = {balanced:.2g}"
     if ratio < EOS_LOW:
-        return triage_check("schedule", "schedule.eos_coef", "warn", found, expected, fix,
-                            "the spare queries' no-object class weighs too little: they keep firing confident "
-                            "duplicates (the demo profile measured this with 6 queries at 0.1)")
+        return triage_check(
+            "schedule",
+            "schedule.eos_coef",
+            "warn",
+            found,
+            expected,
+            fix,
+            "the spare queries' no-object class weighs too little: they keep firing confident "
+            "duplicates (the demo profile measured this with 6 queries at 0.1)",
+        )
     if ratio > EOS_HIGH:
-        return triage_check("schedule", "schedule.eos_coef", "warn", found, expected, fix,
-                            "the no-object class outweighs the objects: the model learns to predict nothing")
+        return triage_check(
+            "schedule",
+            "schedule.eos_coef",
+            "warn",
+            found,
+            expected,
+            fix,
+            "the no-object class outweighs the objects: the model learns to predict nothing",
+        )
     return triage_check("schedule", "schedule.eos_coef", "pass", found, expected)
 
 
 def rule_amp(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, str]:
     amp, found = cfg.train.amp, f"amp {cfg.train.amp}"
     if amp == "fp16" and facts["bf16"]:
-        return triage_check("schedule", "schedule.amp", "warn", found, "bf16 on this GPU", "--amp bf16",
-                            "fp16 overflows past 65504 and needs a loss scaler that skips steps; this GPU has bf16, "
-                            "with float32's range, at the same speed")
+        return triage_check(
+            "schedule",
+            "schedule.amp",
+            "warn",
+            found,
+            "bf16 on this GPU",
+            "--amp bf16",
+            "fp16 overflows past 65504 and needs a loss scaler that skips steps; this GPU has bf16, "
+            "with float32's range, at the same speed",
+        )
     return triage_check("schedule", "schedule.amp", "pass", found, "bf16 or off" if facts["bf16"] else "any")

@@ -43,8 +43,9 @@ def to_device(value: Any, device: torch.device | str) -> Any:
     return value
 
 
-def write_bundle(path: Path, trainer: TrainerView, ctx: StepContext, rng: dict[str, Any],
-                 observed: dict[str, Any]) -> Path:
+def write_bundle(
+    path: Path, trainer: TrainerView, ctx: StepContext, rng: dict[str, Any], observed: dict[str, Any]
+) -> Path:
     """Save the failing step next to the run's checkpoint (atomically, like the checkpoint)."""
     bundle = {
         "format": BUNDLE_FORMAT,
@@ -132,6 +133,7 @@ def locate_nonfinite(trainer: TrainerView, ctx: StepContext, rng: dict[str, Any]
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
             if "module" not in found and torch.is_tensor(output) and not torch.isfinite(output).all():
                 found["module"] = name
+
         return hook
 
     hooks = [m.register_forward_hook(check(n)) for n, m in model.named_modules() if n and not list(m.children())]
@@ -150,8 +152,12 @@ def locate_nonfinite(trainer: TrainerView, ctx: StepContext, rng: dict[str, Any]
                 found["op"] = match.group(1) if match else str(e)
         # The innermost frame of the forward traceback outside torch itself: the model's own line.
         torch_dir = str(Path(torch.__file__).parent)
-        frames = [f for w in caught for f in re.findall(r'File "([^"]+)", line (\d+), in (\S+)', str(w.message))
-                  if not f[0].startswith(torch_dir)]
+        frames = [
+            f
+            for w in caught
+            for f in re.findall(r'File "([^"]+)", line (\d+), in (\S+)', str(w.message))
+            if not f[0].startswith(torch_dir)
+        ]
         if frames:
             file, line, func = frames[-1]
             found["location"] = f"{file}:{line} ({func})"
@@ -163,8 +169,9 @@ def locate_nonfinite(trainer: TrainerView, ctx: StepContext, rng: dict[str, Any]
     if "module" in found:
         parts.append(f"first non-finite output in the forward: {found['module']} ({model_part(found['module'])})")
     if "op" in found:
-        parts.append(f"backward op returning NaN: {found['op']}"
-                     + (f" at {found['location']}" if "location" in found else ""))
+        parts.append(
+            f"backward op returning NaN: {found['op']}" + (f" at {found['location']}" if "location" in found else "")
+        )
     found["message"] = "; ".join(parts) or "the re-run under detect_anomaly found no non-finite value"
     return found
 

@@ -63,15 +63,16 @@ def attention_logits(attn: nn.MultiheadAttention, query: torch.Tensor, key: torc
         x = nn.functional.linear(x, w, b)  # [L, B, E]
         return x.reshape(x.shape[0], -1, head_dim).transpose(0, 1)  # [B·heads, L, head_dim]
 
-    return torch.bmm(heads(query, w_q, b_q) * head_dim ** -0.5, heads(key, w_k, b_k).transpose(1, 2))
+    return torch.bmm(heads(query, w_q, b_q) * head_dim**-0.5, heads(key, w_k, b_k).transpose(1, 2))
 
 
 def remedy(trainer: TrainerView, module: str | None) -> str:
     """What to change against a growth toward overflow in `module`: its learning rate, or clipping."""
     lr = "--lr-backbone" if module == "backbone" else "--lr"
     clip = trainer.cfg.train.clip_max_norm
-    clipping = ("enable gradient clipping (--clip-max-norm 0.1)" if clip <= 0
-                else f"clip harder (--clip-max-norm < {clip:g})")
+    clipping = (
+        "enable gradient clipping (--clip-max-norm 0.1)" if clip <= 0 else f"clip harder (--clip-max-norm < {clip:g})"
+    )
     return f"; lower the learning rate ({lr}) or {clipping}"
 
 
@@ -127,8 +128,9 @@ class GradientWatchdog(Callback):
         self._forward_order = ForwardOrder(trainer.model_without_ddp)  # read after the first forward
         # Values beyond the AMP dtype's largest overflow; beyond √(float32 max) their squares do, and
         # LayerNorm's variance, the norms and the GIoU areas square them in float32 even under autocast.
-        self.overflow_limit = min(torch.finfo(trainer.amp_dtype or torch.float32).max,
-                                  math.sqrt(torch.finfo(torch.float32).max))
+        self.overflow_limit = min(
+            torch.finfo(trainer.amp_dtype or torch.float32).max, math.sqrt(torch.finfo(torch.float32).max)
+        )
         for group, path in OUTPUT_MODULES.items():
             try:
                 module = trainer.model_without_ddp.get_submodule(path)
@@ -144,22 +146,27 @@ class GradientWatchdog(Callback):
             value = max_abs(output)
             if value is not None:
                 self._outputs[name] = value
+
         return hook
 
     def _attach_sampling_hooks(self, model: nn.Module) -> None:
         """Attention logits and every conv/linear output, for this step's forward only."""
         for name, module in model.named_modules():
             if isinstance(module, nn.MultiheadAttention) and module._qkv_same_embed_dim:
+
                 def pre_hook(m: nn.Module, args: tuple, kwargs: dict, name: str = name) -> None:
                     query = args[0] if args else kwargs["query"]
                     key = args[1] if len(args) > 1 else kwargs["key"]
                     self._sampled[f"{name}.logits"] = max_abs(attention_logits(m, query, key))
+
                 self._sample_hooks.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
             elif isinstance(module, (nn.Conv2d, nn.Linear)):
+
                 def hook(m: nn.Module, args: tuple, output: Any, name: str = name) -> None:
                     value = max_abs(output)
                     if value is not None:
                         self._sampled[name] = value
+
                 self._sample_hooks.append(module.register_forward_hook(hook))
 
     def _detach_sampling_hooks(self) -> None:
@@ -204,21 +211,28 @@ class GradientWatchdog(Callback):
             dist.all_reduce(losses)
             losses /= trainer.world_size
         norms = ctx.param_norms.float()
-        group_norms = torch.zeros(len(self.groups), device=norms.device).index_add_(
-            0, self.group_index, norms.square()).sqrt()
+        group_norms = (
+            torch.zeros(len(self.groups), device=norms.device).index_add_(0, self.group_index, norms.square()).sqrt()
+        )
         bad = ~torch.isfinite(norms)
         culprit_rank = torch.where(bad, self.forward_rank, -1).max()
-        scale = scaler_scale(trainer.scaler).float().reshape(1) if trainer.scaler is not None \
-            else norms.new_empty(0)  # the scale this step was taken with
+        scale = (
+            scaler_scale(trainer.scaler).float().reshape(1) if trainer.scaler is not None else norms.new_empty(0)
+        )  # the scale this step was taken with
         outputs, sampled = list(self._outputs), list(self._sampled)
         update_ratios = self._pending_update_ratios if self._pending_update_ratios is not None else norms.new_empty(0)
-        values = torch.cat([
-            losses, ctx.grad_norm.detach().float().reshape(1), group_norms,
-            torch.stack([culprit_rank, bad.sum()]).float(), scale,
-            torch.stack([self._outputs[k].float() for k in outputs]) if outputs else norms.new_empty(0),
-            torch.stack([self._sampled[k].float() for k in sampled]) if sampled else norms.new_empty(0),
-            update_ratios,
-        ]).tolist()
+        values = torch.cat(
+            [
+                losses,
+                ctx.grad_norm.detach().float().reshape(1),
+                group_norms,
+                torch.stack([culprit_rank, bad.sum()]).float(),
+                scale,
+                torch.stack([self._outputs[k].float() for k in outputs]) if outputs else norms.new_empty(0),
+                torch.stack([self._sampled[k].float() for k in sampled]) if sampled else norms.new_empty(0),
+                update_ratios,
+            ]
+        ).tolist()
         self._pending_update_ratios = None
         take = iter(values)
         loss = next(take)
@@ -232,11 +246,28 @@ class GradientWatchdog(Callback):
         if len(update_ratios):
             self.latest["update_ratios"] = {g: next(take) for g in self.groups}
         amp_skipped = trainer.scaler is not None and bad_params > 0 and math.isfinite(loss)
-        stats = StepStats(ctx.step, loss, component_values, grad_norm, group_values, activations, sampled_values,
-                          amp_skipped, loss_scale)
+        stats = StepStats(
+            ctx.step,
+            loss,
+            component_values,
+            grad_norm,
+            group_values,
+            activations,
+            sampled_values,
+            amp_skipped,
+            loss_scale,
+        )
         clip_ratio = trainer.step.clip_ratio(grad_norm) if math.isfinite(grad_norm) else 1.0
-        self.latest.update(step=ctx.step, loss=loss, grad_norm=grad_norm, group_norms=group_values, clip_ratio=clip_ratio,
-                           loss_scale=loss_scale, amp_skipped=amp_skipped, activations=activations)
+        self.latest.update(
+            step=ctx.step,
+            loss=loss,
+            grad_norm=grad_norm,
+            group_norms=group_values,
+            clip_ratio=clip_ratio,
+            loss_scale=loss_scale,
+            amp_skipped=amp_skipped,
+            activations=activations,
+        )
         culprit = self.param_names[self.by_rank[rank]] if rank >= 0 else None
         return stats, culprit, bad_params
 
@@ -254,23 +285,35 @@ class GradientWatchdog(Callback):
         signals = self.rules.observe(stats, self.overflow_limit)
         if signals and self.trouble_since is None:
             # A trend was under way for as long as its rule looks back before it could be seen.
-            lookback = {"overflow_forecast": self.cfg.forecast_steps, "activation_growth": self.cfg.growth_steps,
-                        "grad_norm_growth": self.cfg.growth_steps}
+            lookback = {
+                "overflow_forecast": self.cfg.forecast_steps,
+                "activation_growth": self.cfg.growth_steps,
+                "grad_norm_growth": self.cfg.growth_steps,
+            }
             self.trouble_since = ctx.step - max(lookback.get(s.kind, 0) for s in signals)
         for signal in signals:
             if ctx.step - self.last_warned.get(signal.kind, -math.inf) > self.cfg.cooldown_steps:
                 self.last_warned[signal.kind] = ctx.step
                 if signal.kind in TREND_KINDS:
                     signal.message += remedy(trainer, signal.module)
-                self.emit(trainer, signal.kind, signal.message, "warning", signal.signal, signal.value,
-                          signal.threshold, signal.module)
+                self.emit(
+                    trainer,
+                    signal.kind,
+                    signal.message,
+                    "warning",
+                    signal.signal,
+                    signal.value,
+                    signal.threshold,
+                    signal.module,
+                )
         self.good_streak = 0 if signals else self.good_streak + 1
         action = next((s for s in signals if s.actionable), None)
         if action is not None and self.cfg.on_anomaly != "warn":
             self.act(trainer, ctx, action, stats)
 
-    def handle_nonfinite(self, trainer: TrainerView, ctx: StepContext, stats: StepStats, culprit: str | None,
-                         bad_params: int) -> None:
+    def handle_nonfinite(
+        self, trainer: TrainerView, ctx: StepContext, stats: StepStats, culprit: str | None, bad_params: int
+    ) -> None:
         """Name where the NaN/inf came from, and never let it reach the weights, whatever the mode."""
         if self.first_nonfinite_step is None:
             self.first_nonfinite_step = ctx.step
@@ -292,18 +335,44 @@ class GradientWatchdog(Callback):
             extra = {"parameter": None}
         else:
             group = model_part(culprit) if culprit else None
-            signal = Signal("nonfinite_grad", "grad_norm", stats.grad_norm, None,
-                            f"gradient norm is {stats.grad_norm} with a finite loss {stats.loss:.4g}; first "
-                            f"non-finite gradient in {group} ({culprit}), {bad_params} of {len(self.param_names)} "
-                            "parameters non-finite", group)
+            signal = Signal(
+                "nonfinite_grad",
+                "grad_norm",
+                stats.grad_norm,
+                None,
+                f"gradient norm is {stats.grad_norm} with a finite loss {stats.loss:.4g}; first "
+                f"non-finite gradient in {group} ({culprit}), {bad_params} of {len(self.param_names)} "
+                "parameters non-finite",
+                group,
+            )
             extra = {"parameter": culprit}
-        self.emit(trainer, signal.kind, signal.message, "error", signal.signal, signal.value, None, signal.module,
-                  nonfinite_parameters=bad_params, **extra)
+        self.emit(
+            trainer,
+            signal.kind,
+            signal.message,
+            "error",
+            signal.signal,
+            signal.value,
+            None,
+            signal.module,
+            nonfinite_parameters=bad_params,
+            **extra,
+        )
         if self.cfg.detect_anomaly and self._step_rng is not None:
             found = locate_nonfinite(trainer, ctx, self._step_rng)
-            self.emit(trainer, "nonfinite_op", found["message"], "error", "detect_anomaly", None, None,
-                      model_part(found["module"]) if found.get("module") else signal.module,
-                      op=found.get("op"), forward_module=found.get("module"), location=found.get("location"))
+            self.emit(
+                trainer,
+                "nonfinite_op",
+                found["message"],
+                "error",
+                "detect_anomaly",
+                None,
+                None,
+                model_part(found["module"]) if found.get("module") else signal.module,
+                op=found.get("op"),
+                forward_module=found.get("module"),
+                location=found.get("location"),
+            )
         self.act(trainer, ctx, signal, stats)
 
     # ------------------------------------------------------------------ actions
@@ -312,8 +381,16 @@ class GradientWatchdog(Callback):
         ctx.skip_step = True
         ctx.skip_reason = signal.kind
         self.steps_skipped += 1
-        self.emit(trainer, "step_skipped", f"optimizer step {ctx.step} dropped: {signal.kind}", "warning",
-                  signal.signal, signal.value, signal.threshold, signal.module)
+        self.emit(
+            trainer,
+            "step_skipped",
+            f"optimizer step {ctx.step} dropped: {signal.kind}",
+            "warning",
+            signal.signal,
+            signal.value,
+            signal.threshold,
+            signal.module,
+        )
         mode = self.cfg.on_anomaly
         if mode == "rollback" and self.rollbacks < self.cfg.max_rollbacks and self._snapshots:
             self._rollback_due = signal  # restored at the end of the step, after GradScaler's update
@@ -334,14 +411,23 @@ class GradientWatchdog(Callback):
                 self.trouble_since = None  # a clean stretch: the trouble is over
             return
         share = sum(self.recent_drops)
-        if self.cfg.on_anomaly != "skip" or (self.skip_run < self.cfg.skip_streak
-                                             and share <= self.cfg.skip_share * self.cfg.skip_window):
+        if self.cfg.on_anomaly != "skip" or (
+            self.skip_run < self.cfg.skip_streak and share <= self.cfg.skip_share * self.cfg.skip_window
+        ):
             return
         streak = self.skip_run >= self.cfg.skip_streak
-        why = (f"{self.skip_run} steps in a row dropped" if streak
-               else f"{share} of the last {len(self.recent_drops)} steps dropped") + f" ({ctx.skip_reason})"
-        signal = Signal("skip_escalation", "steps_dropped", float(self.skip_run if streak else share),
-                        float(self.cfg.skip_streak if streak else self.cfg.skip_share * self.cfg.skip_window), why)
+        why = (
+            f"{self.skip_run} steps in a row dropped"
+            if streak
+            else f"{share} of the last {len(self.recent_drops)} steps dropped"
+        ) + f" ({ctx.skip_reason})"
+        signal = Signal(
+            "skip_escalation",
+            "steps_dropped",
+            float(self.skip_run if streak else share),
+            float(self.cfg.skip_streak if streak else self.cfg.skip_share * self.cfg.skip_window),
+            why,
+        )
         self.skip_run = 0
         self.recent_drops.clear()
         if self.rollbacks == 0 and self._snapshots:
@@ -355,18 +441,27 @@ class GradientWatchdog(Callback):
         """The end of a stop message: what the checkpoint holds, and what to change."""
         if not self._snapshots:
             return "; lower the learning rate (--lr, --lr-backbone) or enable gradient clipping (--clip-max-norm 0.1)"
-        return (f"; the checkpoint holds the last good state (step {self.rollback_target()['step']}) with learning "
-                f"rates ×{self.cfg.rollback_lr_factor}: resume from it, or restart with a lower learning rate "
-                "(--lr, --lr-backbone) or gradient clipping (--clip-max-norm 0.1)")
+        return (
+            f"; the checkpoint holds the last good state (step {self.rollback_target()['step']}) with learning "
+            f"rates ×{self.cfg.rollback_lr_factor}: resume from it, or restart with a lower learning rate "
+            "(--lr, --lr-backbone) or gradient clipping (--clip-max-norm 0.1)"
+        )
 
-    def stop(self, trainer: TrainerView, ctx: StepContext, signal: Signal, stats: StepStats, why: str,
-             fix: str = "") -> None:
+    def stop(
+        self, trainer: TrainerView, ctx: StepContext, signal: Signal, stats: StepStats, why: str, fix: str = ""
+    ) -> None:
         reason = f"watchdog: {why} at step {ctx.step}{fix}"
         if trainer.is_main and self._step_rng is not None:
-            observed = {"loss": stats.loss, "loss_dict": stats.components, "grad_norm": stats.grad_norm,
-                        "signal": signal.kind, "module": signal.module}
-            path = write_bundle(Path(trainer.output_dir) / f"repro-step{ctx.step}.pth", trainer, ctx,
-                                self._step_rng, observed)
+            observed = {
+                "loss": stats.loss,
+                "loss_dict": stats.components,
+                "grad_norm": stats.grad_norm,
+                "signal": signal.kind,
+                "module": signal.module,
+            }
+            path = write_bundle(
+                Path(trainer.output_dir) / f"repro-step{ctx.step}.pth", trainer, ctx, self._step_rng, observed
+            )
             reason += f"; reproduction bundle {path} (replay: python -m detrdoctor.watchdog.bundle {path})"
         trainer.request_stop(reason, ANOMALY_EXIT_CODE)
 
@@ -381,8 +476,12 @@ class GradientWatchdog(Callback):
             if ctx.optimizer_stepped:
                 self._pending_update_ratios = self.update_ratios(trainer, self._weights_before)
             self._weights_before = None
-        if (self._snapshots and ctx.optimizer_stepped and self.good_streak > 0
-                and self.good_streak % self.cfg.snapshot_every == 0):
+        if (
+            self._snapshots
+            and ctx.optimizer_stepped
+            and self.good_streak > 0
+            and self.good_streak % self.cfg.snapshot_every == 0
+        ):
             self._snapshots.append(take_snapshot(trainer))
 
     def rollback_target(self) -> dict[str, Any]:
@@ -410,28 +509,49 @@ class GradientWatchdog(Callback):
         lrs = self.restore(trainer, snapshot)
         self.rollbacks += 1
         limit = self.cfg.max_rollbacks if self.cfg.on_anomaly == "rollback" else 1
-        self.emit(trainer, "rollback",
-                  f"restored the state of step {snapshot['step']} after {signal.kind} at step {ctx.step}"
-                  + (f" ({signal.message})" if signal.kind == "skip_escalation" else "")
-                  + f"; learning rates ×{self.cfg.rollback_lr_factor} (now {', '.join(f'{lr:.3g}' for lr in lrs)}); "
-                  f"rollback {self.rollbacks} of at most {limit}", "warning", signal.signal,
-                  signal.value, signal.threshold, signal.module, restored_step=snapshot["step"], lrs=lrs)
+        self.emit(
+            trainer,
+            "rollback",
+            f"restored the state of step {snapshot['step']} after {signal.kind} at step {ctx.step}"
+            + (f" ({signal.message})" if signal.kind == "skip_escalation" else "")
+            + f"; learning rates ×{self.cfg.rollback_lr_factor} (now {', '.join(f'{lr:.3g}' for lr in lrs)}); "
+            f"rollback {self.rollbacks} of at most {limit}",
+            "warning",
+            signal.signal,
+            signal.value,
+            signal.threshold,
+            signal.module,
+            restored_step=snapshot["step"],
+            lrs=lrs,
+        )
 
     def update_ratios(self, trainer: TrainerView, before: list[torch.Tensor]) -> torch.Tensor:
         """‖Δw‖ / ‖w‖ per group for the step just taken, left on the device until the next step's read."""
         params = [p.detach() for _, p in trainer.grad_params]
         squares = foreach_norm(foreach_sub(params, before)).square(), foreach_norm(params).square()
-        delta_sq, weight_sq = (torch.zeros(len(self.groups), device=s.device).index_add_(0, self.group_index, s)
-                               for s in squares)
+        delta_sq, weight_sq = (
+            torch.zeros(len(self.groups), device=s.device).index_add_(0, self.group_index, s) for s in squares
+        )
         return (delta_sq / weight_sq.clamp_min(1e-30)).sqrt()
 
     # ------------------------------------------------------------------ events and summary
-    def emit(self, trainer: TrainerView, kind: str, message: str, severity: str, signal: str | None,
-             value: float | None, threshold: float | None, module: str | None, **extra: Any) -> None:
+    def emit(
+        self,
+        trainer: TrainerView,
+        kind: str,
+        message: str,
+        severity: str,
+        signal: str | None,
+        value: float | None,
+        threshold: float | None,
+        module: str | None,
+        **extra: Any,
+    ) -> None:
         if severity != "info" and self.first_warning_step is None:
             self.first_warning_step = trainer.global_step
-        trainer.emit_event(kind, message, severity=severity, signal=signal, value=value, threshold=threshold,
-                           module=module, **extra)
+        trainer.emit_event(
+            kind, message, severity=severity, signal=signal, value=value, threshold=threshold, module=module, **extra
+        )
 
     def on_event(self, trainer: TrainerView, event: dict[str, Any]) -> None:
         if event["kind"] in EVENT_KINDS:
@@ -461,8 +581,16 @@ class GradientWatchdog(Callback):
         steps, skipped = trainer.global_step - self._steps_at_start, self.steps_skipped - self._skipped_at_start
         if summary["exit_code"] == 0 and skipped > steps / 2:  # `warn`, or a run too short to escalate
             summary["exit_code"] = ANOMALY_EXIT_CODE
-            self.emit(trainer, "mostly_skipped", f"{skipped} of this run's {steps} optimizer steps were dropped: "
-                      "the weights did not train" + self.fix(), "error", "steps_dropped", skipped, steps / 2, None)
+            self.emit(
+                trainer,
+                "mostly_skipped",
+                f"{skipped} of this run's {steps} optimizer steps were dropped: the weights did not train" + self.fix(),
+                "error",
+                "steps_dropped",
+                skipped,
+                steps / 2,
+                None,
+            )
         if self._pending_update_ratios is not None:
             self.latest["update_ratios"] = dict(zip(self.groups, self._pending_update_ratios.tolist()))
             self._pending_update_ratios = None
@@ -470,30 +598,54 @@ class GradientWatchdog(Callback):
         summary["watchdog"] = result
         top = result["max_grad_norm"]
         events = ", ".join(f"{n} {k}" for k, n in sorted(result["events"].items())) or "no events"
-        message = (f"{result['steps_skipped']} steps skipped, {result['rollbacks']} rollbacks, {events}; "
-                   f"{result['clipped_fraction']:.0%} of steps clipped"
-                   + (f"; largest gradient norm {top['value']:.3g} at step {top['step']} ({top['group']})"
-                      if top["step"] is not None else ""))
-        trainer.emit_event("watchdog_summary", message, severity="info", signal=None, value=None, threshold=None,
-                           module=None, **result)
+        message = (
+            f"{result['steps_skipped']} steps skipped, {result['rollbacks']} rollbacks, {events}; "
+            f"{result['clipped_fraction']:.0%} of steps clipped"
+            + (
+                f"; largest gradient norm {top['value']:.3g} at step {top['step']} ({top['group']})"
+                if top["step"] is not None
+                else ""
+            )
+        )
+        trainer.emit_event(
+            "watchdog_summary", message, severity="info", signal=None, value=None, threshold=None, module=None, **result
+        )
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
         return {
-            "rules": self.rules.state_dict(), "events": dict(self.events), "steps_skipped": self.steps_skipped,
-            "amp_skipped_steps": self.amp_skipped_steps, "rollbacks": self.rollbacks,
-            "clipped_steps": self.clipped_steps, "judged_steps": self.judged_steps,
-            "max_grad_norm": dict(self.max_grad_norm), "first_warning_step": self.first_warning_step,
-            "first_nonfinite_step": self.first_nonfinite_step, "last_warned": dict(self.last_warned),
-            "good_streak": self.good_streak, "trouble_since": self.trouble_since, "skip_run": self.skip_run,
+            "rules": self.rules.state_dict(),
+            "events": dict(self.events),
+            "steps_skipped": self.steps_skipped,
+            "amp_skipped_steps": self.amp_skipped_steps,
+            "rollbacks": self.rollbacks,
+            "clipped_steps": self.clipped_steps,
+            "judged_steps": self.judged_steps,
+            "max_grad_norm": dict(self.max_grad_norm),
+            "first_warning_step": self.first_warning_step,
+            "first_nonfinite_step": self.first_nonfinite_step,
+            "last_warned": dict(self.last_warned),
+            "good_streak": self.good_streak,
+            "trouble_since": self.trouble_since,
+            "skip_run": self.skip_run,
             "recent_drops": list(self.recent_drops),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rules.load_state_dict(state["rules"])
         self.events = Counter(state["events"])
-        for key in ("steps_skipped", "amp_skipped_steps", "rollbacks", "clipped_steps", "judged_steps",
-                    "max_grad_norm", "first_warning_step", "first_nonfinite_step", "last_warned", "good_streak"):
+        for key in (
+            "steps_skipped",
+            "amp_skipped_steps",
+            "rollbacks",
+            "clipped_steps",
+            "judged_steps",
+            "max_grad_norm",
+            "first_warning_step",
+            "first_nonfinite_step",
+            "last_warned",
+            "good_streak",
+        ):
             setattr(self, key, state[key])
         self.trouble_since, self.skip_run = state.get("trouble_since"), state.get("skip_run", 0)
         self.recent_drops.extend(state.get("recent_drops", []))

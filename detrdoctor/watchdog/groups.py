@@ -13,8 +13,9 @@ from detr.model import MODEL_PARTS, OTHER_PART
 
 GROUPS = (*MODEL_PARTS.values(), OTHER_PART)
 # Modules whose outputs are checked every step (group → module path): one cheap max per group.
-OUTPUT_MODULES = {part: path for path, part in MODEL_PARTS.items() if part in ("backbone", "input_proj", "encoder",
-                                                                                 "decoder")}
+OUTPUT_MODULES = {
+    part: path for path, part in MODEL_PARTS.items() if part in ("backbone", "input_proj", "encoder", "decoder")
+}
 
 
 class ForwardOrder:
@@ -27,6 +28,7 @@ class ForwardOrder:
     def _hook(self, name: str):
         def hook(module: Any, args: tuple) -> None:
             self.first_call.setdefault(name, len(self.first_call))
+
         return hook
 
     def close(self) -> dict[str, int]:

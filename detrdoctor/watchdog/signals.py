@@ -18,9 +18,22 @@ from detrdoctor.watchdog.stats import RollingWindow, range_excess, robust_z, ste
 # curve must not turn every small bump into a "spike".
 MIN_LOSS_RANGE_FRACTION = 0.05
 # Every event kind the watchdog writes (the displays and summaries count and mark these).
-EVENT_KINDS = ("grad_norm_spike", "grad_norm_growth", "loss_spike", "amp_skip_rate", "overflow_risk",
-               "activation_growth", "overflow_forecast", "nonfinite_grad", "nonfinite_loss", "nonfinite_op",
-               "step_skipped", "rollback", "stopped", "mostly_skipped")
+EVENT_KINDS = (
+    "grad_norm_spike",
+    "grad_norm_growth",
+    "loss_spike",
+    "amp_skip_rate",
+    "overflow_risk",
+    "activation_growth",
+    "overflow_forecast",
+    "nonfinite_grad",
+    "nonfinite_loss",
+    "nonfinite_op",
+    "step_skipped",
+    "rollback",
+    "stopped",
+    "mostly_skipped",
+)
 
 
 @dataclass
@@ -73,22 +86,33 @@ def grad_norm_spike(log_norm: float, window: RollingWindow, cfg: WatchdogConfig)
     z = robust_z(log_norm, window, cfg.spike_min_sigma)
     if z < cfg.spike_z:
         return None
-    return Signal("grad_norm_spike", "grad_norm_robust_z", z, cfg.spike_z,
-                  f"gradient norm {math.exp(log_norm):.3g} is {z:.1f} robust σ above the median "
-                  f"{math.exp(window.median()):.3g} of the last {len(window)} steps", actionable=True)
+    return Signal(
+        "grad_norm_spike",
+        "grad_norm_robust_z",
+        z,
+        cfg.spike_z,
+        f"gradient norm {math.exp(log_norm):.3g} is {z:.1f} robust σ above the median "
+        f"{math.exp(window.median()):.3g} of the last {len(window)} steps",
+        actionable=True,
+    )
 
 
 def growth(kind: str, what: str, log_values: list[float], threshold: float, cfg: WatchdogConfig) -> Signal | None:
     """Sustained exponential growth, at least ×`threshold` per step, over the last `growth_steps` steps."""
     if len(log_values) < cfg.growth_steps + 1:
         return None
-    factor, rising = sustained_growth(log_values[-(cfg.growth_steps + 1):])
+    factor, rising = sustained_growth(log_values[-(cfg.growth_steps + 1) :])
     if factor < threshold or rising < cfg.growth_rising:
         return None
     total = math.exp(log_values[-1] - log_values[-(cfg.growth_steps + 1)])
-    return Signal(kind, f"{what}_growth_per_step", factor, threshold,
-                  f"{what.replace('_', ' ')} grew ×{factor:.2f} per step over the last {cfg.growth_steps} steps "
-                  f"(×{total:.3g} in all, {rising:.0%} of steps rising)")
+    return Signal(
+        kind,
+        f"{what}_growth_per_step",
+        factor,
+        threshold,
+        f"{what.replace('_', ' ')} grew ×{factor:.2f} per step over the last {cfg.growth_steps} steps "
+        f"(×{total:.3g} in all, {rising:.0%} of steps rising)",
+    )
 
 
 def loss_spike(loss: float, window: RollingWindow, cfg: WatchdogConfig) -> Signal | None:
@@ -98,9 +122,15 @@ def loss_spike(loss: float, window: RollingWindow, cfg: WatchdogConfig) -> Signa
     if excess < cfg.loss_spike:
         return None
     top, bottom = max(window.values), min(window.values)
-    return Signal("loss_spike", "loss_range_excess", excess, cfg.loss_spike,
-                  f"loss {loss:.4g} is {excess:.1f}× the recent range above its top "
-                  f"(range {bottom:.4g}–{top:.4g} over {len(window)} steps)", actionable=True)
+    return Signal(
+        "loss_spike",
+        "loss_range_excess",
+        excess,
+        cfg.loss_spike,
+        f"loss {loss:.4g} is {excess:.1f}× the recent range above its top "
+        f"(range {bottom:.4g}–{top:.4g} over {len(window)} steps)",
+        actionable=True,
+    )
 
 
 def amp_skip_rate(skips: deque[bool], cfg: WatchdogConfig) -> Signal | None:
@@ -110,17 +140,27 @@ def amp_skip_rate(skips: deque[bool], cfg: WatchdogConfig) -> Signal | None:
     rate = sum(skips) / len(skips)
     if rate < cfg.amp_skip_rate:
         return None
-    return Signal("amp_skip_rate", "amp_skip_rate", rate, cfg.amp_skip_rate,
-                  f"GradScaler skipped {rate:.0%} of the last {len(skips)} steps (inf/NaN fp16 gradients): "
-                  "the loss scale keeps collapsing")
+    return Signal(
+        "amp_skip_rate",
+        "amp_skip_rate",
+        rate,
+        cfg.amp_skip_rate,
+        f"GradScaler skipped {rate:.0%} of the last {len(skips)} steps (inf/NaN fp16 gradients): "
+        "the loss scale keeps collapsing",
+    )
 
 
 def overflow_risk(ratio: float, where: str, limit: float, cfg: WatchdogConfig) -> Signal | None:
     """An activation or attention logit within a factor of the overflow limit (see GradientWatchdog)."""
     if not ratio >= cfg.overflow_ratio:  # NaN compares false: a NaN activation is reported as non-finite elsewhere
         return None
-    return Signal("overflow_risk", "activation_max_fraction", ratio, cfg.overflow_ratio,
-                  f"{where} reached {ratio * limit:.3g}; the overflow limit is {limit:.3g}")
+    return Signal(
+        "overflow_risk",
+        "activation_max_fraction",
+        ratio,
+        cfg.overflow_ratio,
+        f"{where} reached {ratio * limit:.3g}; the overflow limit is {limit:.3g}",
+    )
 
 
 def overflow_forecast(group: str, log_values: list[float], log_limit: float, cfg: WatchdogConfig) -> Signal | None:
@@ -132,13 +172,18 @@ def overflow_forecast(group: str, log_values: list[float], log_limit: float, cfg
     """
     if len(log_values) < cfg.forecast_steps + 1:
         return None
-    factor, steps = steps_to_limit(log_values[-(cfg.forecast_steps + 1):], log_limit)
+    factor, steps = steps_to_limit(log_values[-(cfg.forecast_steps + 1) :], log_limit)
     if factor < cfg.activation_growth_factor or steps > cfg.forecast_horizon:
         return None
-    return Signal("overflow_forecast", "steps_to_overflow", steps, cfg.forecast_horizon,
-                  f"{group} activations ×{factor:.3g} per step: non-finite in ~{max(1, math.ceil(steps))} steps at "
-                  f"this rate (largest output {math.exp(log_values[-1]):.3g}, overflow at {math.exp(log_limit):.3g})",
-                  module=group)
+    return Signal(
+        "overflow_forecast",
+        "steps_to_overflow",
+        steps,
+        cfg.forecast_horizon,
+        f"{group} activations ×{factor:.3g} per step: non-finite in ~{max(1, math.ceil(steps))} steps at "
+        f"this rate (largest output {math.exp(log_values[-1]):.3g}, overflow at {math.exp(log_limit):.3g})",
+        module=group,
+    )
 
 
 class EarlyWarning:
@@ -170,11 +215,20 @@ class EarlyWarning:
 
     def gradient_signals(self, stats: StepStats) -> list[Signal]:
         log_norm = log(stats.grad_norm)
-        found = [s for s in (
-            grad_norm_spike(log_norm, self.log_norm, self.cfg),
-            growth("grad_norm_growth", "grad_norm", self.log_norm.last(self.cfg.growth_steps) + [log_norm],
-                   self.cfg.growth_factor, self.cfg),
-        ) if s is not None]
+        found = [
+            s
+            for s in (
+                grad_norm_spike(log_norm, self.log_norm, self.cfg),
+                growth(
+                    "grad_norm_growth",
+                    "grad_norm",
+                    self.log_norm.last(self.cfg.growth_steps) + [log_norm],
+                    self.cfg.growth_factor,
+                    self.cfg,
+                ),
+            )
+            if s is not None
+        ]
         for signal in found:
             signal.module, factor = moved_most(stats.group_norms, self.group_log_norm)
             signal.message += f"; {signal.module} moved most (×{factor:.3g} its median)"
@@ -205,8 +259,9 @@ class EarlyWarning:
             if value is None:
                 continue
             recent = history.last(self.cfg.growth_steps) + [log(value)]
-            signal = growth("activation_growth", f"{group}_output_max", recent, self.cfg.activation_growth_factor,
-                            self.cfg)
+            signal = growth(
+                "activation_growth", f"{group}_output_max", recent, self.cfg.activation_growth_factor, self.cfg
+            )
             if signal is not None and (fastest is None or signal.value > fastest.value):
                 fastest, signal.module = signal, group
         return found + ([fastest] if fastest else [])
@@ -217,8 +272,9 @@ class EarlyWarning:
         for group, history in self.activation_log.items():
             value = stats.activations.get(group)
             if value is not None and 0 < value < math.inf:
-                signal = overflow_forecast(group, history.last(self.cfg.forecast_steps) + [log(value)], log(limit),
-                                           self.cfg)
+                signal = overflow_forecast(
+                    group, history.last(self.cfg.forecast_steps) + [log(value)], log(limit), self.cfg
+                )
                 if signal is not None:
                     return [signal]
         return []
@@ -237,10 +293,12 @@ class EarlyWarning:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "log_norm": list(self.log_norm.values), "loss": list(self.loss.values),
+            "log_norm": list(self.log_norm.values),
+            "loss": list(self.loss.values),
             "group_log_norm": {g: list(w.values) for g, w in self.group_log_norm.items()},
             "activation_log": {g: list(w.values) for g, w in self.activation_log.items()},
-            "amp_skips": list(self.amp_skips), "observed": self.observed,
+            "amp_skips": list(self.amp_skips),
+            "observed": self.observed,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -254,4 +312,3 @@ class EarlyWarning:
                 self.activation_log[group].values.extend(values)
         self.amp_skips.extend(state["amp_skips"])
         self.observed = state["observed"]
-
