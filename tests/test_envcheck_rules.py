@@ -382,11 +382,13 @@ def test_old_typer_fails(facts):
         ("ImportError: numpy.core.multiarray failed to import\n_ARRAY_API not found", "numpy_abi_older"),
         ("AttributeError: module 'numpy' has no attribute 'float'", "numpy_alias"),
         (
-            "UserWarning: NVIDIA GeForce RTX 5090 with CUDA capability sm_120 is not compatible with the current PyTorch installation.",
+            "UserWarning: NVIDIA GeForce RTX 5090 with CUDA capability sm_120 is not compatible with the current "
+            "PyTorch installation.",
             "arch",
         ),
         (
-            "RuntimeError: The NVIDIA driver on your system is too old (found version 11040). CUDA driver version is insufficient",
+            "RuntimeError: The NVIDIA driver on your system is too old (found version 11040). CUDA driver version "
+            "is insufficient",
             "driver_old",
         ),
         ("ImportError: libcudnn.so.9: cannot open shared object file: No such file or directory", "cuda_libs"),
@@ -477,7 +479,10 @@ def test_strict_turns_warnings_into_exit_1(facts):
 def test_probe_output_parsing():
     from detrdoctor.envcheck.probes import _describe_exit, _parse_steps
 
-    out = '{"step": "import", "started": true}\n{"step": "import", "ok": true}\nnoise\n{"step": "libs", "started": true}\n'
+    out = (
+        '{"step": "import", "started": true}\n{"step": "import", "ok": true}\nnoise\n'
+        '{"step": "libs", "started": true}\n'
+    )
     assert _parse_steps(out) == {"steps": {"import": {"ok": True}, "libs": {"started": True}}}
     assert _describe_exit(-11) == "probe crashed with signal 11 (SIGSEGV)"
     assert _describe_exit(3) == "probe exited with status 3"

@@ -247,8 +247,8 @@ def test_starvation_on_hand_made_rates():
             "--num-workers 0",
         ),
         (
-            "ValueError: Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
-            "  File x\nValueError: bad box",
+            "ValueError: Caught ValueError in DataLoader worker process 0.\n"
+            "Original Traceback (most recent call last):\n  File x\nValueError: bad box",
             "ValueError: bad box",
             "--num-workers 0",
         ),

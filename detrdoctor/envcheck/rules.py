@@ -159,7 +159,8 @@ KNOWN_ERRORS: tuple[tuple[str, str, str], ...] = (
         "it was compiled against a different NumPy than the one installed (numpy.dtype size changed)",
     ),
     (
-        r"_ARRAY_API not found|compiled using NumPy 1\.x cannot be run in\s+NumPy 2|Numpy is not available|Failed to initialize NumPy",
+        r"_ARRAY_API not found|compiled using NumPy 1\.x cannot be run in\s+NumPy 2|Numpy is not available"
+        r"|Failed to initialize NumPy",
         "numpy_abi_older",
         "it was compiled against NumPy 1.x and NumPy 2.x is installed",
     ),
@@ -184,7 +185,8 @@ KNOWN_ERRORS: tuple[tuple[str, str, str], ...] = (
         "no NVIDIA driver is installed (libnvidia-ml.so is missing)",
     ),
     (
-        r"lib(cudart|cublas\w*|cudnn\w*|nccl|nvrtc|cusparse\w*|cufft|curand|nvJitLink)[\w.]*\.so[\w.]*: cannot open shared object",
+        r"lib(cudart|cublas\w*|cudnn\w*|nccl|nvrtc|cusparse\w*|cufft|curand|nvJitLink)[\w.]*\.so[\w.]*"
+        r": cannot open shared object",
         "cuda_libs",
         "a CUDA library that torch links against is missing (a broken or mixed torch install)",
     ),
@@ -757,7 +759,8 @@ def rule_cuda_arch(facts: Facts) -> list[Check]:
             found,
             expected,
             fix=fix,
-            message=f"only PTX for {arches}: kernels JIT-compile on first use (slow first run) and some libraries may not run",
+            message=f"only PTX for {arches}: kernels JIT-compile on first use (slow first run) and some libraries "
+            "may not run",
         )
     ]
 
@@ -1164,7 +1167,8 @@ def rule_nvml_package(facts: Facts) -> list[Check]:
                 f"nvidia-ml-py {official} + pynvml {old}",
                 "nvidia-ml-py only",
                 fix=swap,
-                message="both packages write pynvml.py: whichever installed last wins, and the deprecated one lags behind the driver",
+                message="both packages write pynvml.py: whichever installed last wins, and the deprecated one lags "
+                "behind the driver",
             )
         ]
     if not official and old:
@@ -1298,7 +1302,8 @@ def rule_disk(facts: Facts) -> list[Check]:
             found,
             expected,
             fix="free some space, or pass --output-dir on a larger disk",
-            message=f"{disk.get('measured_at', disk.get('path', '?'))} is nearly full; a DETR-R50 checkpoint takes hundreds of MB",
+            message=f"{disk.get('measured_at', disk.get('path', '?'))} is nearly full; a DETR-R50 checkpoint takes "
+            "hundreds of MB",
         )
     ]
 

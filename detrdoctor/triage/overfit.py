@@ -321,8 +321,8 @@ def judge_overfit(facts: dict[str, Any], cfg: RunConfig) -> list[dict[str, str]]
                 "fitted boxes score",
                 "check data.box_format and look at the drawn samples: boxes must sit on the objects",
                 "training clamps boxes to the image and COCOeval scores them as written: boxes past the border "
-                "([x1, y1, x2, y2] stored where COCO wants [x, y, w, h], or sizes from EXIF-rotated images) are learned "
-                "clamped and scored unclamped",
+                "([x1, y1, x2, y2] stored where COCO wants [x, y, w, h], or sizes from EXIF-rotated images) are "
+                "learned clamped and scored unclamped",
             ),
         ]
     boxes = verdict_row(

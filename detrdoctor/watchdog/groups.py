@@ -1,4 +1,5 @@
-"""DETR's parts as the watchdog's module groups (detr.model.MODEL_PARTS), and the order in which the forward pass runs the modules.
+"""DETR's parts as the watchdog's module groups (detr.model.MODEL_PARTS), and the order in which the forward
+pass runs the modules.
 
 The order names the culprit of a non-finite gradient: a NaN/inf spreads backwards from where it enters
 the backward pass to every module that ran before it, so of the parameters with non-finite gradients,
