@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from detr.criterion import LOSS_TERMS
 from detr.engine.callbacks import Callback
 from detrdoctor.triage import triage_check
 
@@ -31,11 +32,11 @@ CLASS_ERROR_STUCK = 50.0  # % of matched queries still given the wrong class at 
 # Fitted targets: matched boxes at mean GIoU ≥ 0.85 with the right class nearly always score AP50 ≈ 1 on the
 # same images. When they do not, evaluation compares with other boxes than training learned.
 FITTED_GIOU_LOSS, FITTED_CLASS_ERROR = 0.15, 5.0
-TERMS = ("loss_ce", "loss_bbox", "loss_giou", "class_error")
+TERMS = (*LOSS_TERMS, "class_error")
 NONFINITE_KINDS = ("nonfinite_loss", "nonfinite_grad", "nonfinite_op")
 # The watchdog's early warnings of values growing without bound: with AdamW and normalisation layers a far
 # too high lr often collapses the model with these, before (or instead of) any NaN.
-RUNAWAY_KINDS = ("grad_norm_growth", "activation_growth", "overflow_risk", "amp_skip_rate")
+RUNAWAY_KINDS = ("grad_norm_growth", "activation_growth", "overflow_forecast", "overflow_risk", "amp_skip_rate")
 
 
 def pick_images(coco: Any, allowed: list[int], count: int) -> list[int]:
