@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from detr.engine.callbacks import Callback
+from detr.engine.callbacks import Callback, TrainerView
 from detr.errors import DataError
 
 Row = dict[str, Any]
@@ -31,7 +31,7 @@ class DataCheckEvents(Callback):
     def __init__(self, rows: Sequence[Row]) -> None:
         self.rows = [r for r in rows if r["status"] == "warn"]
 
-    def on_train_start(self, trainer: Any) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         for r in self.rows:
             trainer.emit_event(
                 "data_check",

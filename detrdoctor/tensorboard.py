@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from detr.engine.callbacks import Callback, StepContext
+from detr.engine.callbacks import Callback, StepContext, TrainerView
 from detrdoctor.extras import require
 
 SKIPPED_FIELDS = ("type", "step", "epoch")
@@ -32,28 +32,28 @@ class TensorBoardWriter(Callback):
         ).SummaryWriter
         self.writer = None
 
-    def on_train_start(self, trainer) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         if trainer.is_main:
             self.writer = self._summary_writer(log_dir=str(trainer.output_dir / "tensorboard"), flush_secs=10)
 
-    def on_step_end(self, trainer, ctx: StepContext, record: dict[str, Any] | None) -> None:
+    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: dict[str, Any] | None) -> None:
         if self.writer is not None and record is not None:
             for key, value in scalars(record).items():
                 self.writer.add_scalar(f"train/{key}", value, record["step"])
 
-    def on_eval(self, trainer, record: dict[str, Any]) -> None:
+    def on_eval(self, trainer: TrainerView, record: dict[str, Any]) -> None:
         if self.writer is not None:
             for key, value in scalars(record).items():
                 self.writer.add_scalar(f"eval/{key}", value, record["step"])
             self.writer.flush()
 
-    def on_event(self, trainer, event: dict[str, Any]) -> None:
+    def on_event(self, trainer: TrainerView, event: dict[str, Any]) -> None:
         if self.writer is not None:
             self.writer.add_text(
                 f"events/{event['kind']}", f"**{event['severity']}** {event['message']}", event["step"]
             )
 
-    def on_train_end(self, trainer, summary: dict[str, Any]) -> None:
+    def on_train_end(self, trainer: TrainerView, summary: dict[str, Any]) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from detr.criterion import LOSS_TERMS
-from detr.engine.callbacks import Callback
+from detr.engine.callbacks import Callback, StepContext, TrainerView
 from detrdoctor.triage import triage_check
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ class OverfitProgress(Callback):
         self.console = console
         self.progress: Any = None
 
-    def on_train_start(self, trainer: Trainer) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -124,15 +124,15 @@ class OverfitProgress(Callback):
         self.progress.start()
         self.task = self.progress.add_task("overfit", total=trainer.cfg.train.max_steps)
 
-    def on_step_end(self, trainer: Trainer, ctx: Any, record: dict[str, Any] | None) -> None:
+    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: dict[str, Any] | None) -> None:
         loss = record.get("loss") if record else None
         text = f"overfit · loss {loss:.3f}" if isinstance(loss, float) and math.isfinite(loss) else "overfit"
         self.progress.update(self.task, advance=1, description=text)
 
-    def on_eval_start(self, trainer: Trainer) -> None:
+    def on_eval_start(self, trainer: TrainerView) -> None:
         self.progress.update(self.task, description="overfit · scoring")
 
-    def on_train_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+    def on_train_end(self, trainer: TrainerView, summary: dict[str, Any]) -> None:
         self.close()
 
     def close(self) -> None:
