@@ -8,7 +8,7 @@ from typing import Any
 
 from detr.engine.metrics import read_metrics
 from detr.errors import DataError
-from detrdoctor.watchdog.signals import EVENT_KINDS
+from detrdoctor.watchdog.signals import is_watchdog_warning
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,7 @@ def smoothed(values: list[float], window: int) -> list[float]:
 
 def is_watchdog_event(event: dict[str, Any]) -> bool:
     """An event the gradient panel marks: what the watchdog reports (warnings and errors)."""
-    return event.get("severity") in ("warning", "error") and (
-        event.get("kind") in EVENT_KINDS or bool(event.get("signal"))
-    )
+    return is_watchdog_warning(event.get("severity"), event.get("kind"), event.get("signal"))
 
 
 def run_summary(run: Run) -> dict[str, Any]:

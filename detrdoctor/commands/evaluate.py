@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import torch
     from rich.console import Console
+    from torch import nn
 
     from detr.config import RunConfig
 
@@ -29,13 +31,18 @@ class EvaluateOptions:
     val_images: str | None
 
 
-def config_for_weights(weights: str, profile: str | None) -> tuple[RunConfig, dict[str, Any]]:
-    """The config to run `weights` with: the profile if given, else the checkpoint's own, else detr-r50 with
-    what the weights reveal (class count, queries, layers, backbone). num_classes "auto" takes the weights'."""
+def config_for_weights(
+    weights: str, profile: str | None, overrides: dict[str, dict[str, Any]]
+) -> tuple[RunConfig, dict[str, Any]]:
+    """The config to run `weights` with, and the loaded checkpoint: the profile if given, else the checkpoint's
+    own, else detr-r50 with what the weights reveal (class count, queries, layers, backbone); num_classes
+    "auto" takes the weights'. The flags in `overrides` apply on top, validated; no backbone weights are
+    fetched (the checkpoint carries the backbone)."""
     from detr import infer_config_from_state_dict
     from detr.checkpoint import load_checkpoint_file, model_state_dict
-    from detr.config import AUTO
+    from detr.config import AUTO, validate
     from detr.errors import CheckpointError
+    from detrdoctor.commands.common import apply_flags
     from detrdoctor.commands.train import config_of_checkpoint
     from detrdoctor.profiles import load_profile
 
@@ -52,7 +59,23 @@ def config_for_weights(weights: str, profile: str | None) -> tuple[RunConfig, di
                 setattr(cfg.model, key, value)
     if cfg.model.num_classes == AUTO and "num_classes" in inferred:  # the weights decide the classifier's size
         cfg.model.num_classes = inferred["num_classes"]
+    apply_flags(cfg, overrides)
+    validate(cfg)
+    cfg.model.backbone_weights = "none"
     return cfg, ckpt
+
+
+def checkpoint_model(
+    cfg: RunConfig, ckpt: dict[str, Any], weights: str, device: torch.device
+) -> tuple[nn.Module, nn.Module]:
+    """The checkpoint's weights (its EMA when it has one) in the model `cfg` builds, on `device`, and the
+    post-processor: what evaluate and predict both score with."""
+    from detr import build_model
+    from detr.checkpoint import load_state_dict_into, model_state_dict
+
+    model, _, postprocessor = build_model(cfg.model)
+    load_state_dict_into(model, model_state_dict(ckpt, weights), weights)
+    return model.to(device), postprocessor
 
 
 def run_evaluate(options: EvaluateOptions) -> int:
@@ -61,35 +84,26 @@ def run_evaluate(options: EvaluateOptions) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from detr import build_model
-    from detr.checkpoint import load_state_dict_into, model_state_dict
-    from detr.config import AUTO, validate
+    from detr.config import AUTO
     from detr.data import build_dataset, check_dataset, resolve_num_classes
     from detr.engine.device import resolve_device
     from detr.engine.evaluate import coco_box_stats, predict_detections
     from detr.engine.loaders import build_eval_loader
-    from detrdoctor.commands.common import announce_layout, apply_flags, data_flags
+    from detrdoctor.commands.common import announce_layout, data_flags
 
-    cfg, ckpt = config_for_weights(options.weights, options.profile)
-    apply_flags(
-        cfg,
-        {
-            "data": {"coco_path": options.coco_path, "num_workers": options.num_workers, **data_flags(options)},
-            "train": {"batch_size": options.batch_size, "device": options.device},
-        },
-    )
-    validate(cfg)
-    cfg.model.backbone_weights = "none"  # the checkpoint carries the backbone
+    overrides = {
+        "data": {"coco_path": options.coco_path, "num_workers": options.num_workers, **data_flags(options)},
+        "train": {"batch_size": options.batch_size, "device": options.device},
+    }
+    cfg, ckpt = config_for_weights(options.weights, options.profile, overrides)
     announce_layout(cfg)
     if cfg.model.num_classes == AUTO:  # neither the profile nor the weights fixed it
         resolve_num_classes(cfg)
     device = resolve_device(cfg.train.device)
     check_dataset(cfg.data, "val")
     dataset = build_dataset(cfg.data, "val", train=False)
-    model, _, postprocessor = build_model(cfg.model)
-    load_state_dict_into(model, model_state_dict(ckpt, options.weights), options.weights)
+    model, postprocessor = checkpoint_model(cfg, ckpt, options.weights, device)
     ema = "model_ema" in ckpt  # a run trained with a weight average is scored by it, as during training
-    model.to(device)
     loader = build_eval_loader(dataset, cfg.data, cfg.train.batch_size, device=device)
     with torch.inference_mode():
         detections, image_ids = predict_detections(model, postprocessor, loader, device)

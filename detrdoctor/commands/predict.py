@@ -203,36 +203,26 @@ def run_predict(options: PredictOptions) -> int:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from detr import build_model
-    from detr.checkpoint import category_names, load_state_dict_into, model_state_dict
-    from detr.config import validate
+    from detr.checkpoint import category_names
     from detr.engine.device import resolve_amp_dtype, resolve_device
     from detr.engine.evaluate import predict_detections
     from detr.errors import DataError
-    from detrdoctor.commands.common import apply_flags
-    from detrdoctor.commands.evaluate import config_for_weights
+    from detrdoctor.commands.evaluate import checkpoint_model, config_for_weights
 
     check_options(options)
-    cfg, ckpt = config_for_weights(options.weights, None)
+    overrides = {
+        "data": {"coco_path": options.coco_path},
+        "train": {"batch_size": options.batch_size, "device": options.device},
+    }
+    cfg, ckpt = config_for_weights(options.weights, None, overrides)
     require_detr(ckpt, options.weights)
-    apply_flags(
-        cfg,
-        {
-            "data": {"coco_path": options.coco_path},
-            "train": {"batch_size": options.batch_size, "device": options.device},
-        },
-    )
-    validate(cfg)
-    cfg.model.backbone_weights = "none"  # the checkpoint carries the backbone
     device = resolve_device(cfg.train.device)
     amp_dtype = resolve_amp_dtype(options.amp, device)
     if options.split:
         inputs = split_inputs(cfg, options.split, device)
     else:
         inputs = file_inputs(cfg, options.sources, Path(options.out), device)
-    model, _, postprocessor = build_model(cfg.model)
-    load_state_dict_into(model, model_state_dict(ckpt, options.weights), options.weights)
-    model.to(device)
+    model, postprocessor = checkpoint_model(cfg, ckpt, options.weights, device)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     names = category_names(ckpt, inputs.coco)

@@ -17,7 +17,7 @@ from typing import Any
 
 from detr.criterion import LOSS_TERMS
 from detrdoctor.dashboard.telemetry import Telemetry
-from detrdoctor.watchdog.signals import EVENT_KINDS
+from detrdoctor.watchdog.signals import is_watchdog_warning
 
 HISTORY = 256  # points kept per series: more than the widest sparkline shows
 WINDOW = 50  # recent steps behind rates, time shares and the ETA
@@ -289,7 +289,7 @@ def clipped_fraction(view: View) -> float | None:
 
 
 def is_gradient_warning(event: Event) -> bool:
-    return event.severity in ("warning", "error") and (event.kind in EVENT_KINDS or bool(event.fields.get("signal")))
+    return is_watchdog_warning(event.severity, event.kind, event.fields.get("signal"))
 
 
 def latest_gradient_warning(view: View) -> Event | None:

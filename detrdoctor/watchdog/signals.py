@@ -36,6 +36,11 @@ EVENT_KINDS = (
 )
 
 
+def is_watchdog_warning(severity: str | None, kind: str | None, signal: str | None) -> bool:
+    """A warning or error the gradient displays mark: one of the watchdog's kinds, or any event naming a signal."""
+    return severity in ("warning", "error") and (kind in EVENT_KINDS or bool(signal))
+
+
 @dataclass
 class StepStats:
     """One step's host-side numbers, read from the device in a single transfer."""
