@@ -2,7 +2,7 @@
 # Every GPU check in one call, for a lent GPU machine (device tool). Not run by CI.
 #   Before the call, here:  echo /.whl/ >> .git/info/exclude, then download the pycocotools and py-spy
 #   wheels for Python 3.12 into .whl (see the device README); carry [".whl"].
-# Results go to $OUT (or ./gpu-check-out); copy the numbers into profiles/calibration/ and the issue notes.
+# Results go to $OUT (or ./gpu-check-out); copy the numbers into detrdoctor/profiles/calibration/ and the issue notes.
 set -uo pipefail
 out="${OUT:-gpu-check-out}"
 mkdir -p "$out"
@@ -20,7 +20,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 run python3 -m detrdoctor.cli env-check --json > "$out/env_check.json"
 # 2. memprofile: measured sweep of DETR-R50 with the estimate's error per point, saved as a calibration record.
 run python3 benchmarks/memprofile_gpu_check.py --profile detr-r50 --batch-sizes 1,2,4,8 --save
-cp profiles/calibration/*.json "$out/" 2>/dev/null
+cp detrdoctor/profiles/calibration/*.json "$out/" 2>/dev/null
 # 3. AMP training steps + NVML readings + throughput: tiny fp16 and bf16 runs through the trainer (plain log lines).
 for amp in fp16 bf16 off; do
   run python3 -m detrdoctor.cli train --profile detr-r50-fast --backbone-weights none --max-steps 30 \

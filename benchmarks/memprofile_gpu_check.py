@@ -4,7 +4,7 @@
    target is under 90 s.
 2. Runs the same sweep with --estimate and prints the estimate's error per point against the measured
    peak (target: within ±10%), reserved and device totals beside.
-3. With --save, records the comparison as calibration data in profiles/calibration/ (GPU, torch, date).
+3. With --save, records the comparison as calibration data in detrdoctor/profiles/calibration/ (GPU, torch, date).
 
     python benchmarks/memprofile_gpu_check.py [--profile detr-r50] [--batch-sizes 1,2,4,8] [--save]
 """
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-CALIBRATION_DIR = Path(__file__).resolve().parent.parent / "profiles" / "calibration"
+CALIBRATION_DIR = Path(__file__).resolve().parent.parent / "detrdoctor" / "profiles" / "calibration"
 SWEEP_TARGET_S = 90
 ERROR_TARGET = 0.10
 
@@ -45,7 +45,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="detr-r50")
     parser.add_argument("--batch-sizes", default="1,2,4,8")
-    parser.add_argument("--save", action="store_true", help="write the calibration record to profiles/calibration/")
+    parser.add_argument("--save", action="store_true", help="write the calibration record to detrdoctor/profiles/calibration/")
     args = parser.parse_args()
     common = ["--profile", args.profile, "--batch-sizes", args.batch_sizes]
 

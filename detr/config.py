@@ -22,6 +22,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+AUTO = "auto"
 ATTENTION_KINDS = ("fused", "reference")
 
 
@@ -48,15 +49,16 @@ class DETRConfig:
     dim_feedforward: int = 2048
     num_queries: int = 100
     dropout: float = 0.1
-    # Dropout on the attention weights (the paper: 0.1, as `dropout`). A profile or run folder that sets only
-    # `dropout` gets it here too, as before this key existed. On a CPU only 0 keeps the fused kernel.
-    attention_dropout: float = 0.1
+    # Dropout on the attention weights. None (unset): as `dropout`, which is what the official code's
+    # `dropout` drops too. On a CPU only 0 keeps the fused kernel.
+    attention_dropout: float | None = None
     # "fused": F.scaled_dot_product_attention, whose GPU kernels never hold the [B·heads, L, L] weights;
     # "reference": nn.MultiheadAttention's explicit softmax(QK^T)V, for numerics and attention maps.
     attention: str = "fused"
-    # "auto": the largest category id of the training annotations + 1 (91 on COCO), resolved before the
-    # model is built (`detr.data.classes.resolve_num_classes`); an int fixes the classifier's size.
-    num_classes: int | str = "auto"
+    # COCO's 91 (the paper's head, as the official `build` and Hugging Face's `DetrConfig()`). Profiles and the
+    # CLI default to "auto": the largest category id of the training annotations + 1, resolved before the
+    # model is built (`detr.data.classes.resolve_num_classes`).
+    num_classes: int | str = 91
     aux_loss: bool = True
     eos_coef: float = 0.1
     set_cost_class: float = 1.0
@@ -64,6 +66,11 @@ class DETRConfig:
     set_cost_giou: float = 2.0
     bbox_loss_coef: float = 5.0
     giou_loss_coef: float = 2.0
+
+    @property
+    def attention_dropout_rate(self) -> float:
+        """The dropout on the attention weights: `attention_dropout`, or `dropout` when that is unset."""
+        return self.dropout if self.attention_dropout is None else self.attention_dropout
 
 
 @dataclass
@@ -185,7 +192,8 @@ class RunConfig:
     """Everything a run needs; what `config.toml` in a run folder holds."""
 
     description: str = ""
-    model: DETRConfig = field(default_factory=DETRConfig)
+    # Profiles, the CLI and run folders size the classifier from the data unless they say otherwise.
+    model: DETRConfig = field(default_factory=lambda: DETRConfig(num_classes=AUTO))
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
@@ -193,9 +201,9 @@ class RunConfig:
 
 
 SECTIONS = {f.name: f for f in dataclasses.fields(RunConfig) if f.name != "description"}
-AUTO = "auto"
 AUTO_KEYS = ("num_classes",)  # keys that take "auto" or a positive integer
 _AUTO_OR_INT = object()  # the template `apply_overrides` passes for them
+UNSET_NUMBER_KEYS = ("attention_dropout",)  # numbers whose default None means "derived from another key"
 
 
 def _coerce(value: Any, template: Any, where: str) -> Any:
@@ -233,7 +241,7 @@ def apply_overrides(section: Any, values: dict[str, Any], where: str) -> None:
     for key, value in values.items():
         if key not in known:
             raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(known))})")
-        template = _AUTO_OR_INT if key in AUTO_KEYS else getattr(section, key)
+        template = _AUTO_OR_INT if key in AUTO_KEYS else 0.0 if key in UNSET_NUMBER_KEYS else getattr(section, key)
         setattr(section, key, _coerce(value, template, f"{where}.{key}"))
 
 
@@ -249,9 +257,6 @@ def config_from_dict(data: dict[str, Any], source: str = "profile") -> RunConfig
             apply_overrides(getattr(cfg, key), value, f"{source} [{key}]")
         else:
             raise ConfigError(f"{source}: unknown section or key '{key}' (known: description, {', '.join(SECTIONS)})")
-    model = data.get("model", {})
-    if "dropout" in model and "attention_dropout" not in model:
-        cfg.model.attention_dropout = cfg.model.dropout  # written before `attention_dropout` existed
     return cfg
 
 
@@ -290,7 +295,8 @@ def config_to_toml(cfg: RunConfig, categories: Sequence[Mapping[str, Any]] = ())
     for name in SECTIONS:
         lines.append(f"\n[{name}]")
         for key, value in dataclasses.asdict(getattr(cfg, name)).items():
-            lines.append(f"{key} = {_toml_value(value)}")
+            if value is not None:  # an unset key (TOML has no null) reads back as unset
+                lines.append(f"{key} = {_toml_value(value)}")
     if categories:
         lines.append('\n# The training set\'s categories (id = name); checkpoint.pth carries them as "categories".')
         # TOML comments may not hold control characters: a name with a line break must not end the comment.
@@ -335,7 +341,10 @@ def validate(cfg: RunConfig) -> None:
             m.backbone_norm == "frozen" or t.lr_backbone > 0,
             'backbone_norm = "batch" learns its statistics: it needs a backbone that trains (lr_backbone > 0)',
         ),
-        (0 <= m.attention_dropout < 1, f"[model] attention_dropout must be in [0, 1), got {m.attention_dropout}"),
+        (
+            0 <= m.attention_dropout_rate < 1,
+            f"[model] attention_dropout must be in [0, 1), got {m.attention_dropout}",
+        ),
         (
             m.attention in ATTENTION_KINDS,
             f"[model] attention must be {' or '.join(ATTENTION_KINDS)}, got '{m.attention}'",

@@ -134,7 +134,7 @@ def build_model(cfg: DETRConfig, train_backbone: bool = True) -> tuple[DETR, Set
         num_decoder_layers=cfg.dec_layers,
         dim_feedforward=cfg.dim_feedforward,
         dropout=cfg.dropout,
-        attention_dropout=cfg.attention_dropout,
+        attention_dropout=cfg.attention_dropout_rate,
         fused_attention=cfg.attention == "fused",
     )
     model = DETR(backbone, transformer, cfg.num_classes, cfg.num_queries, aux_loss=cfg.aux_loss)

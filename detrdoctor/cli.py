@@ -41,15 +41,16 @@ TRAIN_ANNOTATIONS_HELP = (
 IMAGES_HELP = "{} image folder (relative: under --coco-path; default: found with the annotations)."
 VAL_ANNOTATIONS_HELP = (
     "Validation annotation file (default: found in --coco-path; a single-file export holds out "
-    "[data] val_fraction of its images)."
+    "\\[data] val_fraction of its images)."
 )
 
 
 @app.callback(invoke_without_command=True)
 def main(ctx: typer.Context) -> None:
-    """With no command, `detrdoctor` runs `train` with the demo profile."""
+    """With no command, `detrdoctor` prints its help (exit 0): `detrdoctor train` runs the demo."""
     if ctx.invoked_subcommand is None:
-        ctx.invoke(train)
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
 
 
 @app.command()

@@ -7,7 +7,7 @@ import torch
 
 from detr import build_model
 from detr.attention import MultiheadAttention
-from detr.config import config_from_dict, config_to_toml, load_config_file, validate
+from detr.config import DETRConfig, config_from_dict, config_to_toml, load_config_file, validate
 from detr.errors import ConfigError
 from detrdoctor.watchdog.callback import attention_logits
 
@@ -94,13 +94,19 @@ def test_tiny_model_fused_and_reference_agree_and_share_the_state_dict(tiny_conf
         torch.testing.assert_close(out_fused[key], out_reference[key], rtol=0, atol=1e-5)
 
 
-def test_attention_keys_are_validated_and_old_files_keep_their_dropout(tmp_path):
+def test_attention_dropout_unset_follows_dropout_as_in_the_official_code(tmp_path):
     cfg = config_from_dict({"model": {"dropout": 0.0}})
-    assert cfg.model.attention_dropout == 0.0 and cfg.model.attention == "fused"  # as before the key existed
-    assert config_from_dict({"model": {"dropout": 0.0, "attention_dropout": 0.2}}).model.attention_dropout == 0.2
-    assert config_from_dict({}).model.attention_dropout == 0.1  # the paper
+    assert cfg.model.attention_dropout_rate == 0.0 and cfg.model.attention == "fused"
+    assert DETRConfig(dropout=0.0).attention_dropout_rate == 0.0  # official arguments ported as they are
+    assert config_from_dict({"model": {"dropout": 0.0, "attention_dropout": 0.2}}).model.attention_dropout_rate == 0.2
+    assert config_from_dict({}).model.attention_dropout_rate == 0.1  # the paper
     (tmp_path / "config.toml").write_text(config_to_toml(cfg))
-    assert load_config_file(tmp_path / "config.toml") == cfg
+    assert load_config_file(tmp_path / "config.toml") == cfg  # unset is written as absent and reads back unset
+    assert load_config_file(tmp_path / "config.toml").model.attention_dropout is None
+    model, _, _ = build_model(
+        DETRConfig(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1, dropout=0.0)
+    )
+    assert all(m.dropout == 0.0 for m in model.modules() if isinstance(m, MultiheadAttention))
     cfg.model.attention = "flash"
     with pytest.raises(ConfigError, match="attention must be fused or reference, got 'flash'"):
         validate(cfg)

@@ -15,9 +15,10 @@ from detr.data.decode import read_rgb
 from detr.data.layout import split_image_ids
 from detr.errors import ConfigError, DataError
 from detrdoctor.cli import app
+from detrdoctor.profiles import PROFILE_DIR
 
 runner = CliRunner()
-TINY = Path(__file__).parents[1] / "profiles" / "tiny.toml"
+TINY = PROFILE_DIR / "tiny.toml"
 
 
 def tiny_auto_profile(folder: Path) -> Path:

@@ -24,6 +24,7 @@ from detr.engine.metrics import read_metrics
 from detr.engine.trainer import Trainer
 from detr.errors import CheckpointError, ConfigError
 from detrdoctor.cli import app
+from detrdoctor.profiles import PROFILE_DIR
 
 SPEC = Path(__file__).parents[1].parent / "shared/spec/detr_r50_state_dict.tsv"
 CLASS_HEAD = ["class_embed.weight", "class_embed.bias"]
@@ -282,9 +283,7 @@ def test_train_fine_tunes_onto_a_dataset_of_other_classes_from_the_command_line(
         (root / "annotations").mkdir(exist_ok=True)
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
     profile = tmp_path / "tiny4.toml"
-    profile.write_text(
-        (Path(__file__).parents[1] / "profiles" / "tiny.toml").read_text().replace("num_classes = 7", "num_classes = 4")
-    )
+    profile.write_text((PROFILE_DIR / "tiny.toml").read_text().replace("num_classes = 7", "num_classes = 4"))
 
     result = CliRunner().invoke(
         app,

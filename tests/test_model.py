@@ -23,10 +23,19 @@ def randomize_frozen_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
             module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
 
 
+def test_the_default_config_is_the_papers_91_class_model_and_profiles_size_it_from_the_data():
+    from detr.config import RunConfig, config_from_dict
+
+    assert DETRConfig().num_classes == 91
+    assert RunConfig().model.num_classes == "auto" and config_from_dict({}).model.num_classes == "auto"
+    model, _, _ = build_model(DETRConfig(backbone="resnet18", hidden_dim=32, nheads=2, enc_layers=1, dec_layers=1))
+    assert model.class_embed.out_features == 92  # 91 classes + "no object"
+
+
 @pytest.mark.skipif(not SPEC.exists(), reason=f"the official key layout {SPEC} is not there (it is in CI's checkout)")
 def test_default_model_has_the_official_r50_layout():
     expected = [line.split("\t") for line in SPEC.read_text().splitlines()[1:] if line.strip()]
-    model, _, _ = build_model(DETRConfig(num_classes=91))  # what "auto" resolves to on COCO
+    model, _, _ = build_model(DETRConfig())  # the paper's model, as the official `build` gives it
     actual = [
         (k, "x".join(str(d) for d in v.shape), str(v.dtype).removeprefix("torch."))
         for k, v in model.state_dict().items()

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 SCRATCH_STEPS = 300_000
 # detr#341: fine-tuning a DETR checkpoint takes 40-120 epochs, "at least 30".
 FINETUNE_EPOCHS = 30
-# The demo profile reaches AP50 ≈ 0.53 on the synthetic shapes after 1,440 steps (profiles/demo.toml).
+# The demo profile reaches AP50 ≈ 0.53 on the synthetic shapes after 1,440 steps (detrdoctor/profiles/demo.toml).
 SYNTHETIC_STEPS = 1_000
 # detr#125 (alcinos): from scratch "we had success with 10-15k [images] but never tried smaller"; 2k gave zeros.
 SCRATCH_MIN_IMAGES = 10_000
@@ -34,7 +34,7 @@ PAPER_LR, PAPER_LR_BACKBONE, PAPER_BATCH = 1e-4, 1e-5, 64
 LR_WARN, LR_FAIL = 2.0, 10.0  # × the highest reasonable lr (the demo runs 2e-4 at batch 8, from scratch)
 PAPER_CLIP = 0.1  # the paper clips the gradient norm at 0.1
 # The no-object class weighs eos_coef per spare query; the paper's 0.1 × ~93 spare of 100 queries balances
-# COCO's ~7 objects per image (ratio ~1.3). profiles/demo.toml: with 6 queries 0.1 was too low (duplicates).
+# COCO's ~7 objects per image (ratio ~1.3). detrdoctor/profiles/demo.toml: with 6 queries 0.1 was too low (duplicates).
 EOS_LOW, EOS_HIGH = 1 / 3, 10.0
 FINETUNE_URL = "https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth"
 
