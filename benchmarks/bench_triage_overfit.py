@@ -8,7 +8,7 @@ excluded). Pick `triage --steps` as the first step count whose AP50 stays ≥ 0.
 
 Measured on the shared 2-core machine (load average ~8-12, so the seconds say little): the demo profile on
 4 images reached AP50 0.101 / 0.867 / 1.000 at steps 25 / 50 / 75, hence the default of 200 steps; the
-tests' tiny model (tests/test_triage.py) 0.5 at steps 40-60 and 1.0 from step 70 on, at lr 5e-4.
+tests' tiny model (tests/e2e/test_triage.py) 0.5 at steps 40-60 and 1.0 from step 70 on, at lr 5e-4.
 """
 
 from __future__ import annotations

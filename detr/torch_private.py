@@ -2,7 +2,7 @@
 
 They are private because they are faster (the fused `_foreach_*` kernels), or the only way to do a thing
 (fake tensors, dispatch modes, the allocator's history). A torch upgrade may move or change any of them:
-`tests/test_torch_private.py` exercises each one, so such an upgrade fails there, loudly, not mid-run.
+`tests/unit/test_torch_private.py` exercises each one, so such an upgrade fails there, loudly, not mid-run.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Shared fixtures: a private dataset cache for the whole session, a tiny model config and the tiny profile."""
+"""Shared fixtures: a private dataset cache for the whole session, a tiny model config and the tiny profile.
+
+tests/unit/ holds the fast loop (no Trainer, no subprocess, no CLI runs: `pytest tests/unit`); everything in
+tests/e2e/ is marked `slow` here, so `pytest -m "not slow"` is the same loop and plain `pytest` runs all.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,12 @@ import os
 import pytest
 
 from detr import DETRConfig
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -19,7 +19,7 @@ from detrdoctor.envcheck.collect import dataset_request
 from detrdoctor.envcheck.probes import start_probes
 from detrdoctor.envcheck.rules import judge
 
-FIXTURE = Path(__file__).parent / "fixtures" / "envcheck" / "gpu_node_ok.json"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "envcheck" / "gpu_node_ok.json"
 CUDA_CHECKS = ("cuda.available", "cuda.driver", "cuda.arch", "cuda.bf16", "cuda.device_order")
 # Runs the CLI and reports, at exit, whether the main process imported torch (it must leave that to the probes).
 RUN_CLI = (

@@ -8,7 +8,7 @@ from detr import DETRConfig, PostProcess, build_model, pad_images
 from detr.errors import CheckpointError, ConfigError
 from detr.position_encoding import PositionEmbeddingSine
 
-SPEC = Path(__file__).parents[1].parent / "shared/spec/detr_r50_state_dict.tsv"
+SPEC = Path(__file__).parents[2].parent / "shared/spec/detr_r50_state_dict.tsv"
 
 
 def randomize_frozen_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:

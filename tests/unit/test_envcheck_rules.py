@@ -12,7 +12,7 @@ import pytest
 from detrdoctor.envcheck import rules
 from detrdoctor.envcheck.rules import judge, summarize
 
-FIXTURE = Path(__file__).parent / "fixtures" / "envcheck" / "gpu_node_ok.json"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "envcheck" / "gpu_node_ok.json"
 BASE_FACTS = json.loads(FIXTURE.read_text())["facts"]
 
 

@@ -26,7 +26,7 @@ from detr.errors import CheckpointError, ConfigError
 from detrdoctor.cli import app
 from detrdoctor.profiles import PROFILE_DIR
 
-SPEC = Path(__file__).parents[1].parent / "shared/spec/detr_r50_state_dict.tsv"
+SPEC = Path(__file__).parents[2].parent / "shared/spec/detr_r50_state_dict.tsv"
 CLASS_HEAD = ["class_embed.weight", "class_embed.bias"]
 
 

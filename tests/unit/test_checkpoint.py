@@ -14,7 +14,7 @@ from detr import (
 )
 from detr.errors import CheckpointError
 
-SPEC = Path(__file__).parents[1].parent / "shared/spec/detr_r50_state_dict.tsv"
+SPEC = Path(__file__).parents[2].parent / "shared/spec/detr_r50_state_dict.tsv"
 PAYLOAD_RAN = []
 
 
