@@ -42,6 +42,16 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return gathered
 
 
+def agree_on_stop(code: int, device: torch.device) -> int:
+    """The largest of every rank's stop code (0: go on; a signal number: stop), the same on every rank, so all
+    ranks stop after the same step even when only one of them received the signal."""
+    if not dist.is_initialized():
+        return code
+    t = torch.tensor([code], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def broadcast_flag(flag: bool, device: torch.device) -> bool:
     """True on every rank if any rank raised the flag (so all ranks stop at the same step)."""
     if not dist.is_initialized():
