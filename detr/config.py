@@ -94,6 +94,9 @@ class DataConfig:
     pin_memory: bool = True
     aspect_ratio_grouping: bool = False
     max_corrupt_fraction: float = 0.01
+    # Images with more pixels are never decoded (a decompression bomb): skipped by predict, a failed data check
+    # in training. The default is PIL's MAX_IMAGE_PIXELS; 0 turns the limit off.
+    max_image_pixels: int = 89_478_485
     synthetic_train_images: int = 2000
     synthetic_val_images: int = 200
     synthetic_image_size: int = 640

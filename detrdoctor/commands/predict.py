@@ -46,6 +46,7 @@ class Inputs:
     files: dict[Any, tuple[Path, str]]  # image_id → (path, name); image ids are ints (COCO ids or file indices)
     coco: Any  # the split's COCO ground truth, None for plain files
     folders: list[Path]  # the image folders read: --out may be none of them, nor hold one
+    oversized: dict[str, str]  # path → why: more pixels than [data] max_image_pixels, skipped before decoding
 
     def result_id(self, image_id: int) -> int | str:
         """The image_id written to predictions.json: the COCO id of a split, the file name otherwise."""
@@ -86,12 +87,27 @@ def split_inputs(cfg: RunConfig, split: str, device: torch.device) -> Inputs:
 
     check_dataset(cfg.data, split)
     dataset = build_dataset(cfg.data, split, train=False)
+    oversized = oversized_images([dataset.image_path(i) for i in range(len(dataset))], cfg.data.max_image_pixels)
+    dataset.ids = [image_id for i, image_id in enumerate(dataset.ids) if str(dataset.image_path(i)) not in oversized]
     loader = build_eval_loader(dataset, cfg.data, cfg.train.batch_size, device=device)
     files = {
         image_id: (dataset.image_path(i), str(dataset.coco.imgs[image_id]["file_name"]))
         for i, image_id in enumerate(dataset.ids)
     }
-    return Inputs(loader, files, dataset.coco, [dataset.image_dir])
+    return Inputs(loader, files, dataset.coco, [dataset.image_dir], oversized)
+
+
+def oversized_images(paths: list[Path], max_pixels: int) -> dict[str, str]:
+    """The images whose header promises more than `max_pixels` pixels, with the reason; none is decoded."""
+    from detr.data.decode import OversizedImageError, check_pixels, header_size
+
+    found = {}
+    for path in paths:
+        try:
+            check_pixels(path, header_size(path), max_pixels)
+        except OversizedImageError as e:
+            found[str(path)] = str(e).removeprefix(f"{path}: ")
+    return found
 
 
 def file_inputs(cfg: RunConfig, sources: list[str], out: Path, device: torch.device) -> Inputs:
@@ -108,6 +124,10 @@ def file_inputs(cfg: RunConfig, sources: list[str], out: Path, device: torch.dev
     images = [(path, name) for path, name in find_images(sources) if not path.resolve().is_relative_to(out.resolve())]
     if not images:
         raise DataError(f"no images in {', '.join(sources)} (looked for {', '.join(IMAGE_SUFFIXES)}, recursively)")
+    oversized = oversized_images([path for path, _ in images], cfg.data.max_image_pixels)
+    images = [(path, name) for path, name in images if str(path) not in oversized]
+    if not images:
+        raise DataError(f"every image is larger than [data] max_image_pixels: {next(iter(oversized.values()))}")
     dataset = ImageFiles([path for path, _ in images], cfg.data)
     loader = DataLoader(
         dataset,
@@ -116,7 +136,8 @@ def file_inputs(cfg: RunConfig, sources: list[str], out: Path, device: torch.dev
         num_workers=cfg.data.num_workers,
         pin_memory=device.type == "cuda",
     )
-    return Inputs(loader, dict(enumerate(images)), None, [Path(s) for s in sources if Path(s).is_dir()])
+    folders = [Path(s) for s in sources if Path(s).is_dir()]
+    return Inputs(loader, dict(enumerate(images)), None, folders, oversized)
 
 
 def check_out(out: Path, inputs: Inputs) -> None:
@@ -321,6 +342,8 @@ def run_predict(options: PredictOptions) -> int:
         "images": len(image_ids),
         "unreadable": len(unreadable),
         "unreadable_files": unreadable,
+        "oversized": len(inputs.oversized),
+        "oversized_files": sorted(inputs.oversized),
         "out": str(out),
         "predictions": str(out / "predictions.json"),
         "detections": len(detections),
@@ -333,6 +356,8 @@ def run_predict(options: PredictOptions) -> int:
         print(json.dumps(summary))
         return 0
     console = Console(highlight=False)
+    for path, reason in inputs.oversized.items():
+        console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", soft_wrap=True)
     for path in unreadable:
         console.print(f"[yellow]skipped[/] {escape(path)}: not a readable image", soft_wrap=True)
     console.print(

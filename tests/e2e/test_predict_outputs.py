@@ -140,3 +140,27 @@ def test_plot_skips_a_torn_last_line_and_says_so(tmp_path):
     assert result.exit_code == 0, result.output
     assert "skipped its torn last line" in result.stderr
     assert json.loads(result.stdout)["runs"][0]["steps"] == 2
+
+
+def test_a_decompression_bomb_is_named_and_skipped_by_predict_and_fails_the_training_check(weights, tmp_path):
+    from exports import bomb_png, cvat_export
+
+    val = build_dataset(load_profile("tiny").data, "val", train=False)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(val.image_path(0), folder / "a.jpg")
+    bomb_png(folder / "bomb.png")
+    out = str(tmp_path / "out")
+    result = runner.invoke(app, ["predict", "--weights", weights, str(folder), "--out", out, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["images"] == 1 and summary["oversized_files"] == [str(folder / "bomb.png")]
+
+    root = cvat_export(tmp_path / "data")
+    bomb_png(root / "images" / "frame_0.jpg")  # a PNG under a .jpg name: the header tells
+    result = runner.invoke(
+        app, ["train", "--profile", "tiny", "--coco-path", str(root), "--output-dir", str(tmp_path / "run")]
+    )
+    assert result.exit_code != 0
+    assert "data.pixels" in result.output and "frame_0.jpg" in result.output, result.output
+    assert not (tmp_path / "run").exists()
