@@ -33,7 +33,7 @@ from detr.engine.checkpointing import (
     set_rng_state,
 )
 from detr.engine.device import resolve_amp_dtype, resolve_device
-from detr.engine.distributed import agree_on_stop, broadcast_flag, init_distributed
+from detr.engine.distributed import agree_on_stop, broadcast_flag, init_distributed, is_collective_failure, peer_lost
 from detr.engine.ema import ModelEMA
 from detr.engine.evaluate import evaluate_coco
 from detr.engine.loaders import build_eval_loader, build_loader
@@ -79,7 +79,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.device = resolve_device(t.device)
         self.amp_dtype = resolve_amp_dtype(t.amp, self.device)
-        self.rank, self.world_size, local_rank = init_distributed(self.device.type)
+        self.rank, self.world_size, local_rank = init_distributed(self.device.type, t.dist_timeout_s)
         if self.device.type == "cuda" and self.world_size > 1:
             self.device = torch.device("cuda", local_rank)
             torch.cuda.set_device(self.device)
@@ -448,6 +448,10 @@ class Trainer:
             set_rng_state(self._resume_rng)
         try:
             stop_signal = self._run_epochs()
+        except RuntimeError as e:
+            if self.world_size == 1 or not is_collective_failure(e):
+                raise
+            raise peer_lost(e, self.rank, self.world_size, t.dist_timeout_s, self.global_step) from None
         finally:
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
