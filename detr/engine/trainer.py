@@ -92,7 +92,8 @@ class Trainer:
             check_resume_not_finished(resume, t.epochs, t.max_steps, t.resume)
         self.output_dir = Path(run_dir) if run_dir else default_output_dir()
         self.overwrite = overwrite and resume is None
-        if resume is None and not overwrite and (self.output_dir / RESUME_NAME).exists():
+        held = self.output_dir / RESUME_NAME  # another run's, unless it is the checkpoint resumed
+        if held.exists() and not overwrite and (resume is None or held.resolve() != Path(t.resume).resolve()):
             raise ConfigError(
                 f"{self.output_dir} already holds a run (its {RESUME_NAME}); continue it with --resume "
                 f"{self.output_dir} (or --resume auto), replace it with --overwrite, or choose another --output-dir"
