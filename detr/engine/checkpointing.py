@@ -6,7 +6,7 @@ import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import torch
 
@@ -51,7 +51,7 @@ def save_atomic(obj: Any, path: str | Path) -> None:
         with os.fdopen(fd, "wb") as f:
             writer = _RecordingWriter(f)
             try:
-                torch.save(obj, writer)
+                torch.save(obj, cast(BinaryIO, writer))  # it only calls write and flush
             except RuntimeError:
                 if writer.error is not None:
                     raise writer.error from None

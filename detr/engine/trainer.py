@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from detr.checkpoint import REINITIALISABLE, load_checkpoint_state_dict, load_fitting_state_dict, load_state_dict_into
-from detr.config import RunConfig, config_to_toml, validate
+from detr.config import RunConfig, TrainConfig, config_to_toml, validate
 from detr.data.annotations import dataset_categories
 from detr.engine.callbacks import Callback, StepContext
 from detr.engine.checkpointing import (
@@ -422,7 +422,7 @@ class Trainer:
             raise
         return notes
 
-    def _fit(self, t: Any) -> dict[str, Any]:
+    def _fit(self, t: TrainConfig) -> dict[str, Any]:
         handlers = {signal.SIGINT: self._on_sigint, **dict.fromkeys(PREEMPTION_SIGNALS, self._on_preemption)}
         previous_handlers = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
         started = time.perf_counter()
