@@ -101,6 +101,9 @@ class DataConfig:
     pin_memory: bool = True
     aspect_ratio_grouping: bool = False
     max_corrupt_fraction: float = 0.01
+    # Images with more pixels are never decoded (a decompression bomb): skipped by predict, a failed data check
+    # in training. The default is PIL's MAX_IMAGE_PIXELS; 0 turns the limit off.
+    max_image_pixels: int = 89_478_485
     synthetic_train_images: int = 2000
     synthetic_val_images: int = 200
     synthetic_image_size: int = 640
@@ -133,6 +136,9 @@ class TrainConfig:
     # 0 disables. Else an exponential moving average of the weights (decay per step) is what evaluation
     # scores and checkpoints ship as `model_ema`: it smooths the noise of a high learning rate.
     ema_decay: float = 0.0
+    # DDP: a collective waits this long for a dead or stopped peer before the survivors report it (gloo's and
+    # NCCL's own default is 30 minutes)
+    dist_timeout_s: float = 300.0
 
 
 @dataclass
@@ -325,6 +331,7 @@ def validate(cfg: RunConfig) -> None:
     t, m, d = cfg.train, cfg.model, cfg.data
     checks = [
         (t.batch_size >= 1, f"batch size must be at least 1, got {t.batch_size} (--batch-size)"),
+        (t.dist_timeout_s > 0, f"[train] dist_timeout_s must be positive, got {t.dist_timeout_s}"),
         (t.lr > 0, f"learning rate must be positive, got {t.lr} (--lr)"),
         (t.lr_backbone >= 0, f"backbone learning rate must be ≥ 0, got {t.lr_backbone} (--lr-backbone)"),
         (t.clip_max_norm >= 0, f"clip max norm must be ≥ 0, got {t.clip_max_norm} (--clip-max-norm)"),

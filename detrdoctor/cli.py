@@ -72,7 +72,14 @@ def train(
     amp: str | None = typer.Option(None, help="Mixed precision: off, bf16 or fp16."),
     device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     num_workers: int | None = typer.Option(None, help="DataLoader worker processes."),
-    resume: str | None = typer.Option(None, help="Continue exactly from a checkpoint."),
+    resume: str | None = typer.Option(
+        None,
+        help="Continue exactly from a checkpoint, in its folder; a run folder or auto (the --output-dir): its "
+        "checkpoint, or a fresh start when it has none yet.",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Start afresh in an --output-dir that holds a run (its checkpoint is replaced)."
+    ),
     weights: str | None = typer.Option(None, help="Load model weights only (path or URL; official checkpoints too)."),
     backbone_weights: str | None = typer.Option(
         None, help="imagenet, none or a path to a torchvision ResNet state_dict."
@@ -136,6 +143,7 @@ def train(
         val_annotations=val_annotations,
         train_images=train_images,
         val_images=val_images,
+        overwrite=overwrite,
     )
     run_guarded(lambda: run_train(options))
 

@@ -604,11 +604,43 @@ def rule_categories(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
     )
 
 
+def rule_pixels(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+    """Images over [data] max_image_pixels are never decoded: by the JSON's sizes (every image) and the
+    sampled headers (the real size)."""
+    limit = cfg.data.max_image_pixels
+    expected = f"at most {limit:,} pixels ([data] max_image_pixels)" if limit > 0 else "no limit"
+    if limit <= 0:
+        return row("data.pixels", "pass", "no limit set", expected, count=0)
+    sizes = [
+        (str(img.get("file_name")), img.get("width"), img.get("height"))
+        for s in (train, val)
+        if s is not None
+        for img in s.images
+    ]
+    sizes += [(h["file_name"], *h["real"]) for s in (train, val) if s is not None for h in s.headers if "real" in h]
+    headers = [h for s in (train, val) if s is not None for h in s.headers]
+    bombs = {h["file_name"] for h in headers if "bomb" in h.get("error", "").lower()}  # PIL refused even the header
+    over = sorted({name for name, w, h in sizes if _number(w) and _number(h) and w * h > limit} | bombs)
+    if not over:
+        return row("data.pixels", "pass", f"every image within {limit:,} pixels", expected, count=0)
+    return row(
+        "data.pixels",
+        "fail",
+        f"{len(over)} images larger",
+        expected,
+        fix="shrink those images (and their boxes), or raise [data] max_image_pixels if they are real",
+        message="they would be skipped as unreadable, never decoded: one can take gigabytes of memory",
+        count=len(over),
+        example=over[0],
+    )
+
+
 RULES: tuple[Callable[[SplitFacts, SplitFacts | None, Any], Row], ...] = (
     rule_num_classes,
     rule_num_queries,
     rule_box_format,
     rule_image_size,
+    rule_pixels,
     rule_exif,
     rule_duplicates,
     rule_empty_images,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detr.engine.metrics import read_metrics
+from detr.engine.metrics import read_metrics_checked
 from detr.errors import DataError
 from detrdoctor.watchdog.signals import is_watchdog_warning
 
@@ -40,6 +40,7 @@ class Run:
     folder: Path
     points: dict[str, list[tuple[int, float]]]  # series key → (step, value), by step
     events: list[dict[str, Any]] = field(default_factory=list)
+    note: str | None = None  # lines of metrics.jsonl that were skipped (a torn last line), for the reader to say
 
     @property
     def last_step(self) -> int:
@@ -61,7 +62,7 @@ def load_run(folder: str | Path, name: str) -> Run:
     metrics = path / "metrics.jsonl" if path.is_dir() else path
     if not metrics.is_file():
         raise DataError(f"{folder}: no metrics.jsonl (give a run folder written by `detrdoctor train`)")
-    records = read_metrics(metrics)
+    records, note = read_metrics_checked(metrics)
     by_step: dict[str, dict[int, float]] = {s.key: {} for s in SERIES}
     for record in records:
         for series in SERIES:
@@ -70,7 +71,7 @@ def load_run(folder: str | Path, name: str) -> Run:
                 if value is not None:
                     by_step[series.key][int(record["step"])] = value
     events = [r for r in records if r.get("type") == "event"]
-    return Run(name, metrics.parent, {key: sorted(values.items()) for key, values in by_step.items()}, events)
+    return Run(name, metrics.parent, {key: sorted(values.items()) for key, values in by_step.items()}, events, note)
 
 
 def load_runs(folders: list[str]) -> list[Run]:

@@ -6,6 +6,8 @@ Each image is a flat colour with one brighter rectangle per object, in the mode 
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +97,17 @@ def label_studio_export(root: Path, count: int = 5) -> Path:
     data = messy_split(root / "images", "", count, categories, file_prefix="images/")
     (root / "result.json").write_text(json.dumps(data))
     return root
+
+
+def bomb_png(path: Path, side: int = 30000) -> Path:
+    """A 1-bit PNG of side × side black pixels: about 0.1 MB on disk, 2.7 GB as decoded RGB."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\0" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    packer = zlib.compressobj(9)
+    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from detr.config import DataConfig
 from detr.data.annotations import load_coco
-from detr.data.decode import CorruptImageError, read_rgb
+from detr.data.decode import DEFAULT_MAX_PIXELS, CorruptImageError, read_rgb
 from detr.data.layout import find_layout, split_image_ids
 from detr.data.targets import clean_boxes
 from detr.data.transforms import TrainTransform, ValTransform, as_boxes
@@ -41,6 +41,7 @@ class CocoDetection(Dataset):
         self.max_category_id = max(self.category_ids, default=0)
         self.transform = transform
         self.seed = seed
+        self.max_pixels = DEFAULT_MAX_PIXELS  # [data] max_image_pixels, set by build_dataset
         # Shared memory: DataLoader workers (persistent ones included) see set_epoch from the main process.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -78,7 +79,7 @@ class CocoDetection(Dataset):
             try:
                 info = self.coco.imgs[self.ids[index]]
                 size = (info["width"], info["height"]) if info.get("width") and info.get("height") else None
-                return index, read_rgb(self.image_path(index), size), corrupt
+                return index, read_rgb(self.image_path(index), size, self.max_pixels), corrupt
             except CorruptImageError:
                 corrupt.append(str(self.image_path(index)))
                 if len(self) < 2:
@@ -124,4 +125,6 @@ def build_dataset(data_cfg: DataConfig, split: str, *, train: bool, seed: int = 
                 f"{source.annotations}: the {split} split holds no images (val_fraction = "
                 f"{layout.val_fraction}); set [data] val_fraction > 0, or eval_every = 0 to train on all"
             )
-    return CocoDetection(source.images, source.annotations, transform, seed, image_ids)
+    dataset = CocoDetection(source.images, source.annotations, transform, seed, image_ids)
+    dataset.max_pixels = data_cfg.max_image_pixels
+    return dataset

@@ -50,13 +50,14 @@ class ImageFiles(Dataset):
     def __init__(self, paths: Sequence[Path], data_cfg: DataConfig) -> None:
         self.paths = list(paths)
         self.transform = ValTransform(data_cfg)
+        self.max_pixels = data_cfg.max_image_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor | None, dict]:
         try:
-            image = read_rgb(self.paths[index])
+            image = read_rgb(self.paths[index], max_pixels=self.max_pixels)
         except CorruptImageError:
             return None, {"image_id": index}
         h, w = image.shape[-2:]

@@ -2,27 +2,60 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import torch
 
 from detr.errors import CheckpointError, ConfigError
 
+RESUME_NAME = "checkpoint.pth"  # the trainer's resume point in a run folder (`--resume auto`, `--resume RUN_DIR`)
+TEMPORARY_PATTERN = ".*.pth.*.tmp"  # what `save_atomic` writes before its rename: `.checkpoint.pth.x1y2.tmp`
+
+
+class _RecordingWriter(io.RawIOBase):
+    """A file wrapper that keeps the OSError of a failed write: torch.save reports it as a bare RuntimeError
+    ("unexpected pos ..."), which would hide a full disk behind an internal message."""
+
+    def __init__(self, file: BinaryIO):
+        self.file = file
+        self.error: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
 
 def save_atomic(obj: Any, path: str | Path) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`.
 
-    A kill at any moment leaves either the previous file or the new one, never a torn mix.
+    A kill at any moment leaves either the previous file or the new one, never a torn mix. A failed write
+    (disk full, read-only folder) removes the temporary file and raises the system's OSError.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            writer = _RecordingWriter(f)
+            try:
+                torch.save(obj, cast(BinaryIO, writer))  # it only calls write and flush
+            except RuntimeError:
+                if writer.error is not None:
+                    raise writer.error from None
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -35,6 +68,42 @@ def save_atomic(obj: Any, path: str | Path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_temporary_files(folder: str | Path) -> tuple[int, int]:
+    """Delete the temporary files an interrupted `save_atomic` left in `folder` (a kill -9 mid-write);
+    returns (files, bytes) removed. Only call it while holding the folder's run lock: a running writer's
+    temporary file looks the same."""
+    files = size = 0
+    for tmp in Path(folder).glob(TEMPORARY_PATTERN):
+        if tmp.is_file():
+            size += tmp.stat().st_size
+            tmp.unlink()
+            files += 1
+    return files, size
+
+
+def resolve_resume(resume: str, output_dir: str) -> tuple[str, str]:
+    """(checkpoint to resume or "", run folder or "") for `--resume` CKPT, RUN_DIR or `auto` (with `output_dir`).
+
+    A run folder resumes from its `checkpoint.pth` and starts fresh in that folder when there is none yet, so
+    a requeued job runs the same command line from its first start to its last. A checkpoint file continues
+    in its own folder unless `output_dir` names another.
+    """
+    if not resume:
+        return "", output_dir
+    if resume == "auto":
+        if not output_dir:
+            raise ConfigError("--resume auto continues the run in --output-dir: give --output-dir DIR")
+        run_dir = Path(output_dir)
+    elif Path(resume).expanduser().is_dir():
+        run_dir = Path(resume).expanduser()
+        if output_dir and Path(output_dir).resolve() != run_dir.resolve():
+            raise ConfigError(f"--resume {resume} and --output-dir {output_dir} name two run folders; give one")
+    else:
+        return resume, output_dir or str(Path(resume).expanduser().parent)
+    checkpoint = run_dir / RESUME_NAME
+    return (str(checkpoint) if checkpoint.is_file() else ""), str(run_dir)
 
 
 def rng_state() -> dict[str, Any]:

@@ -17,27 +17,38 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from detr.checkpoint import REINITIALISABLE, load_checkpoint_state_dict, load_fitting_state_dict
-from detr.config import RunConfig, config_to_toml, validate
+from detr.checkpoint import REINITIALISABLE, load_checkpoint_state_dict, load_fitting_state_dict, load_state_dict_into
+from detr.config import RunConfig, TrainConfig, config_to_toml, validate
 from detr.data.annotations import dataset_categories
 from detr.engine.callbacks import Callback, StepContext
 from detr.engine.checkpointing import (
+    RESUME_NAME,
     check_resume_not_finished,
     load_training_checkpoint,
+    remove_temporary_files,
+    resolve_resume,
     resume_epoch,
     rng_state,
     save_atomic,
     set_rng_state,
 )
 from detr.engine.device import resolve_amp_dtype, resolve_device
-from detr.engine.distributed import broadcast_flag, init_distributed
+from detr.engine.distributed import agree_on_stop, broadcast_flag, init_distributed, is_collective_failure, peer_lost
 from detr.engine.ema import ModelEMA
 from detr.engine.evaluate import evaluate_coco
 from detr.engine.loaders import build_eval_loader, build_loader
 from detr.engine.metrics import MetricsWriter
 from detr.engine.optim import build_optimizer, build_scheduler
+from detr.engine.runlock import RunLock
 from detr.engine.step import StepResult, TrainingStep
-from detr.errors import DataError
+from detr.errors import CheckpointError, ConfigError, DataError, DetrError
+from detr.outputs import make_folder, writing
+
+# SIGTERM is what SLURM and Kubernetes send before they kill a preempted job; SIGUSR1 what SLURM sends ahead of
+# a time limit with `--signal=USR1@90`. Either stops the run at the next step boundary with a checkpoint.
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later"; a job script requeues on it
+EXIT_INTERRUPTED = 130  # Ctrl-C, as the shell reports it
 
 
 def default_output_dir() -> Path:
@@ -51,7 +62,15 @@ def move_targets(targets: list[dict[str, Any]], device: torch.device) -> list[di
 class Trainer:
     """Builds the model, data, optimizer and run folder from a RunConfig; `fit()` trains."""
 
-    def __init__(self, cfg: RunConfig, callbacks: Sequence[Callback] = (), output_dir: str | Path | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        callbacks: Sequence[Callback] = (),
+        output_dir: str | Path | None = None,
+        overwrite: bool = False,
+    ):
+        """`output_dir` (else `cfg.train.output_dir`, else the resumed checkpoint's folder, else runs/<time>)
+        is the run folder. A fresh run into a folder that holds a checkpoint is refused unless `overwrite`."""
         from detr import build_model
         from detr.data import build_dataset, check_dataset, resolve_num_classes
 
@@ -60,18 +79,25 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.device = resolve_device(t.device)
         self.amp_dtype = resolve_amp_dtype(t.amp, self.device)
-        self.rank, self.world_size, local_rank = init_distributed(self.device.type)
+        self.rank, self.world_size, local_rank = init_distributed(self.device.type, t.dist_timeout_s)
         if self.device.type == "cuda" and self.world_size > 1:
             self.device = torch.device("cuda", local_rank)
             torch.cuda.set_device(self.device)
         self.is_main = self.rank == 0
 
+        # `auto` and a run folder name the folder's own checkpoint (none yet: a fresh start there)
+        t.resume, run_dir = resolve_resume(t.resume, str(output_dir or t.output_dir or ""))
         resume = load_training_checkpoint(t.resume) if t.resume else None
         if resume is not None:
             check_resume_not_finished(resume, t.epochs, t.max_steps, t.resume)
-        self.output_dir = Path(
-            output_dir or t.output_dir or (Path(t.resume).parent if t.resume else default_output_dir())
-        )
+        self.output_dir = Path(run_dir) if run_dir else default_output_dir()
+        self.overwrite = overwrite and resume is None
+        held = self.output_dir / RESUME_NAME  # another run's, unless it is the checkpoint resumed
+        if held.exists() and not overwrite and (resume is None or held.resolve() != Path(t.resume).resolve()):
+            raise ConfigError(
+                f"{self.output_dir} already holds a run (its {RESUME_NAME}); continue it with --resume "
+                f"{self.output_dir} (or --resume auto), replace it with --overwrite, or choose another --output-dir"
+            )
 
         torch.manual_seed(t.seed)  # identical initial weights on every rank
         self.data_summary = check_dataset(cfg.data, "train")
@@ -138,10 +164,9 @@ class Trainer:
         self._resume_rng = None
         if resume is not None:
             self._restore(resume)
-        if self.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.metrics = MetricsWriter(self.output_dir / "metrics.jsonl" if self.is_main else None)
-        self._stop_requested = False  # Ctrl-C
+        self.metrics = MetricsWriter(None)  # opened by fit(), once the run folder is this run's
+        self._lock = RunLock(self.output_dir)
+        self._stop_signal = 0  # the signal that asked to stop at the next step boundary (Ctrl-C, SIGTERM, SIGUSR1)
         self.stop_request: tuple[str, int] | None = None  # (reason, exit code) set by request_stop
         # While the loop waits for a batch: (epoch, batch_in_epoch, RNG state) after the last finished step.
         self._data_wait: tuple[int, int, dict[str, Any]] | None = None
@@ -149,11 +174,19 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        self.model_without_ddp.load_state_dict(ckpt["model"])
+        # strict, with the one line `--weights` gives for a checkpoint of another model
+        load_state_dict_into(self.model_without_ddp, ckpt["model"], self.cfg.train.resume, self.cfg.model)
         if self.ema is not None:  # a checkpoint without an average starts one from its weights
             self.ema.load(ckpt.get("model_ema", ckpt["model"]), ckpt.get("ema_updates", 0))
         if "optimizer" in ckpt and "lr_scheduler" in ckpt:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+            try:
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+            except ValueError as e:
+                raise CheckpointError(
+                    f"checkpoint {self.cfg.train.resume}: its optimizer state does not fit this run's trained "
+                    f"parameters ({e}); resume with the run's own settings (lr_backbone, frozen layers), or start "
+                    "from its weights with --weights"
+                ) from None
             self.scheduler.load_state_dict(ckpt["lr_scheduler"])
         self.start_epoch = resume_epoch(ckpt)
         if "global_step" in ckpt:
@@ -197,8 +230,11 @@ class Trainer:
         return min(steps, t.max_steps) if t.max_steps else steps
 
     def save_checkpoint(self, epoch: int, batch_in_epoch: int, rng: dict[str, Any] | None = None) -> None:
+        """Rank 0 writes the run's checkpoint atomically; a failed write leaves the previous one as it was."""
         if self.is_main:
-            save_atomic(self.checkpoint_state(epoch, batch_in_epoch, rng), self.output_dir / "checkpoint.pth")
+            path = self.output_dir / RESUME_NAME
+            with writing(path, f"the previous {RESUME_NAME} is intact"):
+                save_atomic(self.checkpoint_state(epoch, batch_in_epoch, rng), path)
 
     # ----------------------------------------------------------------- events
     def emit_event(self, kind: str, message: str, severity: str = "info", **fields: Any) -> dict[str, Any]:
@@ -269,9 +305,15 @@ class Trainer:
 
     # ----------------------------------------------------------------- the loop
     def _on_sigint(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
-        if self._stop_requested:
+        if self._stop_signal == signal.SIGINT:
             raise KeyboardInterrupt
-        self._stop_requested = True
+        self._stop_signal = self._stop_signal or signal.SIGINT
+
+    def _on_preemption(self, signum: int, frame: Any) -> None:  # noqa: ARG002 - signal handler signature
+        """Stop at the next step boundary; while the loop waits for a batch (which may take long), at once."""
+        self._stop_signal = signum
+        if self._data_wait is not None and self.world_size == 1:  # other ranks may be inside a step's collective
+            raise Preempted(signum)
 
     def request_stop(self, reason: str, exit_code: int = 1) -> None:
         """Stop at the end of the current step: a checkpoint is written and `fit()` reports `exit_code`."""
@@ -325,9 +367,64 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train until `epochs` or `max_steps`; returns a summary. Ctrl-C stops after the current step."""
         t = self.cfg.train
+        self._take_run_folder()
+        try:
+            return self._fit(t)
+        finally:
+            self.metrics.close()
+            self._lock.release()
+
+    def _take_run_folder(self) -> None:
+        """Rank 0 locks the run folder, clears what a killed run left (temporary checkpoint files, a torn last
+        metrics line), opens metrics.jsonl and writes config.toml; every rank learns whether that worked."""
+        error: DetrError | None = None
+        notes: list[str] = []
         if self.is_main:
-            (self.output_dir / "config.toml").write_text(config_to_toml(self.cfg, self.categories))
-        previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+            try:
+                notes = self._prepare_run_folder()
+            except DetrError as e:
+                error = e
+        if self.world_size > 1 and broadcast_flag(error is not None, self.device):
+            raise error or ConfigError(f"rank 0 could not take the run folder {self.output_dir}; see its message")
+        if error is not None:
+            raise error
+        for note in notes:
+            self.emit_event("run_folder", note, severity="warning")
+
+    def _prepare_run_folder(self) -> list[str]:
+        make_folder(self.output_dir)
+        with writing(self._lock.path):
+            stale = self._lock.acquire()
+        try:
+            notes = [f"took over the lock of {stale.describe()}, which ended without releasing it"] if stale else []
+            files, size = remove_temporary_files(self.output_dir)
+            if files:
+                notes.append(
+                    f"removed {files} temporary checkpoint file{'s' if files != 1 else ''} ({size / 1e6:.1f} MB) "
+                    "left by an interrupted write"
+                )
+            metrics_path = self.output_dir / "metrics.jsonl"
+            if self.overwrite:
+                with writing(self.output_dir / RESUME_NAME):
+                    (self.output_dir / RESUME_NAME).unlink(missing_ok=True)
+            self.metrics = MetricsWriter(metrics_path, truncate=self.overwrite)
+            if self.metrics.repaired_bytes:
+                notes.append(
+                    f"{metrics_path}: removed a torn last line ({self.metrics.repaired_bytes} bytes) left by a "
+                    "killed run or a full disk"
+                )
+            config_path = self.output_dir / "config.toml"
+            with writing(config_path):
+                config_path.write_text(config_to_toml(self.cfg, self.categories))
+        except BaseException:
+            self.metrics.close()
+            self._lock.release()
+            raise
+        return notes
+
+    def _fit(self, t: TrainConfig) -> dict[str, Any]:
+        handlers = {signal.SIGINT: self._on_sigint, **dict.fromkeys(PREEMPTION_SIGNALS, self._on_preemption)}
+        previous_handlers = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
         started = time.perf_counter()
         for cb in self.callbacks:
             cb.on_train_start(self)
@@ -351,34 +448,68 @@ class Trainer:
         if self._resume_rng is not None:
             set_rng_state(self._resume_rng)
         try:
-            interrupted = self._run_epochs()
+            stop_signal = self._run_epochs()
+        except RuntimeError as e:
+            if self.world_size == 1 or not is_collective_failure(e):
+                raise
+            raise peer_lost(e, self.rank, self.world_size, t.dist_timeout_s, self.global_step) from None
         finally:
-            signal.signal(signal.SIGINT, previous_handler)
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+        interrupted = stop_signal == signal.SIGINT
         if (
             t.eval_every > 0
             and (self.last_eval is None or self.last_eval["step"] != self.global_step)
-            and not interrupted
+            and not stop_signal
             and self.stop_request is None
         ):
             self.evaluate()
+        if interrupted:
+            exit_code = EXIT_INTERRUPTED
+        elif stop_signal:
+            exit_code = EXIT_PREEMPTED
+        else:
+            exit_code = self.stop_request[1] if self.stop_request else 0
         summary = {
             "steps": self.global_step,
             "epoch": self._epoch,
             "interrupted": interrupted,
+            "preempted": signal.Signals(stop_signal).name if stop_signal and not interrupted else None,
             "elapsed_s": time.perf_counter() - started,
             "output_dir": str(self.output_dir),
             "checkpoint": str(self.output_dir / "checkpoint.pth"),
             "last_eval": self.last_eval,
             "corrupt_samples": self.corrupt_samples,
-            "exit_code": 130 if interrupted else (self.stop_request[1] if self.stop_request else 0),
+            "exit_code": exit_code,
         }
         for cb in self.callbacks:
             cb.on_train_end(self, summary)
-        self.metrics.close()
         return summary
 
-    def _run_epochs(self) -> bool:
-        """The epoch loop; returns True when stopped by Ctrl-C."""
+    def _stop_event(self, stop_signal: int, while_waiting: bool = False) -> None:
+        """The event of a stop at a step boundary: `interrupted` (Ctrl-C), `preempted` (SIGTERM, SIGUSR1) or
+        `stopped` (a diagnostic's request_stop)."""
+        step = self.global_step
+        when = f"while waiting for data after step {step}" if while_waiting else f"at step {step}"
+        resume_hint = (
+            f"checkpoint of step {self.global_step} written, continue with --resume {self.output_dir / RESUME_NAME}"
+        )
+        if stop_signal == signal.SIGINT:
+            self.emit_event("interrupted", f"stopped by Ctrl-C {when}; {resume_hint}")
+        elif stop_signal:
+            name = signal.Signals(stop_signal).name
+            self.emit_event(
+                "preempted",
+                f"stopped by {name} {when}; {resume_hint} (or --resume auto with the same --output-dir); "
+                f"exit {EXIT_PREEMPTED}",
+                signal=name,
+            )
+        else:
+            reason = self.stop_request[0] if self.stop_request else "stopped while waiting for data"
+            self.emit_event("stopped", f"{reason}; {resume_hint}", severity="error")
+
+    def _run_epochs(self) -> int:
+        """The epoch loop; returns the signal that stopped it at a step boundary (0: none)."""
         t = self.cfg.train
         self._epoch = self.start_epoch
         for epoch in range(self.start_epoch, t.epochs):
@@ -391,18 +522,21 @@ class Trainer:
             data_start = time.perf_counter()
             batches = iter([] if stop else self.train_loader)
             while True:
-                self._data_wait = (epoch, batch_in_epoch, rng_state())  # what a resume must start from
                 try:
+                    self._data_wait = (epoch, batch_in_epoch, rng_state())  # what a resume must start from
                     batch = next(batches, None)
-                except BaseException as error:  # a stall (raised by its detector) or a second Ctrl-C
-                    interrupted = isinstance(error, KeyboardInterrupt)
-                    if not interrupted and self.stop_request is None:
+                    with self._data_wait_lock:
+                        self._data_wait = None
+                except BaseException as error:  # a stall (raised by its detector), a second Ctrl-C, a preemption
+                    if isinstance(error, KeyboardInterrupt):
+                        self._stop_signal = signal.SIGINT
+                    elif isinstance(error, Preempted):
+                        self._stop_signal = error.signum
+                    elif self.stop_request is None:
                         self._data_wait = None
                         raise
-                    self.checkpoint_while_waiting(interrupted)
-                    return interrupted
-                with self._data_wait_lock:
-                    self._data_wait = None
+                    self.checkpoint_while_waiting(self._stop_signal)
+                    return self._stop_signal
                 if batch is None:
                     break
                 images, mask, targets = batch
@@ -429,27 +563,30 @@ class Trainer:
                     self.metrics.write(record)
                 for cb in self.callbacks:
                     cb.on_step_end(self, ctx, record)
-                interrupted = (
-                    broadcast_flag(self._stop_requested, self.device) if self.world_size > 1 else self._stop_requested
-                )
-                if interrupted or self.stop_request or (t.max_steps and self.global_step >= t.max_steps):
+                stop_signal = self._agreed_stop()
+                if stop_signal or self.stop_request or (t.max_steps and self.global_step >= t.max_steps):
                     self.save_checkpoint(epoch, batch_in_epoch)
-                    resume_hint = f"checkpoint written, continue with --resume {self.output_dir / 'checkpoint.pth'}"
-                    if interrupted:
-                        self.emit_event("interrupted", f"stopped by Ctrl-C at step {self.global_step}; {resume_hint}")
-                    elif self.stop_request:
-                        self.emit_event("stopped", f"{self.stop_request[0]}; {resume_hint}", severity="error")
-                    return bool(interrupted)
+                    if stop_signal or self.stop_request:
+                        self._stop_event(stop_signal)
+                    return stop_signal
                 data_start = time.perf_counter()
             if stop:
-                return False
+                return 0
             self.scheduler.step()
             self.save_checkpoint(epoch + 1, 0)
+            stop_signal = self._agreed_stop()
+            if stop_signal:  # no evaluation: a preempted job has seconds left
+                self._stop_event(stop_signal)
+                return stop_signal
             if t.eval_every > 0 and (epoch + 1) % t.eval_every == 0:
                 self.evaluate()
-        return False
+        return 0
 
-    def checkpoint_while_waiting(self, interrupted: bool = False) -> bool:
+    def _agreed_stop(self) -> int:
+        """The stop signal every rank agrees on (any rank's; 0: go on)."""
+        return agree_on_stop(self._stop_signal, self.device) if self.world_size > 1 else self._stop_signal
+
+    def checkpoint_while_waiting(self, stop_signal: int = 0) -> bool:
         """While the loop waits for a batch, the model, optimizer and sampler position are those after the last
         finished step: write its checkpoint, which resumes exactly, and say so in a `stopped` (or `interrupted`)
         event. Callable from another thread (a stall detector whose main thread is blocked in the kernel).
@@ -459,15 +596,14 @@ class Trainer:
                 return False
             self.save_checkpoint(*self._data_wait)
             self._data_wait = None
-        resume_hint = (
-            f"checkpoint of step {self.global_step} written, continue with --resume "
-            f"{self.output_dir / 'checkpoint.pth'}"
-        )
-        if interrupted:
-            self.emit_event(
-                "interrupted", f"stopped by Ctrl-C while waiting for data after step {self.global_step}; {resume_hint}"
-            )
-        else:
-            reason = self.stop_request[0] if self.stop_request else "stopped while waiting for data"
-            self.emit_event("stopped", f"{reason}; {resume_hint}", severity="error")
+        self._stop_event(stop_signal, while_waiting=True)
         return True
+
+
+class Preempted(BaseException):
+    """Raised by the SIGTERM/SIGUSR1 handler while the loop waits for a batch; a BaseException, like
+    KeyboardInterrupt, so that no `except Exception` on the way (the DataLoader's) swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

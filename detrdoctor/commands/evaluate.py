@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from rich.console import Console
     from torch import nn
@@ -74,8 +75,39 @@ def checkpoint_model(
     from detr.checkpoint import load_state_dict_into, model_state_dict
 
     model, _, postprocessor = build_model(cfg.model)
-    load_state_dict_into(model, model_state_dict(ckpt, weights), weights)
+    state_dict = model_state_dict(ckpt, weights)
+    require_finite_weights(state_dict, weights)
+    load_state_dict_into(model, state_dict, weights)
     return model.to(device), postprocessor
+
+
+def require_finite_weights(state_dict: dict[str, torch.Tensor], weights: str) -> None:
+    """A CheckpointError naming the tensors that hold NaN or Inf: such a model scores and draws nothing real."""
+    import torch
+
+    from detr.errors import CheckpointError
+
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {weights}: {len(bad)} tensors hold NaN or Inf ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}); the run diverged before it was saved: use an earlier "
+            "checkpoint, or retrain with the gradient watchdog (--on-anomaly rollback)"
+        )
+
+
+def require_finite_detections(detections: np.ndarray, weights: str) -> None:
+    """A CheckpointError when the model's outputs are not finite (its weights are, yet it overflows)."""
+    import numpy as np
+
+    from detr.errors import CheckpointError
+
+    if len(detections) and not bool(np.isfinite(detections).all()):
+        bad = int((~np.isfinite(detections)).any(axis=1).sum())
+        raise CheckpointError(
+            f"checkpoint {weights}: {bad} of {len(detections)} detections have NaN or Inf boxes or scores; the "
+            "model overflows on these images (try without --amp, or an earlier checkpoint)"
+        )
 
 
 def run_evaluate(options: EvaluateOptions) -> int:
@@ -107,6 +139,7 @@ def run_evaluate(options: EvaluateOptions) -> int:
     loader = build_eval_loader(dataset, cfg.data, cfg.train.batch_size, device=device)
     with torch.inference_mode():
         detections, image_ids = predict_detections(model, postprocessor, loader, device)
+    require_finite_detections(detections, options.weights)
     per_class = None
     if options.per_class and len(detections):
         from detr.checkpoint import category_names

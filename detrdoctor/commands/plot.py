@@ -96,6 +96,9 @@ def run_plot(options: PlotOptions) -> int:
     if out is not None and out.suffix.lower() not in (".png", ".svg"):
         raise ConfigError(f"--out {options.out}: give a .png or .svg file name")
     runs = load_runs(options.run_dirs)
+    for run in runs:
+        if run.note:
+            Console(stderr=True, highlight=False).print(f"note: {run.note}", soft_wrap=True, markup=False)
     summaries = [run_summary(run) for run in runs]
     if out is not None:
         from detrdoctor.figure import draw_runs

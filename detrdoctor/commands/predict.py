@@ -45,6 +45,8 @@ class Inputs:
     loader: Iterable
     files: dict[Any, tuple[Path, str]]  # image_id → (path, name); image ids are ints (COCO ids or file indices)
     coco: Any  # the split's COCO ground truth, None for plain files
+    folders: list[Path]  # the image folders read: --out may be none of them, nor hold one
+    oversized: dict[str, str]  # path → why: more pixels than [data] max_image_pixels, skipped before decoding
 
     def result_id(self, image_id: int) -> int | str:
         """The image_id written to predictions.json: the COCO id of a split, the file name otherwise."""
@@ -85,12 +87,27 @@ def split_inputs(cfg: RunConfig, split: str, device: torch.device) -> Inputs:
 
     check_dataset(cfg.data, split)
     dataset = build_dataset(cfg.data, split, train=False)
+    oversized = oversized_images([dataset.image_path(i) for i in range(len(dataset))], cfg.data.max_image_pixels)
+    dataset.ids = [image_id for i, image_id in enumerate(dataset.ids) if str(dataset.image_path(i)) not in oversized]
     loader = build_eval_loader(dataset, cfg.data, cfg.train.batch_size, device=device)
     files = {
-        image_id: (dataset.image_path(i), dataset.coco.imgs[image_id]["file_name"])
+        image_id: (dataset.image_path(i), str(dataset.coco.imgs[image_id]["file_name"]))
         for i, image_id in enumerate(dataset.ids)
     }
-    return Inputs(loader, files, dataset.coco)
+    return Inputs(loader, files, dataset.coco, [dataset.image_dir], oversized)
+
+
+def oversized_images(paths: list[Path], max_pixels: int) -> dict[str, str]:
+    """The images whose header promises more than `max_pixels` pixels, with the reason; none is decoded."""
+    from detr.data.decode import OversizedImageError, check_pixels, header_size
+
+    found = {}
+    for path in paths:
+        try:
+            check_pixels(path, header_size(path), max_pixels)
+        except OversizedImageError as e:
+            found[str(path)] = str(e).removeprefix(f"{path}: ")
+    return found
 
 
 def file_inputs(cfg: RunConfig, sources: list[str], out: Path, device: torch.device) -> Inputs:
@@ -107,6 +124,10 @@ def file_inputs(cfg: RunConfig, sources: list[str], out: Path, device: torch.dev
     images = [(path, name) for path, name in find_images(sources) if not path.resolve().is_relative_to(out.resolve())]
     if not images:
         raise DataError(f"no images in {', '.join(sources)} (looked for {', '.join(IMAGE_SUFFIXES)}, recursively)")
+    oversized = oversized_images([path for path, _ in images], cfg.data.max_image_pixels)
+    images = [(path, name) for path, name in images if str(path) not in oversized]
+    if not images:
+        raise DataError(f"every image is larger than [data] max_image_pixels: {next(iter(oversized.values()))}")
     dataset = ImageFiles([path for path, _ in images], cfg.data)
     loader = DataLoader(
         dataset,
@@ -115,7 +136,40 @@ def file_inputs(cfg: RunConfig, sources: list[str], out: Path, device: torch.dev
         num_workers=cfg.data.num_workers,
         pin_memory=device.type == "cuda",
     )
-    return Inputs(loader, dict(enumerate(images)), None)
+    folders = [Path(s) for s in sources if Path(s).is_dir()]
+    return Inputs(loader, dict(enumerate(images)), None, folders, oversized)
+
+
+def check_out(out: Path, inputs: Inputs) -> None:
+    """--out must not be an input image folder nor hold one: drawn images would replace the images read."""
+    from detr.errors import ConfigError
+
+    for folder in inputs.folders:
+        if folder.resolve().is_relative_to(out.resolve()):
+            what = "is" if folder.resolve() == out.resolve() else "holds"
+            raise ConfigError(
+                f"--out {out} {what} the image folder {folder}: the drawn images would replace the images "
+                "read; choose another --out"
+            )
+
+
+def output_paths(inputs: Inputs, image_ids: list[int], out: Path) -> dict[int, Path]:
+    """Where each drawn image goes: its name under --out (kept inside it: an absolute or `../` name from a
+    dataset loses what leads out), never onto a file read, never twice onto one path."""
+    from detr.outputs import resolve_inside
+
+    read = {path.resolve() for path, _ in inputs.files.values()}
+    taken: set[Path] = set()
+    paths = {}
+    for image_id in image_ids:
+        target = resolve_inside(out, inputs.files[image_id][1])
+        candidate, n = target, 1
+        while candidate.resolve() in read or candidate in taken:
+            n += 1
+            candidate = target.with_name(f"{target.stem}-{n}{target.suffix}")
+        taken.add(candidate)
+        paths[image_id] = candidate
+    return paths
 
 
 def tracked(loader: Iterable, progress: Progress, description: str) -> Iterator:
@@ -127,16 +181,23 @@ def tracked(loader: Iterable, progress: Progress, description: str) -> Iterator:
 
 
 def draw_image(
-    inputs: Inputs, image_id: int, rows: np.ndarray, names: dict[int, str], threshold: float, compare: bool, out: Path
+    inputs: Inputs,
+    image_id: int,
+    rows: np.ndarray,
+    names: dict[int, str],
+    threshold: float,
+    compare: bool,
+    target: Path,
 ) -> int:
-    """Write the drawn image of `image_id` under `out`; returns how many boxes were drawn."""
+    """Write the drawn image of `image_id` to `target`; returns how many boxes were drawn."""
     import torch
     from PIL import Image
 
     from detr.data.decode import read_rgb
+    from detr.outputs import writing
     from detrdoctor.draw import draw_boxes, enlarged, side_by_side
 
-    path, name = inputs.files[image_id]
+    path = inputs.files[image_id][0]
     image, factor = enlarged(read_rgb(path))
     shown = rows[rows[:, 5] >= threshold]
     xyxy = torch.from_numpy(shown[:, 1:5]).clone()
@@ -151,9 +212,9 @@ def draw_image(
         truth_labels = [int(a["category_id"]) for a in truth]
         truth_texts = [names.get(c, str(c)) for c in truth_labels]
         drawn = side_by_side(draw_boxes(image, boxes * factor, truth_labels, truth_texts), drawn)
-    target = out / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(drawn.permute(1, 2, 0).contiguous().numpy()).save(target, quality=95)
+    with writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(drawn.permute(1, 2, 0).contiguous().numpy()).save(target, quality=95)
     return len(shown)
 
 
@@ -173,9 +234,10 @@ def draw_all(
     rows_of = dict(zip(ids.astype(int).tolist(), np.split(detections[order], starts[1:])))
     task = progress.add_task("drawing", total=len(image_ids))
     boxes_drawn: dict[str, int] = {}
+    targets = output_paths(inputs, image_ids, Path(options.out))
     for image_id in image_ids:
         rows = rows_of.get(image_id, np.zeros((0, 7)))
-        draw_image(inputs, image_id, rows, names, options.threshold, options.compare, Path(options.out))
+        draw_image(inputs, image_id, rows, names, options.threshold, options.compare, targets[image_id])
         for c in rows[rows[:, 5] >= options.threshold, 6].astype(int).tolist():
             label = names.get(c, str(c))
             boxes_drawn[label] = boxes_drawn.get(label, 0) + 1
@@ -196,6 +258,21 @@ def results_json(inputs: Inputs, detections: np.ndarray) -> list[dict[str, Any]]
     ]
 
 
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Strict JSON (no NaN) through a temporary file renamed over `path`: a reader never sees half a file."""
+    import os
+
+    from detr.outputs import writing
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with writing(path):
+        try:
+            tmp.write_text(json.dumps(data, allow_nan=False))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
 def run_predict(options: PredictOptions) -> int:
     """`detrdoctor predict`: drawn images and predictions.json under --out, a summary on stdout."""
     import torch
@@ -207,7 +284,8 @@ def run_predict(options: PredictOptions) -> int:
     from detr.engine.device import resolve_amp_dtype, resolve_device
     from detr.engine.evaluate import predict_detections
     from detr.errors import DataError
-    from detrdoctor.commands.evaluate import checkpoint_model, config_for_weights
+    from detr.outputs import make_folder
+    from detrdoctor.commands.evaluate import checkpoint_model, config_for_weights, require_finite_detections
 
     check_options(options)
     overrides = {
@@ -222,9 +300,10 @@ def run_predict(options: PredictOptions) -> int:
         inputs = split_inputs(cfg, options.split, device)
     else:
         inputs = file_inputs(cfg, options.sources, Path(options.out), device)
-    model, postprocessor = checkpoint_model(cfg, ckpt, options.weights, device)
     out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_out(out, inputs)
+    model, postprocessor = checkpoint_model(cfg, ckpt, options.weights, device)
+    make_folder(out)
     names = category_names(ckpt, inputs.coco)
 
     started = time.perf_counter()
@@ -248,7 +327,8 @@ def run_predict(options: PredictOptions) -> int:
                 f"none of the {len(unreadable)} images could be read: "
                 f"{', '.join(unreadable[:3])}{', ...' if len(unreadable) > 3 else ''}"
             )
-        (out / "predictions.json").write_text(json.dumps(results_json(inputs, detections)))
+        require_finite_detections(detections, options.weights)
+        write_json_atomic(out / "predictions.json", results_json(inputs, detections))
         boxes_drawn = draw_all(inputs, detections, image_ids, names, options, progress)
 
     if options.split:
@@ -262,6 +342,8 @@ def run_predict(options: PredictOptions) -> int:
         "images": len(image_ids),
         "unreadable": len(unreadable),
         "unreadable_files": unreadable,
+        "oversized": len(inputs.oversized),
+        "oversized_files": sorted(inputs.oversized),
         "out": str(out),
         "predictions": str(out / "predictions.json"),
         "detections": len(detections),
@@ -274,6 +356,8 @@ def run_predict(options: PredictOptions) -> int:
         print(json.dumps(summary))
         return 0
     console = Console(highlight=False)
+    for path, reason in inputs.oversized.items():
+        console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", soft_wrap=True)
     for path in unreadable:
         console.print(f"[yellow]skipped[/] {escape(path)}: not a readable image", soft_wrap=True)
     console.print(

@@ -48,6 +48,7 @@ class TrainOptions:
     val_annotations: str | None
     train_images: str | None
     val_images: str | None
+    overwrite: bool = False
 
     def overrides(self) -> dict[str, dict[str, Any]]:
         """The flags as config keys, per section."""
@@ -86,14 +87,25 @@ class TrainOptions:
 
 
 def resolve_train_config(options: TrainOptions) -> RunConfig:
-    """The profile with the flags applied; `--resume` without `--profile` continues with the run's own config."""
+    """The profile with the flags applied; `--resume` without `--profile` continues with the run's own config.
+
+    `--resume auto` (with --output-dir) and `--resume RUN_DIR` continue from the folder's checkpoint, or start
+    fresh there when it has none. A resumed run writes into its checkpoint's folder (or --output-dir): never
+    where the run's config.toml or the checkpoint's args say, which may be another run's folder.
+    """
+    from dataclasses import replace
+
     from detr.config import validate
+    from detr.engine.checkpointing import resolve_resume
     from detrdoctor.commands.common import apply_flags, load_run_config, with_coco_path
 
+    resume, run_dir = resolve_resume(options.resume or "", options.output_dir or "")
+    options = replace(options, resume=resume or None, output_dir=run_dir or None)
     if options.resume and not options.profile:
         cfg = config_of_run(options.resume)
         if cfg is not None:
             cfg.train.weights = ""  # the checkpoint carries the weights the run had reached
+            cfg.train.output_dir = ""  # the folder of the checkpoint (or --output-dir), below
             apply_flags(cfg, with_coco_path(options.overrides(), options.coco_path))
             validate(cfg)
             return cfg
@@ -126,14 +138,15 @@ def config_of_checkpoint(ckpt: dict[str, Any], source: str) -> RunConfig | None:
 
 
 def run_train(options: TrainOptions) -> int:
-    """`detrdoctor train`: exit 0 when done, 130 when stopped by Ctrl-C, non-zero when the run was stopped."""
+    """`detrdoctor train`: exit 0 when done, 130 when stopped by Ctrl-C, 75 when preempted (SIGTERM, SIGUSR1),
+    another non-zero code when a diagnostic stopped the run."""
     from detr.engine.trainer import Trainer
     from detrdoctor.commands.common import default_profile
 
     cfg = resolve_train_config(options)
     profile = Path(default_profile(options.profile, options.coco_path)).stem
     data_check = check_data(cfg, options.profile)
-    trainer = Trainer(cfg, callbacks=[*build_callbacks(cfg, profile), data_check])
+    trainer = Trainer(cfg, callbacks=[*build_callbacks(cfg, profile), data_check], overwrite=options.overwrite)
     return trainer.fit()["exit_code"]
 
 

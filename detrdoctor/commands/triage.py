@@ -86,7 +86,7 @@ def run_triage(options: TriageOptions) -> int:
 
     from detr.data import check_dataset
     from detr.engine.device import resolve_amp_dtype, resolve_device
-    from detr.engine.metrics import read_metrics
+    from detr.engine.metrics import read_metrics_checked
     from detrdoctor.commands.common import announce_layout
     from detrdoctor.envcheck.rules import summarize
     from detrdoctor.triage import triage_check
@@ -127,7 +127,9 @@ def run_triage(options: TriageOptions) -> int:
         images += draw_predictions(trainer, out)
 
     if options.run:
-        records = read_metrics(Path(options.run).expanduser() / "metrics.jsonl")
+        records, note = read_metrics_checked(Path(options.run).expanduser() / "metrics.jsonl")
+        if note:
+            Console(stderr=True, highlight=False).print(f"note: {note}", soft_wrap=True, markup=False)
         checks += judge_history(records, cfg.train.lr_drop, cfg.train.epochs, steps_needed(cfg, facts))
 
     summary = summarize(checks, strict=False)

@@ -159,7 +159,8 @@ def run_overfit(
     trainer, error, ap50 = None, "", None
     progress = OverfitProgress(console)
     try:
-        trainer = Trainer(test, callbacks=[GradientWatchdog(test.watchdog), progress])
+        # triage's own scratch run: a triage rerun into the same --out replaces it
+        trainer = Trainer(test, callbacks=[GradientWatchdog(test.watchdog), progress], overwrite=True)
         summary = trainer.fit()
         ap50 = (summary.get("last_eval") or {}).get("AP50")
     except Exception as e:  # noqa: BLE001 - the crash (or a DataError the trainer stops on) is the diagnosis

@@ -19,6 +19,7 @@ IDS = (
     "data.num_queries",
     "data.box_format",
     "data.image_size",
+    "data.pixels",
     "data.exif",
     "data.duplicates",
     "data.empty_images",
