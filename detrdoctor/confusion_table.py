@@ -46,6 +46,7 @@ def shown_categories(matrix: np.ndarray, limit: int = SHOWN_CATEGORIES) -> list[
 
 def render_confusion(console: Console, confusion: Confusion, names: Mapping[int, str], threshold: str) -> None:
     """Rows ground truth, columns prediction; a cell's shade is its share of the row (green on the diagonal)."""
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
@@ -57,9 +58,10 @@ def render_confusion(console: Console, confusion: Confusion, names: Mapping[int,
     table = Table(
         title=f"Confusion at IoU ≥ {confusion['iou']}, boxes scored ≥ {threshold} (rows truth, columns predicted)",
         title_justify="left",
+        box=box.SIMPLE,
         caption=f"{hidden} categories with fewer mistakes not shown (all in --json and --out)" if hidden else None,
     )
-    table.add_column("truth \\ predicted", no_wrap=True)
+    table.add_column("", no_wrap=True)
     for c in shown:
         table.add_column(escape(labels[c]), justify="right")
     for r in shown:

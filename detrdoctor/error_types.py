@@ -11,15 +11,15 @@ if TYPE_CHECKING:
     from detr.engine.tide import ErrorCost
 
 MATTERS = 0.01  # an error type costing less AP50 than this is not worth a finding
-BAR_WIDTH = 30
+BAR_WIDTH = 16
 
 WHAT_IT_IS = {
-    "classification": "on an object (IoU ≥ 0.5), another class",
-    "localisation": "its class, box off (0.1 ≤ IoU < 0.5)",
-    "both": "another class and box off",
-    "duplicate": "a second box on an object already found",
-    "background": "on nothing (IoU < 0.1 with every object)",
-    "missed": "objects no box found or came near",
+    "classification": "right box, another class",
+    "localisation": "its class, 0.1 ≤ IoU < 0.5",
+    "both": "another class, IoU < 0.5",
+    "duplicate": "object already found",
+    "background": "IoU < 0.1 with every object",
+    "missed": "object no box came near",
 }
 
 USUAL_CAUSE = {
@@ -65,12 +65,13 @@ def judge_errors(errors: Mapping[str, ErrorCost]) -> list[ErrorFinding]:
 
 def render_errors(console: Console, errors: Mapping[str, ErrorCost], findings: list[ErrorFinding]) -> None:
     """The six types as a bar table of dAP50 with their counts, then the findings."""
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="Errors (TIDE): AP50 gained by fixing each type alone", title_justify="left")
+    table = Table(title="Errors (TIDE): AP50 gained by fixing each type alone", title_justify="left", box=box.SIMPLE)
     for name, justify in (("type", "left"), ("count", "right"), ("dAP50", "right"), ("", "left"), ("is", "left")):
-        table.add_column(name, justify=justify, no_wrap=name != "is")
+        table.add_column(name, justify=justify, no_wrap=True)
     for kind, cost in errors.items():
         filled = round(max(0.0, min(1.0, cost["dAP50"])) * BAR_WIDTH)
         table.add_row(

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from detr.config import RunConfig
 
 
-CURVE_WIDTH = 20
+CURVE_WIDTH = 12
 
 
 @dataclass
@@ -101,7 +101,8 @@ def checkpoint_model(
 
 
 def checked_figure_path(options: EvaluateOptions) -> Path | None:
-    """--out as a path, refused before any work unless it names a .png or .svg file; --threshold in [0, 1]."""
+    """--out as a path, refused before any work unless it names a .png or .svg file and matplotlib is there;
+    --threshold in [0, 1]."""
     from pathlib import Path
 
     from detr.errors import ConfigError
@@ -113,6 +114,9 @@ def checked_figure_path(options: EvaluateOptions) -> Path | None:
     out = Path(options.out)
     if out.suffix.lower() not in (".png", ".svg"):
         raise ConfigError(f"--out {options.out}: give a .png or .svg file name")
+    from detrdoctor.extras import require
+
+    require("matplotlib", "plot", "matplotlib", "evaluate --out")  # before the evaluation, not after it
     return out
 
 
@@ -261,6 +265,7 @@ def run_evaluate(options: EvaluateOptions) -> int:
 def render_per_class(console: Console, per_class: list[dict[str, Any]], curves: dict[str, Any] | None = None) -> None:
     """One row per category: id, name, AP and AP50, then precision, recall and F1 at the best-F1 threshold (IoU
     0.5), and with `curves` the precision–recall curve as a sparkline (— where undefined)."""
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
@@ -268,13 +273,16 @@ def render_per_class(console: Console, per_class: list[dict[str, Any]], curves: 
     from detrdoctor.commands.plot import resampled
     from detrdoctor.dashboard.render import sparkline
 
-    table = Table(title="Per class: AP, and at the best-F1 score threshold (IoU 0.5) precision, recall and F1")
-    columns = ("id", "name", "AP", "AP50", "precision", "recall", "F1", "threshold")
-    for name in columns:
-        table.add_column(name, justify="left" if name == "name" else "right")
+    table = Table(
+        title="AP per class; precision, recall and F1 at its best-F1 score threshold (IoU 0.5)",
+        title_justify="left",
+        box=box.SIMPLE,
+    )
+    for name in ("id", "name", "AP", "AP50", "prec", "recall", "F1", "score ≥"):
+        table.add_column(name, justify="left" if name == "name" else "right", no_wrap=True)
     curve_of = {}
     if curves is not None:
-        table.add_column("precision over recall", no_wrap=True)
+        table.add_column("P over R", no_wrap=True)
         curve_of = dict(zip(curves["categories"], curves["precision"]))
     for row in per_class:
         cells: list[str | Text] = [str(row["id"]), escape(row["name"])]
