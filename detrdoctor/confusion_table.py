@@ -27,7 +27,9 @@ def largest_mistakes(confusion: Confusion, names: Mapping[int, str], top: int = 
     said = []
     for count, r, c in sorted((cell for cell in cells if cell[0] > 0), key=lambda cell: -cell[0])[:top]:
         if c == background:
-            said.append(f"{count} {labels[r]} missed (no box of any class at IoU ≥ {confusion['iou']})")
+            said.append(
+                f"{count} {labels[r]} found by no box over its threshold (of any class, IoU ≥ {confusion['iou']})"
+            )
         elif r == background:
             said.append(f"{count} boxes labelled {labels[c]} on no object")
         else:

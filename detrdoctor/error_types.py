@@ -52,12 +52,12 @@ def judge_errors(errors: Mapping[str, ErrorCost]) -> list[ErrorFinding]:
     findings: list[ErrorFinding] = []
     for rank, kind in enumerate(costly):
         count, what = errors[kind]["count"], "objects" if kind == "missed" else "boxes"
-        lead = "dominates: fixing it alone gains" if rank == 0 else "costs"
+        lead = "dominates — fixing it alone gains" if rank == 0 else "costs"
         findings.append(
             {
                 "check": kind,
                 "status": "limits",
-                "message": f"{lead} {errors[kind]['dAP50']:.3f} AP50 ({count} {what}); {USUAL_CAUSE[kind]}",
+                "message": f"{lead} {errors[kind]['dAP50']:.3f} AP50 ({count} {what}): {USUAL_CAUSE[kind]}",
             }
         )
     return findings
@@ -70,8 +70,8 @@ def render_errors(console: Console, errors: Mapping[str, ErrorCost], findings: l
     from rich.text import Text
 
     table = Table(title="Errors (TIDE): AP50 gained by fixing each type alone", title_justify="left", box=box.SIMPLE)
-    for name, justify in (("type", "left"), ("count", "right"), ("dAP50", "right"), ("", "left"), ("is", "left")):
-        table.add_column(name, justify=justify, no_wrap=True)
+    for name in ("type", "count", "dAP50", "", "is"):
+        table.add_column(name, justify="right" if name in ("count", "dAP50") else "left", no_wrap=True)
     for kind, cost in errors.items():
         filled = round(max(0.0, min(1.0, cost["dAP50"])) * BAR_WIDTH)
         table.add_row(

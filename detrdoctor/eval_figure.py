@@ -51,17 +51,19 @@ def _draw_curves(ax: Axes, curves: PrCurves, points: Mapping[int, OperatingPoint
         if precision is None:
             continue
         colour = f"C{k % 10}"
+        reached = int(np.flatnonzero(np.array(precision) > 0)[-1]) + 1 if any(precision) else 1  # COCOeval: 0 beyond
         label = f"{names.get(category_id, str(category_id))} (AP50 {np.mean(precision):.2f})"
-        ax.plot(recall, precision, color=colour, linewidth=1.3, label=label if drawn < LEGEND_UP_TO else None)
+        shown = label if drawn < LEGEND_UP_TO else None
+        ax.plot(recall[:reached], precision[:reached], color=colour, linewidth=1.3, label=shown)
         point = points.get(category_id)
-        if point is not None and point["threshold"] is not None:
+        if point is not None and point["recall"] is not None and point["precision"] is not None:
             ax.plot(point["recall"], point["precision"], "o", color=colour, markersize=5)
         drawn += 1
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision")
     ax.set_title(f"precision–recall at IoU {curves['iou']} (dots: best-F1 thresholds)")
     ax.grid(alpha=0.3)
     if drawn:
-        ax.legend(loc="lower left", fontsize="small")
+        ax.legend(loc="best", fontsize="small")
     else:
         ax.text(0.5, 0.5, "no ground truth", ha="center", va="center", transform=ax.transAxes, color="grey")
 

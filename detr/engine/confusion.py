@@ -14,7 +14,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from detr.engine.coco_matching import CocoMatching, box_iou
+from detr.engine.coco_matching import CocoMatching, box_iou, grouped_by_image, object_boxes
 
 BACKGROUND = "background"
 
@@ -45,16 +45,14 @@ def confusion_matrix(
     for category_id in matching.det_category[true].tolist():
         counts[index[category_id], index[category_id]] += 1
     found = set(matching.det_gt[true].tolist())
-    leftover_boxes = np.flatnonzero(kept & ~true)
-    leftover_objects = np.array([g not in found for g in matching.gt_id.tolist()], dtype=bool)
-    for image_id in np.union1d(matching.det_image[leftover_boxes], matching.gt_image[leftover_objects]).tolist():
-        boxes = leftover_boxes[matching.det_image[leftover_boxes] == image_id]
+    leftover_boxes = grouped_by_image(np.flatnonzero(kept & ~true), matching.det_image)
+    unfound = np.array([g not in found for g in matching.gt_id.tolist()], dtype=bool)
+    leftover_objects = grouped_by_image(np.flatnonzero(unfound), matching.gt_image)
+    for image_id in leftover_boxes.keys() | leftover_objects.keys():
+        boxes = leftover_boxes.get(image_id, np.zeros(0, dtype=np.int64))
         boxes = boxes[np.argsort(-matching.det_score[boxes], kind="mergesort")]
-        objects = np.flatnonzero(leftover_objects & (matching.gt_image == image_id))
-        ious = box_iou(
-            detections[matching.det_row[boxes], 1:5],
-            np.array([coco.anns[int(g)]["bbox"] for g in matching.gt_id[objects]], dtype=np.float64).reshape(-1, 4),
-        )
+        objects = leftover_objects.get(image_id, np.zeros(0, dtype=np.int64))
+        ious = box_iou(detections[matching.det_row[boxes], 1:5], object_boxes(coco, matching.gt_id[objects]))
         free = np.ones(len(objects), dtype=bool)
         for b, box in enumerate(boxes.tolist()):
             predicted = index[int(matching.det_category[box])]

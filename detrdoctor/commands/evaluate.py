@@ -211,7 +211,7 @@ def run_evaluate(options: EvaluateOptions) -> int:
         breakdown["findings"] = judge_breakdown(breakdown)
     which = " (its EMA weights)" if ema else ""
     drawn = out is not None and "confusion" in analysis  # no detections: nothing to draw
-    if drawn:
+    if out is not None and drawn:
         from detrdoctor.eval_figure import draw_evaluation
 
         out.parent.mkdir(parents=True, exist_ok=True)
