@@ -159,9 +159,27 @@ def evaluate(
     device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     num_workers: int | None = typer.Option(None, help="DataLoader worker processes."),
     breakdown: bool = typer.Option(
-        False, "--breakdown", help="Also show what holds AP down: labels, loose boxes, spare boxes, missed objects."
+        False,
+        "--breakdown",
+        help="Also show what holds AP down: AP by IoU, labels, loose and spare boxes, missed objects; with --confusion,"
+        " --pr and --errors.",
     ),
-    per_class: bool = typer.Option(False, "--per-class", help="Also show AP and AP50 of each category, with its name."),
+    per_class: bool = typer.Option(
+        False, "--per-class", help="Also show each category's AP, AP50, and precision, recall and F1 at its best F1."
+    ),
+    confusion: bool = typer.Option(
+        False, "--confusion", help="Also show the confusion matrix (IoU ≥ 0.5; categories and background)."
+    ),
+    pr: bool = typer.Option(False, "--pr", help="Also show per-class precision/recall/F1 and precision–recall curves."),
+    errors: bool = typer.Option(
+        False, "--errors", help="Also show TIDE's six error types: the AP50 each costs, and how many."
+    ),
+    threshold: float | None = typer.Option(
+        None, help="Score a box needs to count in the confusion matrix (default: each class's best-F1 threshold)."
+    ),
+    out: str | None = typer.Option(
+        None, help="Write precision–recall curves and the confusion matrix to FILE.png or .svg (the plot extra)."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     train_annotations: str | None = typer.Option(None, help=TRAIN_ANNOTATIONS_HELP),
     val_annotations: str | None = typer.Option(None, help=VAL_ANNOTATIONS_HELP),
@@ -185,6 +203,11 @@ def evaluate(
         val_annotations=val_annotations,
         train_images=train_images,
         val_images=val_images,
+        confusion=confusion,
+        pr=pr,
+        errors=errors,
+        threshold=threshold,
+        out=out,
     )
     run_guarded(lambda: run_evaluate(options))
 

@@ -6,13 +6,11 @@ replaced by one class, and confident boxes are counted against the objects they 
 
 from __future__ import annotations
 
-import contextlib
-import io
 from typing import Any
 
 import numpy as np
 
-from detr.engine.evaluate import accumulated_cocoeval
+from detr.engine.evaluate import accumulated_cocoeval, coco_with_annotations
 
 IOU_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
 CONFIDENT_SCORE = 0.5
@@ -30,18 +28,10 @@ def _ap_and_recall(coco: Any, detections: np.ndarray, image_ids: list[int]) -> t
 
 
 def _class_agnostic(coco: Any) -> Any:
-    """A copy of `coco` with every annotation in one class (the original may be a shared cached object)."""
-    from pycocotools.coco import COCO
-
-    merged = COCO()
-    merged.dataset = {
-        **coco.dataset,
-        "categories": [{"id": 1, "name": "object"}],
-        "annotations": [{**a, "category_id": 1} for a in coco.dataset["annotations"]],
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        merged.createIndex()
-    return merged
+    """A copy of `coco` with every annotation in one class."""
+    return coco_with_annotations(
+        coco, [{**a, "category_id": 1} for a in coco.dataset["annotations"]], [{"id": 1, "name": "object"}]
+    )
 
 
 def error_breakdown(coco: Any, detections: np.ndarray, image_ids: list[int]) -> dict[str, Any]:

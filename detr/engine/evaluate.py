@@ -17,10 +17,15 @@ STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def accumulated_cocoeval(
-    coco: Any, detections: np.ndarray, image_ids: list[int], iou_thresholds: Sequence[float] | None = None
+    coco: Any,
+    detections: np.ndarray,
+    image_ids: list[int],
+    iou_thresholds: Sequence[float] | None = None,
+    area_all_only: bool = False,
 ) -> Any:
     """COCOeval of box detections (rows [image_id, x, y, w, h, score, category_id]), evaluated and accumulated,
-    over `image_ids` and at `iou_thresholds` (default: COCO's 0.50:0.95)."""
+    over `image_ids` and at `iou_thresholds` (default: COCO's 0.50:0.95); `area_all_only` skips the small,
+    medium and large passes (a quarter of the work, for re-scoring where only area "all" is read)."""
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress unconditionally
@@ -28,9 +33,29 @@ def accumulated_cocoeval(
         coco_eval.params.imgIds = sorted(set(image_ids))
         if iou_thresholds is not None:
             coco_eval.params.iouThrs = np.array(iou_thresholds)
+        if area_all_only:
+            at = coco_eval.params.areaRngLbl.index("all")
+            coco_eval.params.areaRng = [coco_eval.params.areaRng[at]]
+            coco_eval.params.areaRngLbl = ["all"]
         coco_eval.evaluate()
         coco_eval.accumulate()
     return coco_eval
+
+
+def coco_with_annotations(
+    coco: Any, annotations: list[dict[str, Any]], categories: list[dict[str, Any]] | None = None
+) -> Any:
+    """A new COCO of `coco`'s images with `annotations` (and `categories`, default its own): re-scoring against
+    altered ground truth never touches `coco`, which may be a shared cached object."""
+    from pycocotools.coco import COCO
+
+    altered = COCO()
+    altered.dataset = {**coco.dataset, "annotations": annotations}
+    if categories is not None:
+        altered.dataset["categories"] = categories
+    with contextlib.redirect_stdout(io.StringIO()):
+        altered.createIndex()
+    return altered
 
 
 def coco_box_stats(coco: Any, detections: np.ndarray, image_ids: list[int]) -> dict[str, float | None]:
@@ -62,13 +87,13 @@ def per_class_ap(coco_eval: Any, names: Mapping[int, str]) -> list[dict[str, Any
     at_50 = np.flatnonzero(np.isclose(params.iouThrs, 0.5))
     rows = []
     for k, category_id in enumerate(params.catIds):
-        ap = _mean_defined(precision[:, :, k])
-        ap50 = _mean_defined(precision[at_50, :, k]) if len(at_50) else None
+        ap = mean_defined(precision[:, :, k])
+        ap50 = mean_defined(precision[at_50, :, k]) if len(at_50) else None
         rows.append({"id": int(category_id), "name": names.get(category_id, str(category_id)), "AP": ap, "AP50": ap50})
     return rows
 
 
-def _mean_defined(values: np.ndarray) -> float | None:
+def mean_defined(values: np.ndarray) -> float | None:
     """The mean over entries COCOeval defined (-1 marks "no ground truth"), as its summary computes it."""
     defined = values[values > -1]
     return float(defined.mean()) if defined.size else None

@@ -261,7 +261,8 @@ def test_evaluate_per_class_names_the_categories(seven_class_run):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert [(c["id"], c["name"]) for c in report["per_class"]][:2] == [(1, "circle"), (2, "square")]
-    assert all(set(c) == {"id", "name", "AP", "AP50"} for c in report["per_class"])
+    keys = {"id", "name", "AP", "AP50", "precision", "recall", "f1", "threshold"}
+    assert all(set(c) == keys for c in report["per_class"])
     result = CliRunner().invoke(app, ["evaluate", "--weights", weights, "--per-class"])
     assert result.exit_code == 0 and "AP per class" in result.output and "triangle" in result.output
 
