@@ -37,6 +37,23 @@ def save_atomic(obj: Any, path: str | Path) -> None:
         raise
 
 
+BEST = "best.pth"
+CHECKPOINT = "checkpoint.pth"
+
+
+def run_folder_weights(path: str | Path) -> Path:
+    """The weights a run folder stands for: its best.pth (the best evaluation), else its checkpoint.pth.
+
+    A path that is not a folder is returned as it is."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    for name in (BEST, CHECKPOINT):
+        if (path / name).is_file():
+            return path / name
+    raise CheckpointError(f"{path}: a folder without {BEST} or {CHECKPOINT} (give a run folder or a checkpoint file)")
+
+
 def rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():

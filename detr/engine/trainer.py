@@ -23,6 +23,8 @@ from detr.data.annotations import dataset_categories
 from detr.engine.best import BestTracker
 from detr.engine.callbacks import Callback, StepContext
 from detr.engine.checkpointing import (
+    BEST,
+    CHECKPOINT,
     check_resume_not_finished,
     load_training_checkpoint,
     resume_epoch,
@@ -234,13 +236,13 @@ class Trainer:
     def save_checkpoint(self, epoch: int, batch_in_epoch: int, rng: dict[str, Any] | None = None) -> None:
         self._checkpoint_position = (epoch, batch_in_epoch, rng if rng is not None else rng_state())
         if self.is_main:
-            save_atomic(self.checkpoint_state(*self._checkpoint_position), self.output_dir / "checkpoint.pth")
+            save_atomic(self.checkpoint_state(*self._checkpoint_position), self.output_dir / CHECKPOINT)
 
     def save_best(self) -> None:
         """best.pth: checkpoint.pth's state (the evaluated weights, at the same position) plus `best`."""
         if self.is_main and self._checkpoint_position is not None:
             state = self.checkpoint_state(*self._checkpoint_position)
-            save_atomic({**state, "best": self.best.record()}, self.output_dir / "best.pth")
+            save_atomic({**state, "best": self.best.record()}, self.output_dir / BEST)
 
     def write_config(self) -> None:
         """config.toml: the resolved configuration (re-written when an out-of-memory retry changes it)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def config_for_weights(
     from detrdoctor.commands.train import config_of_checkpoint
     from detrdoctor.profiles import load_profile
 
-    ckpt = load_checkpoint_file(weights)
+    ckpt = load_checkpoint_file(weights_file(weights))
     try:
         inferred = infer_config_from_state_dict(model_state_dict(ckpt, weights))
     except CheckpointError:  # not weights at all: loading them says so, in one line
@@ -63,6 +64,21 @@ def config_for_weights(
     validate(cfg)
     cfg.model.backbone_weights = "none"
     return cfg, ckpt
+
+
+def weights_file(weights: str) -> str:
+    """--weights: a file or URL as given; a run folder → its best.pth (else checkpoint.pth), said on stderr."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from detr.engine.checkpointing import run_folder_weights
+
+    if weights.startswith(("http://", "https://")):
+        return weights
+    path = run_folder_weights(weights)
+    if str(path) != weights and path != Path(weights):
+        Console(stderr=True, highlight=False).print(f"weights: {escape(str(path))}", soft_wrap=True)
+    return str(path)
 
 
 def checkpoint_model(
