@@ -100,7 +100,7 @@ def run_evaluate(options: EvaluateOptions) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from detr.config import AUTO
+    from detr.config import AUTO, device_batch_size
     from detr.data import build_dataset, check_dataset, resolve_num_classes
     from detr.engine.device import resolve_device
     from detr.engine.evaluate import coco_box_stats, predict_detections
@@ -120,7 +120,7 @@ def run_evaluate(options: EvaluateOptions) -> int:
     dataset = build_dataset(cfg.data, "val", train=False)
     model, postprocessor = checkpoint_model(cfg, ckpt, options.weights, device)
     ema = "model_ema" in ckpt  # a run trained with a weight average is scored by it, as during training
-    loader = build_eval_loader(dataset, cfg.data, cfg.train.batch_size, device=device)
+    loader = build_eval_loader(dataset, cfg.data, device_batch_size(cfg.train), device=device)
     with torch.inference_mode():
         detections, image_ids = predict_detections(model, postprocessor, loader, device)
     per_class = None
