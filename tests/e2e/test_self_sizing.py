@@ -141,3 +141,16 @@ def test_evaluate_and_plot_take_the_run_folders_best(plateaued_run):
     plotted = CliRunner().invoke(app, ["plot", str(run), "--json"])
     assert plotted.exit_code == 0, plotted.output
     assert json.loads(plotted.output)["runs"][0]["best"]["step"] == per_epoch
+
+
+def test_train_batch_size_auto_records_the_resolved_int_and_an_event(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--profile", "tiny", "--batch-size", "auto", "--gpu-memory", "8GiB", "--effective-batch", "4"]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "1", "--no-dashboard", "--output-dir", str(run)])
+    assert result.exit_code == 0, result.output
+    (chosen,) = events(run, "batch_size_auto")
+    assert chosen["source"] == "estimated" and chosen["margin"] == 0.1 and chosen["target"] == "8 GiB"
+    assert chosen["batch_size"] == 4  # tiny images on 8 GiB: the optimizer's batch caps the answer
+    resolved = load_config_file(run / "config.toml").train
+    assert (resolved.batch_size, resolved.effective_batch) == (4, 4)
+    assert "batch_size_auto" in result.output
