@@ -356,7 +356,7 @@ def validate(cfg: RunConfig) -> None:
             f'batch size must be "auto" or at least 1, got {t.batch_size!r} (--batch-size)',
         ),
         (
-            t.effective_batch == 0 or t.batch_size == AUTO or t.effective_batch >= t.batch_size,
+            t.effective_batch == 0 or not isinstance(t.batch_size, int) or t.effective_batch >= t.batch_size,
             f"effective batch {t.effective_batch} is smaller than the batch size {t.batch_size}: give an "
             "--effective-batch of at least --batch-size (0: no accumulation)",
         ),

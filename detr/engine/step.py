@@ -136,8 +136,8 @@ class TrainingStep:
             t1 = clock()
             if i == 0:
                 self.optimizer.zero_grad(set_to_none=True)
-            syncs = i == len(parts) - 1 or no_sync is None
-            with phase("backward"), nullcontext() if syncs else no_sync():
+            last = i == len(parts) - 1
+            with phase("backward"), no_sync() if no_sync is not None and not last else nullcontext():
                 backward(self.scaler.scale(part_loss) if self.scaler is not None else part_loss)
             forward_s, backward_s = forward_s + t1 - t0, backward_s + clock() - t1
             if whole is None:  # the step's own tensors, as without accumulation
