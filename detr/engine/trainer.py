@@ -351,13 +351,19 @@ class Trainer:
             )
         return (
             f"out of memory at step {ctx.step}, a batch of {len(ctx.targets)} images padded to {hw} "
-            f"({micro} per forward pass): {peak}; {self._advice()}; {saved} ({message})"
+            f"({micro} per forward pass): {peak}; {self._advice(micro)}; {saved} ({message})"
         )
 
-    def _advice(self) -> str:
+    def _advice(self, failed: int) -> str:
+        """memprofile's batch size for the line, weighed against the `failed` images per forward pass."""
         recommended = self.batch_advisor() if self.batch_advisor is not None else None
         if recommended is None:
             return "`detrdoctor memprofile --find-max` finds the batch size that fits"
+        if recommended >= failed:  # the estimate says it fits: something else holds memory
+            return (
+                f"memprofile's estimate fits batch {recommended}, yet {failed} ran out (other processes on the "
+                f"device, or fragmentation): try --batch-size {max(1, failed // 2)} with --effective-batch"
+            )
         return (
             f"memprofile recommends --batch-size {recommended} (with --effective-batch to keep the optimizer's batch)"
         )
@@ -451,7 +457,7 @@ class Trainer:
             if batch <= 1:
                 raise OutOfMemoryStop(
                     f"out of memory evaluating step {self.global_step} at one image per batch: "
-                    f"{describe_peak(self.device, *peak_memory(self.device))}; {self._advice()}; the checkpoint of "
+                    f"{describe_peak(self.device, *peak_memory(self.device))}; {self._advice(1)}; the checkpoint of "
                     f"step {self.global_step} is written ({message})"
                 )
             self.eval_batch_size = (batch + 1) // 2
