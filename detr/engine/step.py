@@ -74,6 +74,7 @@ class TrainingStep:
         self.clip_max_norm, self.scaler, self.ema = clip_max_norm, scaler, ema
         self.micro_batch_size = micro_batch_size  # None: the whole batch in one forward pass
         self.updating = False  # True while the optimizer changes the weights: a failure then leaves them torn
+        self._unscaled = False  # the GradScaler unscaled this step's gradients and awaits its update()
 
     def autocast(self) -> AbstractContextManager:
         return torch.autocast(
@@ -168,6 +169,7 @@ class TrainingStep:
         with phase("clip"):
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
+                self._unscaled = True
             grads = [p.grad if p.grad is not None else torch.zeros((), device=p.device) for p in self.grad_params]
             # One fused pass gives every parameter's norm: the total, the clip and the watchdog all reuse it.
             param_norms = foreach_norm(grads)
@@ -190,9 +192,18 @@ class TrainingStep:
             result.stepped = True
         if self.scaler is not None:
             self.scaler.update()
+            self._unscaled = False
         # The veto's own time (the callbacks) counts as the optimizer phase's, as it always has.
         result.timings.update(forward=forward_s, backward=backward_s, optimizer=clock() - t2)
         return result
+
+    def abandon(self) -> None:
+        """Forget a step that failed part-way (out of memory), so that it can run again: a GradScaler that
+        already unscaled its gradients is closed with update(), as after a skipped step (unscale_ may run
+        once per update)."""
+        if self.scaler is not None and self._unscaled:
+            self.scaler.update()
+        self._unscaled = self.updating = False
 
     def clip_ratio(self, grad_norm: float) -> float:
         """How much clipping scales the gradients (1.0: not at all), from a host copy of the total norm."""

@@ -297,6 +297,10 @@ class Trainer:
                 return
             except torch.OutOfMemoryError as error:  # handled outside: the traceback holds the step's tensors
                 message, torn = first_line(error), self.step.updating
+            self.step.abandon()
+            for name in ("loss", "param_norms", "grad_norm"):  # the failed attempt's tensors
+                setattr(ctx, name, None)
+            ctx.loss_dict, ctx.skip_step, ctx.skip_reason = {}, False, ""
             free_memory(self.device)
             micro = self.step.micro_batch_size or len(ctx.targets)
             early = self.global_step - self._first_step <= OOM_RETRY_STEPS
@@ -313,9 +317,6 @@ class Trainer:
         self.batch_size = self.eval_batch_size = new
         self.cfg.train.batch_size, self.cfg.train.effective_batch = new, batch
         self.write_config()
-        for name in ("loss", "param_norms", "grad_norm"):
-            setattr(ctx, name, None)
-        ctx.loss_dict, ctx.skip_step, ctx.skip_reason = {}, False, ""
         steps = len(self.step.micro_batches(batch))
         fields = OomRetryFields(
             phase="train",
