@@ -23,7 +23,7 @@ def test_auto_picks_the_largest_batch_the_estimate_fits_into_the_budget(tiny_cfg
     four, six = used(4), used(6)  # the allocator model reserves in steps: these two differ
     assert four < six
     budget = GPU("test budget", (four + six) // 2, bf16=True)  # batch 4 fits, 6 does not
-    choice = choose_batch_size(tiny_cfg, budget, margin=0.0, limit=16)
+    choice = choose_batch_size(tiny_cfg, budget, margin=0.0, limit=8)
     assert choice.source == "estimated" and choice.margin == 0.0 and choice.shape == shape
     assert 4 <= choice.batch_size < 6
     assert used(choice.batch_size) <= budget.memory_bytes < used(choice.batch_size + 1)  # the largest that fits
