@@ -45,7 +45,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="detr-r50")
     parser.add_argument("--batch-sizes", default="1,2,4,8")
-    parser.add_argument("--save", action="store_true", help="write the calibration record to detrdoctor/profiles/calibration/")
+    parser.add_argument(
+        "--save", action="store_true", help="write the calibration record to detrdoctor/profiles/calibration/"
+    )
     args = parser.parse_args()
     common = ["--profile", args.profile, "--batch-sizes", args.batch_sizes]
 

@@ -76,6 +76,10 @@ class TrainOptions:
         train = {key: getattr(self, key) for key in train_keys}
         if isinstance(self.batch_size, str) and self.batch_size.strip().isdigit():  # the flag is text: N or auto
             train["batch_size"] = int(self.batch_size)
+            if train["batch_size"] < 1:
+                from detr.errors import ConfigError
+
+                raise ConfigError(f'batch size must be "auto" or at least 1, got {self.batch_size} (--batch-size)')
         return {
             "model": {"backbone_weights": self.backbone_weights},
             "data": {"num_workers": self.num_workers, **data_flags(self)},
