@@ -40,3 +40,13 @@ for amp in off bf16; do
 done
 run python3 -m detrdoctor.cli memprofile --profile detr-r50 --estimate --batch-sizes 4 --json \
     > "$out/memprofile_estimate_b4.json"
+# 6. --batch-size auto measured (issue 30): memprofile's estimate checked by measuring it in a fresh process, the
+#    choice in a batch_size_auto event and config.toml; then a batch that cannot fit, retried at half the images
+#    per forward pass (oom_retry events, gradient accumulation keeping the 256-image optimizer step).
+run python3 -m detrdoctor.cli train --profile detr-r50-fast --backbone-weights none --batch-size auto --max-steps 5 \
+    --eval-every 0 --log-every 1 --device cuda --no-dashboard --output-dir /tmp/run-auto
+cp /tmp/run-auto/metrics.jsonl "$out/metrics-auto.jsonl" 2>/dev/null
+cp /tmp/run-auto/config.toml "$out/config-auto.toml" 2>/dev/null
+run python3 -m detrdoctor.cli train --profile detr-r50 --backbone-weights none --batch-size 256 --max-steps 2 \
+    --eval-every 0 --log-every 1 --device cuda --no-dashboard --output-dir /tmp/run-oom
+cp /tmp/run-oom/metrics.jsonl "$out/metrics-oom.jsonl" 2>/dev/null

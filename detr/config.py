@@ -116,7 +116,13 @@ class TrainConfig:
 
     epochs: int = 300
     max_steps: int = 0  # 0: no limit
-    batch_size: int = 2
+    # Images per forward pass and process; "auto": the largest that fits the device with a margin, chosen by
+    # `detrdoctor train` before the trainer is built (config.toml then records the int).
+    batch_size: int | str = 2
+    # The optimizer's batch per process when larger than batch_size: the loader yields batches of this many
+    # images and each step accumulates the gradients of micro-batches of batch_size (0: batch_size, no
+    # accumulation). The loss is normalised over the whole batch, so the learning rate stays right.
+    effective_batch: int = 0
     lr: float = 1e-4
     lr_backbone: float = 1e-5
     weight_decay: float = 1e-4
@@ -139,6 +145,11 @@ class TrainConfig:
     # DDP: a collective waits this long for a dead or stopped peer before the survivors report it (gloo's and
     # NCCL's own default is 30 minutes)
     dist_timeout_s: float = 300.0
+    # Early stopping: end the run after this many evaluations without a gain of more than early_stop_min_delta
+    # in best_metric over the best so far (0: never). Every evaluation that beats the best writes best.pth.
+    early_stop_patience: int = 0
+    early_stop_min_delta: float = 0.0
+    best_metric: str = "AP"  # AP | AP50 | AP75 | APs | APm | APl: the eval record's metric that best.pth follows
 
 
 @dataclass
@@ -176,6 +187,7 @@ class WatchdogConfig:
 
 
 ON_STALL = ("wait", "stop")
+BEST_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCO's headline box metrics, all higher-is-better
 
 
 @dataclass
@@ -207,7 +219,7 @@ class RunConfig:
 
 
 SECTIONS = {f.name: f for f in dataclasses.fields(RunConfig) if f.name != "description"}
-AUTO_KEYS = ("num_classes",)  # keys that take "auto" or a positive integer
+AUTO_KEYS = ("num_classes", "batch_size")  # keys that take "auto" or a positive integer
 _AUTO_OR_INT = object()  # the template `apply_overrides` passes for them
 UNSET_NUMBER_KEYS = ("attention_dropout",)  # numbers whose default None means "derived from another key"
 
@@ -326,12 +338,44 @@ def backbone_checks(m: DETRConfig) -> list[tuple[bool, str]]:
     ]
 
 
+def device_batch_size(t: TrainConfig) -> int:
+    """The images per forward pass: `batch_size` once "auto" is resolved (by `detrdoctor train`)."""
+    if not isinstance(t.batch_size, int):
+        raise ConfigError(
+            'batch_size = "auto" is chosen by `detrdoctor train` (memprofile\'s answer for the device); '
+            "here give an integer (--batch-size N)"
+        )
+    return t.batch_size
+
+
+def optimizer_batch_size(t: TrainConfig) -> int:
+    """The images per optimizer step and process: effective_batch when set, else the batch size."""
+    return t.effective_batch or device_batch_size(t)
+
+
 def validate(cfg: RunConfig) -> None:
     """Reject values that cannot work, naming the flag or key at fault."""
     t, m, d = cfg.train, cfg.model, cfg.data
     checks = [
-        (t.batch_size >= 1, f"batch size must be at least 1, got {t.batch_size} (--batch-size)"),
         (t.dist_timeout_s > 0, f"[train] dist_timeout_s must be positive, got {t.dist_timeout_s}"),
+        (
+            t.batch_size == AUTO or (isinstance(t.batch_size, int) and t.batch_size >= 1),
+            f'batch size must be "auto" or at least 1, got {t.batch_size!r} (--batch-size)',
+        ),
+        (
+            t.effective_batch == 0 or not isinstance(t.batch_size, int) or t.effective_batch >= t.batch_size,
+            f"effective batch {t.effective_batch} is smaller than the batch size {t.batch_size}: give an "
+            "--effective-batch of at least --batch-size (0: no accumulation)",
+        ),
+        (t.effective_batch >= 0, f"effective batch must be ≥ 0 (0: the batch size), got {t.effective_batch}"),
+        (
+            t.early_stop_patience >= 0 and t.early_stop_min_delta >= 0,
+            "[train] early_stop_patience and early_stop_min_delta must be ≥ 0 (patience 0: never stop early)",
+        ),
+        (
+            t.best_metric in BEST_METRICS,
+            f"[train] best_metric must be one of {', '.join(BEST_METRICS)}, got '{t.best_metric}'",
+        ),
         (t.lr > 0, f"learning rate must be positive, got {t.lr} (--lr)"),
         (t.lr_backbone >= 0, f"backbone learning rate must be ≥ 0, got {t.lr_backbone} (--lr-backbone)"),
         (t.clip_max_norm >= 0, f"clip max norm must be ≥ 0, got {t.clip_max_norm} (--clip-max-norm)"),

@@ -36,8 +36,54 @@ class SetCriterion(nn.Module):
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight)
 
-    def forward(self, outputs: dict, targets: Sequence[dict]) -> dict[str, Tensor]:
-        """outputs as the model returns them; targets [{'labels' [n], 'boxes' [n, 4] cxcywh}] per image."""
+    def forward(
+        self, outputs: dict, targets: Sequence[dict], batch_targets: Sequence[dict] | None = None
+    ) -> dict[str, Tensor]:
+        """outputs as the model returns them; targets [{'labels' [n], 'boxes' [n, 4] cxcywh}] per image.
+
+        `batch_targets`: the targets of the whole batch when `targets` are one micro-batch of it (gradient
+        accumulation); every term is then scaled by the micro-batch's share of its normaliser (see
+        `micro_batch_shares`), so that the micro-batches' losses, and their gradients, sum to the batch's.
+        """
+        losses = self._losses(outputs, targets)
+        if batch_targets is None:
+            return losses
+        num_queries = outputs["pred_logits"].shape[1]
+        device = outputs["pred_logits"].device
+        shares = self.micro_batch_shares(targets, batch_targets, num_queries, device)
+        return {k: v * shares[_term_of(k)] for k, v in losses.items()}
+
+    def normalisers(self, targets: Sequence[dict], num_queries: int, device: torch.device) -> dict[str, float]:
+        """What each term of these targets' loss is an average over, as forward computes it.
+
+        loss_ce is cross-entropy weighted by class (eos_coef for "no object"), and a weighted mean divides by
+        the weights' sum: each image has min(n, Q) matched queries of weight 1 and the other Q − min(n, Q)
+        weigh eos_coef. loss_bbox and loss_giou divide by the box count (averaged over ranks, at least 1:
+        `_num_boxes`); class_error is a share of the matched queries, cardinality_error a mean over images.
+        """
+        matched = sum(min(len(t["labels"]), num_queries) for t in targets)
+        queries = len(targets) * num_queries
+        num_boxes = self._num_boxes(targets, device)
+        return {
+            "loss_ce": matched + (queries - matched) * self.eos_coef,
+            "loss_bbox": num_boxes,
+            "loss_giou": num_boxes,
+            "class_error": float(max(matched, 1)),
+            "cardinality_error": float(max(len(targets), 1)),
+        }
+
+    def micro_batch_shares(
+        self, targets: Sequence[dict], batch_targets: Sequence[dict], num_queries: int, device: torch.device
+    ) -> dict[str, float]:
+        """Per term, the micro-batch's normaliser over the batch's: a term is (sum over its items) / normaliser,
+        so micro-batch loss × share = (its items' sum) / (the batch's normaliser), and these add up to the
+        batch's loss exactly. Weighting micro-batches by their image count instead would over-weigh the boxes
+        of a micro-batch with few of them (DETR divides by the batch's box count, not per image)."""
+        micro = self.normalisers(targets, num_queries, device)
+        whole = self.normalisers(batch_targets, num_queries, device)
+        return {term: micro[term] / whole[term] if whole[term] > 0 else 0.0 for term in micro}
+
+    def _losses(self, outputs: dict, targets: Sequence[dict]) -> dict[str, Tensor]:
         aux_outputs = outputs.get("aux_outputs", [])
         main_outputs = {k: v for k, v in outputs.items() if k != "aux_outputs"}
         layer_indices = self.matcher.match_layers([main_outputs, *aux_outputs], targets)
@@ -101,6 +147,12 @@ class SetCriterion(nn.Module):
         total = torch.as_tensor([num_boxes], dtype=torch.float, device=device)
         dist.all_reduce(total)
         return torch.clamp(total / dist.get_world_size(), min=1).item()
+
+
+def _term_of(key: str) -> str:
+    """The term a loss key belongs to: `loss_ce_3` (decoder layer 3) → `loss_ce`."""
+    base, _, layer = key.rpartition("_")
+    return base if layer.isdigit() else key
 
 
 def _src_permutation_idx(indices: Indices) -> tuple[Tensor, Tensor]:

@@ -62,7 +62,17 @@ def train(
     output_dir: str | None = typer.Option(None, help="Run folder (default: runs/<timestamp>)."),
     epochs: int | None = typer.Option(None, help="Number of epochs."),
     max_steps: int | None = typer.Option(None, help="Stop when the global step count reaches N."),
-    batch_size: int | None = typer.Option(None, help="Images per step (per process)."),
+    batch_size: str | None = typer.Option(
+        None,
+        help="Images per forward pass (per process), or auto: the largest that fits the device with a 10% margin "
+        "(memprofile: measured on a GPU, estimated without one).",
+    ),
+    effective_batch: int | None = typer.Option(
+        None, help="Images per optimizer step (per process), accumulating gradients over --batch-size passes."
+    ),
+    gpu_memory: str | None = typer.Option(
+        None, help="Memory --batch-size auto plans for: a size (24GiB) or a GPU name (default: the device's)."
+    ),
     lr: float | None = typer.Option(None, help="Learning rate of the transformer and heads."),
     lr_backbone: float | None = typer.Option(None, help="Learning rate of the backbone (0 freezes it)."),
     clip_max_norm: float | None = typer.Option(None, help="Gradient clipping max norm (0 disables)."),
@@ -120,6 +130,8 @@ def train(
         epochs=epochs,
         max_steps=max_steps,
         batch_size=batch_size,
+        effective_batch=effective_batch,
+        gpu_memory=gpu_memory,
         lr=lr,
         lr_backbone=lr_backbone,
         clip_max_norm=clip_max_norm,

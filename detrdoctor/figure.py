@@ -27,7 +27,7 @@ def draw_runs(runs: list[Run], out: Path, smooth: int) -> None:
         ax.set_title(title + (" (log scale)" if keys[0] in LOG_SCALE else ""))
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        drawn = marked = False
+        drawn = marked = starred = False
         for run, colour in zip(runs, colours):
             for key, style in zip(keys, ("-", "--")):
                 points = run.points[key]
@@ -37,6 +37,9 @@ def draw_runs(runs: list[Run], out: Path, smooth: int) -> None:
                 steps, values = [p[0] for p in points], [p[1] for p in points]
                 if key in ("AP", "AP50"):  # a handful of evaluations: their points, not a smoothed line
                     ax.plot(steps, values, style, color=colour, marker="o", markersize=4)
+                    if run.best and run.best["metric"] == key:  # the evaluation best.pth holds
+                        ax.plot([run.best["step"]], [run.best["value"]], "*", color=colour, markersize=14)
+                        starred = True
                     continue
                 if smooth > 1:
                     ax.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
@@ -50,9 +53,10 @@ def draw_runs(runs: list[Run], out: Path, smooth: int) -> None:
         if keys[0] == "data_wait":
             ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
         if keys == ("AP", "AP50") and drawn:
+            best = [ax.plot([], [], "*", color="grey", markersize=10)[0]] if starred else []
             ax.legend(
-                handles=[ax.plot([], [], "-", color="grey")[0], ax.plot([], [], "--", color="grey")[0]],
-                labels=["AP", "AP50"],
+                handles=[ax.plot([], [], "-", color="grey")[0], ax.plot([], [], "--", color="grey")[0], *best],
+                labels=["AP", "AP50", *(["best.pth"] if starred else [])],
                 loc="lower right",
                 fontsize="small",
             )

@@ -41,6 +41,7 @@ class Run:
     points: dict[str, list[tuple[int, float]]]  # series key → (step, value), by step
     events: list[dict[str, Any]] = field(default_factory=list)
     note: str | None = None  # lines of metrics.jsonl that were skipped (a torn last line), for the reader to say
+    best: dict[str, Any] | None = None  # the last eval record's `best` ({"metric", "value", "step"}): best.pth's
 
     @property
     def last_step(self) -> int:
@@ -71,7 +72,10 @@ def load_run(folder: str | Path, name: str) -> Run:
                 if value is not None:
                     by_step[series.key][int(record["step"])] = value
     events = [r for r in records if r.get("type") == "event"]
-    return Run(name, metrics.parent, {key: sorted(values.items()) for key, values in by_step.items()}, events, note)
+    best = next((r["best"] for r in reversed(records) if r.get("type") == "eval" and r.get("best")), None)
+    return Run(
+        name, metrics.parent, {key: sorted(values.items()) for key, values in by_step.items()}, events, note, best
+    )
 
 
 def load_runs(folders: list[str]) -> list[Run]:
@@ -111,4 +115,11 @@ def run_summary(run: Run) -> dict[str, Any]:
             entry.update(best=value, best_step=step)
         series[s.key] = entry
     events = [{key: e.get(key) for key in ("step", "kind", "severity", "message")} for e in run.events]
-    return {"name": run.name, "folder": str(run.folder), "steps": run.last_step, "series": series, "events": events}
+    return {
+        "name": run.name,
+        "folder": str(run.folder),
+        "steps": run.last_step,
+        "series": series,
+        "events": events,
+        "best": run.best,
+    }

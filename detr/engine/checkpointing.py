@@ -12,7 +12,8 @@ import torch
 
 from detr.errors import CheckpointError, ConfigError
 
-RESUME_NAME = "checkpoint.pth"  # the trainer's resume point in a run folder (`--resume auto`, `--resume RUN_DIR`)
+CHECKPOINT = "checkpoint.pth"  # the trainer's resume point in a run folder (`--resume auto`, `--resume RUN_DIR`)
+BEST = "best.pth"  # the weights of the best evaluation (`evaluate`/`predict --weights RUN_DIR` take it)
 TEMPORARY_PATTERN = ".*.pth.*.tmp"  # what `save_atomic` writes before its rename: `.checkpoint.pth.x1y2.tmp`
 
 
@@ -102,8 +103,21 @@ def resolve_resume(resume: str, output_dir: str) -> tuple[str, str]:
             raise ConfigError(f"--resume {resume} and --output-dir {output_dir} name two run folders; give one")
     else:
         return resume, output_dir or str(Path(resume).expanduser().parent)
-    checkpoint = run_dir / RESUME_NAME
+    checkpoint = run_dir / CHECKPOINT
     return (str(checkpoint) if checkpoint.is_file() else ""), str(run_dir)
+
+
+def run_folder_weights(path: str | Path) -> Path:
+    """The weights a run folder stands for: its best.pth (the best evaluation), else its checkpoint.pth.
+
+    A path that is not a folder is returned as it is."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    for name in (BEST, CHECKPOINT):
+        if (path / name).is_file():
+            return path / name
+    raise CheckpointError(f"{path}: a folder without {BEST} or {CHECKPOINT} (give a run folder or a checkpoint file)")
 
 
 def rng_state() -> dict[str, Any]:

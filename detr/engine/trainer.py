@@ -18,11 +18,13 @@ import torch
 import torch.distributed as dist
 
 from detr.checkpoint import REINITIALISABLE, load_checkpoint_state_dict, load_fitting_state_dict, load_state_dict_into
-from detr.config import RunConfig, TrainConfig, config_to_toml, validate
+from detr.config import RunConfig, TrainConfig, config_to_toml, device_batch_size, optimizer_batch_size, validate
 from detr.data.annotations import dataset_categories
+from detr.engine.best import BestTracker
 from detr.engine.callbacks import Callback, StepContext
 from detr.engine.checkpointing import (
-    RESUME_NAME,
+    BEST,
+    CHECKPOINT,
     check_resume_not_finished,
     load_training_checkpoint,
     remove_temporary_files,
@@ -38,6 +40,18 @@ from detr.engine.ema import ModelEMA
 from detr.engine.evaluate import evaluate_coco
 from detr.engine.loaders import build_eval_loader, build_loader
 from detr.engine.metrics import MetricsWriter
+from detr.engine.oom import (
+    MAX_OOM_RETRIES,
+    OOM_EXIT_CODE,
+    OOM_RETRY_STEPS,
+    BatchAdvisor,
+    OomRetryFields,
+    OutOfMemoryStop,
+    describe_peak,
+    first_line,
+    free_memory,
+    peak_memory,
+)
 from detr.engine.optim import build_optimizer, build_scheduler
 from detr.engine.runlock import RunLock
 from detr.engine.step import StepResult, TrainingStep
@@ -60,7 +74,11 @@ def move_targets(targets: list[dict[str, Any]], device: torch.device) -> list[di
 
 
 class Trainer:
-    """Builds the model, data, optimizer and run folder from a RunConfig; `fit()` trains."""
+    """Builds the model, data, optimizer and run folder from a RunConfig; `fit()` trains.
+
+    `batch_advisor` names the batch size that fits the device (memprofile's, from detrdoctor) in the line
+    that stops a run out of memory.
+    """
 
     def __init__(
         self,
@@ -68,6 +86,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         output_dir: str | Path | None = None,
         overwrite: bool = False,
+        batch_advisor: BatchAdvisor | None = None,
     ):
         """`output_dir` (else `cfg.train.output_dir`, else the resumed checkpoint's folder, else runs/<time>)
         is the run folder. A fresh run into a folder that holds a checkpoint is refused unless `overwrite`."""
@@ -76,6 +95,9 @@ class Trainer:
 
         validate(cfg)
         self.cfg, t = cfg, cfg.train
+        self.batch_size = device_batch_size(t)  # images per forward pass ("auto" must be resolved by now)
+        self.eval_batch_size = self.batch_size
+        self.batch_advisor = batch_advisor
         self.callbacks = list(callbacks)
         self.device = resolve_device(t.device)
         self.amp_dtype = resolve_amp_dtype(t.amp, self.device)
@@ -92,10 +114,10 @@ class Trainer:
             check_resume_not_finished(resume, t.epochs, t.max_steps, t.resume)
         self.output_dir = Path(run_dir) if run_dir else default_output_dir()
         self.overwrite = overwrite and resume is None
-        held = self.output_dir / RESUME_NAME  # another run's, unless it is the checkpoint resumed
+        held = self.output_dir / CHECKPOINT  # another run's, unless it is the checkpoint resumed
         if held.exists() and not overwrite and (resume is None or held.resolve() != Path(t.resume).resolve()):
             raise ConfigError(
-                f"{self.output_dir} already holds a run (its {RESUME_NAME}); continue it with --resume "
+                f"{self.output_dir} already holds a run (its {CHECKPOINT}); continue it with --resume "
                 f"{self.output_dir} (or --resume auto), replace it with --overwrite, or choose another --output-dir"
             )
 
@@ -107,7 +129,7 @@ class Trainer:
         self.train_loader = build_loader(
             self.train_set,
             cfg.data,
-            t.batch_size,
+            optimizer_batch_size(t),
             train=True,
             seed=t.seed,
             rank=self.rank,
@@ -154,6 +176,7 @@ class Trainer:
             clip_max_norm=t.clip_max_norm,
             scaler=self.scaler,
             ema=self.ema,
+            micro_batch_size=self.batch_size if optimizer_batch_size(t) > self.batch_size else None,
         )
 
         self.global_step = 0
@@ -161,15 +184,21 @@ class Trainer:
         self.start_batch = 0
         self.corrupt_samples = 0
         self.last_eval: dict[str, Any] | None = None
+        self.best = BestTracker(t.best_metric)
+        self.early_stopped = False
+        self.oom_retries = 0
         self._resume_rng = None
         if resume is not None:
             self._restore(resume)
+        self._first_step = self.global_step  # out-of-memory retries: the first steps of this process
+        self._checkpoint_position: tuple[int, int, dict[str, Any]] | None = None  # of the last checkpoint.pth
         self.metrics = MetricsWriter(None)  # opened by fit(), once the run folder is this run's
         self._lock = RunLock(self.output_dir)
         self._stop_signal = 0  # the signal that asked to stop at the next step boundary (Ctrl-C, SIGTERM, SIGUSR1)
         self.stop_request: tuple[str, int] | None = None  # (reason, exit code) set by request_stop
         # While the loop waits for a batch: (epoch, batch_in_epoch, RNG state) after the last finished step.
         self._data_wait: tuple[int, int, dict[str, Any]] | None = None
+        self._step_position: tuple[int, int, dict[str, Any]] = (self.start_epoch, self.start_batch, {})
         self._data_wait_lock = threading.Lock()  # no step starts while another thread checkpoints the wait
 
     # ----------------------------------------------------------------- checkpoints
@@ -196,6 +225,7 @@ class Trainer:
             if self.scaler is not None and ckpt.get("scaler"):
                 self.scaler.load_state_dict(ckpt["scaler"])
             self.corrupt_samples = ckpt.get("corrupt_samples", 0)
+            self.best.load_state_dict(ckpt.get("best_so_far", {}))
             for cb in self.callbacks:
                 state = ckpt.get("callbacks", {}).get(type(cb).__name__)
                 if state:
@@ -220,6 +250,7 @@ class Trainer:
             "corrupt_samples": self.corrupt_samples,
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
             "categories": self.categories,
+            "best_so_far": self.best.state_dict(),
             **({"model_ema": self.ema.module.state_dict(), "ema_updates": self.ema.updates} if self.ema else {}),
         }
 
@@ -231,10 +262,26 @@ class Trainer:
 
     def save_checkpoint(self, epoch: int, batch_in_epoch: int, rng: dict[str, Any] | None = None) -> None:
         """Rank 0 writes the run's checkpoint atomically; a failed write leaves the previous one as it was."""
+        self._checkpoint_position = (epoch, batch_in_epoch, rng if rng is not None else rng_state())
         if self.is_main:
-            path = self.output_dir / RESUME_NAME
-            with writing(path, f"the previous {RESUME_NAME} is intact"):
-                save_atomic(self.checkpoint_state(epoch, batch_in_epoch, rng), path)
+            path = self.output_dir / CHECKPOINT
+            with writing(path, f"the previous {CHECKPOINT} is intact"):
+                save_atomic(self.checkpoint_state(*self._checkpoint_position), path)
+
+    def save_best(self) -> None:
+        """best.pth: checkpoint.pth's state (the evaluated weights, at the same position) plus `best`."""
+        if self.is_main and self._checkpoint_position is not None:
+            state = self.checkpoint_state(*self._checkpoint_position)
+            path = self.output_dir / BEST
+            with writing(path, f"the previous {BEST} is intact"):
+                save_atomic({**state, "best": self.best.record()}, path)
+
+    def write_config(self) -> None:
+        """config.toml: the resolved configuration (re-written when an out-of-memory retry changes it)."""
+        if self.is_main:
+            path = self.output_dir / "config.toml"
+            with writing(path):
+                path.write_text(config_to_toml(self.cfg, self.categories))
 
     # ----------------------------------------------------------------- events
     def emit_event(self, kind: str, message: str, severity: str = "info", **fields: Any) -> dict[str, Any]:
@@ -273,6 +320,88 @@ class Trainer:
         result = self.step.run(ctx.images, ctx.mask, ctx.targets, after_backward=after_backward)
         ctx.optimizer_stepped = result.stepped
         ctx.timings.update(result.timings)
+
+    def train_step_or_retry(self, ctx: StepContext) -> None:
+        """`train_step`, retried at half the images per forward pass after an out-of-memory error in the first
+        steps; OutOfMemoryStop when it cannot be (later, after MAX_OOM_RETRIES, at one image, or when the
+        optimizer was changing the weights)."""
+        while True:
+            try:
+                self.train_step(ctx)
+                return
+            except torch.OutOfMemoryError as error:  # handled outside: the traceback holds the step's tensors
+                message, torn = first_line(error), self.step.updating
+            self.step.abandon()
+            for name in ("loss", "param_norms", "grad_norm"):  # the failed attempt's tensors
+                setattr(ctx, name, None)
+            ctx.loss_dict, ctx.skip_step, ctx.skip_reason = {}, False, ""
+            free_memory(self.device)
+            micro = self.step.micro_batch_size or len(ctx.targets)
+            early = self.global_step - self._first_step <= OOM_RETRY_STEPS
+            if torn or not early or self.oom_retries >= MAX_OOM_RETRIES or micro <= 1:
+                raise OutOfMemoryStop(self._oom_stop_line(ctx, micro, message, torn))
+            self.oom_retries += 1
+            self._retry_train_at(ctx, micro, (micro + 1) // 2, message)
+
+    def _retry_train_at(self, ctx: StepContext, micro: int, new: int, message: str) -> None:
+        """Halve the images per forward pass, keep the optimizer's batch; config.toml records the new pair, so
+        that a resumed run starts where this one got to."""
+        batch = len(ctx.targets)
+        self.step.micro_batch_size = new
+        self.batch_size = self.eval_batch_size = new
+        self.cfg.train.batch_size, self.cfg.train.effective_batch = new, batch
+        self.write_config()
+        steps = len(self.step.micro_batches(batch))
+        fields = OomRetryFields(
+            phase="train",
+            batch_size=micro,
+            new_batch_size=new,
+            effective_batch=batch,
+            accumulation_steps=steps,
+            peak_bytes=peak_memory(self.device)[0],
+            attempt=self.oom_retries,
+        )
+        self.emit_event(
+            "oom_retry",
+            f"out of memory at {micro} images per forward pass ({message}); retrying step {ctx.step} at {new} "
+            f"per pass, {steps} accumulated per optimizer step of {batch} images (the same update)",
+            severity="warning",
+            **fields,
+        )
+
+    def _oom_stop_line(self, ctx: StepContext, micro: int, message: str, torn: bool) -> str:
+        """The one line of an out-of-memory stop, after writing the checkpoint of the last finished step."""
+        self.global_step -= 1  # this step did not finish
+        position = self._step_position
+        hw = "×".join(str(n) for n in ctx.images.shape[-2:])
+        peak = describe_peak(self.device, *peak_memory(self.device))
+        if torn:  # the optimizer had begun to change the weights: the ones in memory are no step's
+            checkpoint = self.output_dir / "checkpoint.pth"
+            saved = f"the weights were being updated, so the last checkpoint written ({checkpoint}) stands"
+        else:
+            self.save_checkpoint(*position)
+            saved = (
+                f"checkpoint of step {self.global_step} written, continue with --resume "
+                f"{self.output_dir / 'checkpoint.pth'}"
+            )
+        return (
+            f"out of memory at step {ctx.step}, a batch of {len(ctx.targets)} images padded to {hw} "
+            f"({micro} per forward pass): {peak}; {self._advice(micro)}; {saved} ({message})"
+        )
+
+    def _advice(self, failed: int) -> str:
+        """memprofile's batch size for the line, weighed against the `failed` images per forward pass."""
+        recommended = self.batch_advisor() if self.batch_advisor is not None else None
+        if recommended is None:
+            return "`detrdoctor memprofile --find-max` finds the batch size that fits"
+        if recommended >= failed:  # the estimate says it fits: something else holds memory
+            return (
+                f"memprofile's estimate fits batch {recommended}, yet {failed} ran out (other processes on the "
+                f"device, or fragmentation): try --batch-size {max(1, failed // 2)} with --effective-batch"
+            )
+        return (
+            f"memprofile recommends --batch-size {recommended} (with --effective-batch to keep the optimizer's batch)"
+        )
 
     def step_record(self, ctx: StepContext) -> dict[str, Any]:
         """The metrics.jsonl step record; reads device values, so only built on logging steps."""
@@ -320,31 +449,94 @@ class Trainer:
         self.stop_request = (reason, exit_code)
 
     def evaluate(self) -> dict[str, Any]:
+        """Score the (averaged) weights; a new best writes best.pth before the record names it."""
         for cb in self.callbacks:
             cb.on_eval_start(self)
         start = time.perf_counter()
-        loader = build_eval_loader(
-            self.val_set,
-            self.cfg.data,
-            self.cfg.train.batch_size,
-            rank=self.rank,
-            world_size=self.world_size,
-            device=self.device,
-        )
-        model = self.ema.module if self.ema is not None else self.model_without_ddp
-        stats = evaluate_coco(model, self.postprocessor, loader, self.val_set.coco, self.device, self.amp_dtype)
+        stats = self._scored()
+        t = self.cfg.train
+        new_best = self.best.update(stats.get(t.best_metric), self.global_step, t.early_stop_min_delta)
+        if new_best:
+            self.save_best()
         record = {
             "type": "eval",
             "step": self.global_step,
             **stats,
             "ema": self.ema is not None,
             "eval_time_s": time.perf_counter() - start,
+            "batch_size": self.eval_batch_size,
+            "best": self.best.record(),
+            "new_best": new_best,
         }
         self.metrics.write(record)
         self.last_eval = record
         for cb in self.callbacks:
             cb.on_eval(self, record)
         return record
+
+    def _scored(self) -> dict[str, Any]:
+        """COCO metrics of the validation set, retried at half the batch after an out-of-memory error (evaluation
+        changes nothing); OutOfMemoryStop when even one image does not fit."""
+        model = self.ema.module if self.ema is not None else self.model_without_ddp
+        while True:
+            loader = build_eval_loader(
+                self.val_set,
+                self.cfg.data,
+                self.eval_batch_size,
+                rank=self.rank,
+                world_size=self.world_size,
+                device=self.device,
+            )
+            try:
+                return evaluate_coco(model, self.postprocessor, loader, self.val_set.coco, self.device, self.amp_dtype)
+            except torch.OutOfMemoryError as error:
+                message = first_line(error)
+            del loader
+            free_memory(self.device)
+            batch = self.eval_batch_size
+            peak = peak_memory(self.device)[0]
+            if batch <= 1:
+                raise OutOfMemoryStop(
+                    f"out of memory evaluating step {self.global_step} at one image per batch: "
+                    f"{describe_peak(self.device, *peak_memory(self.device))}; {self._advice(1)}; the checkpoint of "
+                    f"step {self.global_step} is written ({message})"
+                )
+            self.eval_batch_size = (batch + 1) // 2
+            fields = OomRetryFields(
+                phase="eval",
+                batch_size=batch,
+                new_batch_size=self.eval_batch_size,
+                effective_batch=self.eval_batch_size,
+                accumulation_steps=1,
+                peak_bytes=peak,
+                attempt=0,
+            )
+            self.emit_event(
+                "oom_retry",
+                f"out of memory evaluating at batch {batch} ({message}); evaluating again at batch "
+                f"{self.eval_batch_size}",
+                severity="warning",
+                **fields,
+            )
+
+    def _early_stop_due(self) -> bool:
+        """After an evaluation: patience evaluations without a gain → an `early_stop` event, and True."""
+        t = self.cfg.train
+        if not t.early_stop_patience or self.best.stale < t.early_stop_patience:
+            return False
+        best = self.best.record()
+        where = f"best {t.best_metric} {best['value']:.4f} at step {best['step']}, in best.pth" if best else "no best"
+        self.emit_event(
+            "early_stop",
+            f"{t.early_stop_patience} evaluations without a {t.best_metric} gain of more than "
+            f"{t.early_stop_min_delta:g}: stopping at step {self.global_step} ({where})",
+            metric=t.best_metric,
+            patience=t.early_stop_patience,
+            min_delta=t.early_stop_min_delta,
+            best=best,
+        )
+        self.early_stopped = True
+        return True
 
     def _check_corrupt(self, targets: list[dict[str, Any]]) -> None:
         for target in targets:
@@ -405,17 +597,15 @@ class Trainer:
                 )
             metrics_path = self.output_dir / "metrics.jsonl"
             if self.overwrite:
-                with writing(self.output_dir / RESUME_NAME):
-                    (self.output_dir / RESUME_NAME).unlink(missing_ok=True)
+                with writing(self.output_dir / CHECKPOINT):
+                    (self.output_dir / CHECKPOINT).unlink(missing_ok=True)
             self.metrics = MetricsWriter(metrics_path, truncate=self.overwrite)
             if self.metrics.repaired_bytes:
                 notes.append(
                     f"{metrics_path}: removed a torn last line ({self.metrics.repaired_bytes} bytes) left by a "
                     "killed run or a full disk"
                 )
-            config_path = self.output_dir / "config.toml"
-            with writing(config_path):
-                config_path.write_text(config_to_toml(self.cfg, self.categories))
+            self.write_config()
         except BaseException:
             self.metrics.close()
             self._lock.release()
@@ -447,8 +637,20 @@ class Trainer:
             )
         if self._resume_rng is not None:
             set_rng_state(self._resume_rng)
+        interrupted, stop_signal = False, 0
         try:
             stop_signal = self._run_epochs()
+            interrupted = stop_signal == signal.SIGINT
+            if (
+                t.eval_every > 0
+                and (self.last_eval is None or self.last_eval["step"] != self.global_step)
+                and not stop_signal
+                and self.stop_request is None
+            ):
+                self.evaluate()
+        except OutOfMemoryStop as stop:
+            self.request_stop(str(stop), OOM_EXIT_CODE)
+            self.emit_event("stopped", str(stop), severity="error", reason="out_of_memory")
         except RuntimeError as e:
             if self.world_size == 1 or not is_collective_failure(e):
                 raise
@@ -456,14 +658,6 @@ class Trainer:
         finally:
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
-        interrupted = stop_signal == signal.SIGINT
-        if (
-            t.eval_every > 0
-            and (self.last_eval is None or self.last_eval["step"] != self.global_step)
-            and not stop_signal
-            and self.stop_request is None
-        ):
-            self.evaluate()
         if interrupted:
             exit_code = EXIT_INTERRUPTED
         elif stop_signal:
@@ -479,6 +673,8 @@ class Trainer:
             "output_dir": str(self.output_dir),
             "checkpoint": str(self.output_dir / "checkpoint.pth"),
             "last_eval": self.last_eval,
+            "best": self.best.record(),
+            "early_stopped": self.early_stopped,
             "corrupt_samples": self.corrupt_samples,
             "exit_code": exit_code,
         }
@@ -492,7 +688,7 @@ class Trainer:
         step = self.global_step
         when = f"while waiting for data after step {step}" if while_waiting else f"at step {step}"
         resume_hint = (
-            f"checkpoint of step {self.global_step} written, continue with --resume {self.output_dir / RESUME_NAME}"
+            f"checkpoint of step {self.global_step} written, continue with --resume {self.output_dir / CHECKPOINT}"
         )
         if stop_signal == signal.SIGINT:
             self.emit_event("interrupted", f"stopped by Ctrl-C {when}; {resume_hint}")
@@ -523,7 +719,8 @@ class Trainer:
             batches = iter([] if stop else self.train_loader)
             while True:
                 try:
-                    self._data_wait = (epoch, batch_in_epoch, rng_state())  # what a resume must start from
+                    # what a resume must start from (waiting for data, or a step that runs out of memory)
+                    self._data_wait = self._step_position = (epoch, batch_in_epoch, rng_state())
                     batch = next(batches, None)
                     with self._data_wait_lock:
                         self._data_wait = None
@@ -555,7 +752,7 @@ class Trainer:
                     ctx.images = ctx.images.contiguous(memory_format=torch.channels_last)
                 for cb in self.callbacks:
                     cb.on_step_start(self, ctx)
-                self.train_step(ctx)
+                self.train_step_or_retry(ctx)
                 batch_in_epoch += 1
                 ctx.timings.update(data=data_time, step=time.perf_counter() - data_start)
                 record = self.step_record(ctx) if self.global_step % t.log_every == 0 else None
@@ -580,6 +777,8 @@ class Trainer:
                 return stop_signal
             if t.eval_every > 0 and (epoch + 1) % t.eval_every == 0:
                 self.evaluate()
+                if self._early_stop_due():
+                    return 0
         return 0
 
     def _agreed_stop(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def config_for_weights(
     from detrdoctor.commands.train import config_of_checkpoint
     from detrdoctor.profiles import load_profile
 
-    ckpt = load_checkpoint_file(weights)
+    ckpt = load_checkpoint_file(weights_file(weights))
     try:
         inferred = infer_config_from_state_dict(model_state_dict(ckpt, weights))
     except CheckpointError:  # not weights at all: loading them says so, in one line
@@ -85,6 +86,21 @@ def config_for_weights(
     validate(cfg)
     cfg.model.backbone_weights = "none"
     return cfg, ckpt
+
+
+def weights_file(weights: str) -> str:
+    """--weights: a file or URL as given; a run folder → its best.pth (else checkpoint.pth), said on stderr."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from detr.engine.checkpointing import run_folder_weights
+
+    if weights.startswith(("http://", "https://")):
+        return weights
+    path = run_folder_weights(weights)
+    if str(path) != weights and path != Path(weights):
+        Console(stderr=True, highlight=False).print(f"weights: {escape(str(path))}", soft_wrap=True)
+    return str(path)
 
 
 def checkpoint_model(
@@ -201,7 +217,7 @@ def run_evaluate(options: EvaluateOptions) -> int:
     from rich.table import Table
 
     from detr.checkpoint import category_names
-    from detr.config import AUTO
+    from detr.config import AUTO, device_batch_size
     from detr.data import build_dataset, check_dataset, resolve_num_classes
     from detr.engine.device import resolve_device
     from detr.engine.evaluate import coco_box_stats, predict_detections
@@ -222,7 +238,7 @@ def run_evaluate(options: EvaluateOptions) -> int:
     dataset = build_dataset(cfg.data, "val", train=False)
     model, postprocessor = checkpoint_model(cfg, ckpt, options.weights, device)
     ema = "model_ema" in ckpt  # a run trained with a weight average is scored by it, as during training
-    loader = build_eval_loader(dataset, cfg.data, cfg.train.batch_size, device=device)
+    loader = build_eval_loader(dataset, cfg.data, device_batch_size(cfg.train), device=device)
     with torch.inference_mode():
         detections, image_ids = predict_detections(model, postprocessor, loader, device)
     require_finite_detections(detections, options.weights)

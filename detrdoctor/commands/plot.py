@@ -69,6 +69,9 @@ def render_run(run: Run, summary: dict[str, Any], smooth: int) -> list:
             str(entry.get("best_step", "")),
         )
     lines: list = [table]
+    if run.best:
+        best = run.best
+        lines.append(Text(f"  best.pth: {best['metric']} {num(best['value'])} at step {best['step']}", style="bold"))
     hidden = len(run.events) - EVENTS_SHOWN
     if hidden > 0:
         lines.append(Text(f"  … {hidden} earlier events (all in --json)", style="dim"))

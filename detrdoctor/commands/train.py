@@ -24,7 +24,9 @@ class TrainOptions:
     output_dir: str | None
     epochs: int | None
     max_steps: int | None
-    batch_size: int | None
+    batch_size: int | str | None  # an int or "auto"
+    effective_batch: int | None
+    gpu_memory: str | None  # the memory `--batch-size auto` plans for (a size or a GPU name)
     lr: float | None
     lr_backbone: float | None
     clip_max_norm: float | None
@@ -59,6 +61,7 @@ class TrainOptions:
             "epochs",
             "max_steps",
             "batch_size",
+            "effective_batch",
             "lr",
             "lr_backbone",
             "clip_max_norm",
@@ -71,10 +74,17 @@ class TrainOptions:
             "eval_every",
             "log_every",
         )
+        train = {key: getattr(self, key) for key in train_keys}
+        if isinstance(self.batch_size, str) and self.batch_size.strip().isdigit():  # the flag is text: N or auto
+            train["batch_size"] = int(self.batch_size)
+            if train["batch_size"] < 1:
+                from detr.errors import ConfigError
+
+                raise ConfigError(f'batch size must be "auto" or at least 1, got {self.batch_size} (--batch-size)')
         return {
             "model": {"backbone_weights": self.backbone_weights},
             "data": {"num_workers": self.num_workers, **data_flags(self)},
-            "train": {key: getattr(self, key) for key in train_keys},
+            "train": train,
             "watchdog": {"on_anomaly": self.on_anomaly},
             "diagnostics": {
                 "dashboard": self.dashboard,
@@ -140,32 +150,49 @@ def config_of_checkpoint(ckpt: dict[str, Any], source: str) -> RunConfig | None:
 def run_train(options: TrainOptions) -> int:
     """`detrdoctor train`: exit 0 when done, 130 when stopped by Ctrl-C, 75 when preempted (SIGTERM, SIGUSR1),
     another non-zero code when a diagnostic stopped the run."""
+    from detr.config import AUTO, validate
     from detr.engine.trainer import Trainer
     from detrdoctor.commands.common import default_profile
+    from detrdoctor.memprofile.auto import BatchAdvice, resolve_auto_batch
 
     cfg = resolve_train_config(options)
     profile = Path(default_profile(options.profile, options.coco_path)).stem
-    data_check = check_data(cfg, options.profile)
-    trainer = Trainer(cfg, callbacks=[*build_callbacks(cfg, profile), data_check], overwrite=options.overwrite)
+    data_check, train_images = check_data(cfg, options.profile)
+    callbacks = [*build_callbacks(cfg, profile), data_check]
+    choice = None
+    if cfg.train.batch_size == AUTO:  # resolved before the trainer is built: config.toml records the int
+        from detrdoctor.auto_batch import AutoBatchEvent
+
+        choice = resolve_auto_batch(cfg, options.gpu_memory, train_images)
+        validate(cfg)
+        callbacks.append(AutoBatchEvent(choice))
+    trainer = Trainer(
+        cfg,
+        callbacks=callbacks,
+        batch_advisor=BatchAdvice(cfg, options.gpu_memory, choice),
+        overwrite=options.overwrite,
+    )
     return trainer.fit()["exit_code"]
 
 
-def check_data(cfg: RunConfig, profile: str | None) -> Callback:
+def check_data(cfg: RunConfig, profile: str | None) -> tuple[Callback, int]:
     """Before anything is written: the layout found, num_classes resolved, and the dataset doctor's verdict.
 
-    A failed check stops here in one line; the warnings become `data_check` events of the run.
+    A failed check stops here in one line; the warnings become `data_check` events of the run. Also returns
+    the number of training images.
     """
     from detr.data import resolve_num_classes
     from detrdoctor.commands.common import announce_layout
     from detrdoctor.data_check import DataCheckEvents, stop_on_failures
-    from detrdoctor.dataset_doctor import diagnose_dataset
+    from detrdoctor.dataset_doctor import collect_splits, judge_dataset
 
     announce_layout(cfg)
     resolve_num_classes(cfg)
-    rows = diagnose_dataset(cfg)
+    train, val = collect_splits(cfg, 32)
+    rows = judge_dataset(train, val, cfg)
     where = f" --coco-path {cfg.data.coco_path}" if cfg.data.coco_path else ""
     stop_on_failures(rows, f"detrdoctor env-check{where}" + (f" --profile {profile}" if profile else ""))
-    return DataCheckEvents(rows)
+    return DataCheckEvents(rows), len(train.images)
 
 
 def build_callbacks(cfg: RunConfig, profile: str = "") -> list[Callback]:

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from detr.config import device_batch_size
 from detr.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ def collect(
     settings = [(n, pin) for n in worker_counts for pin in pins]
     split = options.split
     opts = BenchOptions(
-        batch_size=cfg.train.batch_size,
+        batch_size=device_batch_size(cfg.train),
         batches=options.batches,
         train=split == "train",
         seed=cfg.train.seed,

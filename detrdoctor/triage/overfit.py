@@ -85,7 +85,8 @@ def overfit_config(cfg: RunConfig, subset: Path, images: int, steps: int, folder
     d.train_annotations = d.val_annotations = str(subset.resolve())
     d.train_scales, d.hflip, d.crop_probability = [d.val_size], False, 0.0
     d.aspect_ratio_grouping = False
-    t.batch_size = min(images, t.batch_size)
+    t.batch_size = images if t.batch_size == "auto" else min(images, t.batch_size)  # a few images fit any device
+    t.effective_batch = 0
     t.epochs = math.ceil(steps / math.ceil(images / t.batch_size))
     t.max_steps = steps
     t.eval_every = t.epochs + 1  # never during training: `fit` evaluates once after the last step

@@ -58,7 +58,9 @@ def schedule_facts(data_summary: dict[str, Any], device: str) -> dict[str, Any]:
 
 def steps_per_epoch(cfg: RunConfig, facts: dict[str, Any]) -> int:
     """Optimizer steps per epoch (the sampler drops the last incomplete batch)."""
-    return max(1, facts["train_images"] // (cfg.train.batch_size * facts["world_size"]))
+    from detr.config import optimizer_batch_size
+
+    return max(1, facts["train_images"] // (optimizer_batch_size(cfg.train) * facts["world_size"]))
 
 
 def total_steps(cfg: RunConfig, facts: dict[str, Any]) -> int:
@@ -158,7 +160,9 @@ def lr_band(batch: int) -> tuple[float, float]:
 
 
 def rule_lr(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, str]:
-    batch = cfg.train.batch_size * facts["world_size"]
+    from detr.config import optimizer_batch_size
+
+    batch = optimizer_batch_size(cfg.train) * facts["world_size"]  # the optimizer's batch: accumulation included
     scaled, top = lr_band(batch)
     lr = cfg.train.lr
     found, expected = f"{lr:g} at total batch {batch}", f"{scaled:.2g} (√-scaled) … {LR_WARN * top:.2g}"
