@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detr.engine.metrics import read_metrics
+from detr.engine.metrics import EventRecord, MetricsRecord, is_event, read_metrics
 from detr.errors import DataError
 from detrdoctor.watchdog.signals import is_watchdog_warning
 
@@ -39,17 +39,17 @@ class Run:
     name: str
     folder: Path
     points: dict[str, list[tuple[int, float]]]  # series key → (step, value), by step
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
 
     @property
     def last_step(self) -> int:
         return max((steps[-1][0] for steps in self.points.values() if steps), default=0)
 
 
-def record_value(record: dict[str, Any], key: str) -> float | None:
+def record_value(record: MetricsRecord, key: str) -> float | None:
     """A series value of a record; the data-wait share is data_time_s / step_time_s."""
     if key == "data_wait":
-        data, step = record.get("data_time_s"), record.get("step_time_s")
+        data, step = record_value(record, "data_time_s"), record_value(record, "step_time_s")
         return data / step if data is not None and step else None
     value = record.get(key)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -69,7 +69,7 @@ def load_run(folder: str | Path, name: str) -> Run:
                 value = record_value(record, series.key)
                 if value is not None:
                     by_step[series.key][int(record["step"])] = value
-    events = [r for r in records if r.get("type") == "event"]
+    events = [r for r in records if is_event(r)]
     return Run(name, metrics.parent, {key: sorted(values.items()) for key, values in by_step.items()}, events)
 
 
@@ -92,7 +92,7 @@ def smoothed(values: list[float], window: int) -> list[float]:
     return out
 
 
-def is_watchdog_event(event: dict[str, Any]) -> bool:
+def is_watchdog_event(event: EventRecord) -> bool:
     """An event the gradient panel marks: what the watchdog reports (warnings and errors)."""
     return is_watchdog_warning(event.get("severity"), event.get("kind"), event.get("signal"))
 

@@ -9,10 +9,10 @@ import dataclasses
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.distributed as dist
@@ -33,11 +33,14 @@ from detr.engine.device import resolve_amp_dtype, resolve_device
 from detr.engine.distributed import broadcast_flag, init_distributed
 from detr.engine.ema import ModelEMA
 from detr.engine.evaluate import evaluate_coco
-from detr.engine.loaders import build_eval_loader, build_loader
-from detr.engine.metrics import MetricsWriter
+from detr.engine.loaders import batch_sampler, build_eval_loader, build_loader
+from detr.engine.metrics import EvalRecord, EventRecord, LoggedTerms, MetricsWriter, StepRecord
 from detr.engine.optim import build_optimizer, build_scheduler
 from detr.engine.step import StepResult, TrainingStep
 from detr.errors import DataError
+
+if TYPE_CHECKING:
+    from detr.engine.callbacks import TrainerView
 
 
 def default_output_dir() -> Path:
@@ -108,14 +111,14 @@ class Trainer:
         if t.compile_backbone:
             model.backbone.compile()
         self.model_without_ddp = model
-        self.model = model
+        self.model: torch.nn.Module = model
         if self.world_size > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.grad_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.grad_param_names = [n for n, _ in self.grad_params]
-        self.optimizer = build_optimizer(model, t)
+        self.optimizer: torch.optim.Optimizer = build_optimizer(model, t)
         self.scheduler = build_scheduler(self.optimizer, t)
         self.scaler = torch.amp.GradScaler("cuda") if t.amp == "fp16" else None
         self.step = TrainingStep(
@@ -134,7 +137,7 @@ class Trainer:
         self.start_epoch = 0
         self.start_batch = 0
         self.corrupt_samples = 0
-        self.last_eval: dict[str, Any] | None = None
+        self.last_eval: EvalRecord | None = None
         self._resume_rng = None
         if resume is not None:
             self._restore(resume)
@@ -193,7 +196,7 @@ class Trainer:
     def total_steps(self) -> int:
         """The optimizer steps of the whole run, resumed ones included: epochs × batches, capped by max_steps."""
         t = self.cfg.train
-        steps = t.epochs * self.train_loader.batch_sampler.batches_per_epoch
+        steps = t.epochs * batch_sampler(self.train_loader).batches_per_epoch
         return min(steps, t.max_steps) if t.max_steps else steps
 
     def save_checkpoint(self, epoch: int, batch_in_epoch: int, rng: dict[str, Any] | None = None) -> None:
@@ -201,20 +204,24 @@ class Trainer:
             save_atomic(self.checkpoint_state(epoch, batch_in_epoch, rng), self.output_dir / "checkpoint.pth")
 
     # ----------------------------------------------------------------- events
-    def emit_event(self, kind: str, message: str, severity: str = "info", **fields: Any) -> dict[str, Any]:
+    def emit_event(self, kind: str, message: str, severity: str = "info", **fields: Any) -> EventRecord:
         """Write an event record and hand it to every callback."""
-        event = {
-            "type": "event",
-            "step": self.global_step,
-            "kind": kind,
-            "severity": severity,
-            "message": message,
-            "signal": None,
-            "value": None,
-            "threshold": None,
-            "module": None,
-            **fields,
-        }
+        # cast: the kind's own `fields` ride along, which no TypedDict can list
+        event = cast(
+            EventRecord,
+            {
+                "type": "event",
+                "step": self.global_step,
+                "kind": kind,
+                "severity": severity,
+                "message": message,
+                "signal": None,
+                "value": None,
+                "threshold": None,
+                "module": None,
+                **fields,
+            },
+        )
         self.metrics.write(event)
         for cb in self.callbacks:
             cb.on_event(self, event)
@@ -238,22 +245,26 @@ class Trainer:
         ctx.optimizer_stepped = result.stepped
         ctx.timings.update(result.timings)
 
-    def step_record(self, ctx: StepContext) -> dict[str, Any]:
+    def step_record(self, ctx: StepContext) -> StepRecord:
         """The metrics.jsonl step record; reads device values, so only built on logging steps."""
+        assert ctx.loss is not None and ctx.grad_norm is not None, "built after the step"
         names = [k for k in self.criterion.logged_terms if k in ctx.loss_dict]
-        values = torch.stack([ctx.loss.detach().float()] + [ctx.loss_dict[k].detach().float() for k in names])
+        device_values = torch.stack([ctx.loss.detach().float()] + [ctx.loss_dict[k].detach().float() for k in names])
         if self.world_size > 1:
-            dist.all_reduce(values)
-            values /= self.world_size
-        values = values.tolist()
+            dist.all_reduce(device_values)
+            device_values /= self.world_size
+        values = device_values.tolist()
+        terms: LoggedTerms = {}
+        for name, value in zip(names, values[1:]):
+            terms[name] = value
         step_time = ctx.timings["step"]
         grad_norm = float(ctx.grad_norm)
-        record = {
+        record: StepRecord = {
             "type": "step",
             "step": ctx.step,
             "epoch": ctx.epoch,
             "loss": values[0],
-            **dict(zip(names, values[1:])),
+            **terms,
             "lr": self.optimizer.param_groups[0]["lr"],
             "grad_norm": grad_norm,
             "clip_ratio": self.step.clip_ratio(grad_norm),
@@ -277,9 +288,10 @@ class Trainer:
         """Stop at the end of the current step: a checkpoint is written and `fit()` reports `exit_code`."""
         self.stop_request = (reason, exit_code)
 
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self) -> EvalRecord:
         for cb in self.callbacks:
             cb.on_eval_start(self)
+        assert self.val_set is not None, "evaluation needs eval_every > 0"
         start = time.perf_counter()
         loader = build_eval_loader(
             self.val_set,
@@ -291,7 +303,7 @@ class Trainer:
         )
         model = self.ema.module if self.ema is not None else self.model_without_ddp
         stats = evaluate_coco(model, self.postprocessor, loader, self.val_set.coco, self.device, self.amp_dtype)
-        record = {
+        record: EvalRecord = {
             "type": "eval",
             "step": self.global_step,
             **stats,
@@ -385,11 +397,11 @@ class Trainer:
             self._epoch = epoch
             start_batch = self.start_batch if epoch == self.start_epoch else 0
             self.train_set.set_epoch(epoch)
-            self.train_loader.batch_sampler.set_epoch(epoch, start_batch=start_batch)
+            batch_sampler(self.train_loader).set_epoch(epoch, start_batch=start_batch)
             batch_in_epoch = start_batch
             stop = t.max_steps and self.global_step >= t.max_steps
             data_start = time.perf_counter()
-            batches = iter([] if stop else self.train_loader)
+            batches: Iterator[tuple[torch.Tensor, torch.Tensor, list[dict]]] = iter([] if stop else self.train_loader)
             while True:
                 self._data_wait = (epoch, batch_in_epoch, rng_state())  # what a resume must start from
                 try:
@@ -471,3 +483,10 @@ class Trainer:
             reason = self.stop_request[0] if self.stop_request else "stopped while waiting for data"
             self.emit_event("stopped", f"{reason}; {resume_hint}", severity="error")
         return True
+
+
+if TYPE_CHECKING:
+
+    def _trainer_is_a_view(trainer: Trainer) -> TrainerView:
+        """mypy checks here that the Trainer has every member `TrainerView` promises callbacks, with its type."""
+        return trainer

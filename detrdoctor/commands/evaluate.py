@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
-    from rich.console import Console
+    from rich.console import Console, JustifyMethod
     from torch import nn
 
     from detr.config import RunConfig
@@ -157,7 +157,13 @@ def render_per_class(console: Console, per_class: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="AP per class")
-    for name, justify in (("id", "right"), ("name", "left"), ("AP", "right"), ("AP50", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("id", "right"),
+        ("name", "left"),
+        ("AP", "right"),
+        ("AP50", "right"),
+    )
+    for name, justify in columns:
         table.add_column(name, justify=justify)
     for row in per_class:
         table.add_row(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
     from rich.progress import Progress
+    from torch.utils.data import DataLoader
 
     from detr.config import RunConfig
 
@@ -42,7 +43,7 @@ class PredictOptions:
 class Inputs:
     """What the model runs on: a loader of (images, mask, targets) and, per image id, its file and output name."""
 
-    loader: Iterable
+    loader: DataLoader
     files: dict[Any, tuple[Path, str]]  # image_id → (path, name); image ids are ints (COCO ids or file indices)
     coco: Any  # the split's COCO ground truth, None for plain files
 
@@ -118,7 +119,7 @@ def file_inputs(cfg: RunConfig, sources: list[str], out: Path, device: torch.dev
     return Inputs(loader, dict(enumerate(images)), None)
 
 
-def tracked(loader: Iterable, progress: Progress, description: str) -> Iterator:
+def tracked(loader: DataLoader, progress: Progress, description: str) -> Iterator:
     """`loader`'s batches, advancing a progress bar."""
     task = progress.add_task(description, total=len(loader))
     for batch in loader:
@@ -210,7 +211,7 @@ def run_predict(options: PredictOptions) -> int:
     from detrdoctor.commands.evaluate import checkpoint_model, config_for_weights
 
     check_options(options)
-    overrides = {
+    overrides: dict[str, dict[str, Any]] = {
         "data": {"coco_path": options.coco_path},
         "train": {"batch_size": options.batch_size, "device": options.device},
     }
@@ -255,7 +256,7 @@ def run_predict(options: PredictOptions) -> int:
         source: str | list[str] = f"{options.split} split of {cfg.data.coco_path or 'the synthetic dataset'}"
     else:
         source = options.sources
-    summary = {
+    summary: dict[str, Any] = {
         "weights": options.weights,
         "source": source,
         "device": str(device),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from detr.criterion import LOSS_TERMS
 from detr.engine.callbacks import Callback, StepContext, TrainerView
+from detr.engine.metrics import StepRecord
 from detrdoctor.triage import triage_check
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ class OverfitProgress(Callback):
         self.progress.start()
         self.task = self.progress.add_task("overfit", total=trainer.cfg.train.max_steps)
 
-    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: dict[str, Any] | None) -> None:
+    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: StepRecord | None) -> None:
         loss = record.get("loss") if record else None
         text = f"overfit · loss {loss:.3f}" if isinstance(loss, float) and math.isfinite(loss) else "overfit"
         self.progress.update(self.task, advance=1, description=text)
