@@ -22,7 +22,7 @@ class MultiheadAttention(nn.MultiheadAttention):
         super().__init__(embed_dim, num_heads, dropout=dropout)
         self.fused = fused
 
-    def forward(
+    def forward(  # type: ignore[override]  # DETR passes only these; need_weights etc. are not offered
         self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
         """(output [L, B, E], head-averaged weights [B, L, S] on the reference path, None on the fused one)."""

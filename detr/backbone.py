@@ -61,7 +61,7 @@ class Joiner(nn.Sequential):
         super().__init__(backbone, position_embedding)
         self.num_channels = backbone.num_channels
 
-    def forward(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]  # keys only
         """→ features [B, C, h, w], their padding mask [B, h, w] and position encodings [B, hidden, h, w]."""
         features, mask = self[0](images, mask)
         pos = self[1](mask).to(features.dtype)

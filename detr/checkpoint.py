@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +65,9 @@ def load_checkpoint_file(path_or_url: str | Path) -> dict[str, Any]:
         ) from None
     except OSError as e:
         if is_url:
-            reason = getattr(e, "reason", None) or e
+            cause = getattr(e, "cause", None) or e
             raise CheckpointError(
-                f"could not download {source} ({reason}); download it and pass the file path"
+                f"could not download {source} ({cause}); download it and pass the file path"
             ) from None
         raise CheckpointError(f"cannot read checkpoint {source} ({e.strerror or e})") from None
     except Exception as e:  # torch.load reports a truncated or foreign file with many exception types
@@ -149,7 +149,7 @@ def _raise_if_mismatched(
     source: str,
     cfg: DETRConfig | None,
     model: nn.Module,
-    may_differ: set[str] = frozenset(),
+    may_differ: Set[str] = frozenset(),
 ) -> None:
     """A CheckpointError for a `describe_mismatch` result, with the config that would fit; nothing when ''."""
     if mismatch:
@@ -224,7 +224,7 @@ def _shape(t: Tensor) -> str:
 
 
 def _suggest_config(
-    state_dict: Mapping[str, Tensor], current: Mapping[str, Any], may_differ: set[str] = frozenset()
+    state_dict: Mapping[str, Tensor], current: Mapping[str, Any], may_differ: Set[str] = frozenset()
 ) -> str:
     """What the checkpoint looks like, and the config fields to change to load it (other than `may_differ`)."""
     inferred = infer_config_from_state_dict(state_dict)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -12,8 +13,10 @@ from torch import Tensor, nn
 from detr.box_ops import box_cxcywh_to_xyxy, paired_generalized_box_iou
 from detr.matcher import HungarianMatcher, Indices
 
-LOSS_TERMS = ("loss_ce", "loss_bbox", "loss_giou")  # optimised, for the last decoder layer and (`_i`) each earlier one
-LOGGED_METRICS = ("class_error", "cardinality_error")  # logged for the last layer, never optimised
+# optimised, for the last decoder layer and (`_i`) each earlier one
+LOSS_TERMS: tuple[Literal["loss_ce", "loss_bbox", "loss_giou"], ...] = ("loss_ce", "loss_bbox", "loss_giou")
+# logged for the last layer, never optimised
+LOGGED_METRICS: tuple[Literal["class_error", "cardinality_error"], ...] = ("class_error", "cardinality_error")
 
 
 class SetCriterion(nn.Module):
@@ -23,6 +26,8 @@ class SetCriterion(nn.Module):
     class_error and cardinality_error are logged, never optimised. Losses are computed in float32 with
     autocast off, whatever precision the model ran in.
     """
+
+    empty_weight: Tensor  # a registered buffer
 
     def __init__(self, num_classes: int, matcher: HungarianMatcher, weight_dict: dict[str, float], eos_coef: float):
         super().__init__()

@@ -49,10 +49,10 @@ class HungarianMatcher(nn.Module):
         tgt_labels = pad_sequence([t["labels"] for t in targets], batch_first=True).to(logits.device, torch.int64)
         tgt_boxes = pad_sequence([t["boxes"] for t in targets], batch_first=True).to(boxes.device)
         costs = self.cost_matrices(logits, boxes, _per_layer(tgt_labels, num_layers), _per_layer(tgt_boxes, num_layers))
-        costs = costs.cpu().numpy()  # the one device→host transfer
+        host_costs = costs.cpu().numpy()  # the one device→host transfer
         # A diverged prediction gives NaN costs, which linear_sum_assignment rejects; any assignment will do
         # then, since the loss is non-finite anyway and the gradient watchdog drops that step.
-        costs = np.nan_to_num(costs, nan=1e9, posinf=1e9, neginf=-1e9)
+        host_costs = np.nan_to_num(host_costs, nan=1e9, posinf=1e9, neginf=-1e9)
         empty = torch.empty(0, dtype=torch.int64)
         matches = []
         for layer in range(num_layers):
@@ -61,7 +61,7 @@ class HungarianMatcher(nn.Module):
                 if size == 0:
                     indices.append((empty, empty))
                     continue
-                query_idx, target_idx = linear_sum_assignment(costs[layer * batch_size + image, :, :size])
+                query_idx, target_idx = linear_sum_assignment(host_costs[layer * batch_size + image, :, :size])
                 indices.append(
                     (torch.from_numpy(query_idx).to(torch.int64), torch.from_numpy(target_idx).to(torch.int64))
                 )

@@ -141,7 +141,7 @@ def build_model(cfg: DETRConfig, train_backbone: bool = True) -> tuple[DETR, Set
 
     matcher = HungarianMatcher(cost_class=cfg.set_cost_class, cost_bbox=cfg.set_cost_bbox, cost_giou=cfg.set_cost_giou)
     coefficients = {"loss_ce": 1.0, "loss_bbox": cfg.bbox_loss_coef, "loss_giou": cfg.giou_loss_coef}
-    main_weights = {term: coefficients[term] for term in LOSS_TERMS}
+    main_weights: dict[str, float] = {term: coefficients[term] for term in LOSS_TERMS}
     weight_dict = dict(main_weights)
     if cfg.aux_loss:
         weight_dict.update({f"{k}_{i}": v for i in range(cfg.dec_layers - 1) for k, v in main_weights.items()})

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 
-def foreach_norm(tensors: list[Tensor]) -> Tensor:
+def foreach_norm(tensors: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
     """The L2 norm of every tensor, stacked: one fused pass instead of a kernel launch per tensor."""
     return torch.stack(torch._foreach_norm(tensors))
 
@@ -51,7 +51,7 @@ def foreach_lerp_(tensors: list[Tensor], targets: list[Tensor], weight: float) -
     torch._foreach_lerp_(tensors, targets, weight)
 
 
-def foreach_sub(tensors: list[Tensor], others: list[Tensor]) -> list[Tensor]:
+def foreach_sub(tensors: list[Tensor], others: list[Tensor]) -> tuple[Tensor, ...]:
     """tensors − others, elementwise per pair, as new tensors."""
     return torch._foreach_sub(tensors, others)
 
@@ -59,7 +59,9 @@ def foreach_sub(tensors: list[Tensor], others: list[Tensor]) -> list[Tensor]:
 def scaler_scale(scaler: torch.amp.GradScaler) -> Tensor:
     """The GradScaler's current loss scale as a device tensor: reading it does not synchronise
     (`get_scale()` would copy it to the host)."""
-    return scaler._get_scale_async()
+    scale = scaler._get_scale_async()
+    assert scale is not None, "the scale exists from the first scaler.scale(loss) on"
+    return scale
 
 
 def record_memory_history(max_entries: int | None) -> None:

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
@@ -91,7 +91,9 @@ def collect_splits(cfg: RunConfig, sample_images: int) -> tuple[SplitFacts, Spli
         )
         facts.headers = read_headers(facts.image_dir, facts.images, sample_images)
         splits.append(facts)
-    return splits[0], splits[1]
+    train, val = splits
+    assert train is not None  # a training file that does not load raised above
+    return train, val
 
 
 def read_headers(image_dir: Path, images: Sequence[dict[str, Any]], sample: int) -> list[dict[str, Any]]:
@@ -165,7 +167,7 @@ def _size(img: dict[str, Any]) -> bool:
     return _number(w) and _number(h) and w > 0 and h > 0
 
 
-def _number(v: Any) -> bool:
+def _number(v: Any) -> TypeGuard[int | float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -193,7 +195,7 @@ def _share(n: int, total: int) -> str:
 def rule_num_classes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
     from detr.config import AUTO
 
-    ids = [c.get("id") for c in train.categories]
+    ids: list[Any] = [c.get("id") for c in train.categories]  # JSON values, checked next
     bad = [i for i in ids if not _number(i) or isinstance(i, float) or i < 0]
     if bad:
         return row(

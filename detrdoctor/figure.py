@@ -8,7 +8,9 @@ from detrdoctor.extras import require
 from detrdoctor.runs import SERIES, Run, is_watchdog_event, smoothed
 
 # Panels in reading order: (title, series); AP and AP50 share one (AP50 dashed).
-PANELS = tuple((s.label, (s.key,)) for s in SERIES if s.key not in ("AP", "AP50"))
+PANELS: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+    (s.label, (s.key,)) for s in SERIES if s.key not in ("AP", "AP50")
+)
 PANELS = PANELS[:4] + (("eval AP and AP50", ("AP", "AP50")),) + PANELS[4:]
 LOG_SCALE = {s.key for s in SERIES if s.log}
 

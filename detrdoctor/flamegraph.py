@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from detr.engine.callbacks import Callback, StepContext, TrainerView
+from detr.engine.metrics import StepRecord
 from detr.errors import DetrError
 from detrdoctor import pyspy
 
@@ -35,7 +36,7 @@ class CpuProfiler(Callback):
         self._window = (first, first + self.steps - 1)
         pyspy.allow_descendants_to_trace()
 
-    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: dict[str, Any] | None) -> None:
+    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: StepRecord | None) -> None:
         if self._window is None:
             return
         first, last = self._window
@@ -61,6 +62,7 @@ class CpuProfiler(Callback):
             )
 
     def _start(self, trainer: TrainerView) -> None:
+        assert self._window is not None  # started only inside the window
         first, last = self._window
         recorder = pyspy.FlameRecorder(os.getpid(), Path(trainer.output_dir) / f"flamegraph-steps-{first}-{last}")
         try:
@@ -75,6 +77,7 @@ class CpuProfiler(Callback):
     def _finish(self, trainer: TrainerView, failure: DetrError | None = None) -> None:
         """Wait for py-spy to write (it already stopped sampling), then announce the files; runs once."""
         recorder, self._recorder, self._window = self._recorder, None, None
+        assert recorder is not None  # finished only while recording
         if failure is not None:
             recorder.stop()
         paths, error = recorder.wait()

@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from detr.criterion import LOSS_TERMS
 from detr.engine.callbacks import Callback, StepContext, TrainerView
+from detr.engine.metrics import EvalRecord, EventRecord, StepRecord
 
 SEVERITY_STYLE = {"info": "dim", "warning": "yellow", "error": "bold red"}
 
@@ -37,7 +38,7 @@ class PlainProgress(Callback):
             f"amp {cfg.train.amp}) — {len(trainer.train_set)} images, {steps} steps, run folder {trainer.output_dir}"
         )
 
-    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: dict[str, Any] | None) -> None:
+    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: StepRecord | None) -> None:
         if record is None or not trainer.is_main:
             return
         parts = " ".join(f"{k.removeprefix('loss_')} {fmt(record.get(k), '.3f')}" for k in LOSS_TERMS if k in record)
@@ -49,7 +50,7 @@ class PlainProgress(Callback):
             + (" [yellow]skipped[/]" if record.get("skipped") else "")
         )
 
-    def on_eval(self, trainer: TrainerView, record: dict[str, Any]) -> None:
+    def on_eval(self, trainer: TrainerView, record: EvalRecord) -> None:
         if trainer.is_main:
             weights = " (EMA weights)" if record.get("ema") else ""
             self.print(
@@ -58,7 +59,7 @@ class PlainProgress(Callback):
                 f"({fmt(record.get('eval_time_s'), '.1f')} s)"
             )
 
-    def on_event(self, trainer: TrainerView, event: dict[str, Any]) -> None:
+    def on_event(self, trainer: TrainerView, event: EventRecord) -> None:
         if trainer.is_main:
             style = SEVERITY_STYLE.get(event.get("severity", "info"), "")
             self.print(f"[{style}]{event['kind']}[/] step {event['step']}: {escape(event['message'])}")

@@ -245,17 +245,17 @@ def parse_dump(text: str) -> list[ThreadStack]:
 
 def wait_points(threads: list[ThreadStack], root_pid: int) -> list[dict[str, Any]]:
     """Where each process's main thread waits, the root process first (the event's `frames` field)."""
-    main = [t for t in threads if t.thread == "MainThread" and t.wait_point() is not None]
-    main.sort(key=lambda t: t.pid != root_pid)
+    main = [(t, point) for t in threads if t.thread == "MainThread" and (point := t.wait_point()) is not None]
+    main.sort(key=lambda pair: pair[0].pid != root_pid)
     return [
         {
             "pid": t.pid,
             "thread": t.thread,
             "state": t.state,
-            "frame": str(t.wait_point()),
-            "function": t.wait_point().function,
+            "frame": str(point),
+            "function": point.function,
         }
-        for t in main
+        for t, point in main
     ]
 
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detr.engine.metrics import read_metrics_checked
+from detr.engine.best import BestRecord
+from detr.engine.metrics import EventRecord, MetricsRecord, is_eval, is_event, read_metrics_checked
 from detr.errors import DataError
 from detrdoctor.watchdog.signals import is_watchdog_warning
 
@@ -39,19 +40,19 @@ class Run:
     name: str
     folder: Path
     points: dict[str, list[tuple[int, float]]]  # series key → (step, value), by step
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
     note: str | None = None  # lines of metrics.jsonl that were skipped (a torn last line), for the reader to say
-    best: dict[str, Any] | None = None  # the last eval record's `best` ({"metric", "value", "step"}): best.pth's
+    best: BestRecord | None = None  # the last eval record's `best` ({"metric", "value", "step"}): best.pth's
 
     @property
     def last_step(self) -> int:
         return max((steps[-1][0] for steps in self.points.values() if steps), default=0)
 
 
-def record_value(record: dict[str, Any], key: str) -> float | None:
+def record_value(record: MetricsRecord, key: str) -> float | None:
     """A series value of a record; the data-wait share is data_time_s / step_time_s."""
     if key == "data_wait":
-        data, step = record.get("data_time_s"), record.get("step_time_s")
+        data, step = record_value(record, "data_time_s"), record_value(record, "step_time_s")
         return data / step if data is not None and step else None
     value = record.get(key)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -71,8 +72,8 @@ def load_run(folder: str | Path, name: str) -> Run:
                 value = record_value(record, series.key)
                 if value is not None:
                     by_step[series.key][int(record["step"])] = value
-    events = [r for r in records if r.get("type") == "event"]
-    best = next((r["best"] for r in reversed(records) if r.get("type") == "eval" and r.get("best")), None)
+    events = [r for r in records if is_event(r)]
+    best = next((r["best"] for r in reversed(records) if is_eval(r) and r.get("best")), None)
     return Run(
         name, metrics.parent, {key: sorted(values.items()) for key, values in by_step.items()}, events, note, best
     )
@@ -97,7 +98,7 @@ def smoothed(values: list[float], window: int) -> list[float]:
     return out
 
 
-def is_watchdog_event(event: dict[str, Any]) -> bool:
+def is_watchdog_event(event: EventRecord) -> bool:
     """An event the gradient panel marks: what the watchdog reports (warnings and errors)."""
     return is_watchdog_warning(event.get("severity"), event.get("kind"), event.get("signal"))
 

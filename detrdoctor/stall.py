@@ -18,6 +18,7 @@ from typing import Any
 
 from detr.config import ON_STALL
 from detr.engine.callbacks import Callback, StepContext, TrainerView
+from detr.engine.metrics import EvalRecord, StepRecord
 from detr.errors import DetrError
 from detrdoctor import pyspy
 
@@ -85,7 +86,7 @@ class StallDetector(Callback):
         self._thread = threading.Thread(target=self._watch, name="detrdoctor-stall", daemon=True)
         self._thread.start()
 
-    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: dict[str, Any] | None) -> None:
+    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: StepRecord | None) -> None:
         with self._changed:
             self._step_times.append(ctx.timings.get("step", 0.0))
             self._step, self._last_progress, self._dumps = ctx.step, time.monotonic(), 0
@@ -96,7 +97,7 @@ class StallDetector(Callback):
             self._paused = True
             self._changed.notify()
 
-    def on_eval(self, trainer: TrainerView, record: dict[str, Any]) -> None:
+    def on_eval(self, trainer: TrainerView, record: EvalRecord) -> None:
         with self._changed:
             self._paused, self._last_progress, self._dumps = False, time.monotonic(), 0
             self._changed.notify()
@@ -155,6 +156,7 @@ class StallDetector(Callback):
         trainer.request_stop(f"stalled: {message}")  # should the step complete after all: stop with a checkpoint
         StallError.reason = f"stalled: {message}"
         main = threading.main_thread().ident
+        assert main is not None  # the main thread has long started
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(main), ctypes.py_object(StallError))
         with self._changed:
             if self._changed.wait_for(lambda: self._stopping, DELIVERY_S):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from detr.engine.callbacks import Callback, StepContext, TrainerView
+from detr.engine.metrics import EvalRecord, EventRecord, StepRecord
 from detrdoctor.extras import require
 
 SKIPPED_FIELDS = ("type", "step", "epoch")
@@ -36,18 +37,18 @@ class TensorBoardWriter(Callback):
         if trainer.is_main:
             self.writer = self._summary_writer(log_dir=str(trainer.output_dir / "tensorboard"), flush_secs=10)
 
-    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: dict[str, Any] | None) -> None:
+    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: StepRecord | None) -> None:
         if self.writer is not None and record is not None:
             for key, value in scalars(record).items():
                 self.writer.add_scalar(f"train/{key}", value, record["step"])
 
-    def on_eval(self, trainer: TrainerView, record: dict[str, Any]) -> None:
+    def on_eval(self, trainer: TrainerView, record: EvalRecord) -> None:
         if self.writer is not None:
             for key, value in scalars(record).items():
                 self.writer.add_scalar(f"eval/{key}", value, record["step"])
             self.writer.flush()
 
-    def on_event(self, trainer: TrainerView, event: dict[str, Any]) -> None:
+    def on_event(self, trainer: TrainerView, event: EventRecord) -> None:
         if self.writer is not None:
             self.writer.add_text(
                 f"events/{event['kind']}", f"**{event['severity']}** {event['message']}", event["step"]

@@ -46,10 +46,10 @@ def resolve_num_classes(cfg: RunConfig) -> int:
     needed, ann_file = needed_num_classes(cfg)
     current = cfg.model.num_classes
     if current == AUTO:
-        cfg.model.num_classes = needed
-    elif current < needed:
+        cfg.model.num_classes = current = needed
+    elif not isinstance(current, int) or current < needed:
         raise DataError(
             f"{ann_file}: the largest category id is {needed - 1}, but num_classes = {current}: "
             f'set num_classes = {needed} (or "auto") in the [model] section of the profile'
         )
-    return cfg.model.num_classes
+    return current

@@ -93,6 +93,7 @@ def find_layout(data_cfg: DataConfig, progress: Callable[[int, int], None] | Non
         root = dataset_root(data_cfg, progress)
     layout = _detect(root, data_cfg, required=not data_cfg.train_annotations)
     if not any(flags):
+        assert layout is not None  # required: _detect raised when nothing fits
         return replace(layout, kind=layout.kind if data_cfg.coco_path else "synthetic")
     return _apply_flags(layout, root, data_cfg)
 
@@ -109,11 +110,11 @@ def _detect(root: Path, data_cfg: DataConfig, required: bool) -> Layout | None:
         return Layout("coco", root, train, val, fraction)
     if (root / "train" / ROBOFLOW_FILE).is_file():
         train = SplitSource(root / "train", root / "train" / ROBOFLOW_FILE)
-        val_dir = next((root / v for v in ROBOFLOW_VAL if (root / v / ROBOFLOW_FILE).is_file()), None)
-        if val_dir is None:
+        roboflow_val = next((root / v for v in ROBOFLOW_VAL if (root / v / ROBOFLOW_FILE).is_file()), None)
+        if roboflow_val is None:
             train, val = _held_out(train)
         else:
-            val = SplitSource(val_dir, val_dir / ROBOFLOW_FILE)
+            val = SplitSource(roboflow_val, roboflow_val / ROBOFLOW_FILE)
         note = "test/ not used" if (root / "test" / ROBOFLOW_FILE).is_file() else ""
         return Layout("roboflow", root, train, val, fraction, note)
     candidates = sorted((root / "annotations").glob("*.json")) if (root / "annotations").is_dir() else []
@@ -177,6 +178,7 @@ def _apply_flags(layout: Layout | None, root: Path, data_cfg: DataConfig) -> Lay
     if d.train_annotations:
         ann = root / d.train_annotations
         train = SplitSource(_default_images(root / d.train_split, ann), ann)
+    assert train is not None  # without --train-annotations, _detect was required to find a layout
     if d.val_annotations:
         ann = root / d.val_annotations
         val = SplitSource(_default_images(root / d.val_split, ann), ann)
@@ -187,7 +189,7 @@ def _apply_flags(layout: Layout | None, root: Path, data_cfg: DataConfig) -> Lay
         train = replace(train, images=root / d.train_images)
     if d.val_images:
         val = replace(val, images=root / d.val_images)
-    kind = "flags" if d.train_annotations or d.val_annotations else layout.kind
+    kind = layout.kind if layout and not (d.train_annotations or d.val_annotations) else "flags"
     return Layout(kind, root, train, val, d.val_fraction, layout.note if layout else "")
 
 

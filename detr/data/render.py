@@ -37,13 +37,13 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     angle, period, phase = rng.uniform(0, np.pi), rng.uniform(0.05, 0.2) * max(h, w), rng.uniform(0, 2 * np.pi)
     factor = max(1, min(h, w) // 48)  # keeps ≥ 6 low-resolution pixels per stripe period
     lh, lw = -(-h // factor), -(-w // factor)
-    blotches = np.asarray(Image.fromarray(grid).resize((lw, lh), Image.BILINEAR))
+    blotches = np.asarray(Image.fromarray(grid).resize((lw, lh), Image.Resampling.BILINEAR))
     ys, xs = np.ogrid[:lh, :lw]
     freq = 2 * np.pi / period * factor
     stripes = np.sin(xs * (freq * np.cos(angle)) + ys * (freq * np.sin(angle)) + phase)
     offset = np.clip(blotches * blotch_amp + stripes * stripe_amp + 128, 0, 255).astype(np.uint8)
     palette = np.clip(base[None, :] + np.arange(-128, 128)[:, None], 0, 255).astype(np.uint8)
-    texture = Image.fromarray(offset).resize((w, h), Image.BILINEAR)
+    texture = Image.fromarray(offset).resize((w, h), Image.Resampling.BILINEAR)
     texture.putpalette(palette.tobytes())
     return np.array(texture.convert("RGB"))
 

@@ -72,7 +72,8 @@ class DeterministicBatchSampler(Sampler[list[int]]):
         if self.group_ids is None:
             batches = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
             return batches[:-1] if batches and self.drop_last and len(batches[-1]) < self.batch_size else batches
-        batches, pending = [], {}
+        batches = []
+        pending: dict[int, list[int]] = {}
         for index in order.tolist():
             bucket = pending.setdefault(int(self.group_ids[index]), [])
             bucket.append(index)

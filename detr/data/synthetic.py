@@ -35,7 +35,8 @@ def _write_split(
 ) -> None:
     folder = out / f"{split}2017"
     folder.mkdir(parents=True)
-    images, annotations = [], []
+    images: list[dict[str, object]] = []
+    annotations: list[dict[str, object]] = []
     for i in range(count):
         rng = np.random.default_rng([seed, code, i])
         h, w = _image_shape(rng, image_size)

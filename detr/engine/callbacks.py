@@ -8,18 +8,23 @@ and a StepContext. A callback that must veto an optimizer step sets `ctx.skip_st
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
 
 from detr.config import RunConfig
 from detr.engine.ema import ModelEMA
+from detr.engine.metrics import EvalRecord, EventRecord, StepRecord
 from detr.engine.step import TrainingStep
+
+if TYPE_CHECKING:
+    from detr.criterion import SetCriterion
+    from detr.data import CocoDetection
+    from detr.model import DETR
 
 
 class TrainerView(Protocol):
@@ -33,15 +38,15 @@ class TrainerView(Protocol):
     is_main: bool  # rank 0: the only one that writes files and draws
     output_dir: Path
     model: nn.Module  # DDP-wrapped under torchrun
-    model_without_ddp: nn.Module
-    criterion: nn.Module  # its `loss_terms` and `weight_dict` name and weigh the loss
+    model_without_ddp: DETR
+    criterion: SetCriterion  # its `loss_terms` and `weight_dict` name and weigh the loss
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None  # fp16 only
     ema: ModelEMA | None
     step: TrainingStep
-    grad_params: Sequence[tuple[str, nn.Parameter]]  # trainable parameters, the order of `ctx.param_norms`
-    grad_param_names: Sequence[str]
-    train_set: Any  # a detr.data.CocoDetection
+    grad_params: list[tuple[str, nn.Parameter]]  # trainable parameters, the order of `ctx.param_norms`
+    grad_param_names: list[str]
+    train_set: CocoDetection
     train_loader: torch.utils.data.DataLoader
     global_step: int  # steps finished (during a step: including it)
 
@@ -49,7 +54,7 @@ class TrainerView(Protocol):
 
     def autocast(self) -> AbstractContextManager: ...
 
-    def emit_event(self, kind: str, message: str, severity: str = "info", **fields: Any) -> dict[str, Any]: ...
+    def emit_event(self, kind: str, message: str, severity: str = "info", **fields: Any) -> EventRecord: ...
 
     def request_stop(self, reason: str, exit_code: int = 1) -> None: ...
 
@@ -86,15 +91,15 @@ class Callback:
     def after_backward(self, trainer: TrainerView, ctx: StepContext) -> None:
         """Gradients are unscaled and their norms known; clipping and the optimizer step come next."""
 
-    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: dict[str, Any] | None) -> None:
+    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: StepRecord | None) -> None:
         """`record` is the step record written to metrics.jsonl on logging steps, else None."""
 
     def on_eval_start(self, trainer: TrainerView) -> None:
         """Evaluation begins: no step completes until `on_eval`."""
 
-    def on_eval(self, trainer: TrainerView, record: dict[str, Any]) -> None: ...
+    def on_eval(self, trainer: TrainerView, record: EvalRecord) -> None: ...
 
-    def on_event(self, trainer: TrainerView, event: dict[str, Any]) -> None: ...
+    def on_event(self, trainer: TrainerView, event: EventRecord) -> None: ...
 
     def on_train_end(self, trainer: TrainerView, summary: dict[str, Any]) -> None: ...
 

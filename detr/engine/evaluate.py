@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from detr.engine.distributed import all_gather_objects, is_main_process
+from detr.engine.metrics import BoxStats
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -58,21 +59,26 @@ def coco_with_annotations(
     return altered
 
 
-def coco_box_stats(coco: Any, detections: np.ndarray, image_ids: list[int]) -> dict[str, float | None]:
+def coco_box_stats(coco: Any, detections: np.ndarray, image_ids: list[int]) -> BoxStats:
     """COCOeval box metrics for detections given as rows [image_id, x, y, w, h, score, category_id].
 
     COCOeval reports -1 where a metric is undefined (no ground truth of that size); we report None.
     """
     if len(detections) == 0:
-        return {name: 0.0 for name in STAT_NAMES}
+        return _box_stats(0.0 for _ in STAT_NAMES)
     return summary_stats(accumulated_cocoeval(coco, detections, image_ids))
 
 
-def summary_stats(coco_eval: Any) -> dict[str, float | None]:
+def summary_stats(coco_eval: Any) -> BoxStats:
     """The headline metrics (STAT_NAMES) of an accumulated COCOeval, None where undefined."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco_eval.summarize()
-    return {name: (float(v) if v >= 0 else None) for name, v in zip(STAT_NAMES, coco_eval.stats[:6])}
+    return _box_stats(float(v) if v >= 0 else None for v in coco_eval.stats[:6])
+
+
+def _box_stats(values: Iterable[float | None]) -> BoxStats:
+    # BoxStats lists STAT_NAMES: a TypedDict cannot be built from a loop over its keys
+    return cast(BoxStats, dict(zip(STAT_NAMES, values)))
 
 
 def per_class_ap(coco_eval: Any, names: Mapping[int, str]) -> list[dict[str, Any]]:
@@ -129,7 +135,8 @@ def predict_detections(
     """
     was_training = model.training
     model.eval()
-    rows, image_ids = [], []
+    rows: list[np.ndarray] = []
+    image_ids: list[int] = []
     for images, mask, targets in loader:
         if not targets:  # every image of the batch was unreadable (detr.data.files.collate_readable)
             continue
@@ -160,8 +167,8 @@ def evaluate_coco(
     coco: Any,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
-) -> dict[str, float | None]:
+) -> BoxStats:
     """Run the model over `loader` and score it against `coco`; every rank returns the same metrics."""
     detections, image_ids = predict_detections(model, postprocessor, loader, device, amp_dtype)
-    stats = coco_box_stats(coco, detections, image_ids) if is_main_process() else {}
-    return all_gather_objects(stats)[0]
+    stats = coco_box_stats(coco, detections, image_ids) if is_main_process() else None
+    return all_gather_objects(stats)[0]  # the main process's

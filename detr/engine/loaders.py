@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import signal
+from typing import TYPE_CHECKING, cast
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from detr.config import DataConfig
+
+if TYPE_CHECKING:
+    from detr.data import CocoDetection, DeterministicBatchSampler
 
 
 def ignore_sigint_in_worker(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's signature
@@ -16,7 +20,7 @@ def ignore_sigint_in_worker(worker_id: int) -> None:  # noqa: ARG001 - DataLoade
 
 
 def build_loader(
-    dataset: Dataset,
+    dataset: CocoDetection,
     data_cfg: DataConfig,
     batch_size: int,
     *,
@@ -59,7 +63,7 @@ def build_loader(
 
 
 def build_eval_loader(
-    dataset: Dataset,
+    dataset: CocoDetection,
     data_cfg: DataConfig,
     batch_size: int,
     *,
@@ -71,5 +75,10 @@ def build_eval_loader(
     loader = build_loader(
         dataset, data_cfg, batch_size, train=False, seed=0, rank=rank, world_size=world_size, device=device
     )
-    loader.batch_sampler.set_epoch(0)
+    batch_sampler(loader).set_epoch(0)
     return loader
+
+
+def batch_sampler(loader: DataLoader) -> DeterministicBatchSampler:
+    """The batch sampler of a `build_loader` loader (DataLoader types it as any iterable of batches)."""
+    return cast("DeterministicBatchSampler", loader.batch_sampler)

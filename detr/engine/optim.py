@@ -10,7 +10,8 @@ from detr.config import TrainConfig
 
 def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """Two groups, as in the official code: the backbone at `lr_backbone`, everything else at `lr`."""
-    backbone, rest = [], []
+    backbone: list[nn.Parameter] = []
+    rest: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (backbone if name.startswith("backbone.") else rest).append(p)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +33,18 @@ def no_phase(_name: str) -> AbstractContextManager:
 
 def weighted_loss(loss_dict: dict[str, Tensor], weight_dict: dict[str, float]) -> Tensor:
     """The optimised total: each weighted term summed in the weight table's order (so always the same bits)."""
-    return sum(loss_dict[k] * w for k, w in weight_dict.items() if k in loss_dict)
+    # a Tensor: the criterion computes at least one weighted term (sum() of nothing would be the int 0)
+    return cast(Tensor, sum(loss_dict[k] * w for k, w in weight_dict.items() if k in loss_dict))
+
+
+class Criterion(Protocol):
+    """What the step needs of a loss (detr.criterion.SetCriterion, or a profiled model's own)."""
+
+    weight_dict: dict[str, float]  # the optimised terms and their weights
+
+    def __call__(
+        self, outputs: Any, targets: list[dict[str, Any]], batch_targets: list[dict[str, Any]] | None = None
+    ) -> dict[str, Tensor]: ...
 
 
 @dataclass
@@ -57,7 +68,7 @@ class TrainingStep:
     def __init__(
         self,
         model: nn.Module,
-        criterion: nn.Module,
+        criterion: Criterion,
         optimizer: torch.optim.Optimizer,
         grad_params: Sequence[nn.Parameter],
         *,

@@ -9,10 +9,10 @@ import dataclasses
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.distributed as dist
@@ -38,8 +38,8 @@ from detr.engine.device import resolve_amp_dtype, resolve_device
 from detr.engine.distributed import agree_on_stop, broadcast_flag, init_distributed, is_collective_failure, peer_lost
 from detr.engine.ema import ModelEMA
 from detr.engine.evaluate import evaluate_coco
-from detr.engine.loaders import build_eval_loader, build_loader
-from detr.engine.metrics import MetricsWriter
+from detr.engine.loaders import batch_sampler, build_eval_loader, build_loader
+from detr.engine.metrics import BoxStats, EvalRecord, EventRecord, LoggedTerms, MetricsWriter, StepRecord
 from detr.engine.oom import (
     MAX_OOM_RETRIES,
     OOM_EXIT_CODE,
@@ -63,6 +63,9 @@ from detr.outputs import make_folder, writing
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later"; a job script requeues on it
 EXIT_INTERRUPTED = 130  # Ctrl-C, as the shell reports it
+
+if TYPE_CHECKING:
+    from detr.engine.callbacks import TrainerView
 
 
 def default_output_dir() -> Path:
@@ -156,14 +159,14 @@ class Trainer:
         if t.compile_backbone:
             model.backbone.compile()
         self.model_without_ddp = model
-        self.model = model
+        self.model: torch.nn.Module = model
         if self.world_size > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.grad_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.grad_param_names = [n for n, _ in self.grad_params]
-        self.optimizer = build_optimizer(model, t)
+        self.optimizer: torch.optim.Optimizer = build_optimizer(model, t)
         self.scheduler = build_scheduler(self.optimizer, t)
         self.scaler = torch.amp.GradScaler("cuda") if t.amp == "fp16" else None
         self.step = TrainingStep(
@@ -183,7 +186,7 @@ class Trainer:
         self.start_epoch = 0
         self.start_batch = 0
         self.corrupt_samples = 0
-        self.last_eval: dict[str, Any] | None = None
+        self.last_eval: EvalRecord | None = None
         self.best = BestTracker(t.best_metric)
         self.early_stopped = False
         self.oom_retries = 0
@@ -257,7 +260,7 @@ class Trainer:
     def total_steps(self) -> int:
         """The optimizer steps of the whole run, resumed ones included: epochs × batches, capped by max_steps."""
         t = self.cfg.train
-        steps = t.epochs * self.train_loader.batch_sampler.batches_per_epoch
+        steps = t.epochs * batch_sampler(self.train_loader).batches_per_epoch
         return min(steps, t.max_steps) if t.max_steps else steps
 
     def save_checkpoint(self, epoch: int, batch_in_epoch: int, rng: dict[str, Any] | None = None) -> None:
@@ -284,20 +287,24 @@ class Trainer:
                 path.write_text(config_to_toml(self.cfg, self.categories))
 
     # ----------------------------------------------------------------- events
-    def emit_event(self, kind: str, message: str, severity: str = "info", **fields: Any) -> dict[str, Any]:
+    def emit_event(self, kind: str, message: str, severity: str = "info", **fields: Any) -> EventRecord:
         """Write an event record and hand it to every callback."""
-        event = {
-            "type": "event",
-            "step": self.global_step,
-            "kind": kind,
-            "severity": severity,
-            "message": message,
-            "signal": None,
-            "value": None,
-            "threshold": None,
-            "module": None,
-            **fields,
-        }
+        # cast: the kind's own `fields` ride along, which no TypedDict can list
+        event = cast(
+            EventRecord,
+            {
+                "type": "event",
+                "step": self.global_step,
+                "kind": kind,
+                "severity": severity,
+                "message": message,
+                "signal": None,
+                "value": None,
+                "threshold": None,
+                "module": None,
+                **fields,
+            },
+        )
         self.metrics.write(event)
         for cb in self.callbacks:
             cb.on_event(self, event)
@@ -403,22 +410,26 @@ class Trainer:
             f"memprofile recommends --batch-size {recommended} (with --effective-batch to keep the optimizer's batch)"
         )
 
-    def step_record(self, ctx: StepContext) -> dict[str, Any]:
+    def step_record(self, ctx: StepContext) -> StepRecord:
         """The metrics.jsonl step record; reads device values, so only built on logging steps."""
+        assert ctx.loss is not None and ctx.grad_norm is not None, "built after the step"
         names = [k for k in self.criterion.logged_terms if k in ctx.loss_dict]
-        values = torch.stack([ctx.loss.detach().float()] + [ctx.loss_dict[k].detach().float() for k in names])
+        device_values = torch.stack([ctx.loss.detach().float()] + [ctx.loss_dict[k].detach().float() for k in names])
         if self.world_size > 1:
-            dist.all_reduce(values)
-            values /= self.world_size
-        values = values.tolist()
+            dist.all_reduce(device_values)
+            device_values /= self.world_size
+        values = device_values.tolist()
+        terms: LoggedTerms = {}
+        for name, value in zip(names, values[1:]):
+            terms[name] = value
         step_time = ctx.timings["step"]
         grad_norm = float(ctx.grad_norm)
-        record = {
+        record: StepRecord = {
             "type": "step",
             "step": ctx.step,
             "epoch": ctx.epoch,
             "loss": values[0],
-            **dict(zip(names, values[1:])),
+            **terms,
             "lr": self.optimizer.param_groups[0]["lr"],
             "grad_norm": grad_norm,
             "clip_ratio": self.step.clip_ratio(grad_norm),
@@ -448,17 +459,19 @@ class Trainer:
         """Stop at the end of the current step: a checkpoint is written and `fit()` reports `exit_code`."""
         self.stop_request = (reason, exit_code)
 
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self) -> EvalRecord:
         """Score the (averaged) weights; a new best writes best.pth before the record names it."""
         for cb in self.callbacks:
             cb.on_eval_start(self)
+        assert self.val_set is not None, "evaluation needs eval_every > 0"
         start = time.perf_counter()
         stats = self._scored()
         t = self.cfg.train
-        new_best = self.best.update(stats.get(t.best_metric), self.global_step, t.early_stop_min_delta)
+        metric = cast("dict[str, float | None]", stats).get(t.best_metric)  # validated: one of BoxStats' keys
+        new_best = self.best.update(metric, self.global_step, t.early_stop_min_delta)
         if new_best:
             self.save_best()
-        record = {
+        record: EvalRecord = {
             "type": "eval",
             "step": self.global_step,
             **stats,
@@ -474,10 +487,11 @@ class Trainer:
             cb.on_eval(self, record)
         return record
 
-    def _scored(self) -> dict[str, Any]:
+    def _scored(self) -> BoxStats:
         """COCO metrics of the validation set, retried at half the batch after an out-of-memory error (evaluation
         changes nothing); OutOfMemoryStop when even one image does not fit."""
         model = self.ema.module if self.ema is not None else self.model_without_ddp
+        assert self.val_set is not None  # evaluate() runs only with a validation split
         while True:
             loader = build_eval_loader(
                 self.val_set,
@@ -712,11 +726,11 @@ class Trainer:
             self._epoch = epoch
             start_batch = self.start_batch if epoch == self.start_epoch else 0
             self.train_set.set_epoch(epoch)
-            self.train_loader.batch_sampler.set_epoch(epoch, start_batch=start_batch)
+            batch_sampler(self.train_loader).set_epoch(epoch, start_batch=start_batch)
             batch_in_epoch = start_batch
             stop = t.max_steps and self.global_step >= t.max_steps
             data_start = time.perf_counter()
-            batches = iter([] if stop else self.train_loader)
+            batches: Iterator[tuple[torch.Tensor, torch.Tensor, list[dict]]] = iter([] if stop else self.train_loader)
             while True:
                 try:
                     # what a resume must start from (waiting for data, or a step that runs out of memory)
@@ -806,3 +820,10 @@ class Preempted(BaseException):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
+
+
+if TYPE_CHECKING:
+
+    def _trainer_is_a_view(trainer: Trainer) -> TrainerView:
+        """mypy checks here that the Trainer has every member `TrainerView` promises callbacks, with its type."""
+        return trainer

@@ -46,6 +46,7 @@ def run_memprofile(options: MemprofileOptions) -> int:
 
     snapshot_path = None
     if plan.snapshot:
+        assert plan.output_dir is not None  # checked with the options
         plan.output_dir.mkdir(parents=True, exist_ok=True)
         snapshot_path = str(plan.output_dir / "memory_snapshot.pickle")
     with progress_bar(err) as progress:

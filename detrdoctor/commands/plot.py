@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rich.console import JustifyMethod
+
     from detrdoctor.runs import Run
 
 SPARK_WIDTH = 24
@@ -46,13 +48,14 @@ def render_run(run: Run, summary: dict[str, Any], smooth: int) -> list:
         box=None,
         pad_edge=False,
     )
-    for column, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("series", "left"),
         ("over the run", "left"),
         ("last", "right"),
         ("best", "right"),
         ("at step", "right"),
-    ):
+    )
+    for column, justify in columns:
         table.add_column(column, justify=justify, no_wrap=True)
     for series in SERIES:
         entry = summary["series"].get(series.key)

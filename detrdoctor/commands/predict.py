@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
     from rich.progress import Progress
+    from torch.utils.data import DataLoader
 
     from detr.config import RunConfig
 
@@ -42,7 +43,7 @@ class PredictOptions:
 class Inputs:
     """What the model runs on: a loader of (images, mask, targets) and, per image id, its file and output name."""
 
-    loader: Iterable
+    loader: DataLoader
     files: dict[Any, tuple[Path, str]]  # image_id → (path, name); image ids are ints (COCO ids or file indices)
     coco: Any  # the split's COCO ground truth, None for plain files
     folders: list[Path]  # the image folders read: --out may be none of them, nor hold one
@@ -82,6 +83,7 @@ def require_detr(ckpt: dict[str, Any], weights: str) -> None:
 
 def split_inputs(cfg: RunConfig, split: str, device: torch.device) -> Inputs:
     """A dataset split, loaded exactly as `evaluate` loads it."""
+    from detr.config import device_batch_size
     from detr.data import build_dataset, check_dataset
     from detr.engine.loaders import build_eval_loader
 
@@ -89,7 +91,7 @@ def split_inputs(cfg: RunConfig, split: str, device: torch.device) -> Inputs:
     dataset = build_dataset(cfg.data, split, train=False)
     oversized = oversized_images([dataset.image_path(i) for i in range(len(dataset))], cfg.data.max_image_pixels)
     dataset.ids = [image_id for i, image_id in enumerate(dataset.ids) if str(dataset.image_path(i)) not in oversized]
-    loader = build_eval_loader(dataset, cfg.data, cfg.train.batch_size, device=device)
+    loader = build_eval_loader(dataset, cfg.data, device_batch_size(cfg.train), device=device)
     files = {
         image_id: (dataset.image_path(i), str(dataset.coco.imgs[image_id]["file_name"]))
         for i, image_id in enumerate(dataset.ids)
@@ -115,6 +117,7 @@ def file_inputs(cfg: RunConfig, sources: list[str], out: Path, device: torch.dev
     --out inside a source folder left out)."""
     from torch.utils.data import DataLoader
 
+    from detr.config import device_batch_size
     from detr.data.files import IMAGE_SUFFIXES, ImageFiles, collate_readable, find_images
     from detr.errors import DataError
 
@@ -131,7 +134,7 @@ def file_inputs(cfg: RunConfig, sources: list[str], out: Path, device: torch.dev
     dataset = ImageFiles([path for path, _ in images], cfg.data)
     loader = DataLoader(
         dataset,
-        batch_size=cfg.train.batch_size,
+        batch_size=device_batch_size(cfg.train),
         collate_fn=collate_readable,
         num_workers=cfg.data.num_workers,
         pin_memory=device.type == "cuda",
@@ -172,7 +175,7 @@ def output_paths(inputs: Inputs, image_ids: list[int], out: Path) -> dict[int, P
     return paths
 
 
-def tracked(loader: Iterable, progress: Progress, description: str) -> Iterator:
+def tracked(loader: DataLoader, progress: Progress, description: str) -> Iterator:
     """`loader`'s batches, advancing a progress bar."""
     task = progress.add_task(description, total=len(loader))
     for batch in loader:
@@ -288,7 +291,7 @@ def run_predict(options: PredictOptions) -> int:
     from detrdoctor.commands.evaluate import checkpoint_model, config_for_weights, require_finite_detections
 
     check_options(options)
-    overrides = {
+    overrides: dict[str, dict[str, Any]] = {
         "data": {"coco_path": options.coco_path},
         "train": {"batch_size": options.batch_size, "device": options.device},
     }
@@ -335,7 +338,7 @@ def run_predict(options: PredictOptions) -> int:
         source: str | list[str] = f"{options.split} split of {cfg.data.coco_path or 'the synthetic dataset'}"
     else:
         source = options.sources
-    summary = {
+    summary: dict[str, Any] = {
         "weights": options.weights,
         "source": source,
         "device": str(device),

@@ -19,6 +19,8 @@ from rich.live import Live
 from rich.segment import SegmentLines
 
 from detr.engine.callbacks import Callback, StepContext, TrainerView
+from detr.engine.loaders import batch_sampler
+from detr.engine.metrics import EvalRecord, EventRecord, StepRecord
 from detrdoctor.dashboard import render
 from detrdoctor.dashboard.state import DashboardState, RunInfo
 from detrdoctor.dashboard.telemetry import TelemetrySampler
@@ -72,7 +74,7 @@ def run_info(trainer: TrainerView, profile: str) -> RunInfo:
         world_size=trainer.world_size,
         amp=t.amp,
         total_steps=trainer.total_steps(),
-        steps_per_epoch=trainer.train_loader.batch_sampler.batches_per_epoch,
+        steps_per_epoch=batch_sampler(trainer.train_loader).batches_per_epoch,
         epochs=t.epochs,
         clip_max_norm=t.clip_max_norm,
         output_dir=str(trainer.output_dir),
@@ -139,6 +141,7 @@ class Dashboard(Callback):
                 self.console.render_lines(render.dashboard(view, width, height), options, pad=False), new_lines=True
             )
             self._frame_key = key
+        assert self._frame_lines is not None  # drawn at the first call: no key matches None
         return self._frame_lines
 
     def on_step_start(self, trainer: TrainerView, ctx: StepContext) -> None:
@@ -149,7 +152,7 @@ class Dashboard(Callback):
         if self._timer is not None:
             self._timer.mark()
 
-    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: dict[str, Any] | None) -> None:
+    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: StepRecord | None) -> None:
         if self._live is None:
             return
         if self._timer is not None:
@@ -163,10 +166,10 @@ class Dashboard(Callback):
     def on_eval_start(self, trainer: TrainerView) -> None:
         self.state.set_phase("evaluating")
 
-    def on_eval(self, trainer: TrainerView, record: dict[str, Any]) -> None:
+    def on_eval(self, trainer: TrainerView, record: EvalRecord) -> None:
         self.state.add_eval(record)
 
-    def on_event(self, trainer: TrainerView, event: dict[str, Any]) -> None:
+    def on_event(self, trainer: TrainerView, event: EventRecord) -> None:
         self.state.add_event(event)
 
     def on_train_end(self, trainer: TrainerView, summary: dict[str, Any]) -> None:

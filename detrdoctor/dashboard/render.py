@@ -231,7 +231,7 @@ def throughput_panel(view: View, width: int) -> list[Text]:
         cells.append(("█" * n, SPLIT_STYLE[key]))
         used += n
     lines.append(line(*cells))
-    legend = []
+    legend: list[str | tuple[str, str]] = []
     for key in SPLIT_KEYS[1:]:  # data wait gets its own line below
         legend += [" " * bool(legend), ("■", SPLIT_STYLE[key]), f"{SPLIT_LABEL[key]} {percent(split[key] / total)}"]
     lines.append(line(*legend))
@@ -290,11 +290,11 @@ def system_panel(telemetry: Telemetry | None, width: int) -> tuple[str, list[Tex
         return title, [line(("no readings", "dim"))]
     ram = host.ram_used / host.ram_total if host.ram_used is not None and host.ram_total else None
     cpu = f"CPU {_pct(host.cpu_percent):>4} of {host.cpus} "
-    mem = f"RAM {gib(host.ram_used)}/{gib(host.ram_total)} GiB "
-    gauge = max(0, width - 4 - max(len(cpu), len(mem)))
+    ram_label = f"RAM {gib(host.ram_used)}/{gib(host.ram_total)} GiB "
+    gauge = max(0, width - 4 - max(len(cpu), len(ram_label)))
     return title, [
         line(cpu.ljust(width - 4 - gauge), bar(None if host.cpu_percent is None else host.cpu_percent / 100, gauge)),
-        line(mem.ljust(width - 4 - gauge), bar(ram, gauge, "green")),
+        line(ram_label.ljust(width - 4 - gauge), bar(ram, gauge, "green")),
         line(f"trainer RSS {gib(host.rss)} GiB"),
     ]
 

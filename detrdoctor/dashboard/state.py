@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detr.criterion import LOSS_TERMS
+from detr.engine.metrics import EvalRecord, EventRecord, StepRecord
 from detrdoctor.dashboard.telemetry import Telemetry
 from detrdoctor.watchdog.signals import is_watchdog_warning
 
@@ -97,7 +98,7 @@ class DashboardState:
         self._info: RunInfo | None = None
         self._phase = "starting"
         self._step = self._epoch = self._skipped = 0
-        self._losses = {k: deque(maxlen=HISTORY) for k in LOSS_KEYS}
+        self._losses: dict[str, deque[float | None]] = {k: deque(maxlen=HISTORY) for k in LOSS_KEYS}
         self._grad_norms: deque[float | None] = deque(maxlen=HISTORY)
         self._latest: dict[str, Any] = {}
         self._step_times: deque[float] = deque(maxlen=HISTORY)
@@ -133,7 +134,7 @@ class DashboardState:
             self._version += 1
             self._gpu_split.append((forward, backward, optimizer))
 
-    def add_record(self, record: dict[str, Any]) -> None:
+    def add_record(self, record: StepRecord) -> None:
         """A logged step record (metrics.jsonl): losses, grad norm, learning rate."""
         with self._lock:
             self._version += 1
@@ -147,12 +148,12 @@ class DashboardState:
             self._version += 1
             self._phase = phase
 
-    def add_eval(self, record: dict[str, Any]) -> None:
+    def add_eval(self, record: EvalRecord) -> None:
         with self._lock:
             self._version += 1
             self._last_eval, self._phase = dict(record), "training"
 
-    def add_event(self, event: dict[str, Any]) -> None:
+    def add_event(self, event: EventRecord) -> None:
         core = ("type", "step", "kind", "severity", "message")
         item = Event(
             step=int(event.get("step") or 0),

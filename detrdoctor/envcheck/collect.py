@@ -127,7 +127,7 @@ def requirement_facts() -> dict[str, str]:
         dist = metadata.distribution("detrdoctor")
     except metadata.PackageNotFoundError:
         return {}
-    found = {"python": dist.metadata.get("Requires-Python") or ""}
+    found = {"python": dist.metadata.get("Requires-Python") or ""}  # type: ignore[attr-defined]  # an email Message
     for line in dist.requires or []:
         match = re.match(r"^([A-Za-z0-9_.\-]+)\s*\(?\s*(>=\s*[\w.]+)", line)
         if match and ";" not in line:

@@ -9,6 +9,7 @@ it runs both in the parent and in every child.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -38,10 +39,10 @@ def start_probes(
 ) -> dict[str, Future[dict[str, Any]]]:
     """Start the named probes (name → parameters) and plain commands (name → argv) at once; name → future result."""
     jobs: dict[str, Callable[[], dict[str, Any]]] = {
-        name: (lambda n=name, p=params: _run_probe(n, p)) for name, params in requests.items()
+        name: functools.partial(_run_probe, name, params) for name, params in requests.items()
     }
     for name, argv in (commands or {}).items():
-        jobs[name] = lambda a=argv: _run_command(a)
+        jobs[name] = functools.partial(_run_command, argv)
     pool = ThreadPoolExecutor(max_workers=max(1, len(jobs)), thread_name_prefix="envcheck-probe")
     futures = {name: pool.submit(job) for name, job in jobs.items()}
     pool.shutdown(wait=False)  # the workers finish these jobs; nothing else is queued

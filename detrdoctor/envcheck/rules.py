@@ -722,7 +722,7 @@ def rule_cuda_arch(facts: Facts) -> list[Check]:
         return [check(cid, "skip", message="no GPU here")]
     if not arch_list:
         return [check(cid, "skip", message="torch's arch list is unknown (torch did not import, or a CPU-only build)")]
-    verdicts = [(g, capability(g), arch_support(capability(g), arch_list)) for g in devices]
+    verdicts = [(g, cap, arch_support(cap, arch_list)) for g in devices if (cap := capability(g))]
     seen: dict[str, str] = {}
     for g, cap, _ in verdicts:
         seen.setdefault(f"{g.get('name', '?')} sm_{cap[0]}{cap[1]}", "")
@@ -735,7 +735,8 @@ def rule_cuda_arch(facts: Facts) -> list[Check]:
         return [check(cid, "pass", found, expected)]
     fix = cuda_wheel_fix(facts, _tag_for_gpus(facts))
     torch_warning = next(
-        (w for w in step(facts, "torch", "cuda").get("warnings", []) if classify(w) and classify(w).key == "arch"), ""
+        (w for w in step(facts, "torch", "cuda").get("warnings", []) if (cause := classify(w)) and cause.key == "arch"),
+        "",
     )
     if missing:
         arches = ", ".join(sorted(set(missing)))
@@ -835,9 +836,7 @@ def rule_cuda_bf16(facts: Facts) -> list[Check]:
             )
         ]
     without = [
-        f"{g.get('name', '?')} (sm_{capability(g)[0]}{capability(g)[1]})"
-        for g in devices
-        if capability(g) and capability(g) < (8, 0)
+        f"{g.get('name', '?')} (sm_{cap[0]}{cap[1]})" for g in devices if (cap := capability(g)) and cap < (8, 0)
     ]
     if not without:
         return [check("cuda.bf16", "pass", "all GPUs (sm_80+)", "sm_80+ for --amp bf16")]
@@ -1343,7 +1342,7 @@ def rule_dataset(facts: Facts) -> list[Check]:
     if doctor.get("checks"):
         rows += doctor["checks"]
     elif step_error(facts, "dataset", "doctor"):
-        rows.append(
+        doctor_row: dict[str, Any] = (  # as the doctor's rows: a check plus count and example
             {
                 **check(
                     "data.checks",
@@ -1356,6 +1355,7 @@ def rule_dataset(facts: Facts) -> list[Check]:
                 "example": "",
             }
         )
+        rows.append(doctor_row)
     return rows
 
 

@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
+from typing import Any, cast
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from detr.config import DataConfig, RunConfig
-from detr.engine.loaders import build_loader
+from detr.config import DataConfig, RunConfig, device_batch_size
+from detr.engine.loaders import batch_sampler, build_loader
 from detr.errors import DataError
 from detrdoctor.loaderbench.results import SettingResult
 from detrdoctor.loaderbench.stages import STAGES, StageTimedDataset, TimedCollate, decoder_probe
@@ -70,8 +70,8 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def _total_cpu_seconds(pids: Sequence[int]) -> float | None:
-    seconds = [cpu_seconds(pid) for pid in pids]
-    return None if None in seconds else sum(seconds)
+    seconds = [s for s in (cpu_seconds(pid) for pid in pids) if s is not None]
+    return sum(seconds) if len(seconds) == len(pids) else None
 
 
 def reset_peak_rss() -> None:
@@ -139,7 +139,7 @@ def build_bench_loader(
     )
     timed = opts.stage_timing
     return DataLoader(
-        StageTimedDataset(dataset) if timed else dataset,
+        cast(Dataset, StageTimedDataset(dataset)) if timed else dataset,  # a Dataset by duck typing (no torch import)
         batch_sampler=CyclingBatchSampler(base.batch_sampler, total_batches),
         collate_fn=TimedCollate(base.collate_fn) if timed else base.collate_fn,
         num_workers=num_workers,
@@ -246,7 +246,8 @@ def measure_setting(
 
         pids = [os.getpid(), *(w.pid for w in getattr(iterator, "_workers", []))]
         cpu_start = _total_cpu_seconds(pids)
-        times, sizes = [perf_counter()], []
+        times = [perf_counter()]
+        sizes: list[int] = []
         deadline = times[0] + opts.budget_s if opts.budget_s else float("inf")
         while len(sizes) < opts.batches and (len(sizes) < MIN_TIMED_BATCHES or times[-1] < deadline):
             batch = next(iterator)
@@ -266,10 +267,10 @@ def measure_setting(
             result.cpu_percent = 100 * (cpu_end - cpu_start) / (times[-1] - times[0])
         if None not in memory:
             result.peak_rss_main_bytes = memory[0]
-            result.peak_rss_workers_bytes = sum(memory[1:])
-            result.peak_rss_bytes = sum(memory)
+            result.peak_rss_workers_bytes = sum(m for m in memory[1:] if m is not None)
+            result.peak_rss_bytes = sum(m for m in memory if m is not None)
         if None not in pss:
-            result.pss_bytes = sum(pss)
+            result.pss_bytes = sum(p for p in pss if p is not None)
         result.stages_ms = steady.stages_ms()
         result.images = sum(sizes)
         result.timed_batches = len(sizes)
@@ -337,9 +338,15 @@ def measure_step_time(cfg: RunConfig, dataset: Any, steps: int = 3) -> tuple[flo
     criterion.to(device)
     optimizer = build_optimizer(model, cfg.train)
     loader = build_loader(
-        dataset, cfg.data, cfg.train.batch_size, train=True, seed=cfg.train.seed, num_workers=0, pin_memory=False
+        dataset,
+        cfg.data,
+        device_batch_size(cfg.train),
+        train=True,
+        seed=cfg.train.seed,
+        num_workers=0,
+        pin_memory=False,
     )
-    loader.batch_sampler.set_epoch(0)
+    batch_sampler(loader).set_epoch(0)
     warmup = 1 if device.type == "cuda" else 0
     batches = CyclingBatchSampler(loader.batch_sampler, warmup + steps)
     times = []

@@ -145,10 +145,10 @@ def bar_chart(report: Report) -> Text:
         if not r.ok:
             text.append("crashed\n", style="bold red")
             continue
-        filled = max(1, round(BAR_WIDTH * r.images_per_s / scale))
+        filled = max(1, round(BAR_WIDTH * (r.images_per_s or 0.0) / scale))  # set on every completed setting
         cells = ["█"] * filled + [" "] * (BAR_WIDTH - filled)
         marker = None if demand is None else min(BAR_WIDTH - 1, round(BAR_WIDTH * demand / scale))
-        colour = {True: "red", False: "green"}.get(starved[(r.num_workers, r.pin_memory)], "cyan")
+        colour = {True: "red", False: "green", None: "cyan"}[starved[(r.num_workers, r.pin_memory)]]
         for i, cell in enumerate(cells):
             text.append("┃" if i == marker else cell, style="bold yellow" if i == marker else colour)
         text.append(f" {r.images_per_s:.1f} images/s\n")

@@ -9,7 +9,7 @@ appends them to the batch, so no shared memory or extra queue is needed.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from time import perf_counter
 from typing import Any
@@ -116,10 +116,10 @@ class StageTimedDataset:
 class TimedCollate:
     """Wraps a collate function; the batch gains one element: the summed seconds per stage and `samples`."""
 
-    def __init__(self, collate: Callable[[Sequence[Any]], Any]) -> None:
+    def __init__(self, collate: Callable[[list[Any]], Any]) -> None:
         self.collate = collate
 
-    def __call__(self, samples: Sequence[tuple[Any, dict]]) -> tuple[Any, ...]:
+    def __call__(self, samples: list[tuple[Any, dict]]) -> tuple[Any, ...]:  # the DataLoader passes a list
         totals: dict[str, float | None] = {"read": 0.0, "decode": 0.0, "augment": 0.0}
         for _, target in samples:
             for stage, seconds in target.pop(STAGE_KEY).items():

@@ -47,7 +47,7 @@ def judge_starvation(
     for r in results:
         entry = SettingStarvation(r.num_workers, r.pin_memory, None, None, None, None)
         if r.ok:
-            entry.loader_batch_s = 1 / r.batches_per_s
+            entry.loader_batch_s = 1 / _measured(r.batches_per_s)
             if step_time_s is not None:
                 entry.wait_s, entry.wait_fraction = step_wait(entry.loader_batch_s, step_time_s, r.num_workers)
                 entry.starved = entry.wait_fraction > NOISE_WAIT
@@ -65,16 +65,26 @@ def _per_worker_count(results: Sequence[SettingResult], has_gpu: bool) -> list[S
     for n in sorted({r.num_workers for r in results if r.ok}):
         by_pin = {r.pin_memory: r for r in results if r.ok and r.num_workers == n}
         on, off = by_pin.get("on"), by_pin.get("off")
-        if on and (off is None or (has_gpu and on.images_per_s >= (1 - WITHIN_BEST) * off.images_per_s)):
+        if on and (off is None or (has_gpu and _images_per_s(on) >= (1 - WITHIN_BEST) * _images_per_s(off))):
             chosen[n] = on
         else:
-            chosen[n] = off or on
+            chosen[n] = off or by_pin["on"]  # n has at least one completed result
     return list(chosen.values())
+
+
+def _measured(value: float | None) -> float:
+    """A rate or share of a completed setting (`SettingResult.ok`), which its measurement always sets."""
+    assert value is not None
+    return value
+
+
+def _images_per_s(r: SettingResult) -> float:
+    return _measured(r.images_per_s)
 
 
 def _dominant_stage(stages_ms: dict[str, float | None]) -> str | None:
     known = {k: v for k, v in stages_ms.items() if v is not None}
-    return max(known, key=known.get) if known else None
+    return max(known, key=lambda k: known[k]) if known else None
 
 
 def _remedy(best: SettingResult, swept: Sequence[int], cpu_count: int, has_gpu: bool) -> str:
@@ -105,9 +115,9 @@ def recommend(
     verdicts = {(s.num_workers, s.pin_memory): s for s in starvation.per_setting}
     fed = [r for r in candidates if verdicts[(r.num_workers, r.pin_memory)].starved is False]
     pool = fed or candidates
-    best = max(pool, key=lambda r: r.images_per_s)
+    best = max(pool, key=_images_per_s)
     pick = min(
-        (r for r in pool if r.images_per_s >= (1 - WITHIN_BEST) * best.images_per_s), key=lambda r: r.num_workers
+        (r for r in pool if _images_per_s(r) >= (1 - WITHIN_BEST) * _images_per_s(best)), key=lambda r: r.num_workers
     )
     pick_verdict = verdicts[(pick.num_workers, pick.pin_memory)]
 
@@ -128,7 +138,7 @@ def recommend(
     if step is None:
         second = "No model step time (--step-time none): whether training waits for data is not judged."
     elif starved:
-        least = min(candidates, key=lambda r: verdicts[(r.num_workers, r.pin_memory)].wait_fraction)
+        least = min(candidates, key=lambda r: _measured(verdicts[(r.num_workers, r.pin_memory)].wait_fraction))
         wait = verdicts[(least.num_workers, least.pin_memory)].wait_fraction
         second = (
             f"Even the best setting ({least.num_workers} workers) leaves the {waiter} waiting {wait:.0%} of "
@@ -171,8 +181,8 @@ def explain_crash(message: str, shm_bytes: int | None) -> tuple[str, str]:
             f"{fewer}, or add host memory; `dmesg | grep -i oom` confirms",
         )
     signals = re.search(r"\(worker signals: ([^)]+)\)", message)
-    if worded or signals:
-        name = worded.group(1) if worded else signals.group(1)
+    if named := worded or signals:
+        name = named.group(1)
         return (f"a worker died of signal {name}", "rerun with --num-workers 0 to see the failure in the main process")
     if "exited unexpectedly" in message:
         return (

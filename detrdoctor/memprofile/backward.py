@@ -61,11 +61,13 @@ class PythonBackward:
 
     def _unpack(self, saved: _Saved) -> Tensor:
         self._unpacked.append(saved)
+        assert saved.tensor is not None, "a saved tensor is unpacked before its node has run"
         return saved.tensor
 
     def backward(self, loss: Tensor) -> None:
         """Gradients of the scalar `loss` into the leaves' .grad."""
         root = loss.grad_fn
+        assert root is not None, "the loss must depend on tensors that require grad"
         with torch.no_grad():
             self._pending: dict[Node, list[Tensor | None]] = {root: [torch.ones_like(loss)]}
         self._waiting = _dependencies(root)
@@ -88,9 +90,9 @@ class PythonBackward:
                 self._owners[_key(g)] -= 1
         with self._scope(node), torch.no_grad():
             if node.name() == "torch::autograd::AccumulateGrad":
-                self._accumulate(node.variable, grads[0])
+                self._accumulate(node.variable, grads[0])  # type: ignore[attr-defined]  # AccumulateGrad's own
                 return
-            outputs = _as_tuple(node(*grads))
+            outputs = _as_tuple(node(*grads))  # type: ignore[operator]  # a Node is callable; its stub omits it
             del grads
             self._release_saved()
             for (target, slot), g in zip(node.next_functions, outputs, strict=True):
@@ -115,14 +117,15 @@ class PythonBackward:
     def _add(self, buffer: list[Tensor | None], slot: int, grad: Tensor) -> None:
         owners, old = self._owners, buffer[slot]
         if old is None:
-            buffer[slot] = grad
+            new = grad
         elif owners[_key(old)] == 1 and old._base is None and old.is_contiguous():
             old.add_(grad)
             return
         else:
             owners[_key(old)] -= 1
-            buffer[slot] = old + grad
-        owners[_key(buffer[slot])] += 1
+            new = old + grad
+        buffer[slot] = new
+        owners[_key(new)] += 1
 
     def _accumulate(self, param: Tensor, grad: Tensor | None) -> None:
         if grad is None:

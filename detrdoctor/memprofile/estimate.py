@@ -167,11 +167,12 @@ class Estimator:
             with mode:
                 step = self._built()
                 mode.start()
-                group = {p: group_of(name) for name, p in step.model.named_parameters()}
+                group: dict[torch.Tensor, str] = {p: group_of(name) for name, p in step.model.named_parameters()}
                 for weight_group, tensor in step.weights_by_group():
                     mode.retag(tensor, "parameters", weight_group)
                 for p in step.grad_params:
-                    mode.retag(p.grad, "gradients", group[p])
+                    if p.grad is not None:  # the previous step's, alive in steady state
+                        mode.retag(p.grad, "gradients", group[p])
                     for state in step.optimizer.state[p].values():
                         mode.retag(state, "optimizer_state", group[p])
                 with mode.scope(category="inputs"):
@@ -197,6 +198,7 @@ class Estimator:
                 del batch
         breakdown = mode.breakdown()
         breakdown["workspace"] = {"cublas": CUBLAS_WORKSPACES}
+        assert mode.allocator is not None  # started above
         reserved = mode.allocator.peak_reserved + CUBLAS_WORKSPACES
         return PointResult(
             batch_size=batch_size,

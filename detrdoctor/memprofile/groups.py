@@ -31,7 +31,12 @@ def group_of(name: str) -> str:
 
 def node_group(node: torch.autograd.graph.Node) -> str:
     """The group recorded on an autograd node (OTHER when none was)."""
-    return node.metadata.get(_NODE_KEY, OTHER)
+    return _metadata(node).get(_NODE_KEY, OTHER)
+
+
+def _metadata(node: torch.autograd.graph.Node) -> dict:
+    """The node's own dict: a property at runtime, which torch's type stub declares as a method."""
+    return node.metadata  # type: ignore[return-value]
 
 
 OnLabel = Callable[[torch.autograd.graph.Node, str], None]
@@ -42,9 +47,9 @@ def label_graph(outputs: object, group: str, on_label: OnLabel | None = None) ->
     stack = [t.grad_fn for t in tree_leaves(outputs) if isinstance(t, torch.Tensor) and t.grad_fn is not None]
     while stack:
         node = stack.pop()
-        if _NODE_KEY in node.metadata:
+        if _NODE_KEY in _metadata(node):
             continue
-        node.metadata[_NODE_KEY] = group
+        _metadata(node)[_NODE_KEY] = group
         if on_label is not None:
             on_label(node, group)
         stack.extend(n for n, _ in node.next_functions if n is not None)

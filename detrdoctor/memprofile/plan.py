@@ -130,9 +130,12 @@ def _amp_modes(amp: str, device: str | None, gpu: CudaDevice | None, target: GPU
             )
         bf16 = target.bf16 if target else True
     else:
+        assert gpu is not None  # the CUDA device named
         bf16 = gpu.bf16
     if amp == "bf16" and not bf16:
-        raise ConfigError(f"--amp bf16: {gpu.name if gpu else target.name} does not support bf16; use --amp fp16")
+        named = gpu or target
+        assert named is not None  # bf16 is False only for a known GPU
+        raise ConfigError(f"--amp bf16: {named.name} does not support bf16; use --amp fp16")
     return ["off", "bf16" if bf16 else "fp16"] if amp == "both" else [amp]
 
 

@@ -129,7 +129,7 @@ def _table(s: Summary) -> Table:
     if errors:
         table.add_column("error", justify="right")
     for r in s.primary():
-        row = [
+        row: list[str | Text] = [
             str(r.batch_size),
             r.amp,
             fmt_bytes(r.peak_bytes),
@@ -143,16 +143,18 @@ def _table(s: Summary) -> Table:
             e = estimates.get((r.batch_size, r.amp))
             row.append(fmt_bytes(e.peak_bytes) if e else "–")
         if errors:
-            e = errors.get((r.batch_size, r.amp))
-            row.append(Text(f"{e['error']:+.1%}", style="green" if e["within_target"] else "red") if e else "–")
+            error = errors.get((r.batch_size, r.amp))
+            row.append(
+                Text(f"{error['error']:+.1%}", style="green" if error["within_target"] else "red") if error else "–"
+            )
         table.add_row(*row)
     return table
 
 
 def _chart(s: Summary) -> Group:
     """One bar per point: device memory against the largest, the usable limit marked with │."""
-    points = [r for r in s.primary() if r.status == "ok" and used_bytes(r) is not None]
-    scale = max([used_bytes(r) for r in points] + [s.usable_bytes or 0], default=0)
+    used = [b for r in s.primary() if r.status == "ok" and (b := used_bytes(r)) is not None]
+    scale = max(used + [s.usable_bytes or 0], default=0)
     parts: list[Text] = [
         Text("device memory by batch size" + (" (estimated)" if s.primary_mode == "estimated" else ""), style="bold")
     ]
@@ -161,10 +163,10 @@ def _chart(s: Summary) -> Group:
         parts.append(Text(amp, style="bold"))
         for r in s.primary(amp):
             line = Text(f"  {r.batch_size:>5} ")
-            if r.status != "ok" or used_bytes(r) is None:
+            if r.status != "ok" or (r_used := used_bytes(r)) is None:
                 line.append(r.status.upper(), style="bold red")
             else:
-                n = max(1, round(BAR_WIDTH * used_bytes(r) / scale)) if scale else 0
+                n = max(1, round(BAR_WIDTH * r_used / scale)) if scale else 0
                 bar = ["█"] * n + [" "] * (BAR_WIDTH - n)
                 if limit_col is not None and limit_col < BAR_WIDTH:
                     bar[limit_col] = "│"

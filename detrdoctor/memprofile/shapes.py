@@ -41,7 +41,7 @@ def resolve_shape(text: str, cfg: RunConfig, batch_size: int) -> Shape:
         from detr.data import worst_case_batch_shape
 
         try:
-            return Shape(tuple(worst_case_batch_shape(cfg.data, train=True)), "worst")
+            return Shape(worst_case_batch_shape(cfg.data, train=True), "worst")
         except ValueError as e:  # no max_size: the transforms' output is unbounded
             raise ConfigError(f"--shape worst: {e}; give --shape HxW or --shape dataset") from None
     return _dataset_shape(cfg, batch_size)
@@ -50,11 +50,11 @@ def resolve_shape(text: str, cfg: RunConfig, batch_size: int) -> Shape:
 def _dataset_shape(cfg: RunConfig, batch_size: int) -> Shape:
     """The largest padded shape among the first training batches of the data loader, and their spread."""
     from detr.data import build_dataset
-    from detr.engine.loaders import build_loader
+    from detr.engine.loaders import batch_sampler, build_loader
 
     dataset = build_dataset(cfg.data, "train", train=True, seed=cfg.train.seed)
     loader = build_loader(dataset, cfg.data, batch_size, train=True, seed=cfg.train.seed, pin_memory=False)
-    loader.batch_sampler.set_epoch(0)
+    batch_sampler(loader).set_epoch(0)
     shapes: list[tuple[int, int]] = []
     for images, _mask, _targets in loader:
         shapes.append(tuple(images.shape[-2:]))

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from detr.config import RunConfig
-from detr.engine.step import Phase, TrainingStep, no_phase
+from detr.engine.step import Criterion, Phase, TrainingStep, no_phase
 from detrdoctor.memprofile.groups import group_of
 
 # Objects per synthetic image: COCO's mean is about 7; the loss's memory hardly depends on it.
@@ -29,9 +29,10 @@ class Batch:
 
 
 def synthetic_batch(
-    batch_size: int, shape: tuple[int, int], num_classes: int, device: torch.device | str, seed: int = 0
+    batch_size: int, shape: tuple[int, int], num_classes: int | str, device: torch.device | str, seed: int = 0
 ) -> Batch:
     """`batch_size` images of exactly `shape` (no padding: the worst case) with random boxes."""
+    assert isinstance(num_classes, int), "num_classes is resolved with the plan (memprofile.plan)"
     generator = torch.Generator().manual_seed(seed)
     h, w = shape
     targets = []
@@ -59,7 +60,7 @@ class ProfiledStep:
         device: torch.device,
         amp_dtype: torch.dtype | None,
         phase: Phase = no_phase,
-        build: Callable[[RunConfig], tuple[nn.Module, nn.Module]] | None = None,
+        build: Callable[[RunConfig], tuple[nn.Module, Criterion]] | None = None,
         grad_scaler: bool = True,
     ):
         from detr.engine.ema import ModelEMA
@@ -67,8 +68,9 @@ class ProfiledStep:
 
         self.cfg, self.device, self.amp_dtype, self.phase = cfg, device, amp_dtype, phase
         # Built directly on the device: fake CUDA tensors cannot be moved there afterwards.
+        builder: Callable[[RunConfig], tuple[nn.Module, Criterion]] = build or build_detr
         with torch.device(device):
-            self.model, self.criterion = (build or build_detr)(cfg)
+            self.model, self.criterion = builder(cfg)
         if cfg.train.channels_last and device.type == "cuda":
             self.model.backbone.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg.train)
@@ -119,7 +121,7 @@ class ProfiledStep:
         )
 
 
-def resolve_build(spec: str | None) -> Callable[[RunConfig], tuple[nn.Module, nn.Module]]:
+def resolve_build(spec: str | None) -> Callable[[RunConfig], tuple[nn.Module, Criterion]]:
     """A "module:function" that builds (model, criterion) from a RunConfig; None means DETR."""
     if spec is None:
         return build_detr
@@ -127,7 +129,7 @@ def resolve_build(spec: str | None) -> Callable[[RunConfig], tuple[nn.Module, nn
     return getattr(importlib.import_module(module), name)
 
 
-def build_detr(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
+def build_detr(cfg: RunConfig) -> tuple[nn.Module, Criterion]:
     """DETR and its loss as the trainer builds them (the backbone trains when lr_backbone > 0)."""
     from detr import build_model
 

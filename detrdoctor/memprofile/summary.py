@@ -109,6 +109,7 @@ class Summary:
                 base = off.get(r.batch_size)
                 if base is None or r.status != "ok":
                     continue
+                assert r.peak_bytes is not None and base.peak_bytes is not None  # an ok point has its peak
                 speed = (r.images_per_s / base.images_per_s) if r.images_per_s and base.images_per_s else None
                 rows.append(
                     {
@@ -129,6 +130,7 @@ class Summary:
             e = estimated.get((r.batch_size, r.amp))
             if r.mode != "measured" or r.device == "cpu" or r.status != "ok" or e is None:
                 continue
+            assert r.peak_bytes is not None and e.peak_bytes is not None  # an ok point has its peak
             error = (e.peak_bytes - r.peak_bytes) / r.peak_bytes
             rows.append(
                 {

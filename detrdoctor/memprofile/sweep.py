@@ -50,10 +50,11 @@ class Sweep:
     def point(self, mode: str, amp: str, batch_size: int, source: str) -> PointResult:
         """One point, measured or estimated; its result is kept."""
         if source == "search":
-            self.progress.update(self._task, total=self.progress.tasks[self._task].total + 1)
+            self.progress.update(self._task, total=(self.progress.tasks[self._task].total or 0) + 1)
         verb = "estimating" if mode == "estimated" else "measuring"
         self.progress.update(self._task, description=f"{verb} batch {batch_size}, {amp}")
         if mode == "estimated":
+            assert self._estimator is not None  # built for a plan with estimates
             result = self._estimator.estimate(batch_size, amp, self.shape.hw)
         else:
             result = self._measure(self._request(amp, batch_size))
@@ -70,7 +71,7 @@ class Sweep:
         largest = max(fitting, key=lambda r: (r.batch_size, r.peak_bytes))
         self.progress.update(
             self._task,
-            total=self.progress.tasks[self._task].total + 1,
+            total=(self.progress.tasks[self._task].total or 0) + 1,
             description=f"snapshot of batch {largest.batch_size}, {largest.amp}",
         )
         request = self._request(largest.amp, largest.batch_size)

@@ -6,10 +6,9 @@ import math
 from collections import Counter
 from typing import Any
 
+from detr.engine.metrics import EvalRecord, EventRecord, MetricsRecord, StepRecord, is_eval, is_event, is_step
 from detrdoctor.triage import triage_check
 from detrdoctor.triage.schedule import share
-
-Record = dict[str, Any]
 
 MIN_STEPS = 30  # step records needed before a trend means anything
 PLATEAU = 0.97  # the last third of the run's loss above this share of the middle third: no progress
@@ -32,12 +31,12 @@ def thirds(values: list[float]) -> tuple[float, float, float]:
 
 
 def judge_history(
-    records: list[Record], lr_drop: int, epochs: int, needed: tuple[int, str] | None
+    records: list[MetricsRecord], lr_drop: int, epochs: int, needed: tuple[int, str] | None
 ) -> list[dict[str, str]]:
     """run.* checks; `needed` is (steps, why) from the schedule rules, None when the dataset is not at hand."""
-    steps = [r for r in records if r.get("type") == "step"]
-    evals = [r for r in records if r.get("type") == "eval"]
-    events = [r for r in records if r.get("type") == "event"]
+    steps = [r for r in records if is_step(r)]
+    evals = [r for r in records if is_eval(r)]
+    events = [r for r in records if is_event(r)]
     return [
         rule_plateau(steps),
         rule_class_error(steps),
@@ -49,7 +48,7 @@ def judge_history(
     ]
 
 
-def rule_plateau(steps: list[Record]) -> dict[str, str]:
+def rule_plateau(steps: list[StepRecord]) -> dict[str, str]:
     losses = finite([r.get("loss") for r in steps])
     if len(losses) < MIN_STEPS:
         return triage_check("run", "run.plateau", "skip", message=f"{len(losses)} step records, need {MIN_STEPS}")
@@ -68,7 +67,7 @@ def rule_plateau(steps: list[Record]) -> dict[str, str]:
     return triage_check("run", "run.plateau", "pass", found, f"last third < {PLATEAU:.0%} of the middle")
 
 
-def rule_class_error(steps: list[Record]) -> dict[str, str]:
+def rule_class_error(steps: list[StepRecord]) -> dict[str, str]:
     errors = finite([r.get("class_error") for r in steps])
     if not errors:
         return triage_check("run", "run.class_error", "skip", message="no class_error in the step records")
@@ -89,7 +88,7 @@ def rule_class_error(steps: list[Record]) -> dict[str, str]:
     return triage_check("run", "run.class_error", "pass", found, expected)
 
 
-def rule_eval_vs_loss(steps: list[Record], evals: list[Record]) -> dict[str, str]:
+def rule_eval_vs_loss(steps: list[StepRecord], evals: list[EvalRecord]) -> dict[str, str]:
     ap50 = finite([e.get("AP50") for e in evals])
     if not ap50:
         return triage_check("run", "run.eval_vs_loss", "skip", message="no evaluation in the run")
@@ -122,7 +121,7 @@ def rule_eval_vs_loss(steps: list[Record], evals: list[Record]) -> dict[str, str
     )
 
 
-def rule_lr(steps: list[Record], lr_drop: int, epochs: int) -> dict[str, str]:
+def rule_lr(steps: list[StepRecord], lr_drop: int, epochs: int) -> dict[str, str]:
     lrs = finite([r.get("lr") for r in steps])
     if not lrs:
         return triage_check("run", "run.lr", "skip", message="no lr in the step records")
@@ -154,7 +153,7 @@ def rule_lr(steps: list[Record], lr_drop: int, epochs: int) -> dict[str, str]:
     return triage_check("run", "run.lr", "pass", found, f"{expected} (not reached yet)")
 
 
-def rule_events(events: list[Record]) -> dict[str, str]:
+def rule_events(events: list[EventRecord]) -> dict[str, str]:
     troubles = [e for e in events if e.get("severity") in ("warning", "error")]
     kinds = Counter(e.get("kind", "?") for e in troubles)
     found = ", ".join(f"{k} ×{n}" for k, n in kinds.most_common(4)) or "none"
@@ -183,7 +182,7 @@ def rule_events(events: list[Record]) -> dict[str, str]:
     return triage_check("run", "run.events", "pass", found, "none")
 
 
-def rule_data_wait(steps: list[Record]) -> dict[str, str]:
+def rule_data_wait(steps: list[StepRecord]) -> dict[str, str]:
     timed = [r for r in steps[len(steps) // 20 :] if r.get("step_time_s") and r.get("data_time_s") is not None]
     if not timed:
         return triage_check("run", "run.data_wait", "skip", message="no step timings in the records")
@@ -202,7 +201,7 @@ def rule_data_wait(steps: list[Record]) -> dict[str, str]:
     return triage_check("run", "run.data_wait", "pass", found, expected)
 
 
-def rule_steps(steps: list[Record], needed: tuple[int, str] | None) -> dict[str, str]:
+def rule_steps(steps: list[StepRecord], needed: tuple[int, str] | None) -> dict[str, str]:
     if not steps:
         return triage_check("run", "run.steps", "skip", message="no step records")
     done = max(int(r.get("step", 0)) for r in steps)

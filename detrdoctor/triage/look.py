@@ -67,7 +67,7 @@ def draw_training_samples(cfg: RunConfig, image_ids: list[int], folder: Path) ->
     for n, image_id in enumerate(image_ids):
         image, target = dataset[index[image_id]]
         path = folder / f"{n + 1:02d}-image{image_id}-train.png"
-        boxes = pixel_boxes(target["boxes"], tuple(image.shape[-2:]))
+        boxes = pixel_boxes(target["boxes"], (image.shape[-2], image.shape[-1]))
         draw(
             to_uint8(image), [(boxes, [names.get(int(c), str(int(c))) for c in target["labels"]], TARGET_COLOUR)], path
         )
@@ -82,6 +82,7 @@ def draw_predictions(trainer: Trainer, folder: Path) -> list[str]:
     from detr.data import collate_batch
 
     dataset = trainer.val_set
+    assert dataset is not None  # the overfit run evaluates
     names = category_names(dataset.coco)
     samples = [dataset[i] for i in range(len(dataset))]
     images, mask, targets = collate_batch(samples)
@@ -97,7 +98,7 @@ def draw_predictions(trainer: Trainer, folder: Path) -> list[str]:
         labels = [
             f"{names.get(int(c), str(int(c)))} {s:.2f}" for c, s in zip(result["labels"][keep], result["scores"][keep])
         ]
-        truth = pixel_boxes(target["boxes"], tuple(image.shape[-2:]))
+        truth = pixel_boxes(target["boxes"], (image.shape[-2], image.shape[-1]))
         path = folder / f"{n + 1:02d}-image{target['image_id']}-overfit.png"
         draw(
             to_uint8(image),

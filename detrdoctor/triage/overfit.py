@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from detr.criterion import LOSS_TERMS
 from detr.engine.callbacks import Callback, StepContext, TrainerView
+from detr.engine.metrics import StepRecord
 from detrdoctor.triage import triage_check
 
 if TYPE_CHECKING:
@@ -85,9 +86,9 @@ def overfit_config(cfg: RunConfig, subset: Path, images: int, steps: int, folder
     d.train_annotations = d.val_annotations = str(subset.resolve())
     d.train_scales, d.hflip, d.crop_probability = [d.val_size], False, 0.0
     d.aspect_ratio_grouping = False
-    t.batch_size = images if t.batch_size == "auto" else min(images, t.batch_size)  # a few images fit any device
-    t.effective_batch = 0
-    t.epochs = math.ceil(steps / math.ceil(images / t.batch_size))
+    batch = images if isinstance(t.batch_size, str) else min(images, t.batch_size)  # a few images fit any device
+    t.batch_size, t.effective_batch = batch, 0
+    t.epochs = math.ceil(steps / math.ceil(images / batch))
     t.max_steps = steps
     t.eval_every = t.epochs + 1  # never during training: `fit` evaluates once after the last step
     t.lr_drop = t.epochs + 1
@@ -125,7 +126,7 @@ class OverfitProgress(Callback):
         self.progress.start()
         self.task = self.progress.add_task("overfit", total=trainer.cfg.train.max_steps)
 
-    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: dict[str, Any] | None) -> None:
+    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: StepRecord | None) -> None:
         loss = record.get("loss") if record else None
         text = f"overfit · loss {loss:.3f}" if isinstance(loss, float) and math.isfinite(loss) else "overfit"
         self.progress.update(self.task, advance=1, description=text)

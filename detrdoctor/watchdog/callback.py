@@ -30,6 +30,7 @@ from torch import nn
 from detr.config import WatchdogConfig
 from detr.engine.callbacks import Callback, StepContext, TrainerView
 from detr.engine.checkpointing import rng_state
+from detr.engine.metrics import EventRecord, StepRecord
 from detr.model import model_part
 from detr.torch_private import foreach_norm, foreach_sub, scaler_scale
 from detrdoctor.watchdog.bundle import locate_nonfinite, write_bundle
@@ -154,10 +155,12 @@ class GradientWatchdog(Callback):
         for name, module in model.named_modules():
             if isinstance(module, nn.MultiheadAttention) and module._qkv_same_embed_dim:
 
-                def pre_hook(m: nn.Module, args: tuple, kwargs: dict, name: str = name) -> None:
+                def pre_hook(m: nn.MultiheadAttention, args: tuple, kwargs: dict, name: str = name) -> None:
                     query = args[0] if args else kwargs["query"]
                     key = args[1] if len(args) > 1 else kwargs["key"]
-                    self._sampled[f"{name}.logits"] = max_abs(attention_logits(m, query, key))
+                    value = max_abs(attention_logits(m, query, key))
+                    if value is not None:
+                        self._sampled[f"{name}.logits"] = value
 
                 self._sample_hooks.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
             elif isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -189,6 +192,7 @@ class GradientWatchdog(Callback):
     def after_backward(self, trainer: TrainerView, ctx: StepContext) -> None:
         self._detach_sampling_hooks()
         if self.forward_rank is None:
+            assert self._forward_order is not None and ctx.param_norms is not None  # on_train_start; the backward
             rank = forward_rank(self.param_names, self._forward_order.close())
             self.forward_rank = torch.tensor(rank, device=ctx.param_norms.device)
             self.by_rank = sorted(range(len(rank)), key=rank.__getitem__)
@@ -205,12 +209,15 @@ class GradientWatchdog(Callback):
 
     def read_step(self, trainer: TrainerView, ctx: StepContext) -> tuple[StepStats, str | None, int]:
         """Everything the watchdog needs from the device, in one transfer."""
+        device_loss, param_norms, device_grad_norm = ctx.loss, ctx.param_norms, ctx.grad_norm
+        assert device_loss is not None and param_norms is not None and device_grad_norm is not None, "after backward"
+        assert self.forward_rank is not None  # after_backward sets it first
         components = [k for k in trainer.criterion.loss_terms if k in ctx.loss_dict]
-        losses = torch.stack([ctx.loss.detach().float()] + [ctx.loss_dict[k].detach().float() for k in components])
+        losses = torch.stack([device_loss.detach().float()] + [ctx.loss_dict[k].detach().float() for k in components])
         if trainer.world_size > 1:  # gradients are already averaged; the losses must agree across ranks too
             dist.all_reduce(losses)
             losses /= trainer.world_size
-        norms = ctx.param_norms.float()
+        norms = param_norms.float()
         group_norms = (
             torch.zeros(len(self.groups), device=norms.device).index_add_(0, self.group_index, norms.square()).sqrt()
         )
@@ -224,7 +231,7 @@ class GradientWatchdog(Callback):
         values = torch.cat(
             [
                 losses,
-                ctx.grad_norm.detach().float().reshape(1),
+                device_grad_norm.detach().float().reshape(1),
                 group_norms,
                 torch.stack([culprit_rank, bad.sum()]).float(),
                 scale,
@@ -236,7 +243,7 @@ class GradientWatchdog(Callback):
         self._pending_update_ratios = None
         take = iter(values)
         loss = next(take)
-        component_values = {k: next(take) for k in components}
+        component_values: dict[str, float] = {k: next(take) for k in components}
         grad_norm = next(take)
         group_values = {g: next(take) for g in self.groups}
         rank, bad_params = int(next(take)), int(next(take))
@@ -280,7 +287,7 @@ class GradientWatchdog(Callback):
             clip = trainer.cfg.train.clip_max_norm
             self.clipped_steps += clip > 0 and stats.grad_norm > clip
             if stats.grad_norm > self.max_grad_norm["value"]:
-                group = max(stats.group_norms, key=stats.group_norms.get)
+                group = max(stats.group_norms, key=stats.group_norms.__getitem__)
                 self.max_grad_norm = {"value": stats.grad_norm, "step": ctx.step, "group": group}
         signals = self.rules.observe(stats, self.overflow_limit)
         if signals and self.trouble_since is None:
@@ -329,10 +336,10 @@ class GradientWatchdog(Callback):
             if born is not None:
                 message += f"; the forward first turns non-finite in the {born} output"
                 if upstream:
-                    largest = max(upstream, key=upstream.get)
+                    largest = max(upstream, key=upstream.__getitem__)
                     message += f" (the {largest} output reached {upstream[largest]:.3g})"
             signal = Signal("nonfinite_loss", "loss", stats.loss, None, message, born)
-            extra = {"parameter": None}
+            extra: dict[str, str | None] = {"parameter": None}
         else:
             group = model_part(culprit) if culprit else None
             signal = Signal(
@@ -465,7 +472,7 @@ class GradientWatchdog(Callback):
             reason += f"; reproduction bundle {path} (replay: python -m detrdoctor.watchdog.bundle {path})"
         trainer.request_stop(reason, ANOMALY_EXIT_CODE)
 
-    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: dict[str, Any] | None) -> None:
+    def on_step_end(self, trainer: TrainerView, ctx: StepContext, record: StepRecord | None) -> None:
         if self._rollback_due is not None:
             self.rollback(trainer, ctx, self._rollback_due)
             self._rollback_due = None
@@ -553,7 +560,7 @@ class GradientWatchdog(Callback):
             kind, message, severity=severity, signal=signal, value=value, threshold=threshold, module=module, **extra
         )
 
-    def on_event(self, trainer: TrainerView, event: dict[str, Any]) -> None:
+    def on_event(self, trainer: TrainerView, event: EventRecord) -> None:
         if event["kind"] in EVENT_KINDS:
             self.events[event["kind"]] += 1
 
@@ -679,6 +686,7 @@ def take_snapshot(trainer: TrainerView) -> dict[str, Any]:
 def restore_snapshot(trainer: TrainerView, snapshot: dict[str, Any]) -> None:
     trainer.model_without_ddp.load_state_dict(snapshot["model"])
     if snapshot["ema"] is not None:
+        assert trainer.ema is not None  # the snapshot was taken of this trainer
         trainer.ema.load(*snapshot["ema"])
     # A copy: the optimizer may adopt the loaded tensors as its state and update them in place.
     trainer.optimizer.load_state_dict(copy.deepcopy(snapshot["optimizer"]))

@@ -140,7 +140,7 @@ def loss_spike(loss: float, window: RollingWindow, cfg: WatchdogConfig) -> Signa
 
 def amp_skip_rate(skips: deque[bool], cfg: WatchdogConfig) -> Signal | None:
     """GradScaler dropping more than `amp_skip_rate` of the steps in a full window."""
-    if len(skips) < skips.maxlen:
+    if skips.maxlen is None or len(skips) < skips.maxlen:
         return None
     rate = sum(skips) / len(skips)
     if rate < cfg.amp_skip_rate:
@@ -253,7 +253,7 @@ class EarlyWarning:
         sites = {f"{g} output": v for g, v in stats.activations.items()} | stats.sampled
         finite = {where: v for where, v in sites.items() if math.isfinite(v)}
         if finite:
-            where = max(finite, key=finite.get)
+            where = max(finite, key=finite.__getitem__)
             signal = overflow_risk(finite[where] / limit, where, limit, self.cfg)
             if signal is not None:
                 signal.module = model_part(where) if where in stats.sampled else where.removesuffix(" output")
@@ -291,9 +291,9 @@ class EarlyWarning:
         for group, value in stats.group_norms.items():
             self.group_log_norm[group].append(log(value))
         for group, history in self.activation_log.items():
-            value = stats.activations.get(group)
-            if value is not None:
-                history.append(log(value))
+            activation = stats.activations.get(group)
+            if activation is not None:
+                history.append(log(activation))
         self.observed += 1
 
     def state_dict(self) -> dict[str, Any]:
