@@ -281,3 +281,37 @@ def via_project(root: Path, train: int = 6, val: int = 3) -> dict[str, list[Img]
         exported[img.name + str(entry["size"])] = entry
     (root / "val" / "via_region_data.json").write_text(json.dumps(exported))
     return splits
+
+
+# ---------------------------------------------------------------- comparing
+
+
+Summary = dict[str, tuple[int, int, list[tuple[str, float, float, float, float]]]]
+
+
+def expected(images: list[Img]) -> Summary:
+    """Per image (by file name): its size and sorted (class, x, y, w, h) objects, boxes rounded to 0.01 px."""
+    return {
+        Path(img.name).name: (
+            img.width,
+            img.height,
+            sorted((o.label, *_rounded((o.x, o.y, o.w, o.h))) for o in img.objects),
+        )
+        for img in images
+    }
+
+
+def observed(data: dict) -> Summary:
+    """The same summary of a COCO dict (what a reader returns, or an exported file read back)."""
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    objects: dict[int, list] = {img["id"]: [] for img in data["images"]}
+    for ann in data["annotations"]:
+        objects[ann["image_id"]].append((names[ann["category_id"]], *_rounded(ann["bbox"])))
+    return {
+        Path(img["file_name"]).name: (img.get("width"), img.get("height"), sorted(objects[img["id"]]))
+        for img in data["images"]
+    }
+
+
+def _rounded(box: tuple | list) -> tuple[float, ...]:
+    return tuple(round(float(v), 2) + 0.0 for v in box)
