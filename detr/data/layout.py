@@ -135,7 +135,12 @@ def _detect(root: Path, data_cfg: DataConfig, required: bool) -> Layout | None:
     from detr.data.formats import DETECTORS  # they build Layouts: imported here, not at module level
 
     for detect in DETECTORS:
-        native = detect(root, data_cfg)
+        try:
+            native = detect(root, data_cfg)
+        except DataError:
+            if required:
+                raise
+            native = None  # the flags name the annotations: a broken native dataset beside them is not used
         if native is not None:
             return native
     candidates = sorted((root / "annotations").glob("*.json")) if (root / "annotations").is_dir() else []
@@ -197,11 +202,9 @@ def _apply_flags(layout: Layout | None, root: Path, data_cfg: DataConfig) -> Lay
     train = layout.train if layout else None
     val = layout.val if layout else None
     if d.train_annotations:
-        ann = root / d.train_annotations
-        train = SplitSource(_default_images(root / d.train_split, ann), ann)
+        train = _flag_source(root / d.train_split, root / d.train_annotations, "train")
     if d.val_annotations:
-        ann = root / d.val_annotations
-        val = SplitSource(_default_images(root / d.val_split, ann), ann)
+        val = _flag_source(root / d.val_split, root / d.val_annotations, "val")
         train = replace(train, part="all")
     elif val is None or (val.part == "held_out" and val.annotations != train.annotations):
         train, val = _held_out(replace(train, part="all"))  # the held-out share of the given file
@@ -211,6 +214,13 @@ def _apply_flags(layout: Layout | None, root: Path, data_cfg: DataConfig) -> Lay
         val = replace(val, images=root / d.val_images)
     kind = "flags" if d.train_annotations or d.val_annotations else layout.kind
     return Layout(kind, root, train, val, d.val_fraction, layout.note if layout else "")
+
+
+def _flag_source(split_dir: Path, annotations: Path, split: str) -> SplitSource:
+    """The source of an annotation file named by a flag: a native format's (detr.data.formats), else COCO."""
+    from detr.data.formats import source_for_file
+
+    return source_for_file(annotations, split) or SplitSource(_default_images(split_dir, annotations), annotations)
 
 
 def _default_images(split_dir: Path, annotations: Path) -> Path:

@@ -80,3 +80,13 @@ def test_a_video_export_says_to_export_for_images(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match="export the task as CVAT for images"):
         read_split(tmp_path, "train")
+
+
+def test_the_annotation_flag_reads_a_cvat_file_by_its_content(tmp_path: Path) -> None:
+    truth = cvat_xml(tmp_path / "task")["all"]
+    (tmp_path / "task" / "annotations.xml").rename(tmp_path / "task" / "pets.xml")
+    (tmp_path / "task" / "other.xml").write_text("<annotations><version>1.1</version><meta/></annotations>")
+    cfg = DataConfig(coco_path=str(tmp_path / "task"), train_annotations="pets.xml")
+    layout = find_layout(cfg)
+    assert layout.kind == "flags" and layout.train.format == "cvat-xml" and layout.val.part == "held_out"
+    assert observed(load_source(layout.train).dataset) == expected(truth)

@@ -82,3 +82,17 @@ def test_a_bad_xml_file_is_one_line(tmp_path: Path, xml: str, message: str) -> N
     with pytest.raises(DataError) as e:
         read_split(tmp_path, "train")
     assert str(e.value).startswith(str(tmp_path / "k_001.xml")) and message in str(e.value)
+
+
+def test_the_annotation_flags_take_imagesets_lists(tmp_path: Path) -> None:
+    truth = voc_devkit(tmp_path / "VOCdevkit" / "VOC2012")
+    cfg = DataConfig(
+        coco_path=str(tmp_path / "VOCdevkit"),
+        train_annotations="VOC2012/ImageSets/Main/val.txt",
+        val_annotations="VOC2012/ImageSets/Main/train.txt",
+    )
+    layout = find_layout(cfg)
+    assert layout.train.format == "voc" and layout.train.images == tmp_path / "VOCdevkit" / "VOC2012" / "JPEGImages"
+    assert observed(load_source(layout.train).dataset) == expected(truth["val"])
+    found = find_layout(DataConfig(coco_path=str(tmp_path / "VOCdevkit")))  # the one VOC20xx/ inside
+    assert found.kind == "voc" and found.train.annotations.parts[-4:] == ("VOC2012", "ImageSets", "Main", "train.txt")

@@ -128,3 +128,23 @@ def test_label_path_follows_ultralytics() -> None:
     assert yolo.label_path(Path("/d/images/train/a.b.jpg")) == Path("/d/labels/train/a.b.txt")
     assert yolo.label_path(Path("/images/d/images/x/y.png")) == Path("/images/d/labels/x/y.txt")
     assert yolo.label_path(Path("/d/flat/y.png")) == Path("/d/flat/y.txt")
+
+
+def test_the_annotation_flags_take_a_yaml_and_its_split_entries(tmp_path: Path) -> None:
+    truth = yolo_dataset(tmp_path)
+    (tmp_path / "data.yaml").rename(tmp_path / "pets.yml")
+    (tmp_path / "other.yaml").write_text("train: x\nnames: [a]\n")  # two dataset files: the flags choose
+    cfg = DataConfig(coco_path=str(tmp_path), train_annotations="pets.yml", val_annotations="pets.yml")
+    layout = find_layout(cfg)
+    assert (layout.train.subset, layout.val.subset, layout.val.part) == ("train", "val", "all")
+    assert observed(load_source(layout.val).dataset) == expected(truth["val"])
+    with pytest.raises(DataError, match="several YOLO dataset files"):
+        find_layout(DataConfig(coco_path=str(tmp_path)))
+
+
+def test_yolo_labels_without_class_names_say_what_to_write(tmp_path: Path) -> None:
+    images = scene(2, "y_")
+    draw(tmp_path / "images", images)
+    write_yolo_labels(tmp_path / "labels", images)
+    with pytest.raises(DataError, match="without a data.yaml or classes.txt naming the classes"):
+        find_layout(DataConfig(coco_path=str(tmp_path)))

@@ -39,11 +39,11 @@ def detect(root: Path, data_cfg: DataConfig) -> Layout | None:
     """ROOT/annotations.xml (or ROOT's one XML file) whose root element is <annotations>, images in ROOT/images."""
     xml = root / FILE
     if not xml.is_file():
-        others = [p for p in sorted(root.glob("*.xml")) if _is_cvat(p)]
+        others = [p for p in sorted(root.glob("*.xml")) if is_cvat(p)]
         if len(others) != 1:
             return None
         xml = others[0]
-    elif not _is_cvat(xml):
+    elif not is_cvat(xml):
         return None
     images = root / "images" if (root / "images").is_dir() else root
     fraction = data_cfg.val_fraction
@@ -60,7 +60,7 @@ def detect(root: Path, data_cfg: DataConfig) -> Layout | None:
     return Layout("cvat-xml", root, train, val, fraction)
 
 
-def _is_cvat(path: Path) -> bool:
+def is_cvat(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(HEAD_BYTES)
     return b"<annotations>" in head and (b"<version>" in head or b"<meta>" in head)

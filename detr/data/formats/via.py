@@ -59,14 +59,14 @@ def detect(root: Path, data_cfg: DataConfig) -> Layout | None:
 def _one_via_file(folder: Path, required: bool = False) -> Path | None:
     if not folder.is_dir():
         return None
-    found = [p for p in sorted(folder.glob("*.json")) if p.is_file() and _is_via(p)]
+    found = [p for p in sorted(folder.glob("*.json")) if p.is_file() and is_via(p)]
     if len(found) > 1 and required:
         names = ", ".join(p.name for p in found[:4])
         raise DataError(f"{folder}: several VIA files ({names}): keep one (VIA's project file holds every image)")
     return found[0] if len(found) == 1 else None
 
 
-def _is_via(path: Path) -> bool:
+def is_via(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(HEAD_BYTES)
     return b'"_via_' in head or (b'"filename"' in head and b'"regions"' in head)

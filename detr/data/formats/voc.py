@@ -38,30 +38,34 @@ class VocFile:
 def detect(root: Path, data_cfg: DataConfig) -> Layout | None:
     """The devkit layout at ROOT (or its one VOC20xx/ folder), else XML files beside images or in annotations/."""
     fraction = data_cfg.val_fraction
-    devkit = next((d for d in (root, *sorted(root.glob("VOC*"))) if _has_xml(d / "Annotations")), None)
-    if devkit is not None and (devkit / "JPEGImages").is_dir():
+    devkits = [d for d in (root, *sorted(root.glob("VOC*"))) if has_xml(d / "Annotations")]
+    if devkits and (devkits[0] / "JPEGImages").is_dir():
+        devkit = devkits[0]
+        unused = (
+            f"; {', '.join(d.name for d in devkits[1:])} not used (point at it to train on it)" if devkits[1:] else ""
+        )
         images, main = devkit / "JPEGImages", devkit / "ImageSets" / "Main"
         for train_name, val_name in SPLIT_FILES:
             if (main / f"{train_name}.txt").is_file():
                 train = SplitSource(images, main / f"{train_name}.txt", format="voc")
                 if val_name and (main / f"{val_name}.txt").is_file():
                     val = SplitSource(images, main / f"{val_name}.txt", format="voc")
-                    return Layout("voc", root, train, val, fraction, "devkit layout")
+                    return Layout("voc", root, train, val, fraction, "devkit layout" + unused)
                 train, val = _held_out(train)
-                return Layout("voc", root, train, val, fraction, "devkit layout")
+                return Layout("voc", root, train, val, fraction, "devkit layout" + unused)
         train, val = _held_out(SplitSource(images, devkit / "Annotations", format="voc"))
-        return Layout("voc", root, train, val, fraction, "devkit layout without ImageSets/Main")
+        return Layout("voc", root, train, val, fraction, "devkit layout without ImageSets/Main" + unused)
     for xml_dir, images in ((root / "annotations", root / "images"), (root / "Annotations", root / "images")):
-        if images.is_dir() and _has_xml(xml_dir):
+        if images.is_dir() and has_xml(xml_dir):
             train, val = _held_out(SplitSource(images, xml_dir, format="voc"))
             return Layout("voc", root, train, val, fraction)
-    if _has_xml(root) and any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()):
+    if has_xml(root) and any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()):
         train, val = _held_out(SplitSource(root, root, format="voc"))
         return Layout("voc", root, train, val, fraction, "XML files beside the images")
     return None
 
 
-def _has_xml(folder: Path) -> bool:
+def has_xml(folder: Path) -> bool:
     """A folder holding at least one VOC XML file (the first one sniffed for its `<annotation>` root)."""
     if not folder.is_dir():
         return False

@@ -66,9 +66,14 @@ def detect(root: Path, data_cfg: DataConfig) -> Layout | None:
         note = "test: not used" if config.splits.get("test") else ""
         return Layout("yolo", root, train, val, fraction, note)
     classes = next((f for d in (root, root / "labels") for n in CLASS_FILES if (f := d / n).is_file()), None)
-    if classes is None:
-        return None
     images, labels = root / "images", root / "labels"
+    if classes is None:
+        if images.is_dir() and labels.is_dir() and next(labels.rglob("*.txt"), None) is not None:
+            raise DataError(
+                f"{root}: YOLO labels/ without a data.yaml or classes.txt naming the classes: write classes.txt "
+                "(one class name per line, in class index order) or a data.yaml"
+            )
+        return None
     if images.is_dir() and labels.is_dir():
         val_dir = next((images / v for v in VAL_FOLDERS if (images / v).is_dir()), None)
         if (images / "train").is_dir() and val_dir is not None:
