@@ -103,7 +103,7 @@ def export_coco(
     check_out(root, out)
     layout = find_layout(data_cfg)
     plans = {split: _plan_split(layout, split) for split, _ in SPLITS}
-    total = sum(len(files) for _, files in plans.values())
+    total = sum(len(set(files)) for _, files in plans.values())
     created = not out.exists()
     placed = {"hard_links": 0, "symbolic_links": 0, "copies": 0}
     splits: dict[str, SplitExport] = {}
@@ -112,7 +112,7 @@ def export_coco(
         done = 0
         for split, folder in SPLITS:
             data, files = plans[split]
-            for source, name in files:
+            for source, name in dict.fromkeys(files):  # an image listed twice is placed once
                 placed[_place(source, out / folder / name, copy)] += 1
                 done += 1
                 if progress:

@@ -96,3 +96,17 @@ def test_the_annotation_flags_take_imagesets_lists(tmp_path: Path) -> None:
     assert observed(load_source(layout.train).dataset) == expected(truth["val"])
     found = find_layout(DataConfig(coco_path=str(tmp_path / "VOCdevkit")))  # the one VOC20xx/ inside
     assert found.kind == "voc" and found.train.annotations.parts[-4:] == ("VOC2012", "ImageSets", "Main", "train.txt")
+
+
+def test_roboflow_voc_export_has_one_class_list_for_both_splits(tmp_path: Path) -> None:
+    splits = {"train": scene(3, "t_"), "valid": scene(2, "v_")}
+    splits["valid"][0].objects[0].label = "ant"  # only in valid: the same id in both splits
+    for split, images in splits.items():
+        draw(tmp_path / split, images)
+        for img in images:
+            (tmp_path / split / f"{Path(img.name).stem}.xml").write_text(voc_xml(img, split, img.name))
+    layout = find_layout(DataConfig(coco_path=str(tmp_path)))
+    assert layout.kind == "voc" and layout.val.images == tmp_path / "valid" and layout.val.part == "all"
+    train, val = read_split(tmp_path, "train"), read_split(tmp_path, "val")
+    assert train["categories"] == val["categories"] and train["categories"][0] == {"id": 1, "name": "ant"}
+    assert observed(train) == expected(splits["train"]) and observed(val) == expected(splits["valid"])

@@ -1,13 +1,14 @@
 """Pascal VOC XML: one `<annotation>` file per image, as the VOC devkit and labelImg write them.
 
 Layouts: the devkit (`Annotations/`, `JPEGImages/`, splits from `ImageSets/Main/{train,val}.txt`; the XML files
-define the images) and flat folders (labelImg: images with an XML beside each; or `images/` with
-`annotations/`), where an image without an XML is an image without objects.
+define the images) and flat folders (labelImg: images with an XML beside each; `images/` with `annotations/`;
+Roboflow's `train/` and `valid/`), where an image without an XML is an image without objects.
 
 Boxes: VOC's `<bndbox>` counts pixels from 1 with both ends inside the box, so [xmin, ymin, xmax, ymax] becomes
 COCO's [xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1]. `<difficult>1` objects become crowd objects
 (`iscrowd` 1): left out of the training targets and ignored by the evaluation, as VOC's own evaluation ignores
-them. Category ids are 1..N over the sorted names used in the whole annotation folder (every split agrees).
+them. Category ids are 1..N over the sorted names used in the whole annotation folder, and in the other splits'
+folders (every split agrees).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from detr.config import DataConfig
 from detr.data.files import IMAGE_SUFFIXES
 from detr.data.formats.records import CocoDict, ImageRecord, ObjectRecord, coco_dict, finite, locate
-from detr.data.layout import Layout, SplitSource, _held_out
+from detr.data.layout import ROBOFLOW_VAL, Layout, SplitSource, _held_out
 from detr.errors import DataError
 
 SPLIT_FILES = (("train", "val"), ("trainval", None))  # ImageSets/Main: train + val, else trainval held out
@@ -55,6 +56,13 @@ def detect(root: Path, data_cfg: DataConfig) -> Layout | None:
                 return Layout("voc", root, train, val, fraction, "devkit layout" + unused)
         train, val = _held_out(SplitSource(images, devkit / "Annotations", format="voc"))
         return Layout("voc", root, train, val, fraction, "devkit layout without ImageSets/Main" + unused)
+    train_dir = root / "train"
+    val_dir = next((root / v for v in ROBOFLOW_VAL if has_xml(root / v)), None)
+    if has_xml(train_dir) and val_dir is not None:  # Roboflow's VOC export: XML beside the images per split
+        train = SplitSource(train_dir, train_dir, format="voc", siblings=(val_dir,))
+        val = SplitSource(val_dir, val_dir, format="voc", siblings=(train_dir,))
+        note = "test/ not used" if has_xml(root / "test") else ""
+        return Layout("voc", root, train, val, fraction, note)
     for xml_dir, images in ((root / "annotations", root / "images"), (root / "Annotations", root / "images")):
         if images.is_dir() and has_xml(xml_dir):
             train, val = _held_out(SplitSource(images, xml_dir, format="voc"))
@@ -84,7 +92,8 @@ def read(source: SplitSource) -> CocoDict:
     if not xml_dir.is_dir():
         raise DataError(f"{xml_dir}: annotation folder not found")
     files = _read_folder(xml_dir, xml_dir.stat().st_mtime_ns)
-    labels = sorted({obj.label for voc in files.values() for obj in voc.objects})
+    others = [_read_folder(d, d.stat().st_mtime_ns) for d in source.siblings if d.is_dir()]
+    labels = sorted({obj.label for folder in (files, *others) for voc in folder.values() for obj in voc.objects})
     if listing.suffix == ".txt":
         stems = [line.split()[0] for line in listing.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
         missing = [s for s in stems if s not in files]
