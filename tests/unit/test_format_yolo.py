@@ -148,3 +148,15 @@ def test_yolo_labels_without_class_names_say_what_to_write(tmp_path: Path) -> No
     write_yolo_labels(tmp_path / "labels", images)
     with pytest.raises(DataError, match="without a data.yaml or classes.txt naming the classes"):
         find_layout(DataConfig(coco_path=str(tmp_path)))
+
+
+def test_sizes_are_as_shown_for_exif_rotated_images(tmp_path: Path) -> None:
+    from exports import write_image
+
+    write_image(tmp_path / "images" / "r.jpg", 40, 60, orientation=6)  # stored 40 × 60, shown 60 × 40
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "r.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (tmp_path / "classes.txt").write_text("cat\n")
+    data = read_split(tmp_path, "train")
+    assert (data["images"][0]["width"], data["images"][0]["height"]) == (60, 40)
+    assert data["annotations"][0]["bbox"] == [15.0, 10.0, 30.0, 20.0]

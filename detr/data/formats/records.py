@@ -15,6 +15,7 @@ from typing import TypedDict
 
 from PIL import Image, UnidentifiedImageError
 
+from detr.data.decode import ORIENTATION_TAG, ROTATING
 from detr.errors import DataError
 
 
@@ -91,7 +92,7 @@ def displayed_size(path: Path) -> tuple[int, int] | None:
     try:
         with Image.open(path) as im:
             width, height = im.size
-            if im.getexif().get(0x0112) in (5, 6, 7, 8):  # a rotating orientation: shown turned by 90°
+            if im.getexif().get(ORIENTATION_TAG) in ROTATING:  # shown turned by 90°
                 width, height = height, width
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
         return None
