@@ -293,6 +293,23 @@ def synth(
     run_guarded(lambda: run_synth(options))
 
 
+@app.command()
+def convert(
+    root: str = typer.Argument(..., help="A dataset folder in any layout detrdoctor reads (COCO, YOLO, VOC, ...)."),
+    out: str = typer.Argument(..., help="Output folder (new or empty): gets annotations/, train2017/, val2017/."),
+    copy: bool = typer.Option(False, "--copy", help="Copy the images (default: hard links, else symbolic links)."),
+    val_fraction: float | None = typer.Option(
+        None, help="Share of the images held out for val when the dataset has one split (default: 0.1)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Write a dataset as a COCO export (annotations/instances_{train,val}2017.json + images), for any tool."""
+    from detrdoctor.commands.convert import ConvertOptions, run_convert
+
+    options = ConvertOptions(root=root, out=out, copy=copy, val_fraction=val_fraction, json_output=json_output)
+    run_guarded(lambda: run_convert(options))
+
+
 @app.command("env-check")
 def env_check(
     json_output: bool = typer.Option(False, "--json", help="Print checks, summary and facts as JSON."),

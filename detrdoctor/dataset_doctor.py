@@ -65,7 +65,7 @@ def diagnose_dataset(cfg: RunConfig, sample_images: int = 32) -> list[Row]:
 
 def collect_splits(cfg: RunConfig, sample_images: int) -> tuple[SplitFacts, SplitFacts | None]:
     """Both splits' facts (val is None when its files are missing: training needs only train)."""
-    from detr.data.annotations import load_coco
+    from detr.data.annotations import load_source
     from detr.data.layout import find_layout, split_image_ids
     from detr.errors import DataError
 
@@ -74,7 +74,7 @@ def collect_splits(cfg: RunConfig, sample_images: int) -> tuple[SplitFacts, Spli
     for name in ("train", "val"):
         source = layout.split(name)
         try:
-            coco = load_coco(source.annotations)
+            coco = load_source(source)
         except DataError:
             if name == "train":
                 raise

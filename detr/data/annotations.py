@@ -6,11 +6,16 @@ import contextlib
 import functools
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pycocotools.coco import COCO
 
 from detr.errors import DataError
+
+if TYPE_CHECKING:
+    from detr.data.layout import SplitSource
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
 
@@ -51,6 +56,10 @@ def _load(path: Path, mtime_ns: int, size: int) -> COCO:  # noqa: ARG001 - the c
     if missing:
         also = f" (nor {', '.join(missing[1:])})" if missing[1:] else ""
         raise DataError(f"{path}: not COCO: no list '{missing[0]}'{also}")
+    return _indexed(data, path)
+
+
+def _indexed(data: dict, path: Path) -> COCO:
     _check_entries(data, path)
     coco = COCO()
     coco.dataset = data
@@ -79,3 +88,28 @@ def dataset_categories(coco: COCO) -> list[dict]:
     """The categories of an annotation file as [{"id", "name"}] sorted by id: what checkpoints carry, so that
     a model's labels (the dataset's own category ids) keep their names. A category without a name gets its id."""
     return [{"id": int(i), "name": str(coco.cats[i].get("name", i))} for i in sorted(coco.cats)]
+
+
+def load_source(source: SplitSource) -> COCO:
+    """The annotations of a split's source, in any format `detr.data.formats` reads, as an indexed COCO.
+
+    A COCO file is `load_coco`'s; the other formats are read into the same dict by their reader, cached
+    likewise (the last two sources, keyed by the source and its annotation path's mtime and size).
+    """
+    if source.format == "coco":
+        return load_coco(source.annotations)
+    try:
+        stat = source.annotations.stat()
+    except FileNotFoundError:
+        raise DataError(f"{source.annotations}: annotations not found") from None
+    return _load_native(replace(source, part="all"), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_native(source: SplitSource, mtime_ns: int, size: int) -> COCO:  # noqa: ARG001 - the cache key
+    from detr.data.formats import READERS
+
+    reader = READERS.get(source.format)
+    if reader is None:
+        raise DataError(f"{source.annotations}: unknown annotation format {source.format!r}")
+    return _indexed(dict(reader(source)), source.annotations)

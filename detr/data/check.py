@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from detr.config import DataConfig
-from detr.data.annotations import load_coco
+from detr.data.annotations import load_source
 from detr.data.layout import find_layout, split_image_ids
 from detr.data.targets import annotation_summary
 from detr.errors import DataError
@@ -30,7 +30,7 @@ def check_dataset(data_cfg: DataConfig, split: str) -> dict:
     layout = find_layout(data_cfg)
     source = layout.split(split)
     image_dir, ann_file = source.images, source.annotations
-    coco = load_coco(ann_file)
+    coco = load_source(source)
     if not image_dir.is_dir():
         raise DataError(f"{image_dir}: image folder not found")
     ids = set(split_image_ids(coco.imgs, source.part, layout.val_fraction))

@@ -11,9 +11,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from detr.config import DataConfig
-from detr.data.annotations import load_coco
+from detr.data.annotations import load_source
 from detr.data.decode import DEFAULT_MAX_PIXELS, CorruptImageError, read_rgb
-from detr.data.layout import find_layout, split_image_ids
+from detr.data.layout import SplitSource, find_layout, split_image_ids
 from detr.data.targets import clean_boxes
 from detr.data.transforms import TrainTransform, ValTransform, as_boxes
 from detr.errors import DataError
@@ -30,12 +30,12 @@ class CocoDetection(Dataset):
     """Images of one split with their box targets (see `build_dataset` for the sample format)."""
 
     def __init__(
-        self, image_dir: Path, ann_file: Path, transform: Callable, seed: int = 0, image_ids: list[int] | None = None
+        self, source: SplitSource, transform: Callable, seed: int = 0, image_ids: list[int] | None = None
     ) -> None:
-        if not image_dir.is_dir():
-            raise DataError(f"{image_dir}: image folder not found")
-        self.image_dir, self.ann_file = image_dir, ann_file
-        self.coco = load_coco(ann_file)
+        if not source.images.is_dir():
+            raise DataError(f"{source.images}: image folder not found")
+        self.image_dir, self.ann_file = source.images, source.annotations
+        self.coco = load_source(source)
         self.ids: list[int] = sorted(self.coco.imgs) if image_ids is None else image_ids
         self.category_ids = frozenset(self.coco.cats)
         self.max_category_id = max(self.category_ids, default=0)
@@ -119,12 +119,12 @@ def build_dataset(data_cfg: DataConfig, split: str, *, train: bool, seed: int = 
     transform = TrainTransform(data_cfg) if train else ValTransform(data_cfg)
     image_ids = None
     if source.part != "all":  # a single-file export: this split's share of its images
-        image_ids = split_image_ids(load_coco(source.annotations).imgs, source.part, layout.val_fraction)
+        image_ids = split_image_ids(load_source(source).imgs, source.part, layout.val_fraction)
         if not image_ids:
             raise DataError(
                 f"{source.annotations}: the {split} split holds no images (val_fraction = "
                 f"{layout.val_fraction}); set [data] val_fraction > 0, or eval_every = 0 to train on all"
             )
-    dataset = CocoDetection(source.images, source.annotations, transform, seed, image_ids)
+    dataset = CocoDetection(source, transform, seed, image_ids)
     dataset.max_pixels = data_cfg.max_image_pixels
     return dataset

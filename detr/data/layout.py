@@ -5,7 +5,9 @@
 - COCO: ROOT/annotations/instances_{train_split,val_split}.json beside ROOT/{train_split,val_split}/;
 - Roboflow: ROOT/{train,valid,test}/_annotations.coco.json, each beside its images;
 - a single-file export: ROOT/annotations/<one>.json (CVAT: instances_default.json) or ROOT/result.json
-  (Label Studio), with ROOT/images/; its validation split is a held-out share of its images.
+  (Label Studio), with ROOT/images/; its validation split is a held-out share of its images;
+- the native formats of `detr.data.formats` (YOLO, Pascal VOC, CVAT for images XML, VIA), each found by its
+  own detector there.
 
 The --train-annotations, --val-annotations, --train-images and --val-images flags (DataConfig fields)
 override what was found; relative paths are under ROOT.
@@ -25,7 +27,9 @@ ROBOFLOW_VAL = ("valid", "val")
 LABEL_STUDIO_FILE = "result.json"
 LOOKED_FOR = (
     f"annotations/instances_<split>.json with <split>/ (COCO), train/{ROBOFLOW_FILE} (Roboflow), "
-    f"annotations/<one file>.json or {LABEL_STUDIO_FILE} with images/ (CVAT, Label Studio)"
+    f"annotations/<one file>.json or {LABEL_STUDIO_FILE} with images/ (CVAT, Label Studio), "
+    "data.yaml or classes.txt with images/ and labels/ (YOLO), Annotations/ with JPEGImages/ or XML files beside "
+    "the images (Pascal VOC), annotations.xml (CVAT for images XML), a VIA project or export JSON (VIA)"
 )
 
 
@@ -36,11 +40,14 @@ class SplitSource:
     images: Path
     annotations: Path
     part: str = "all"  # all | rest (the training part of a held-out split) | held_out
+    format: str = "coco"  # coco | yolo | voc | cvat-xml | via: the reader of `annotations` (detr.data.formats)
+    subset: str = ""  # the split inside a file that holds several (YOLO data.yaml's train:, CVAT's subset)
+    siblings: tuple[Path, ...] = ()  # the other splits' files, for formats whose class list is the names used
 
 
 @dataclass(frozen=True)
 class Layout:
-    kind: str  # coco | roboflow | cvat | label-studio | single-file | flags | synthetic
+    kind: str  # coco | roboflow | cvat | label-studio | single-file | flags | synthetic | yolo | voc | cvat-xml | via
     root: Path
     train: SplitSource
     val: SplitSource
@@ -62,14 +69,23 @@ class Layout:
             "single-file": "single-file export",
             "flags": "annotation files from the flags",
             "synthetic": "synthetic dataset",
+            "yolo": "YOLO dataset",
+            "voc": "Pascal VOC XML",
+            "cvat-xml": "CVAT for images XML",
+            "via": "VIA JSON",
         }
-        train = _relative(self.train.annotations, self.root)
+        train = _described(self.train, self.root)
         if self.val.part == "held_out":
             val = f"val = {self.val_fraction:.0%} of its images held out (evenly spread; [data] val_fraction)"
         else:
-            val = f"val {_relative(self.val.annotations, self.root)}"
+            val = f"val {_described(self.val, self.root)}"
         note = f" ({self.note})" if self.note else ""
         return f"{names.get(self.kind, self.kind)} at {self.root}: train {train}, {val}{note}"
+
+
+def _described(source: SplitSource, root: Path) -> str:
+    subset = f" [{source.subset}]" if source.subset else ""
+    return _relative(source.annotations, root) + subset
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -117,6 +133,17 @@ def _detect(root: Path, data_cfg: DataConfig, required: bool) -> Layout | None:
             val = SplitSource(roboflow_val, roboflow_val / ROBOFLOW_FILE)
         note = "test/ not used" if (root / "test" / ROBOFLOW_FILE).is_file() else ""
         return Layout("roboflow", root, train, val, fraction, note)
+    from detr.data.formats import DETECTORS  # they build Layouts: imported here, not at module level
+
+    for detect in DETECTORS:
+        try:
+            native = detect(root, data_cfg)
+        except DataError:
+            if required:
+                raise
+            native = None  # the flags name the annotations: a broken native dataset beside them is not used
+        if native is not None:
+            return native
     candidates = sorted((root / "annotations").glob("*.json")) if (root / "annotations").is_dir() else []
     if (root / LABEL_STUDIO_FILE).is_file():
         candidates.append(root / LABEL_STUDIO_FILE)
@@ -176,12 +203,10 @@ def _apply_flags(layout: Layout | None, root: Path, data_cfg: DataConfig) -> Lay
     train = layout.train if layout else None
     val = layout.val if layout else None
     if d.train_annotations:
-        ann = root / d.train_annotations
-        train = SplitSource(_default_images(root / d.train_split, ann), ann)
+        train = _flag_source(root / d.train_split, root / d.train_annotations, "train")
     assert train is not None  # without --train-annotations, _detect was required to find a layout
     if d.val_annotations:
-        ann = root / d.val_annotations
-        val = SplitSource(_default_images(root / d.val_split, ann), ann)
+        val = _flag_source(root / d.val_split, root / d.val_annotations, "val")
         train = replace(train, part="all")
     elif val is None or (val.part == "held_out" and val.annotations != train.annotations):
         train, val = _held_out(replace(train, part="all"))  # the held-out share of the given file
@@ -191,6 +216,13 @@ def _apply_flags(layout: Layout | None, root: Path, data_cfg: DataConfig) -> Lay
         val = replace(val, images=root / d.val_images)
     kind = layout.kind if layout and not (d.train_annotations or d.val_annotations) else "flags"
     return Layout(kind, root, train, val, d.val_fraction, layout.note if layout else "")
+
+
+def _flag_source(split_dir: Path, annotations: Path, split: str) -> SplitSource:
+    """The source of an annotation file named by a flag: a native format's (detr.data.formats), else COCO."""
+    from detr.data.formats import source_for_file
+
+    return source_for_file(annotations, split) or SplitSource(_default_images(split_dir, annotations), annotations)
 
 
 def _default_images(split_dir: Path, annotations: Path) -> Path:

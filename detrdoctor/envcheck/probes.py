@@ -323,11 +323,12 @@ def probe_dataset(params: dict[str, Any], emit: Emit) -> None:
             r.update(_layout_facts(cfg))
         inspected = set()
         for split in r.get("splits", []):
-            if split["annotations"] in inspected:  # a held-out share of the same file
+            key = (split["annotations"], split.get("subset", ""))
+            if key in inspected:  # a held-out share of the same file
                 continue
-            inspected.add(split["annotations"])
+            inspected.add(key)
             with _step(emit, f"split:{split['name']}") as s:
-                s.update(_inspect_split(split, int(params.get("sample", 8))))
+                s.update(_inspect_split(split, int(params.get("sample", 8)), cfg))
         if r.get("ok"):
             with _step(emit, "doctor") as d:
                 from detrdoctor.dataset_doctor import diagnose_dataset
@@ -348,26 +349,36 @@ def _layout_facts(cfg: Any) -> dict[str, Any]:
 
     layout = find_layout(cfg.data)
     splits = [
-        {"name": name, "images": str(source.images), "annotations": str(source.annotations), "part": source.part}
+        {
+            "name": name,
+            "images": str(source.images),
+            "annotations": str(source.annotations),
+            "part": source.part,
+            "format": source.format,
+            "subset": source.subset,
+        }
         for name, source in (("train", layout.train), ("val", layout.val))
     ]
     return {"kind": layout.kind, "description": layout.describe(), "splits": splits}
 
 
-def _inspect_split(split: dict[str, str], sample: int) -> dict[str, Any]:
+def _inspect_split(split: dict[str, str], sample: int, cfg: Any) -> dict[str, Any]:
+    from detr.errors import DetrError
+
+    fmt = split.get("format", "coco")
     facts: dict[str, Any] = {
         "name": split["name"],
+        "format": fmt,
         "images_dir": split["images"],
         "images_dir_exists": os.path.isdir(split["images"]),
         "annotations": split["annotations"],
-        "annotations_exist": os.path.isfile(split["annotations"]),
+        "annotations_exist": os.path.exists(split["annotations"]),
     }
     if not facts["annotations_exist"]:
         return facts
     try:
-        with open(split["annotations"], encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = _read_annotations(split, cfg) if fmt != "coco" else _read_json(split["annotations"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, DetrError) as e:
         facts["parse_error"] = f"{type(e).__name__}: {e}"
         return facts
     missing_keys = [
@@ -389,6 +400,19 @@ def _inspect_split(split: dict[str, str], sample: int) -> dict[str, Any]:
     present = [n for n in names if n and n not in set(missing)]
     facts["decode"] = _decode_sample(split["images"], present, sample)
     return facts
+
+
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _read_annotations(split: dict[str, str], cfg: Any) -> Any:
+    """A native format's split (YOLO, VOC, ...) as the COCO dict its reader gives (detr.data.formats)."""
+    from detr.data.formats import READERS
+    from detr.data.layout import find_layout
+
+    return dict(READERS[split["format"]](find_layout(cfg.data).split(split["name"])))
 
 
 def _decode_sample(folder: str, names: list[str], sample: int) -> dict[str, Any]:

@@ -1361,7 +1361,7 @@ def rule_dataset(facts: Facts) -> list[Check]:
 
 def _layout(facts: Facts) -> Check:
     layout = step(facts, "dataset", "layout")
-    expected = "COCO, Roboflow or single-file export"
+    expected = "a layout detrdoctor reads"
     if layout.get("description"):
         return check("dataset.layout", "pass", layout["description"], expected)
     error = step_error(facts, "dataset", "layout") or "layout not determined"
@@ -1377,6 +1377,7 @@ def _layout(facts: Facts) -> Check:
 
 def _annotations(splits: list[dict[str, Any]]) -> Check:
     parsed = [s for s in splits if s.get("counts")]
+    expected = "COCO JSON" if all(s.get("format", "coco") == "coco" for s in splits) else "readable annotations"
     broken = [s for s in splits if s.get("parse_error")]
     found = (
         f"{sum(s['counts']['images'] for s in parsed)} images, {sum(s['counts']['annotations'] for s in parsed)} boxes"
@@ -1389,13 +1390,13 @@ def _annotations(splits: list[dict[str, Any]]) -> Check:
             "dataset.annotations",
             "fail",
             found or "unreadable",
-            "COCO JSON",
+            expected,
             fix=f"regenerate or re-download {s['annotations']}",
             message=f"{s['annotations']}: {first_line(s['parse_error'])}",
         )
     if not parsed:
         return check("dataset.annotations", "skip", message="no annotation file found (see dataset.layout)")
-    return check("dataset.annotations", "pass", found, "COCO JSON")
+    return check("dataset.annotations", "pass", found, expected)
 
 
 def _images(splits: list[dict[str, Any]]) -> Check:

@@ -54,13 +54,13 @@ def pick_images(coco: Any, allowed: list[int], count: int) -> list[int]:
 
 def write_subset(cfg: RunConfig, count: int, folder: Path) -> tuple[Path, list[int]]:
     """A COCO annotation file of `count` training images (files stay where they are) and their ids."""
-    from detr.data.annotations import load_coco
+    from detr.data.annotations import load_source
     from detr.data.layout import find_layout, split_image_ids
     from detr.errors import DataError
 
     layout = find_layout(cfg.data)
     ann_file = layout.train.annotations
-    coco = load_coco(ann_file)
+    coco = load_source(layout.train)
     ids = pick_images(coco, split_image_ids(coco.imgs, layout.train.part, layout.val_fraction), count)
     if not ids:
         raise DataError(f"{ann_file}: no training image has a usable box (non-crowd, known category, positive size)")

@@ -1,0 +1,65 @@
+"""`detrdoctor convert ROOT OUT`: any dataset detrdoctor recognises, written as a COCO export."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class ConvertOptions:
+    root: str
+    out: str
+    copy: bool
+    val_fraction: float | None
+    json_output: bool
+
+
+def run_convert(options: ConvertOptions) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from detr.config import DataConfig
+    from detr.data.export import check_out, export_coco
+    from detr.data.layout import find_layout
+    from detr.data.root import dataset_root
+    from detr.errors import ConfigError
+
+    data_cfg = DataConfig(coco_path=options.root)
+    if options.val_fraction is not None:
+        if not 0 <= options.val_fraction < 1:
+            raise ConfigError(f"--val-fraction must be in [0, 1), got {options.val_fraction}")
+        data_cfg.val_fraction = options.val_fraction
+    check_out(dataset_root(data_cfg), Path(options.out))  # bad paths and unknown layouts: named before the bar
+    find_layout(data_cfg)
+    console = Console(stderr=True, highlight=False)
+    with Progress(
+        TextColumn("linking" if not options.copy else "copying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("convert", total=None)
+        summary = export_coco(
+            data_cfg,
+            Path(options.out),
+            copy=options.copy,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    if options.json_output:
+        print(json.dumps(summary, indent=2))
+        return 0
+    splits = ", ".join(
+        f"{name} {s['images']} images, {s['annotations']} boxes" for name, s in summary["splits"].items()
+    )
+    how = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in summary["images"].items() if n)
+    Console(highlight=False).print(
+        f"read: {escape(summary['layout'])}\nwrote a COCO export to [bold]{escape(summary['out'])}[/]: {splits}, "
+        f"{len(summary['categories'])} categories; images as {how}",
+        soft_wrap=True,
+    )
+    return 0
