@@ -50,7 +50,10 @@ def read_result(folder: Path, seed: int, threads: int) -> RunResult | None:
     if not done:
         return None
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    last_eval = [r for r in records if r["type"] == "eval"][-1]
+    evals = [r for r in records if r["type"] == "eval"]
+    if not evals:
+        raise SystemExit(f"{folder}: the run never evaluated (the profile's eval_every is 0)")
+    last_eval = evals[-1]
     steps, train_s = (int(g) for g in done[-1].groups())
     return {
         "seed": seed,
