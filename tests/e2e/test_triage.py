@@ -88,7 +88,8 @@ def triage(*args: str) -> tuple[int, dict]:
 def test_demo_schedule_has_no_failure() -> None:
     checks = by_id(judge_schedule(load_profile("demo"), synthetic_facts()))
     assert {c["status"] for c in checks.values()} <= {"pass", "warn"}
-    assert checks["schedule.steps"]["status"] == "pass"  # 6 epochs × 240 steps
+    assert checks["schedule.steps"]["status"] == "pass"  # 8 epochs × 240 steps
+    assert checks["schedule.lr_drop"]["status"] == "pass"  # the drop before the last epoch
     assert checks["schedule.eos_coef"]["status"] == "pass"  # 0.5 for 6 queries
 
 
