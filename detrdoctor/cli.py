@@ -234,7 +234,7 @@ def export(
     ),
     threshold: float = typer.Option(0.5, help="Detections with at least this score must match."),
     rtol: float = typer.Option(1e-3, help="Relative tolerance of the outputs."),
-    atol: float = typer.Option(1e-4, help="Absolute tolerance of the outputs."),
+    atol: float = typer.Option(1e-5, help="Absolute tolerance of the outputs."),
     timing_runs: int = typer.Option(10, help="Timed runs per runtime after 2 warm-ups (median; 0: no timing)."),
     batch_size: int | None = typer.Option(None, help="Images per batch in the check (default: the checkpoint's)."),
     device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N (onnxruntime: CUDA when it has it)."),

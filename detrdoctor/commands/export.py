@@ -10,13 +10,15 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:
     import torch
+    from rich.console import Console
 
     from detr.config import RunConfig
     from detr.export import ExportShape
+    from detr.onnx_runtime import OnnxDetector
     from detrdoctor.export_check import CheckInputs, CheckRecord, TimingRecord
 
 
@@ -129,8 +131,16 @@ def check_inputs(options: ExportOptions, images: list[str], cfg: RunConfig, devi
         where = cfg.data.coco_path or "the synthetic dataset"
         return CheckInputs("split", f"the {options.split} split of {where}", split.loader, names, split.coco)
     if images:
+        from detr.data.decode import CorruptImageError, read_rgb
+        from detr.errors import DataError
+
         files = file_inputs(cfg, images, Path(options.out).parent / ".none", device)
         names = {image_id: str(path) for image_id, (path, _) in files.files.items()}
+        for path in names.values():  # before anything is exported: the check compares on every image given
+            try:
+                read_rgb(Path(path))
+            except CorruptImageError:
+                raise DataError(f"{path}: not a readable image (the check runs on every image given)") from None
         return CheckInputs("files", ", ".join(images), files.loader, names)
     return synthetic_inputs(cfg.data)
 
@@ -173,7 +183,7 @@ def run_export(options: ExportOptions) -> int:
     opset = options.opset if options.opset is not None else DEFAULT_OPSET
     if not options.verify:
         check_opset(opset)
-    overrides = {
+    overrides: dict[str, dict[str, Any]] = {
         "data": {"coco_path": options.data},
         "train": {"batch_size": options.batch_size, "device": options.device},
     }
@@ -200,14 +210,14 @@ def run_export(options: ExportOptions) -> int:
             )
         export_s = time.perf_counter() - started
 
-    check = timing = None
-    detector = None
+    check: CheckRecord | None = None
+    timing: TimingRecord | None = None
     if options.check:
         assert inputs is not None
         detector = OnnxDetector(path, device)
         model.to(device)
         check, timing = run_check(model, detector, inputs, device, options, err)
-    record = file_record(path, export_s, check, timing, detector)
+    record = file_record(path, export_s, check, timing)
     if options.json_output:
         print(json.dumps(record))
     else:
@@ -217,20 +227,17 @@ def run_export(options: ExportOptions) -> int:
 
 def run_check(
     model: torch.nn.Module,
-    detector: object,
+    detector: OnnxDetector,
     inputs: CheckInputs,
     device: torch.device,
     options: ExportOptions,
-    err: object,
+    err: Console,
 ) -> tuple[CheckRecord, TimingRecord | None]:
     """The comparison with progress on stderr, its verdict, and the speed of both on the first image."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from detr.onnx_runtime import OnnxDetector
     from detrdoctor.export_check import compare, first_image, judge, time_both
 
-    assert isinstance(detector, OnnxDetector) and isinstance(err, Console)
     total = len(inputs.batches) if hasattr(inputs.batches, "__len__") else None  # type: ignore[arg-type]
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
@@ -259,7 +266,7 @@ def run_check(
 
 
 def file_record(
-    path: Path, export_s: float | None, check: CheckRecord | None, timing: TimingRecord | None, detector: object
+    path: Path, export_s: float | None, check: CheckRecord | None, timing: TimingRecord | None
 ) -> ExportRecord:
     """The --json record: what the file is (read back from it), the check and the speed."""
     import onnx
@@ -284,16 +291,12 @@ def file_record(
     }
 
 
-def render(console: object, record: ExportRecord, options: ExportOptions) -> None:
+def render(console: Console, record: ExportRecord, options: ExportOptions) -> None:
     """The human report: the file, the check's numbers and verdict, the speed."""
-    from rich.console import Console
     from rich.markup import escape
 
-    assert isinstance(console, Console)
     dynamic = record["dynamic"]
-    shape = ", ".join(
-        f"{what} {'dynamic' if dynamic[key] else 'fixed'}" for key, what in (("batch", "batch"), ("size", "size"))
-    )
+    shape = f"batch {'dynamic' if dynamic['batch'] else 'fixed'}, size {'dynamic' if dynamic['size'] else 'fixed'}"
     took = f" in {record['export_s']:.1f} s" if record["export_s"] is not None else ""
     post = ", post-processed (scores, labels, boxes in pixels)" if record["postprocess"] else ""
     verb = "exported" if record["export_s"] is not None else "checking"
@@ -338,7 +341,7 @@ def render(console: object, record: ExportRecord, options: ExportOptions) -> Non
     if timing is not None:
         b, h, w = timing["shape"]
         console.print(
-            f"speed ({options.device or 'cpu'}, {timing['threads']} threads, {h}×{w}, median of {timing['runs']}): "
+            f"speed ({timing['device']}, {timing['threads']} threads, {h}×{w}, median of {timing['runs']}): "
             f"PyTorch {timing['torch']:.1f} ms/image, onnxruntime {timing['onnxruntime']:.1f} ms/image"
         )
     if check["passed"]:
