@@ -55,9 +55,10 @@ class Backbone(nn.Module):
 def downsample_mask(mask: Tensor, height: int, width: int) -> Tensor:
     """mask [B, H, W] → [B, height, width]: F.interpolate's "nearest" (the official code's), computed as it does.
 
-    Row i takes source row floor(i · float32(H / height)), as PyTorch's kernel computes it. An exported model
-    would run interpolate as ONNX Resize, which divides by the inverse ratio and so floors one row early where
-    i · H / height is a whole number: whole rows of padding flip at those sizes (480×360 with padding, say).
+    Row i takes source row floor(i · float32(H / height)), as PyTorch's kernel computes it. Exported, interpolate
+    becomes ONNX Resize, which divides by the inverse ratio and floors one row early where i · H / height is a
+    whole number: at H = 90, 120 or 360 (stride 32) with the padding starting at row 30, 60, 90, ..., a feature
+    row flips between image and padding, and the exported model's detections move.
     """
     rows = source_indices(mask.shape[-2], height, mask.device)
     columns = source_indices(mask.shape[-1], width, mask.device)

@@ -20,8 +20,6 @@ import contextlib
 import io
 import json
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from detr.engine.checkpointing import write_atomic
 from detr.errors import ConfigError, DetrError
 from detr.postprocess import batched_detections
 
@@ -178,14 +177,7 @@ def export_onnx(
     proto = program.model_proto
     for key, value in (metadata or {}).items():
         proto.metadata_props.add(key=METADATA_PREFIX + key, value=value)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save_model(proto, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: onnx.save_model(proto, f))
 
 
 def read_metadata(proto_metadata: Mapping[str, str]) -> dict[str, str]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -13,18 +14,25 @@ from detr.errors import CheckpointError, ConfigError
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+    """torch.save `obj` to `path` atomically (see write_atomic)."""
+    write_atomic(path, lambda f: torch.save(obj, f))
 
-    A kill at any moment leaves either the previous file or the new one, never a torn mix.
+
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """Let `write` fill a temporary file in the same folder, fsync, then rename it over `path`.
+
+    A kill at any moment leaves either the previous file or the new one, never a torn mix; a failed write leaves
+    no temporary file. The file gets the permissions the umask gives new files (mkstemp's would be 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -35,6 +43,13 @@ def save_atomic(obj: Any, path: str | Path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def rng_state() -> dict[str, Any]:

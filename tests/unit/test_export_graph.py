@@ -4,6 +4,7 @@ in PyTorch and in the exported graph) and the atomic write."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import onnx
@@ -50,8 +51,8 @@ def test_the_exported_mask_downsampling_rounds_as_pytorch(tmp_path: Path):
 
 
 def test_a_failed_write_leaves_neither_the_file_nor_a_temporary_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    def fail_halfway(proto: object, path: str) -> None:
-        Path(path).write_bytes(b"half a model")
+    def fail_halfway(proto: object, f: BinaryIO) -> None:
+        f.write(b"half a model")
         raise OSError("No space left on device")
 
     monkeypatch.setattr(onnx, "save_model", fail_halfway)
