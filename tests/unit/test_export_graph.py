@@ -1,5 +1,5 @@
 """The pieces of the ONNX export that need no checkpoint: the backbone's mask downsampling (PyTorch's rounding,
-in PyTorch and in the exported graph) and the atomic write."""
+in PyTorch and in the exported graph) and the atomic write that the file and the checkpoints share."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import onnx
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detr.backbone import downsample_mask
+from detr.engine.checkpointing import write_atomic
 from detr.export import export_onnx
 
 
@@ -50,12 +50,13 @@ def test_the_exported_mask_downsampling_rounds_as_pytorch(tmp_path: Path):
             mask[:] = False
 
 
-def test_a_failed_write_leaves_neither_the_file_nor_a_temporary_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    def fail_halfway(proto: object, f: BinaryIO) -> None:
+def test_a_failed_write_leaves_neither_the_file_nor_a_temporary_one(tmp_path: Path):
+    def fail_halfway(f: BinaryIO) -> None:
         f.write(b"half a model")
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(onnx, "save_model", fail_halfway)
     with pytest.raises(OSError):
-        export_onnx(MaskOnly(), tmp_path / "model.onnx")
+        write_atomic(tmp_path / "model.onnx", fail_halfway)
     assert list(tmp_path.iterdir()) == []
+    write_atomic(tmp_path / "model.onnx", lambda f: f.write(b"whole"))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"] and (tmp_path / "model.onnx").read_bytes() == b"whole"
