@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detr.backbone import downsample_mask
-from detr.engine.checkpointing import write_atomic
+from detr.engine.checkpointing import current_umask, write_atomic
 from detr.export import export_onnx
 
 
@@ -60,3 +60,4 @@ def test_a_failed_write_leaves_neither_the_file_nor_a_temporary_one(tmp_path: Pa
     assert list(tmp_path.iterdir()) == []
     write_atomic(tmp_path / "model.onnx", lambda f: f.write(b"whole"))
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"] and (tmp_path / "model.onnx").read_bytes() == b"whole"
+    assert (tmp_path / "model.onnx").stat().st_mode & 0o777 == 0o666 & ~current_umask()  # not mkstemp's 0600
