@@ -134,7 +134,7 @@ def check_inputs(options: ExportOptions, images: list[str], cfg: RunConfig, devi
         from detr.data.decode import CorruptImageError, read_rgb
         from detr.errors import DataError
 
-        files = file_inputs(cfg, images, Path(options.out).parent / ".none", device)
+        files = file_inputs(cfg, images, Path(options.verify or options.out), device)
         names = {image_id: str(path) for image_id, (path, _) in files.files.items()}
         for path in names.values():  # before anything is exported: the check compares on every image given
             try:
@@ -167,7 +167,8 @@ def run_export(options: ExportOptions) -> int:
     shape, images = parse_shape(options.batch, options.size, options.images)
     check_options(options, images)
     require("onnx", "export", "onnx", "export")
-    require("onnxscript", "export", "onnxscript", "export")
+    if not options.verify:
+        require("onnxscript", "export", "onnxscript", "torch.onnx.export")
     if options.check:
         require("onnxruntime", "export", "onnxruntime", "the export check")
 
