@@ -176,7 +176,9 @@ def export_onnx(
     proto = program.model_proto
     for key, value in (metadata or {}).items():
         proto.metadata_props.add(key=METADATA_PREFIX + key, value=value)
-    write_atomic(path, lambda f: f.write(proto.SerializeToString()))  # one file: DETR is far below protobuf's 2 GB
+    write_atomic(
+        path, lambda f: f.write(proto.SerializeToString()), shared=True
+    )  # one file: DETR is far below protobuf's 2 GB
 
 
 def read_metadata(proto_metadata: Mapping[str, str]) -> dict[str, str]:

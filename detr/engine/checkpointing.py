@@ -18,11 +18,12 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     write_atomic(path, lambda f: torch.save(obj, f))
 
 
-def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], object], shared: bool = False) -> None:
     """Let `write` fill a temporary file in the same folder, fsync, then rename it over `path`.
 
     A kill at any moment leaves either the previous file or the new one, never a torn mix; a failed write leaves
-    no temporary file. The file gets the permissions the umask gives new files (mkstemp's would be 0600).
+    no temporary file. The file is private (mkstemp's 0600) unless `shared`: then it gets the permissions the
+    umask gives new files, as a file to hand on (an exported model) should.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,7 +33,8 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())
+        if shared:
+            os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:

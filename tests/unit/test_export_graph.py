@@ -58,6 +58,6 @@ def test_a_failed_write_leaves_neither_the_file_nor_a_temporary_one(tmp_path: Pa
     with pytest.raises(OSError):
         write_atomic(tmp_path / "model.onnx", fail_halfway)
     assert list(tmp_path.iterdir()) == []
-    write_atomic(tmp_path / "model.onnx", lambda f: f.write(b"whole"))
+    write_atomic(tmp_path / "model.onnx", lambda f: f.write(b"whole"), shared=True)
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"] and (tmp_path / "model.onnx").read_bytes() == b"whole"
     assert (tmp_path / "model.onnx").stat().st_mode & 0o777 == 0o666 & ~current_umask()  # not mkstemp's 0600
