@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
@@ -50,8 +49,27 @@ class Backbone(nn.Module):
     def forward(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """images [B, 3, H, W], mask [B, H, W] → features [B, C, h, w] and the mask resized to them."""
         features = self.body(images)["0"]
-        mask = F.interpolate(mask[None].float(), size=features.shape[-2:]).to(torch.bool)[0]
-        return features, mask
+        return features, downsample_mask(mask, features.shape[-2], features.shape[-1])
+
+
+def downsample_mask(mask: Tensor, height: int, width: int) -> Tensor:
+    """mask [B, H, W] → [B, height, width]: F.interpolate's "nearest" (the official code's), computed as it does.
+
+    Row i takes source row floor(i · float32(H / height)), as PyTorch's kernel computes it. Exported, interpolate
+    becomes ONNX Resize, which divides by the inverse ratio and floors one row early where i · H / height is a
+    whole number: at H = 90, 120 or 360 (stride 32) with the padding starting at row 30, 60, 90, ..., a feature
+    row flips between image and padding, and the exported model's detections move.
+    """
+    rows = source_indices(mask.shape[-2], height, mask.device)
+    columns = source_indices(mask.shape[-1], width, mask.device)
+    return mask[:, rows][:, :, columns]
+
+
+def source_indices(size: int, out_size: int, device: torch.device) -> Tensor:
+    """The source index of each of `out_size` nearest-neighbour samples of `size` (PyTorch's float32 rule)."""
+    scale = torch.full((), size, dtype=torch.float32, device=device) / out_size
+    index = (torch.arange(out_size, dtype=torch.float32, device=device) * scale).floor().long()
+    return index.clamp(max=size - 1)
 
 
 class Joiner(nn.Sequential):

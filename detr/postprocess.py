@@ -16,15 +16,19 @@ class PostProcess(nn.Module):
     def forward(self, outputs: dict, target_sizes: Tensor) -> list[dict[str, Tensor]]:
         """target_sizes [B, 2] as (height, width): the original image sizes for COCO evaluation, or the
         augmented but unpadded sizes to draw on the network's input → [{'scores', 'labels', 'boxes'}] per image."""
-        out_logits, out_bbox = outputs["pred_logits"].float(), outputs["pred_boxes"].float()
-        if target_sizes.shape != (len(out_logits), 2):
-            raise ValueError(f"target_sizes must be [{len(out_logits)}, 2] (h, w), got {list(target_sizes.shape)}")
-
-        prob = F.softmax(out_logits, -1)
-        scores, labels = prob[..., :-1].max(-1)  # the last class is "no object"
-
-        boxes = box_cxcywh_to_xyxy(out_bbox)
-        img_h, img_w = target_sizes.unbind(1)
-        scale_fct = torch.stack([img_w, img_h, img_w, img_h], dim=1)
-        boxes = boxes * scale_fct[:, None, :]
+        if target_sizes.shape != (len(outputs["pred_logits"]), 2):
+            raise ValueError(
+                f"target_sizes must be [{len(outputs['pred_logits'])}, 2] (h, w), got {list(target_sizes.shape)}"
+            )
+        scores, labels, boxes = batched_detections(outputs["pred_logits"], outputs["pred_boxes"], target_sizes)
         return [{"scores": s, "labels": c, "boxes": b} for s, c, b in zip(scores, labels, boxes)]
+
+
+def batched_detections(logits: Tensor, boxes: Tensor, target_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The whole batch at once, as tensors (what an exported model computes): scores [B, Q], labels [B, Q] and
+    xyxy boxes [B, Q, 4] in the pixels of `target_sizes` [B, 2] (height, width)."""
+    prob = F.softmax(logits.float(), -1)
+    scores, labels = prob[..., :-1].max(-1)  # the last class is "no object"
+    img_h, img_w = target_sizes.unbind(1)
+    scale_fct = torch.stack([img_w, img_h, img_w, img_h], dim=1)
+    return scores, labels, box_cxcywh_to_xyxy(boxes.float()) * scale_fct[:, None, :]

@@ -258,6 +258,61 @@ def predict(
 
 
 @app.command()
+def export(
+    images: list[str] | None = typer.Argument(
+        None, help="Images or folders for the check (default: synthetic images, or --split)."
+    ),
+    weights: str = typer.Option(..., help="Checkpoint to export (ours or official)."),
+    format: str = typer.Option("onnx", "--format", help="File format (onnx)."),
+    out: str = typer.Option("model.onnx", help="The file to write (its folder must exist)."),
+    opset: int | None = typer.Option(None, help="ONNX opset (default 18; up to what the installed onnx writes)."),
+    batch: str = typer.Option("dynamic", help="Batch size fixed in the file, or dynamic."),
+    size: str = typer.Option("dynamic", help="Image size fixed in the file: --size H W, or dynamic."),
+    postprocess: bool = typer.Option(
+        False, "--postprocess", help="Include the post-processing: outputs scores, labels and boxes in pixels."
+    ),
+    check: bool = typer.Option(True, "--check/--no-check", help="Compare PyTorch and onnxruntime (on by default)."),
+    split: str | None = typer.Option(None, help="Check on a dataset split (val), with AP of both."),
+    data: str | None = typer.Option(
+        None, "--data", "--coco-path", help="With --split: the dataset root (default: the checkpoint's)."
+    ),
+    threshold: float = typer.Option(0.5, help="Detections with at least this score must match."),
+    rtol: float = typer.Option(1e-3, help="Relative tolerance of the outputs."),
+    atol: float = typer.Option(1e-5, help="Absolute tolerance of the outputs."),
+    timing_runs: int = typer.Option(10, help="Timed runs per runtime after 2 warm-ups (median; 0: no timing)."),
+    batch_size: int | None = typer.Option(None, help="Images per batch in the check (default: the checkpoint's)."),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N (onnxruntime: CUDA when it has it)."),
+    verify: str | None = typer.Option(None, help="Check this existing ONNX file instead of exporting one."),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Export a checkpoint to ONNX and check that onnxruntime detects what PyTorch detects."""
+    from detrdoctor.commands.export import ExportOptions, run_export
+
+    options = ExportOptions(
+        weights=weights,
+        format=format,
+        out=out,
+        opset=opset,
+        batch=batch,
+        size=size,
+        postprocess=postprocess,
+        check=check,
+        images=list(images or []),
+        split=split,
+        data=data,
+        threshold=threshold,
+        rtol=rtol,
+        atol=atol,
+        timing_runs=timing_runs,
+        batch_size=batch_size,
+        device=device,
+        verify=verify,
+        json_output=json_output,
+    )
+    run_guarded(lambda: run_export(options))
+
+
+@app.command()
 def plot(
     run_dirs: list[str] = typer.Argument(..., help="Run folders (or their metrics.jsonl) to overlay, aligned by step."),
     out: str | None = typer.Option(None, help="Write the figure to FILE.png or .svg (needs detrdoctor[plot])."),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -40,25 +41,38 @@ class _RecordingWriter(io.RawIOBase):
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+    """torch.save `obj` to `path` atomically (see write_atomic); a failed write raises the system's OSError."""
 
-    A kill at any moment leaves either the previous file or the new one, never a torn mix. A failed write
-    (disk full, read-only folder) removes the temporary file and raises the system's OSError.
+    def write(f: BinaryIO) -> None:
+        writer = _RecordingWriter(f)
+        try:
+            torch.save(obj, cast(BinaryIO, writer))  # it only calls write and flush
+        except RuntimeError:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
+
+    write_atomic(path, write)
+
+
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], object], shared: bool = False) -> None:
+    """Let `write` fill a temporary file in the same folder, fsync, then rename it over `path`.
+
+    A kill at any moment leaves either the previous file or the new one, never a torn mix; a failed write (disk
+    full, read-only folder) leaves no temporary file and raises the system's OSError. The file is private
+    (mkstemp's 0600) unless `shared`: then it gets the permissions the umask gives new files, as a file to hand
+    on (an exported model) should.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            writer = _RecordingWriter(f)
-            try:
-                torch.save(obj, cast(BinaryIO, writer))  # it only calls write and flush
-            except RuntimeError:
-                if writer.error is not None:
-                    raise writer.error from None
-                raise
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        if shared:
+            os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -118,6 +132,13 @@ def run_folder_weights(path: str | Path) -> Path:
         if (path / name).is_file():
             return path / name
     raise CheckpointError(f"{path}: a folder without {BEST} or {CHECKPOINT} (give a run folder or a checkpoint file)")
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def rng_state() -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -121,6 +121,23 @@ def detections_as_rows(targets: list[dict[str, Any]], results: list[dict[str, to
     return torch.cat(rows).numpy().astype(np.float64) if rows else np.zeros((0, 7))
 
 
+# A detector maps a padded batch (images [B, 3, H, W], mask [B, H, W]) and the sizes to scale its boxes to
+# ([B, 2], height, width) to post-processed detections per image: a PyTorch model with its post-processor,
+# or an exported file run elsewhere (detr.onnx_runtime).
+Detector = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], list[dict[str, torch.Tensor]]]
+
+
+def torch_detector(model: nn.Module, postprocessor: nn.Module, amp_dtype: torch.dtype | None = None) -> Detector:
+    """`model` followed by `postprocessor`, under autocast when `amp_dtype` is given."""
+
+    def detect(images: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        with torch.autocast(images.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            outputs = model(images, mask)
+        return postprocessor(outputs, sizes)
+
+    return detect
+
+
 @torch.no_grad()
 def predict_detections(
     model: nn.Module,
@@ -135,18 +152,25 @@ def predict_detections(
     """
     was_training = model.training
     model.eval()
+    try:
+        return detect_all(torch_detector(model, postprocessor, amp_dtype), loader, device)
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def detect_all(detector: Detector, loader: Iterable, device: torch.device) -> tuple[np.ndarray, list[int]]:
+    """Run `detector` over `loader`'s (images, mask, targets) batches, scaled to each image's original size: COCO
+    result rows and the image ids scored, gathered over ranks (the main process gets them all, the others none)."""
     rows: list[np.ndarray] = []
     image_ids: list[int] = []
     for images, mask, targets in loader:
         if not targets:  # every image of the batch was unreadable (detr.data.files.collate_readable)
             continue
         images, mask = images.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            outputs = model(images, mask)
         orig_sizes = torch.stack([t["orig_size"] for t in targets]).to(device)
-        rows.append(detections_as_rows(targets, postprocessor(outputs, orig_sizes)))
+        rows.append(detections_as_rows(targets, detector(images, mask, orig_sizes)))
         image_ids.extend(int(t["image_id"]) for t in targets)
-    model.train(was_training)
     gathered = all_gather_objects((np.concatenate(rows) if rows else np.zeros((0, 7)), image_ids))
     if not is_main_process():
         return np.zeros((0, 7)), []

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from torch.utils.data import DataLoader
 
     from detr.config import RunConfig
+    from detr.onnx_runtime import OnnxDetector
 
 
 @dataclass
@@ -79,6 +80,34 @@ def require_detr(ckpt: dict[str, Any], weights: str) -> None:
     state_dict = model_state_dict(ckpt, weights)
     if not {"class_embed.weight", "query_embed.weight"} <= state_dict.keys():
         raise CheckpointError(f"{weights} is not a DETR checkpoint (it has no class_embed/query_embed weights)")
+
+
+def onnx_config_and_detector(
+    options: PredictOptions, overrides: dict[str, dict[str, Any]]
+) -> tuple[RunConfig, dict[str, Any], OnnxDetector]:
+    """An exported file (`detrdoctor export`) in onnxruntime, the config it was exported with (its validation
+    transform: what the file expects to see), and its categories as a checkpoint carries them."""
+    from detr.config import config_from_dict, tomllib, validate
+    from detr.engine.device import resolve_device
+    from detr.errors import ConfigError
+    from detr.onnx_runtime import OnnxDetector
+    from detrdoctor.commands.common import apply_flags
+    from detrdoctor.extras import require
+    from detrdoctor.profiles import load_profile
+
+    require("onnxruntime", "export", "onnxruntime", "predict on an ONNX file")
+    if options.amp != "off":
+        raise ConfigError(f"--amp {options.amp}: an ONNX file runs in the precision it was exported in (--amp off)")
+    device = resolve_device(options.device or "auto")
+    detector = OnnxDetector(options.weights, device)
+    written = detector.metadata.get("config")
+    # A file exported elsewhere with the same inputs and outputs: the paper's validation transform.
+    cfg = config_from_dict(tomllib.loads(written), options.weights) if written else load_profile("detr-r50")
+    cfg.train.device = str(device)
+    apply_flags(cfg, overrides)
+    validate(cfg)
+    categories = json.loads(detector.metadata.get("categories", "[]"))
+    return cfg, {"categories": categories}, detector
 
 
 def split_inputs(cfg: RunConfig, split: str, device: torch.device) -> Inputs:
@@ -285,8 +314,9 @@ def run_predict(options: PredictOptions) -> int:
 
     from detr.checkpoint import category_names
     from detr.engine.device import resolve_amp_dtype, resolve_device
-    from detr.engine.evaluate import predict_detections
+    from detr.engine.evaluate import detect_all, predict_detections
     from detr.errors import DataError
+    from detr.onnx_runtime import is_onnx_file
     from detr.outputs import make_folder
     from detrdoctor.commands.evaluate import checkpoint_model, config_for_weights, require_finite_detections
 
@@ -295,17 +325,23 @@ def run_predict(options: PredictOptions) -> int:
         "data": {"coco_path": options.coco_path},
         "train": {"batch_size": options.batch_size, "device": options.device},
     }
-    cfg, ckpt = config_for_weights(options.weights, None, overrides)
-    require_detr(ckpt, options.weights)
-    device = resolve_device(cfg.train.device)
-    amp_dtype = resolve_amp_dtype(options.amp, device)
+    onnx = is_onnx_file(options.weights)
+    if onnx:
+        cfg, ckpt, detector = onnx_config_and_detector(options, overrides)
+        device = resolve_device(cfg.train.device)
+    else:
+        cfg, ckpt = config_for_weights(options.weights, None, overrides)
+        require_detr(ckpt, options.weights)
+        device = resolve_device(cfg.train.device)
+        amp_dtype = resolve_amp_dtype(options.amp, device)
     if options.split:
         inputs = split_inputs(cfg, options.split, device)
     else:
         inputs = file_inputs(cfg, options.sources, Path(options.out), device)
     out = Path(options.out)
     check_out(out, inputs)
-    model, postprocessor = checkpoint_model(cfg, ckpt, options.weights, device)
+    if not onnx:
+        model, postprocessor = checkpoint_model(cfg, ckpt, options.weights, device)
     make_folder(out)
     names = category_names(ckpt, inputs.coco)
 
@@ -318,10 +354,12 @@ def run_predict(options: PredictOptions) -> int:
         console=Console(stderr=True),
         transient=True,
     ) as progress:
+        batches = tracked(inputs.loader, progress, "predicting (batches)")
         with torch.inference_mode():
-            detections, image_ids = predict_detections(
-                model, postprocessor, tracked(inputs.loader, progress, "predicting (batches)"), device, amp_dtype
-            )
+            if onnx:
+                detections, image_ids = detect_all(detector, batches, device)
+            else:
+                detections, image_ids = predict_detections(model, postprocessor, batches, device, amp_dtype)
         predict_s = time.perf_counter() - started
         scored = set(image_ids)
         unreadable = [str(path) for image_id, (path, _) in inputs.files.items() if image_id not in scored]
@@ -334,6 +372,10 @@ def run_predict(options: PredictOptions) -> int:
         write_json_atomic(out / "predictions.json", results_json(inputs, detections))
         boxes_drawn = draw_all(inputs, detections, image_ids, names, options, progress)
 
+    if onnx:
+        summary_runtime = {"runtime": f"onnxruntime ({detector.provider})"}
+    else:
+        summary_runtime = {"runtime": "torch"}
     if options.split:
         source: str | list[str] = f"{options.split} split of {cfg.data.coco_path or 'the synthetic dataset'}"
     else:
@@ -342,6 +384,7 @@ def run_predict(options: PredictOptions) -> int:
         "weights": options.weights,
         "source": source,
         "device": str(device),
+        **summary_runtime,
         "images": len(image_ids),
         "unreadable": len(unreadable),
         "unreadable_files": unreadable,
