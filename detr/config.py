@@ -94,6 +94,8 @@ class DataConfig:
     pin_memory: bool = True
     aspect_ratio_grouping: bool = False
     max_corrupt_fraction: float = 0.01
+    # Training leaves out images with more objects than num_queries (DETR outputs at most that many boxes).
+    skip_images_over_queries: bool = False
     synthetic_train_images: int = 2000
     synthetic_val_images: int = 200
     synthetic_image_size: int = 640

@@ -243,9 +243,11 @@ def test_dataset_annotations_not_coco_and_missing_root(tmp_path):
     write_coco(tmp_path, "val2017", ["b.jpg"])
     (tmp_path / "annotations" / "instances_val2017.json").write_text('{"images": []}')
     checks = dataset_checks(tmp_path)
+    annotations = checks["dataset.annotations"]
     assert (
-        checks["dataset.annotations"]["status"] == "fail"
-        and "no annotations, categories" in checks["dataset.annotations"]["message"]
+        annotations["status"] == "fail"
+        and "annotations = None: not COCO: no list 'annotations'" in annotations["message"]
     )
+    assert [line.split(": ")[1] for line in annotations["problems"]] == ["annotations = None", "categories = None"]
     missing = dataset_checks(tmp_path / "nowhere")
     assert list(missing) == ["dataset.layout"] and missing["dataset.layout"]["status"] == "fail"

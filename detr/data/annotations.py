@@ -1,66 +1,49 @@
-"""Locating and loading a COCO annotation file, with one-line errors instead of tracebacks."""
+"""Loading a COCO annotation file: parsed, validated (`detr.data.validate`), normalised and indexed once."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import io
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from pycocotools.coco import COCO
 
+from detr.data.validate import normalise_coco, problems_error, read_json, validate_coco
 from detr.errors import DataError
 
-REQUIRED_KEYS = ("images", "annotations", "categories")
+
+@dataclass(frozen=True)
+class Annotations:
+    """A validated annotation file: the pycocotools index of it, and what normalising it changed."""
+
+    file: Path
+    coco: COCO
+    notes: tuple[str, ...]  # e.g. "136 file names with \\ separators read as /"
 
 
-def _check_entries(data: dict, path: Path) -> None:
-    """The fields training and evaluation read, so a malformed entry fails here and not mid-epoch."""
-    for img in data["images"]:
-        if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
-            raise DataError(f"{path}: not COCO: an entry of 'images' lacks 'id' or 'file_name' ({str(img)[:80]})")
-    for ann in data["annotations"]:
-        if not isinstance(ann, dict) or not {"image_id", "category_id", "bbox"} <= ann.keys():
-            raise DataError(
-                f"{path}: not COCO: an entry of 'annotations' lacks 'image_id', 'category_id' "
-                f"or 'bbox' ({str(ann)[:80]})"
-            )
-        bbox = ann["bbox"]
-        if not isinstance(bbox, list) or len(bbox) != 4 or not all(isinstance(v, (int, float)) for v in bbox):
-            raise DataError(
-                f"{path}: not COCO: annotation {ann.get('id', '?')} has bbox {str(bbox)[:40]}, not [x, y, w, h]"
-            )
-    for cat in data["categories"]:
-        if not isinstance(cat, dict) or "id" not in cat:
-            raise DataError(f"{path}: not COCO: an entry of 'categories' lacks 'id' ({str(cat)[:80]})")
-
-
-@functools.lru_cache(maxsize=2)
-def _load(path: Path, mtime_ns: int, size: int) -> COCO:  # noqa: ARG001 - the cache key
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not valid JSON (not UTF-8 text)") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: not COCO: the top level is not an object with {', '.join(REQUIRED_KEYS)}")
-    missing = [k for k in REQUIRED_KEYS if not isinstance(data.get(k), list)]
-    if missing:
-        also = f" (nor {', '.join(missing[1:])})" if missing[1:] else ""
-        raise DataError(f"{path}: not COCO: no list '{missing[0]}'{also}")
-    _check_entries(data, path)
+def index_coco(data: object, file: Path) -> Annotations:
+    """Validate and normalise a COCO-format dict (from JSON or a reader of another format), then index it."""
+    problems = validate_coco(data, file)
+    if problems:
+        raise problems_error(problems)
+    assert isinstance(data, dict)  # validate_coco accepts nothing else
+    notes = normalise_coco(data)
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
         coco.createIndex()
-    return coco
+    return Annotations(file, coco, tuple(notes))
 
 
-def load_coco(path: Path) -> COCO:
-    """The parsed and indexed annotation file; DataError naming the file if it is missing or not COCO.
+@functools.lru_cache(maxsize=2)
+def _load(path: Path, mtime_ns: int, size: int) -> Annotations:  # noqa: ARG001 - the cache key
+    return index_coco(read_json(path), path)
+
+
+def load_annotations(path: Path) -> Annotations:
+    """The validated annotation file; DataError in one line naming the file (and JSON path) when it is not usable.
 
     The last two files stay cached (keyed by path, mtime and size), so checking a dataset and then
     building it parses the JSON once.
@@ -73,6 +56,11 @@ def load_coco(path: Path) -> COCO:
     if not path.is_file():
         raise DataError(f"{path}: annotation path is not a file")
     return _load(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+def load_coco(path: Path) -> COCO:
+    """The pycocotools index of a validated annotation file (see `load_annotations`)."""
+    return load_annotations(path).coco
 
 
 def dataset_categories(coco: COCO) -> list[dict]:

@@ -54,6 +54,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, callbacks: Sequence[Callback] = (), output_dir: str | Path | None = None):
         from detr import build_model
         from detr.data import build_dataset, check_dataset, resolve_num_classes
+        from detr.data.split import training_objects_limit
 
         validate(cfg)
         self.cfg, t = cfg, cfg.train
@@ -74,9 +75,10 @@ class Trainer:
         )
 
         torch.manual_seed(t.seed)  # identical initial weights on every rank
-        self.data_summary = check_dataset(cfg.data, "train")
+        max_objects = training_objects_limit(cfg.model.num_queries, cfg.data.skip_images_over_queries)
+        self.data_summary = check_dataset(cfg.data, "train", max_objects)
         resolve_num_classes(cfg)  # "auto" → the data's; config.toml then records the int (see fit)
-        self.train_set = build_dataset(cfg.data, "train", train=True, seed=t.seed)
+        self.train_set = build_dataset(cfg.data, "train", train=True, seed=t.seed, max_objects=max_objects)
         self.val_set = build_dataset(cfg.data, "val", train=False, seed=t.seed) if t.eval_every > 0 else None
         self.train_loader = build_loader(
             self.train_set,

@@ -20,6 +20,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 # Generous: a cold torch import on network storage, or a CUDA init on a large node, takes tens of seconds.
@@ -309,9 +310,10 @@ def _str(value: str | bytes) -> str:
 def probe_dataset(params: dict[str, Any], emit: Emit) -> None:
     """A dataset folder: its layout, annotation files, referenced images, a decoded sample, and the doctor's checks.
 
-    The split steps read plain json, not pycocotools: a broken pycocotools must not hide a good dataset. The
-    layout and the doctor use detrdoctor's own code (torch included). It runs in a child so that parsing a
-    450 MB annotation file overlaps the other probes and its memory goes away with the process.
+    The split steps read each annotation file as training does (validated, normalised, indexed: a broken
+    pycocotools shows here and in its own check); the layout and the doctor use the same code. It runs in a
+    child so that parsing a 450 MB annotation file overlaps the other probes and its memory goes away with
+    the process.
     """
     root = params["root"]
     with _step(emit, "root") as r:
@@ -354,6 +356,12 @@ def _layout_facts(cfg: Any) -> dict[str, Any]:
 
 
 def _inspect_split(split: dict[str, str], sample: int) -> dict[str, Any]:
+    """One annotation file as training reads it (`detr.data.annotations.load_annotations`: validated and
+    normalised), its images present, and a decoded sample (each read time-boxed)."""
+    from detr.data.annotations import load_annotations
+    from detr.data.check import missing_images
+    from detr.errors import DataError
+
     facts: dict[str, Any] = {
         "name": split["name"],
         "images_dir": split["images"],
@@ -364,50 +372,62 @@ def _inspect_split(split: dict[str, str], sample: int) -> dict[str, Any]:
     if not facts["annotations_exist"]:
         return facts
     try:
-        with open(split["annotations"], encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        facts["parse_error"] = f"{type(e).__name__}: {e}"
+        parsed = load_annotations(Path(split["annotations"]))
+    except DataError as e:
+        facts["parse_error"] = str(e)
+        facts["problems"] = _problems(split["annotations"])
         return facts
-    missing_keys = [
-        k
-        for k in ("images", "annotations", "categories")
-        if not isinstance(data, dict) or not isinstance(data.get(k), list)
-    ]
-    if missing_keys:
-        facts["parse_error"] = f"not COCO: no {', '.join(missing_keys)} list"
-        return facts
-    images = data["images"]
+    data = parsed.coco.dataset
     facts["counts"] = {k: len(data[k]) for k in ("images", "annotations", "categories")}
-    names = [str(img.get("file_name", "")) for img in images if isinstance(img, dict)]
-    facts["images_without_file_name"] = len(images) - sum(1 for n in names if n)
-    listing = set(os.listdir(split["images"])) if facts["images_dir_exists"] else set()
-    missing = [n for n in names if n and n not in listing and not os.path.isfile(os.path.join(split["images"], n))]
+    facts["notes"] = list(parsed.notes)
+    names = [str(img["file_name"]) for img in data["images"]]
+    facts["images_without_file_name"] = 0  # validation requires every file name
+    missing = missing_images(Path(split["images"]), names) if facts["images_dir_exists"] else names
     facts["missing_images"] = len(missing)
     facts["missing_first"] = missing[:5]
-    present = [n for n in names if n and n not in set(missing)]
+    absent = set(missing)
+    present = [n for n in names if n not in absent]
     facts["decode"] = _decode_sample(split["images"], present, sample)
     return facts
 
 
+def _problems(annotations: str) -> list[str]:
+    """Every validation problem of an annotation file that parses as JSON (one line each)."""
+    from detr.data.validate import read_json, validate_coco
+    from detr.errors import DataError
+
+    try:
+        return [p.line() for p in validate_coco(read_json(Path(annotations)), annotations)]
+    except DataError as e:
+        return [str(e)]
+
+
 def _decode_sample(folder: str, names: list[str], sample: int) -> dict[str, Any]:
-    """Fully decode up to `sample` images spread evenly over the list (deterministic, so reruns agree)."""
+    """Fully decode up to `sample` images spread evenly over the list (deterministic, so reruns agree); a file
+    that does not answer within the read limit is a failure naming it, and ends the sample."""
     if not names or sample <= 0:
         return {"tried": 0, "failed": []}
     try:
         from PIL import Image
     except ImportError as e:
         return {"tried": 0, "failed": [], "error": f"{type(e).__name__}: {e}"}
+    from detr.data.bounded import TimedOut, read_each
+
+    def decode(name: str) -> None:
+        with Image.open(os.path.join(folder, name)) as img:
+            img.convert("RGB").load()
+
     step = max(1, len(names) // sample)
     picked = names[::step][:sample]
     failed = []
-    for name in picked:
-        try:
-            with Image.open(os.path.join(folder, name)) as img:
-                img.convert("RGB").load()
-        except Exception as e:  # noqa: BLE001 - any decoder error is the finding
-            failed.append({"name": name, "error": f"{type(e).__name__}: {e}"})
-    return {"tried": len(picked), "failed": failed}
+    tried = 0
+    for name, result in read_each(picked, decode):
+        tried += 1
+        if isinstance(result, TimedOut):
+            failed.append({"name": name, "error": f"did not answer in {result.seconds:g} s"})
+        elif isinstance(result, BaseException):
+            failed.append({"name": name, "error": f"{type(result).__name__}: {result}"})
+    return {"tried": tried, "failed": failed}
 
 
 PROBES: dict[str, Callable[[dict[str, Any], Emit], None]] = {

@@ -1385,14 +1385,19 @@ def _annotations(splits: list[dict[str, Any]]) -> Check:
     )
     if broken:
         s = broken[0]
-        return check(
-            "dataset.annotations",
-            "fail",
-            found or "unreadable",
-            "COCO JSON",
-            fix=f"regenerate or re-download {s['annotations']}",
-            message=f"{s['annotations']}: {first_line(s['parse_error'])}",
-        )
+        what, _, fix = first_line(s["parse_error"]).partition("; fix: ")
+        problems = [line for b in broken for line in b.get("problems") or [b["parse_error"]]]
+        return {
+            **check(
+                "dataset.annotations",
+                "fail",
+                found or "not usable",
+                "COCO JSON",
+                fix=fix or f"regenerate or re-download {s['annotations']}",
+                message=what,
+            ),
+            "problems": problems,
+        }
     if not parsed:
         return check("dataset.annotations", "skip", message="no annotation file found (see dataset.layout)")
     return check("dataset.annotations", "pass", found, "COCO JSON")
