@@ -10,7 +10,7 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
-READ_TIMEOUT_S = 10.0  # one header read; a local disk answers in milliseconds, a slow mount in a second or two
+READ_TIMEOUT_S = 5.0  # one header read: a local disk answers in milliseconds, a slow mount in a second or two
 
 
 class TimedOut(Generic[T]):

@@ -113,3 +113,14 @@ def load_split(data_cfg: DataConfig, name: str, max_objects: int | None = None) 
 def training_objects_limit(num_queries: int, skip_images_over_queries: bool) -> int | None:
     """The `max_objects` of the training split: num_queries when [data] skip_images_over_queries is on."""
     return num_queries if skip_images_over_queries else None
+
+
+def layout_line(layout: Layout) -> str:
+    """`Layout.describe` plus what loading its files changed (e.g. Windows separators), for files that load."""
+    notes: list[str] = []
+    for source in dict.fromkeys((layout.train.annotations, layout.val.annotations)):
+        try:
+            notes += load_annotations(source).notes
+        except DataError:
+            continue  # the split's own load names what is wrong with it
+    return layout.describe() + "".join(f"; {note}" for note in dict.fromkeys(notes))

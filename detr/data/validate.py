@@ -121,6 +121,16 @@ def _check_ids(
 def validate_coco(data: object, file: Path | str) -> list[Problem]:
     """Every problem of a COCO-format dict that would crash, or silently change, training or evaluation."""
     problems = _Problems(str(file))
+    if isinstance(data, list) and data and isinstance(data[0], dict) and "data" in data[0]:
+        problems.add(
+            "(top level)",
+            None,
+            "",
+            data,
+            "a Label Studio JSON export (a list of tasks), not COCO",
+            "export as COCO (Label Studio: Export → COCO) and use that export",
+        )
+        return list(problems.found.values())
     if not isinstance(data, dict):
         problems.add("(top level)", None, "", data, "not COCO: the top level is not an object", COCO_FIX)
         return list(problems.found.values())

@@ -143,15 +143,14 @@ def check_data(cfg: RunConfig, profile: str | None) -> Callback:
     A failed check stops here in one line; the warnings become `data_check` events of the run.
     """
     from detr.data import resolve_num_classes
-    from detrdoctor.commands.common import announce_layout
+    from detrdoctor.commands.common import announce_layout, env_check_command
     from detrdoctor.data_check import DataCheckEvents, stop_on_failures
     from detrdoctor.dataset_doctor import diagnose_dataset
 
     announce_layout(cfg)
     resolve_num_classes(cfg)
     rows = diagnose_dataset(cfg)
-    where = f" --coco-path {cfg.data.coco_path}" if cfg.data.coco_path else ""
-    stop_on_failures(rows, f"detrdoctor env-check{where}" + (f" --profile {profile}" if profile else ""))
+    stop_on_failures(rows, env_check_command(cfg, profile))
     return DataCheckEvents(rows)
 
 

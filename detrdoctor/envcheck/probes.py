@@ -346,13 +346,14 @@ def _dataset_config(params: dict[str, Any]) -> Any:
 
 def _layout_facts(cfg: Any) -> dict[str, Any]:
     from detr.data.layout import find_layout
+    from detr.data.split import layout_line
 
     layout = find_layout(cfg.data)
     splits = [
         {"name": name, "images": str(source.images), "annotations": str(source.annotations), "part": source.part}
         for name, source in (("train", layout.train), ("val", layout.val))
     ]
-    return {"kind": layout.kind, "description": layout.describe(), "splits": splits}
+    return {"kind": layout.kind, "description": layout_line(layout), "splits": splits}
 
 
 def _inspect_split(split: dict[str, str], sample: int) -> dict[str, Any]:
