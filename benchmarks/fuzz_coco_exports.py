@@ -106,6 +106,7 @@ def main() -> None:
                 tallies[command][outcome] += 1
                 if outcome == "traceback":
                     tracebacks.setdefault(f"{command}: {' + '.join(kinds)}", detail)
+                print(f"{n} {command} {outcome}: {' + '.join(kinds)}: {detail[:160]}", flush=True)
     for command, tally in tallies.items():
         print(
             f"{command}: {tally['traceback']} tracebacks, {tally['error']} one-line errors, {tally['ok']} ok of {count}"

@@ -318,6 +318,10 @@ def probe_dataset(params: dict[str, Any], emit: Emit) -> None:
     root = params["root"]
     with _step(emit, "root") as r:
         r["exists"] = not root or os.path.isdir(root)
+        if root and os.path.isfile(root):
+            from detr.data.layout import ARCHIVES
+
+            r["archive"] = Path(root).suffix.lower() in ARCHIVES
     if not root or os.path.isdir(root):
         with _step(emit, "layout") as r:
             cfg = _dataset_config(params)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from detr.config import DataConfig
@@ -1327,14 +1328,17 @@ def rule_dataset(facts: Facts) -> list[Check]:
         error = step_error(facts, "dataset", "root")
         if error:
             return [check("dataset.layout", "fail", "probe failed", "a dataset folder", message=first_line(error))]
+        archive = step(facts, "dataset", "root").get("archive")
         return [
             check(
                 "dataset.layout",
                 "fail",
-                f"{root}: not found",
+                f"{root}: an archive" if archive else f"{root}: not found",
                 "a folder",
-                fix="pass the folder of the export (COCO, Roboflow, CVAT or Label Studio)",
-                message=f"--coco-path {root} is not a folder",
+                fix=f"unzip it first (unzip {root} -d {Path(root).with_suffix('')}), then --data that folder"
+                if archive
+                else "pass the folder of the export (COCO, Roboflow, CVAT or Label Studio)",
+                message=f"--data {root} is not a folder",
             )
         ]
     splits = _splits(facts)

@@ -129,3 +129,15 @@ def test_windows_separators_are_said_in_the_layout_line(tmp_path: Path) -> None:
     windows_paths(root)
     line = layout_line(find_layout(DataConfig(coco_path=str(root))))
     assert line.endswith("; 6 file names with \\ separators read as /")
+
+
+def test_env_check_says_unzip_an_archive_given_as_the_dataset() -> None:
+    from detrdoctor.envcheck.rules import rule_dataset
+
+    facts = {
+        "options": {"coco_path": "/data/export.zip"},
+        "probes": {"dataset": {"steps": {"root": {"exists": False, "archive": True}}}},
+    }
+    (row,) = rule_dataset(facts)
+    assert row["status"] == "fail" and row["found"] == "/data/export.zip: an archive"
+    assert row["fix"].startswith("unzip it first (unzip /data/export.zip -d /data/export)")
