@@ -7,6 +7,11 @@ counts as a traceback when the command ends in an exception other than the one-l
 with an `error:` line). Prints the counts and the first traceback's last line per mutation kind.
 
     python benchmarks/fuzz_coco_exports.py [N] [SEED]
+
+Measured 2026-12-07, N=100, seed 0, OMP_NUM_THREADS=1, on a 2-core AMD EPYC VM shared with other agents
+(about 4 min after, 6 min before): before the one validation (commit 2a6b383), train 13 tracebacks /
+24 one-line errors / 63 ok, evaluate 23 / 10 / 67 (TypeError: unhashable type: 'list', '<' between
+NoneType and int, float NaN to integer, KeyError 'id', ...); after, train 0 / 59 / 41, evaluate 0 / 52 / 48.
 """
 
 from __future__ import annotations

@@ -106,8 +106,9 @@ def test_json_schema(real_run):
         == len(doc["checks"])
         == sum(doc["summary"][s] for s in ("pass", "warn", "fail", "skip"))
     )
-    for c in doc["checks"]:  # the dataset doctor's rows add how many and an example
+    for c in doc["checks"]:  # the dataset doctor's rows add how many and an example (and data_summary's counts)
         extra = ["count", "example"] if c["id"].startswith("data.") else []
+        extra += ["counts"] if c["id"] == "data.dropped_boxes" else []
         assert list(c) == ["id", "status", "found", "expected", "fix", "message", *extra]
     assert len({c["id"] for c in doc["checks"]}) == len(doc["checks"])
     assert doc["facts"]["format"] == 1 and set(doc["facts"]["probes"]) == {"torch", "numeric", "nvml", "dataset"}
