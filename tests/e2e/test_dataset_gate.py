@@ -12,6 +12,7 @@ from exports import coco_export, edit_train, no_images
 from typer.testing import CliRunner
 
 from detrdoctor.cli import app
+from detrdoctor.profiles import PROFILE_DIR
 
 runner = CliRunner()
 
@@ -67,7 +68,7 @@ def test_training_skips_images_over_num_queries_when_asked(tmp_path: Path) -> No
 
     root = coco_export(tmp_path / "export")
     edit_train(root, crowded)
-    tiny = Path(__file__).parents[2] / "profiles" / "tiny.toml"
+    tiny = PROFILE_DIR / "tiny.toml"
     args = ["train", "--data", str(root), "--max-steps", "1", "--eval-every", "0", "--no-dashboard"]
     stopped = runner.invoke(app, [*args, "--profile", "tiny", "--output-dir", str(tmp_path / "stopped")])
     assert stopped.exit_code == 1 and "train2017_1.jpg (13)" in stopped.output
