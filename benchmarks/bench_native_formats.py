@@ -3,7 +3,7 @@
     python benchmarks/bench_native_formats.py [--images 2000] [--repeats 3]
 
 Writes each format's test export (tests/format_exports.py: small JPEGs, two objects each) with `--images`
-training images, then times the first read of both splits (`load_source`, uncached: label files, XML or JSON
+training images, then times the first read of both splits (`load_coco`, uncached: label files, XML or JSON
 parsed and every image header opened where the format has no sizes) and `convert` with hard links. Prints the
 medians of `--repeats` runs.
 """
@@ -57,7 +57,7 @@ def main() -> None:
                 start = time.perf_counter()
                 layout = find_layout(cfg)
                 sources = {(src.annotations, src.subset): src for src in (layout.train, layout.val)}
-                count = sum(len(annotations.load_source(src).imgs) for src in sources.values())  # held out: once
+                count = sum(len(annotations.load_coco(src).imgs) for src in sources.values())  # held out: once
                 reads.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 export_coco(cfg, Path(tmp) / f"{kind}-coco-{r}")

@@ -104,6 +104,8 @@ class DataConfig:
     # Images with more pixels are never decoded (a decompression bomb): skipped by predict, a failed data check
     # in training. The default is PIL's MAX_IMAGE_PIXELS; 0 turns the limit off.
     max_image_pixels: int = 89_478_485
+    # Training leaves out images with more objects than num_queries (DETR outputs at most that many boxes).
+    skip_images_over_queries: bool = False
     synthetic_train_images: int = 2000
     synthetic_val_images: int = 200
     synthetic_image_size: int = 640

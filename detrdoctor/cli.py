@@ -58,7 +58,12 @@ def train(
     profile: str | None = typer.Option(
         None, help="Profile name or TOML path (default: demo, or detr-r50 with --coco-path)."
     ),
-    coco_path: str | None = typer.Option(None, help="COCO-format dataset root (default: the synthetic dataset)."),
+    coco_path: str | None = typer.Option(
+        None,
+        "--data",
+        "--coco-path",
+        help="Dataset root, any layout env-check recognises (default: the synthetic dataset).",
+    ),
     output_dir: str | None = typer.Option(None, help="Run folder (default: runs/<timestamp>)."),
     epochs: int | None = typer.Option(None, help="Number of epochs."),
     max_steps: int | None = typer.Option(None, help="Stop when the global step count reaches N."),
@@ -166,7 +171,12 @@ def evaluate(
     profile: str | None = typer.Option(
         None, help="Profile name or TOML path (default: the checkpoint's config, else detr-r50)."
     ),
-    coco_path: str | None = typer.Option(None, help="COCO-format dataset root (default: the synthetic dataset)."),
+    coco_path: str | None = typer.Option(
+        None,
+        "--data",
+        "--coco-path",
+        help="Dataset root, any layout env-check recognises (default: the synthetic dataset).",
+    ),
     batch_size: int | None = typer.Option(None, help="Images per batch."),
     device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     num_workers: int | None = typer.Option(None, help="DataLoader worker processes."),
@@ -228,7 +238,9 @@ def evaluate(
 def predict(
     sources: list[str] | None = typer.Argument(None, help="Image files and folders (searched recursively)."),
     weights: str = typer.Option(..., help="Checkpoint to run (ours or official)."),
-    coco_path: str | None = typer.Option(None, help="With --split: the dataset root (default: the checkpoint's)."),
+    coco_path: str | None = typer.Option(
+        None, "--data", "--coco-path", help="With --split: the dataset root (default: the checkpoint's)."
+    ),
     split: str | None = typer.Option(None, help="Run on a dataset split (train or val) instead of files."),
     out: str = typer.Option("predictions", help="Folder for the drawn images and predictions.json."),
     threshold: float = typer.Option(0.5, help="Draw boxes with at least this score (predictions.json keeps all)."),
@@ -368,7 +380,9 @@ def convert(
 @app.command("env-check")
 def env_check(
     json_output: bool = typer.Option(False, "--json", help="Print checks, summary and facts as JSON."),
-    coco_path: str | None = typer.Option(None, help="Also check a COCO-format dataset folder."),
+    coco_path: str | None = typer.Option(
+        None, "--data", "--coco-path", help="Also check a COCO-format dataset folder."
+    ),
     strict: bool = typer.Option(False, help="Exit 1 on warnings too."),
     from_facts: str | None = typer.Option(
         None, "--from", help="Judge facts collected elsewhere (a previous --json output)."
@@ -421,7 +435,7 @@ def memprofile(
     ),
     json_output: bool = typer.Option(False, "--json", help="Print results as JSON."),
     output_dir: str | None = typer.Option(None, help="Also write CSV (and the snapshot) here."),
-    coco_path: str | None = typer.Option(None, help="Dataset for --shape dataset."),
+    coco_path: str | None = typer.Option(None, "--data", "--coco-path", help="Dataset for --shape dataset."),
     in_process: bool = typer.Option(
         False, "--in-process", help="Measure every point in this process instead of a fresh one."
     ),
@@ -452,7 +466,9 @@ def memprofile(
 @app.command("loader-bench")
 def loader_bench(
     profile: str = typer.Option("demo", help="Profile name or TOML path."),
-    coco_path: str | None = typer.Option(None, help="COCO-format dataset root (default: the profile's data)."),
+    coco_path: str | None = typer.Option(
+        None, "--data", "--coco-path", help="COCO-format dataset root (default: the profile's data)."
+    ),
     split: str = typer.Option("train", help="train or val."),
     num_workers: str = typer.Option("auto", help="Comma-separated worker counts, or auto."),
     pin_memory: str = typer.Option("both", help="both, on or off."),
@@ -496,7 +512,12 @@ def triage(
         None,
         help="Profile name or TOML path (default: demo, or detr-r50 with --coco-path; with --run: the run's config).",
     ),
-    coco_path: str | None = typer.Option(None, help="COCO-format dataset root (default: the synthetic dataset)."),
+    coco_path: str | None = typer.Option(
+        None,
+        "--data",
+        "--coco-path",
+        help="Dataset root, any layout env-check recognises (default: the synthetic dataset).",
+    ),
     weights: str | None = typer.Option(
         None, help="Start the overfit test from these weights (path or URL) instead of a fresh model."
     ),

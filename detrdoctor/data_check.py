@@ -41,6 +41,7 @@ class DataCheckEvents(Callback):
                 found=r["found"],
                 expected=r["expected"],
                 fix=r["fix"],
+                detail=r["message"],
                 count=r["count"],
                 example=r["example"],
             )

@@ -23,6 +23,8 @@ from detrdoctor.envcheck.rules import check
 
 if TYPE_CHECKING:
     from detr.config import RunConfig
+    from detr.data.split import SplitData
+    from detr.data.targets import BoxFates
 
 Row = dict[str, Any]
 
@@ -34,88 +36,114 @@ SMALL_PX = 1.0  # a box side below this many pixels after the smallest training 
 SMALL_WARN = 0.01
 CROWD_WARN = 0.1
 BORDER_SLACK = 1.02  # rounding in exports puts boxes a pixel or two past the border
+OUTSIDE_WARN, OUTSIDE_FAIL = 0.01, 0.25  # shares of the boxes wholly outside their image (training drops them)
+SHOWN_IMAGES = 3  # file names quoted in a finding
 
 
 @dataclass
 class SplitFacts:
-    """One split as the doctor sees it: its share of the annotation file and a sample of image headers."""
+    """One split as the doctor sees it: the split training reads (`detr.data.split.SplitData`) and a sample
+    of image headers."""
 
-    name: str
-    annotations_file: Path
-    image_dir: Path
-    images: list[dict[str, Any]]
-    annotations: list[dict[str, Any]]
-    categories: list[dict[str, Any]]
+    data: SplitData
     headers: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.data.name
+
+    @property
+    def annotations_file(self) -> Path:
+        return self.data.source.annotations
+
+    @property
+    def image_dir(self) -> Path:
+        return self.data.source.images
+
+    @property
+    def images(self) -> list[dict[str, Any]]:
+        return self.data.images
+
+    @property
+    def annotations(self) -> list[dict[str, Any]]:
+        return self.data.annotations
+
+    @property
+    def categories(self) -> list[dict[str, Any]]:
+        return self.data.categories
 
     @functools.cached_property
     def boxes(self) -> Boxes:
         return Boxes.of(self)
 
 
-def diagnose_dataset(cfg: RunConfig, sample_images: int = 32) -> list[Row]:
+def diagnose_dataset(cfg: RunConfig, sample_images: int = 32, read_timeout_s: float | None = None) -> list[Row]:
     """The doctor's checks of `cfg`'s training (and validation) data against `cfg.model`.
 
-    DataError when the dataset is missing or its annotation files cannot be read; messy contents are
-    findings, never exceptions.
+    DataError when the dataset is missing or an annotation file it trains or evaluates on is not usable;
+    messy contents are findings, never exceptions. Image headers are read with a time limit per file.
     """
-    train, val = collect_splits(cfg, sample_images)
+    train, val = collect_splits(cfg, sample_images, read_timeout_s)
     return judge_dataset(train, val, cfg)
 
 
-def collect_splits(cfg: RunConfig, sample_images: int) -> tuple[SplitFacts, SplitFacts | None]:
-    """Both splits' facts (val is None when its files are missing: training needs only train)."""
-    from detr.data.annotations import load_source
-    from detr.data.layout import find_layout, split_image_ids
+def collect_splits(
+    cfg: RunConfig, sample_images: int, read_timeout_s: float | None = None
+) -> tuple[SplitFacts, SplitFacts | None]:
+    """Both splits' facts, read as training reads them; val is None when training does not evaluate and
+    its files are not usable (with eval_every > 0 they must be: training would stop at its first evaluation)."""
+    from detr.data.bounded import READ_TIMEOUT_S
+    from detr.data.split import load_split, training_objects_limit
     from detr.errors import DataError
 
-    layout = find_layout(cfg.data)
-    splits: list[SplitFacts | None] = []
-    for name in ("train", "val"):
-        source = layout.split(name)
-        try:
-            coco = load_source(source)
-        except DataError:
-            if name == "train":
-                raise
-            splits.append(None)
-            continue
-        ids = set(split_image_ids(coco.imgs, source.part, layout.val_fraction))
-        facts = SplitFacts(
-            name,
-            source.annotations,
-            source.images,
-            [img for img in coco.dataset["images"] if img["id"] in ids],
-            [a for a in coco.dataset["annotations"] if a["image_id"] in ids],
-            coco.dataset["categories"],
-        )
-        facts.headers = read_headers(facts.image_dir, facts.images, sample_images)
-        splits.append(facts)
-    train, val = splits
-    assert train is not None  # a training file that does not load raised above
+    timeout = READ_TIMEOUT_S if read_timeout_s is None else read_timeout_s
+    limit = training_objects_limit(cfg.model.num_queries, cfg.data.skip_images_over_queries)
+    train = SplitFacts(load_split(cfg.data, "train", limit))
+    train.headers = read_headers(train.image_dir, train.images, sample_images, timeout)
+    try:
+        val = SplitFacts(load_split(cfg.data, "val"))
+    except DataError:
+        if cfg.train.eval_every > 0:
+            raise
+        return train, None
+    val.headers = read_headers(val.image_dir, val.images, sample_images, timeout)
     return train, val
 
 
-def read_headers(image_dir: Path, images: Sequence[dict[str, Any]], sample: int) -> list[dict[str, Any]]:
-    """Size and EXIF orientation of up to `sample` images spread evenly over the list (headers only)."""
-    from PIL import Image
+def read_headers(
+    image_dir: Path, images: Sequence[dict[str, Any]], sample: int, timeout_s: float
+) -> list[dict[str, Any]]:
+    """Size and EXIF orientation of up to `sample` images spread evenly over the list (headers only).
 
-    from detr.data.decode import ORIENTATION_TAG
+    Each read has `timeout_s`: a file that does not answer gets "timeout" and ends the sample.
+    """
+    from detr.data.bounded import TimedOut, read_each
 
     if not images or sample <= 0:
         return []
     step = max(1, len(images) // sample)
+    picked = [str(img["file_name"]) for img in list(images)[::step][:sample]]
+    json_size = {str(img["file_name"]): (img.get("width"), img.get("height")) for img in images}
     headers = []
-    for img in list(images)[::step][:sample]:
-        header: dict[str, Any] = {"file_name": str(img["file_name"]), "json": (img.get("width"), img.get("height"))}
-        try:
-            with Image.open(image_dir / str(img["file_name"])) as im:
-                header["real"] = im.size
-                header["orientation"] = int(im.getexif().get(ORIENTATION_TAG, 1) or 1)
-        except Exception as e:  # noqa: BLE001 - an unreadable file is a finding of the image checks, not a crash
-            header["error"] = f"{type(e).__name__}: {e}"
+    for name, result in read_each(picked, lambda n: _header(image_dir / n), timeout_s):
+        header: dict[str, Any] = {"file_name": name, "json": json_size[name]}
+        if isinstance(result, TimedOut):
+            header["timeout"] = result.seconds
+        elif isinstance(result, BaseException):  # an unreadable file is a finding of data.readable
+            header["error"] = f"{type(result).__name__}: {result}"
+        else:
+            header["real"], header["orientation"] = result
         headers.append(header)
     return headers
+
+
+def _header(path: Path) -> tuple[tuple[int, int], int]:
+    from PIL import Image
+
+    from detr.data.decode import ORIENTATION_TAG
+
+    with Image.open(path) as im:
+        return im.size, int(im.getexif().get(ORIENTATION_TAG, 1) or 1)
 
 
 # ---------------------------------------------------------------- the facts, per annotation
@@ -123,7 +151,7 @@ def read_headers(image_dir: Path, images: Sequence[dict[str, Any]], sample: int)
 
 @dataclass
 class Boxes:
-    """The split's annotations as arrays: what `detr.data.targets.clean_boxes` keeps, and why it drops the rest."""
+    """The split's annotations as arrays, with each one's fate in training (`detr.data.targets.box_fates`)."""
 
     bbox: np.ndarray  # float64 [n, 4] x, y, w, h
     image: np.ndarray  # int64 [n]: the index of the annotation's image in `SplitFacts.images`
@@ -131,26 +159,25 @@ class Boxes:
     category: np.ndarray  # int64 [n]: the index of its category in the categories list, -1 when not there
     crowd: np.ndarray  # bool [n]
     zero: np.ndarray  # bool [n]: width or height ≤ 0
+    fates: BoxFates
 
     @classmethod
     def of(cls, split: SplitFacts) -> Boxes:
-        anns, n = split.annotations, len(split.annotations)  # load_coco checked every bbox: four numbers
-        index = {img["id"]: k for k, img in enumerate(split.images)}
-        sizes = np.array(
-            [[img.get("width"), img.get("height")] if _size(img) else [np.nan, np.nan] for img in split.images],
-            dtype=np.float64,
-        ).reshape(-1, 2)
+        from detr.data.targets import image_sizes
+
+        anns, n = split.annotations, len(split.annotations)  # validated: every bbox is four numbers
+        fates, image = split.data.fates
         categories = {c["id"]: k for k, c in enumerate(split.categories)}
         bbox = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
-        image = np.fromiter((index[a["image_id"]] for a in anns), dtype=np.int64, count=n)
         category = np.fromiter((categories.get(a["category_id"], -1) for a in anns), dtype=np.int64, count=n)
         return cls(
             bbox,
             image,
-            sizes[image],
+            image_sizes(split.images)[image],
             category,
-            np.fromiter((bool(a.get("iscrowd", 0)) for a in anns), dtype=bool, count=n),
+            fates.crowd,
             (bbox[:, 2] <= 0) | (bbox[:, 3] <= 0),
+            fates,
         )
 
     @property
@@ -159,7 +186,8 @@ class Boxes:
 
     @property
     def usable(self) -> np.ndarray:
-        return ~self.crowd & self.known & ~self.zero
+        """What training keeps: the same mask the `data_summary` counts come from."""
+        return self.fates.usable
 
 
 def _size(img: dict[str, Any]) -> bool:
@@ -251,31 +279,66 @@ def rule_num_classes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) 
     )
 
 
+def _objects_per_image(split: SplitFacts) -> np.ndarray:
+    boxes = split.boxes
+    return np.bincount(boxes.image[boxes.usable], minlength=len(split.images))
+
+
+def _named(names_counts: Sequence[tuple[str, int]]) -> str:
+    shown = ", ".join(f"{name} ({n})" for name, n in names_counts[:SHOWN_IMAGES])
+    return shown + (f" and {len(names_counts) - SHOWN_IMAGES} more" if len(names_counts) > SHOWN_IMAGES else "")
+
+
 def rule_num_queries(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
     queries = cfg.model.num_queries
-    counts = [
-        (split, np.bincount(split.boxes.image[split.boxes.usable], minlength=len(split.images)))
-        for split in ((train, val) if val is not None else (train,))
-    ]
-    if not any(c.sum() for _, c in counts):
+    counts = [(split, _objects_per_image(split)) for split in ((train, val) if val is not None else (train,))]
+    skipped = [(s.file_name, s.objects) for s in train.data.skipped]
+    if not any(c.sum() for _, c in counts) and not skipped:
         return row("data.num_queries", "skip", message="no usable boxes")
     split, per_image = max(counts, key=lambda sc: sc[1].max(initial=0))
-    most, worst = int(per_image.max()), str(split.images[int(per_image.argmax())]["file_name"])
-    over = sum(int((c > queries).sum()) for _, c in counts)
-    close = sum(int((c > QUERIES_CLOSE * queries).sum()) for _, c in counts)
+    most, worst = int(per_image.max(initial=0)), str(split.images[int(per_image.argmax())]["file_name"])
+    if skipped and max(n for _, n in skipped) >= most:
+        worst, most = max(skipped, key=lambda fn: fn[1])
     found = f"up to {most} objects per image ({worst})"
     expected = f"≤ num_queries = {queries}"
-    if over:
+
+    def over(s: SplitFacts, c: np.ndarray) -> list[tuple[str, int]]:
+        return sorted(
+            ((str(s.images[k]["file_name"]), int(c[k])) for k in np.flatnonzero(c > queries)), key=lambda x: -x[1]
+        )
+
+    train_over = over(*counts[0])
+    if train_over:
         return row(
             "data.num_queries",
             "fail",
             found,
             expected,
-            fix=f"set num_queries ≥ {most} in the [model] section (the paper: 100 for COCO's up to ~60)",
-            message=f"DETR outputs at most {queries} boxes: {over} images hold more objects than that",
-            count=over,
+            fix=f"set num_queries ≥ {most} in the [model] section (the paper: 100 for COCO's up to ~60), or set "
+            f"skip_images_over_queries = true in [data] to train without these {len(train_over)} images",
+            message=f"DETR outputs at most {queries} boxes: {len(train_over)} training images hold more objects "
+            f"than that: {_named(train_over)}",
+            count=len(train_over),
             example=worst,
         )
+    val_over = over(*counts[1]) if len(counts) > 1 else []
+    if skipped or val_over:
+        parts = [f"{len(skipped)} training images left out: {_named(skipped)}"] if skipped else []
+        if val_over:
+            parts.append(
+                f"{len(val_over)} val images hold more, of which at most {queries} can be found: {_named(val_over)}"
+            )
+        return row(
+            "data.num_queries",
+            "warn",
+            found,
+            expected,
+            fix=f"set num_queries ≥ {most} in the [model] section to train and score every object",
+            message=f"more objects than num_queries = {queries} ([data] skip_images_over_queries): " + "; ".join(parts),
+            count=len(skipped) + len(val_over),
+            example=worst,
+        )
+    close = sum(int((c > QUERIES_CLOSE * queries).sum()) for _, c in counts)
     if close:
         return row(
             "data.num_queries",
@@ -291,7 +354,7 @@ def rule_num_queries(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) 
 
 
 def rule_box_format(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
-    judged = past = xyxy = 0
+    judged = xyxy = 0
     example = ""
     for split in (train, val) if val is not None else (train,):
         boxes = split.boxes
@@ -300,7 +363,7 @@ def rule_box_format(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
         outside = ok & ((x + w > iw) | (y + h > ih))
         # As [x1, y1, x2, y2] the numbers make a box inside the image: the likelier reading.
         fits_xyxy = outside & (w > x) & (h > y) & (w <= iw) & (h <= ih)
-        judged, past, xyxy = judged + int(ok.sum()), past + int(outside.sum()), xyxy + int(fits_xyxy.sum())
+        judged, xyxy = judged + int(ok.sum()), xyxy + int(fits_xyxy.sum())
         if fits_xyxy.any() and not example:
             ann = split.annotations[int(fits_xyxy.argmax())]
             example = f"annotation {ann.get('id', '?')} in {split.annotations_file.name}"
@@ -315,10 +378,11 @@ def rule_box_format(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
         return row("data.box_format", "fail", found, expected, fix, message, xyxy, example)
     if share >= XYXY_WARN:
         return row("data.box_format", "warn", found, expected, fix, message, xyxy, example)
+    clamped = int(sum(int(s.boxes.fates.clamped.sum()) for s in (train, val) if s is not None))
     return row(
         "data.box_format",
         "pass",
-        f"{past} of {judged} past the border (clamped)",
+        f"{clamped} of {judged} cut at the border (clamped)",
         expected,
         count=xyxy,
         example=example,
@@ -637,6 +701,83 @@ def rule_pixels(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Ro
     )
 
 
+def rule_dropped_boxes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+    """What training drops, counted by the function `data_summary` comes from (its counts are the row's `counts`)."""
+    summary = train.data.summary()
+    fates = train.boxes.fates
+    outside, boxes = summary["outside_image"], summary["annotations"] - summary["crowd"]
+    dropped = outside + summary["degenerate"] + summary["unknown_category"] + summary["unknown_image"]
+    found = (
+        f"{_share(dropped, boxes)} train boxes dropped: {outside} wholly outside their image, "
+        f"{summary['degenerate']} of zero size, {summary['unknown_category']} of unknown categories, "
+        f"{summary['unknown_image']} of unlisted images"
+    )
+    expected = f"< {OUTSIDE_WARN:.0%} outside the image"
+    counts = {**summary, "skipped_images": len(train.data.skipped)}
+    example = ""
+    if fates.outside.any():
+        k = int(fates.outside.argmax())
+        ann, image = train.annotations[k], train.images[int(train.boxes.image[k])]
+        example = (
+            f"annotation {ann.get('id', '?')}: bbox {ann['bbox']} in {image['file_name']} "
+            f"({image.get('width')}×{image.get('height')})"
+        )
+    share = outside / boxes if boxes else 0.0
+    status = "fail" if share >= OUTSIDE_FAIL else "warn" if share >= OUTSIDE_WARN else "pass"
+    result = row(
+        "data.dropped_boxes",
+        status,
+        found,
+        expected,
+        fix="check the images' width/height in the annotation file and the box coordinates (pixels, [x, y, w, h])"
+        if status != "pass"
+        else "",
+        message="training drops boxes that lie wholly outside the image's declared size" if status != "pass" else "",
+        count=dropped,
+        example=example,
+    )
+    return {**result, "counts": counts}
+
+
+def rule_readable(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+    headers = [(s.name, h) for s in (train, val) if s is not None for h in s.headers]
+    stuck = [(n, h) for n, h in headers if "timeout" in h]
+    broken = [(n, h) for n, h in headers if "error" in h]
+    expected = "sampled headers read"
+    if stuck:
+        name, h = stuck[0]
+        folder = train.image_dir if name == "train" else val.image_dir if val is not None else train.image_dir
+        path = folder / h["file_name"]
+        return row(
+            "data.readable",
+            "fail",
+            f"{path} did not answer in {h['timeout']:g} s",
+            expected,
+            fix="check the file and its storage (a hung network mount? a named pipe?), or drop it from the annotations",
+            message="training would wait on it forever",
+            count=len(stuck),
+            example=str(path),
+        )
+    if not headers:
+        return row("data.readable", "skip", message="no images to sample")
+    found = f"{len(headers) - len(broken)} of {len(headers)} sampled headers read"
+    if broken:
+        name, h = broken[0]
+        status = "fail" if len(broken) == len(headers) else "warn"
+        return row(
+            "data.readable",
+            status,
+            found,
+            expected,
+            fix="re-copy or re-encode the unreadable images",
+            message=f"{name}: {h['file_name']}: {h['error'].splitlines()[0] if h['error'] else 'unreadable'}; training "
+            "replaces unreadable images (up to [data] max_corrupt_fraction)",
+            count=len(broken),
+            example=h["file_name"],
+        )
+    return row("data.readable", "pass", found, expected, count=0)
+
+
 RULES: tuple[Callable[[SplitFacts, SplitFacts | None, Any], Row], ...] = (
     rule_num_classes,
     rule_num_queries,
@@ -649,6 +790,8 @@ RULES: tuple[Callable[[SplitFacts, SplitFacts | None, Any], Row], ...] = (
     rule_small_boxes,
     rule_crowd,
     rule_categories,
+    rule_dropped_boxes,
+    rule_readable,
 )
 
 

@@ -29,12 +29,12 @@ def category_ids(categories: list[dict[str, Any]], source: str) -> list[int]:
 
 def needed_num_classes(cfg: RunConfig) -> tuple[int, str]:
     """(largest category id of the training annotations + 1, that file): the smallest num_classes that fits."""
-    from detr.data.annotations import load_source
+    from detr.data.annotations import load_coco
     from detr.data.layout import find_layout
 
     source = find_layout(cfg.data).train
     ann_file = source.annotations
-    ids = category_ids(load_source(source).dataset["categories"], str(ann_file))
+    ids = category_ids(load_coco(source).dataset["categories"], str(ann_file))
     return max(ids) + 1, str(ann_file)
 
 

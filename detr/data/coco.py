@@ -11,9 +11,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from detr.config import DataConfig
-from detr.data.annotations import load_source
+from detr.data.annotations import load_coco
 from detr.data.decode import DEFAULT_MAX_PIXELS, CorruptImageError, read_rgb
-from detr.data.layout import SplitSource, find_layout, split_image_ids
+from detr.data.layout import SplitSource
+from detr.data.split import load_split
 from detr.data.targets import clean_boxes
 from detr.data.transforms import TrainTransform, ValTransform, as_boxes
 from detr.errors import DataError
@@ -35,7 +36,7 @@ class CocoDetection(Dataset):
         if not source.images.is_dir():
             raise DataError(f"{source.images}: image folder not found")
         self.image_dir, self.ann_file = source.images, source.annotations
-        self.coco = load_source(source)
+        self.coco = load_coco(source)
         self.ids: list[int] = sorted(self.coco.imgs) if image_ids is None else image_ids
         self.category_ids = frozenset(self.coco.cats)
         self.max_category_id = max(self.category_ids, default=0)
@@ -107,24 +108,18 @@ class CocoDetection(Dataset):
         return image, target
 
 
-def build_dataset(data_cfg: DataConfig, split: str, *, train: bool, seed: int = 0) -> CocoDetection:
+def build_dataset(
+    data_cfg: DataConfig, split: str, *, train: bool, seed: int = 0, max_objects: int | None = None
+) -> CocoDetection:
     """The dataset of split "train" or "val" with training (random) or evaluation transforms.
 
     Samples are (image float32 3×H×W normalised, target) with target 'labels' int64[n] (raw category
     ids), 'boxes' float32[n,4] (cxcywh relative to the augmented image), 'image_id', 'orig_size' and
-    'size' (int64 [h, w]), and 'corrupt_files' when an unreadable image was replaced.
+    'size' (int64 [h, w]), and 'corrupt_files' when an unreadable image was replaced. Images with more
+    than `max_objects` usable boxes are left out (see `detr.data.split.load_split`).
     """
-    layout = find_layout(data_cfg)
-    source = layout.split(split)
+    data = load_split(data_cfg, split, max_objects)
     transform = TrainTransform(data_cfg) if train else ValTransform(data_cfg)
-    image_ids = None
-    if source.part != "all":  # a single-file export: this split's share of its images
-        image_ids = split_image_ids(load_source(source).imgs, source.part, layout.val_fraction)
-        if not image_ids:
-            raise DataError(
-                f"{source.annotations}: the {split} split holds no images (val_fraction = "
-                f"{layout.val_fraction}); set [data] val_fraction > 0, or eval_every = 0 to train on all"
-            )
-    dataset = CocoDetection(source, transform, seed, image_ids)
+    dataset = CocoDetection(data.source, transform, seed, data.image_ids)
     dataset.max_pixels = data_cfg.max_image_pixels
     return dataset

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from detr.config import DataConfig
-from detr.data.annotations import load_source
+from detr.data.annotations import load_coco
 from detr.data.layout import Layout, find_layout, split_image_ids
 from detr.errors import DataError
 
@@ -45,7 +45,7 @@ class ExportSummary(TypedDict):
 def _plan_split(layout: Layout, split: str) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
     """The split's COCO dict with the exported file names, and (source file, exported name) per image."""
     source = layout.split(split)
-    coco = load_source(source)
+    coco = load_coco(source)
     ids = split_image_ids(coco.imgs, source.part, layout.val_fraction)
     if not ids:
         raise DataError(f"{source.annotations}: the {split} split holds no images: nothing to export")

@@ -95,6 +95,7 @@ class Trainer:
         is the run folder. A fresh run into a folder that holds a checkpoint is refused unless `overwrite`."""
         from detr import build_model
         from detr.data import build_dataset, check_dataset, resolve_num_classes
+        from detr.data.split import training_objects_limit
 
         validate(cfg)
         self.cfg, t = cfg, cfg.train
@@ -125,9 +126,10 @@ class Trainer:
             )
 
         torch.manual_seed(t.seed)  # identical initial weights on every rank
-        self.data_summary = check_dataset(cfg.data, "train")
+        max_objects = training_objects_limit(cfg.model.num_queries, cfg.data.skip_images_over_queries)
+        self.data_summary = check_dataset(cfg.data, "train", max_objects)
         resolve_num_classes(cfg)  # "auto" → the data's; config.toml then records the int (see fit)
-        self.train_set = build_dataset(cfg.data, "train", train=True, seed=t.seed)
+        self.train_set = build_dataset(cfg.data, "train", train=True, seed=t.seed, max_objects=max_objects)
         self.val_set = build_dataset(cfg.data, "val", train=False, seed=t.seed) if t.eval_every > 0 else None
         self.train_loader = build_loader(
             self.train_set,
@@ -633,11 +635,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_start(self)
         if self.global_step == 0 and self.data_summary:
-            self.emit_event(
-                "data_summary",
-                self.data_summary.get("message", "dataset checked"),
-                **{k: v for k, v in self.data_summary.items() if k != "message"},
-            )
+            self.emit_event("data_summary", "dataset checked", **self.data_summary)
         if self.global_step == 0 and self.reinitialised:
             fields = sorted({REINITIALISABLE[k] for k in self.reinitialised})
             values = " and ".join(str(getattr(self.cfg.model, field)) for field in fields)

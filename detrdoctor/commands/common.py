@@ -58,8 +58,21 @@ def announce_layout(cfg: RunConfig) -> None:
     from rich.markup import escape
 
     from detr.data import find_layout
+    from detr.data.split import layout_line
 
     if not cfg.data.coco_path and not any(getattr(cfg.data, key) for key in DATA_FLAGS):
         return  # the synthetic dataset: nothing to recognise
     layout = find_layout(cfg.data)
-    Console(stderr=True, highlight=False).print(f"dataset: {escape(layout.describe())}", soft_wrap=True)
+    Console(stderr=True, highlight=False).print(f"dataset: {escape(layout_line(layout))}", soft_wrap=True)
+
+
+def env_check_command(cfg: RunConfig, profile: str | None) -> str:
+    """The env-check command line that judges this dataset as this run would: the flags given, repeated."""
+    from detr.data.layout import given_flags
+
+    parts = ["detrdoctor env-check", given_flags(cfg.data)]
+    if profile:
+        import shlex
+
+        parts.append(f"--profile {shlex.quote(profile)}")
+    return " ".join(p for p in parts if p)

@@ -182,7 +182,7 @@ def check_data(cfg: RunConfig, profile: str | None) -> tuple[Callback, int]:
     the number of training images.
     """
     from detr.data import resolve_num_classes
-    from detrdoctor.commands.common import announce_layout
+    from detrdoctor.commands.common import announce_layout, env_check_command
     from detrdoctor.data_check import DataCheckEvents, stop_on_failures
     from detrdoctor.dataset_doctor import collect_splits, judge_dataset
 
@@ -190,8 +190,7 @@ def check_data(cfg: RunConfig, profile: str | None) -> tuple[Callback, int]:
     resolve_num_classes(cfg)
     train, val = collect_splits(cfg, 32)
     rows = judge_dataset(train, val, cfg)
-    where = f" --coco-path {cfg.data.coco_path}" if cfg.data.coco_path else ""
-    stop_on_failures(rows, f"detrdoctor env-check{where}" + (f" --profile {profile}" if profile else ""))
+    stop_on_failures(rows, env_check_command(cfg, profile))
     return DataCheckEvents(rows), len(train.images)
 
 

@@ -85,6 +85,7 @@ def run_triage(options: TriageOptions) -> int:
     from rich.console import Console
 
     from detr.data import check_dataset
+    from detr.data.split import training_objects_limit
     from detr.engine.device import resolve_amp_dtype, resolve_device
     from detr.engine.metrics import read_metrics_checked
     from detrdoctor.commands.common import announce_layout
@@ -106,7 +107,9 @@ def run_triage(options: TriageOptions) -> int:
     out = Path(options.out or f"triage-{datetime.now():%Y%m%d-%H%M%S}")
     stderr = Console(stderr=True, highlight=False)
     announce_layout(cfg)
-    data_summary = check_dataset(cfg.data, "train")
+    data_summary = check_dataset(
+        cfg.data, "train", training_objects_limit(cfg.model.num_queries, cfg.data.skip_images_over_queries)
+    )
     checks = data_checks(cfg)
     facts = schedule_facts(data_summary, str(device))
     checks += judge_schedule(cfg, facts)

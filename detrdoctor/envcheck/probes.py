@@ -21,7 +21,11 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from detr.data.layout import SplitSource
 
 # Generous: a cold torch import on network storage, or a CUDA init on a large node, takes tens of seconds.
 TIMEOUTS_S = {"torch": 180.0, "dataset": 600.0}
@@ -310,13 +314,18 @@ def _str(value: str | bytes) -> str:
 def probe_dataset(params: dict[str, Any], emit: Emit) -> None:
     """A dataset folder: its layout, annotation files, referenced images, a decoded sample, and the doctor's checks.
 
-    The split steps read plain json, not pycocotools: a broken pycocotools must not hide a good dataset. The
-    layout and the doctor use detrdoctor's own code (torch included). It runs in a child so that parsing a
-    450 MB annotation file overlaps the other probes and its memory goes away with the process.
+    The split steps read each annotation file as training does (validated, normalised, indexed: a broken
+    pycocotools shows here and in its own check); the layout and the doctor use the same code. It runs in a
+    child so that parsing a 450 MB annotation file overlaps the other probes and its memory goes away with
+    the process.
     """
     root = params["root"]
     with _step(emit, "root") as r:
         r["exists"] = not root or os.path.isdir(root)
+        if root and os.path.isfile(root):
+            from detr.data.layout import ARCHIVES
+
+            r["archive"] = Path(root).suffix.lower() in ARCHIVES
     if not root or os.path.isdir(root):
         with _step(emit, "layout") as r:
             cfg = _dataset_config(params)
@@ -346,6 +355,7 @@ def _dataset_config(params: dict[str, Any]) -> Any:
 
 def _layout_facts(cfg: Any) -> dict[str, Any]:
     from detr.data.layout import find_layout
+    from detr.data.split import layout_line
 
     layout = find_layout(cfg.data)
     splits = [
@@ -359,11 +369,15 @@ def _layout_facts(cfg: Any) -> dict[str, Any]:
         }
         for name, source in (("train", layout.train), ("val", layout.val))
     ]
-    return {"kind": layout.kind, "description": layout.describe(), "splits": splits}
+    return {"kind": layout.kind, "description": layout_line(layout), "splits": splits}
 
 
 def _inspect_split(split: dict[str, str], sample: int, cfg: Any) -> dict[str, Any]:
-    from detr.errors import DetrError
+    """One split's annotations as training reads them (`detr.data.annotations.load_annotations`: read by its
+    format's reader, validated and normalised), its images present, and a decoded sample (each read time-boxed)."""
+    from detr.data.annotations import load_annotations
+    from detr.data.check import missing_images
+    from detr.errors import DataError
 
     fmt = split.get("format", "coco")
     facts: dict[str, Any] = {
@@ -377,62 +391,75 @@ def _inspect_split(split: dict[str, str], sample: int, cfg: Any) -> dict[str, An
     if not facts["annotations_exist"]:
         return facts
     try:
-        data = _read_annotations(split, cfg) if fmt != "coco" else _read_json(split["annotations"])
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, DetrError) as e:
-        facts["parse_error"] = f"{type(e).__name__}: {e}"
+        parsed = load_annotations(_split_source(split, cfg))
+    except DataError as e:
+        facts["parse_error"] = str(e)
+        facts["problems"] = _problems(split, cfg)
         return facts
-    missing_keys = [
-        k
-        for k in ("images", "annotations", "categories")
-        if not isinstance(data, dict) or not isinstance(data.get(k), list)
-    ]
-    if missing_keys:
-        facts["parse_error"] = f"not COCO: no {', '.join(missing_keys)} list"
-        return facts
-    images = data["images"]
+    data = parsed.coco.dataset
     facts["counts"] = {k: len(data[k]) for k in ("images", "annotations", "categories")}
-    names = [str(img.get("file_name", "")) for img in images if isinstance(img, dict)]
-    facts["images_without_file_name"] = len(images) - sum(1 for n in names if n)
-    listing = set(os.listdir(split["images"])) if facts["images_dir_exists"] else set()
-    missing = [n for n in names if n and n not in listing and not os.path.isfile(os.path.join(split["images"], n))]
+    facts["notes"] = list(parsed.notes)
+    names = [str(img["file_name"]) for img in data["images"]]
+    facts["images_without_file_name"] = 0  # validation requires every file name
+    missing = missing_images(Path(split["images"]), names) if facts["images_dir_exists"] else names
     facts["missing_images"] = len(missing)
     facts["missing_first"] = missing[:5]
-    present = [n for n in names if n and n not in set(missing)]
+    absent = set(missing)
+    present = [n for n in names if n not in absent]
     facts["decode"] = _decode_sample(split["images"], present, sample)
     return facts
 
 
-def _read_json(path: str) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _read_annotations(split: dict[str, str], cfg: Any) -> Any:
-    """A native format's split (YOLO, VOC, ...) as the COCO dict its reader gives (detr.data.formats)."""
-    from detr.data.formats import READERS
+def _split_source(split: dict[str, str], cfg: Any) -> SplitSource | Path:
+    """What `load_annotations` reads for a split of `_layout_facts`: a COCO file by path, a native format's
+    (YOLO, VOC, ...) split as the layout found it (its reader needs the format's details)."""
     from detr.data.layout import find_layout
 
-    return dict(READERS[split["format"]](find_layout(cfg.data).split(split["name"])))
+    if split.get("format", "coco") == "coco":
+        return Path(split["annotations"])
+    return find_layout(cfg.data).split(split["name"])
+
+
+def _problems(split: dict[str, str], cfg: Any) -> list[str]:
+    """Every validation problem of a split's annotations that parse (one line each)."""
+    from detr.data.formats import READERS
+    from detr.data.validate import read_json, validate_coco
+    from detr.errors import DataError
+
+    try:
+        source = _split_source(split, cfg)
+        data = read_json(source) if isinstance(source, Path) else dict(READERS[source.format](source))
+        return [p.line() for p in validate_coco(data, split["annotations"])]
+    except DataError as e:
+        return [str(e)]
 
 
 def _decode_sample(folder: str, names: list[str], sample: int) -> dict[str, Any]:
-    """Fully decode up to `sample` images spread evenly over the list (deterministic, so reruns agree)."""
+    """Fully decode up to `sample` images spread evenly over the list (deterministic, so reruns agree); a file
+    that does not answer within the read limit is a failure naming it, and ends the sample."""
     if not names or sample <= 0:
         return {"tried": 0, "failed": []}
     try:
         from PIL import Image
     except ImportError as e:
         return {"tried": 0, "failed": [], "error": f"{type(e).__name__}: {e}"}
+    from detr.data.bounded import TimedOut, read_each
+
+    def decode(name: str) -> None:
+        with Image.open(os.path.join(folder, name)) as img:
+            img.convert("RGB").load()
+
     step = max(1, len(names) // sample)
     picked = names[::step][:sample]
     failed = []
-    for name in picked:
-        try:
-            with Image.open(os.path.join(folder, name)) as img:
-                img.convert("RGB").load()
-        except Exception as e:  # noqa: BLE001 - any decoder error is the finding
-            failed.append({"name": name, "error": f"{type(e).__name__}: {e}"})
-    return {"tried": len(picked), "failed": failed}
+    tried = 0
+    for name, result in read_each(picked, decode):
+        tried += 1
+        if isinstance(result, TimedOut):
+            failed.append({"name": name, "error": f"did not answer in {result.seconds:g} s"})
+        elif isinstance(result, BaseException):
+            failed.append({"name": name, "error": f"{type(result).__name__}: {result}"})
+    return {"tried": tried, "failed": failed}
 
 
 PROBES: dict[str, Callable[[dict[str, Any], Emit], None]] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from detr.config import DataConfig
@@ -1326,14 +1327,17 @@ def rule_dataset(facts: Facts) -> list[Check]:
         error = step_error(facts, "dataset", "root")
         if error:
             return [check("dataset.layout", "fail", "probe failed", "a dataset folder", message=first_line(error))]
+        archive = step(facts, "dataset", "root").get("archive")
         return [
             check(
                 "dataset.layout",
                 "fail",
-                f"{root}: not found",
+                f"{root}: an archive" if archive else f"{root}: not found",
                 "a folder",
-                fix="pass the folder of the export (COCO, Roboflow, CVAT or Label Studio)",
-                message=f"--coco-path {root} is not a folder",
+                fix=f"unzip it first (unzip {root} -d {Path(root).with_suffix('')}), then --data that folder"
+                if archive
+                else "pass the folder of the export (COCO, Roboflow, CVAT or Label Studio)",
+                message=f"--data {root} is not a folder",
             )
         ]
     splits = _splits(facts)
@@ -1386,14 +1390,20 @@ def _annotations(splits: list[dict[str, Any]]) -> Check:
     )
     if broken:
         s = broken[0]
-        return check(
-            "dataset.annotations",
-            "fail",
-            found or "unreadable",
-            expected,
-            fix=f"regenerate or re-download {s['annotations']}",
-            message=f"{s['annotations']}: {first_line(s['parse_error'])}",
-        )
+        what, _, fix = first_line(s["parse_error"]).partition("; fix: ")
+        problems = [line for b in broken for line in b.get("problems") or [b["parse_error"]]]
+        failed: dict[str, Any] = {  # a check plus every problem line
+            **check(
+                "dataset.annotations",
+                "fail",
+                found or "not usable",
+                expected,
+                fix=fix or f"regenerate or re-download {s['annotations']}",
+                message=what,
+            ),
+            "problems": problems,
+        }
+        return failed
     if not parsed:
         return check("dataset.annotations", "skip", message="no annotation file found (see dataset.layout)")
     return check("dataset.annotations", "pass", found, expected)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from detr.config import RunConfig
+    from detr.data.split import SplitData
     from detr.engine.trainer import Trainer
 
 PASS_AP50 = 0.9  # memorised: nearly every object found at IoU 0.5 on the images it trained on
@@ -40,35 +41,34 @@ NONFINITE_KINDS = ("nonfinite_loss", "nonfinite_grad", "nonfinite_op")
 RUNAWAY_KINDS = ("grad_norm_growth", "activation_growth", "overflow_forecast", "overflow_risk", "amp_skip_rate")
 
 
-def pick_images(coco: Any, allowed: list[int], count: int) -> list[int]:
-    """The first `count` of the `allowed` images (by id) with at least one usable box: an empty one teaches nothing."""
-    chosen = []
-    for image_id in sorted(allowed):
-        anns = coco.imgToAnns.get(image_id, [])
-        if any(not a.get("iscrowd", 0) and a["category_id"] in coco.cats and min(a["bbox"][2:]) > 0 for a in anns):
-            chosen.append(image_id)
-            if len(chosen) == count:
-                break
-    return chosen
+def pick_images(split: SplitData, count: int) -> list[int]:
+    """The first `count` images (by id) of the split with at least one box training keeps: an empty one
+    teaches nothing."""
+    fates, image = split.fates
+    with_boxes = {split.images[int(k)]["id"] for k in image[fates.usable]}
+    return sorted(with_boxes)[:count]
 
 
 def write_subset(cfg: RunConfig, count: int, folder: Path) -> tuple[Path, list[int]]:
     """A COCO annotation file of `count` training images (files stay where they are) and their ids."""
-    from detr.data.annotations import load_source
-    from detr.data.layout import find_layout, split_image_ids
+    from detr.data.split import load_split, training_objects_limit
     from detr.errors import DataError
 
-    layout = find_layout(cfg.data)
-    ann_file = layout.train.annotations
-    coco = load_source(layout.train)
-    ids = pick_images(coco, split_image_ids(coco.imgs, layout.train.part, layout.val_fraction), count)
+    split = load_split(
+        cfg.data, "train", training_objects_limit(cfg.model.num_queries, cfg.data.skip_images_over_queries)
+    )
+    ids = pick_images(split, count)
     if not ids:
-        raise DataError(f"{ann_file}: no training image has a usable box (non-crowd, known category, positive size)")
+        raise DataError(
+            f"{split.source.annotations}: no training image has a usable box (non-crowd, known category, "
+            "positive size inside the image)"
+        )
     chosen = set(ids)
+    coco = split.parsed.coco
     subset = {
         "images": [coco.imgs[i] for i in ids],
-        "annotations": [a for a in coco.dataset["annotations"] if a["image_id"] in chosen],
-        "categories": coco.dataset["categories"],
+        "annotations": [a for a in split.annotations if a["image_id"] in chosen],
+        "categories": split.categories,
     }
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "annotations.json"

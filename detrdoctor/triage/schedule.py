@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from detrdoctor.triage import triage_check
@@ -40,7 +41,7 @@ EOS_LOW, EOS_HIGH = 1 / 3, 10.0
 FINETUNE_URL = "https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth"
 
 
-def schedule_facts(data_summary: dict[str, Any], device: str) -> dict[str, Any]:
+def schedule_facts(data_summary: Mapping[str, Any], device: str) -> dict[str, Any]:
     """The facts the rules need: dataset counts (from `detr.data.check_dataset`), world size, bf16 support."""
     import torch
 

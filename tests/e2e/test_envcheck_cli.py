@@ -106,8 +106,9 @@ def test_json_schema(real_run):
         == len(doc["checks"])
         == sum(doc["summary"][s] for s in ("pass", "warn", "fail", "skip"))
     )
-    for c in doc["checks"]:  # the dataset doctor's rows add how many and an example
+    for c in doc["checks"]:  # the dataset doctor's rows add how many and an example (and data_summary's counts)
         extra = ["count", "example"] if c["id"].startswith("data.") else []
+        extra += ["counts"] if c["id"] == "data.dropped_boxes" else []
         assert list(c) == ["id", "status", "found", "expected", "fix", "message", *extra]
     assert len({c["id"] for c in doc["checks"]}) == len(doc["checks"])
     assert doc["facts"]["format"] == 1 and set(doc["facts"]["probes"]) == {"torch", "numeric", "nvml", "dataset"}
@@ -243,9 +244,11 @@ def test_dataset_annotations_not_coco_and_missing_root(tmp_path):
     write_coco(tmp_path, "val2017", ["b.jpg"])
     (tmp_path / "annotations" / "instances_val2017.json").write_text('{"images": []}')
     checks = dataset_checks(tmp_path)
+    annotations = checks["dataset.annotations"]
     assert (
-        checks["dataset.annotations"]["status"] == "fail"
-        and "no annotations, categories" in checks["dataset.annotations"]["message"]
+        annotations["status"] == "fail"
+        and "annotations = None: not COCO: no list 'annotations'" in annotations["message"]
     )
+    assert [line.split(": ")[1] for line in annotations["problems"]] == ["annotations = None", "categories = None"]
     missing = dataset_checks(tmp_path / "nowhere")
     assert list(missing) == ["dataset.layout"] and missing["dataset.layout"]["status"] == "fail"

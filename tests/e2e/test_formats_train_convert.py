@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from detr.config import DataConfig
 from detr.data import find_layout
-from detr.data.annotations import load_source
+from detr.data.annotations import load_coco
 from detr.data.layout import split_image_ids
 from detrdoctor.cli import app
 
@@ -34,7 +34,7 @@ def splits_of(root: Path) -> dict[str, dict]:
     splits = {}
     for name in ("train", "val"):
         source = layout.split(name)
-        data = load_source(source).dataset
+        data = load_coco(source).dataset
         ids = set(split_image_ids([img["id"] for img in data["images"]], source.part, layout.val_fraction))
         images = [img for img in data["images"] if img["id"] in ids]
         annotations = [a for a in data["annotations"] if a["image_id"] in ids]

@@ -147,11 +147,11 @@ def test_missing_annotation_file(tmp_path: Path) -> None:
         ("{not json", "not valid JSON"),
         ("[1, 2]", "not COCO: the top level is not an object"),
         ('{"images": [], "annotations": []}', "not COCO: no list 'categories'"),
-        ('{"images": [{"id": 1}], "annotations": [], "categories": []}', "lacks 'id' or 'file_name'"),
+        ('{"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1}]}', "images[0].file_name = None"),
         (
-            '{"images": [], "annotations": [{"id": 3, "image_id": 1, "category_id": 1, "bbox": [1, 2]}], '
-            '"categories": []}',
-            "annotation 3 has bbox",
+            '{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"id": 3, "image_id": 1, '
+            '"category_id": 1, "bbox": [1, 2]}], "categories": [{"id": 1}]}',
+            "annotations[0].bbox = [1, 2]: not 4 finite numbers; fix: write boxes as [x, y, width, height]",
         ),
     ],
 )

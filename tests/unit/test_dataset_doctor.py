@@ -26,6 +26,8 @@ IDS = (
     "data.small_boxes",
     "data.crowd",
     "data.categories",
+    "data.dropped_boxes",
+    "data.readable",
 )
 CATEGORIES = [{"id": i, "name": n, "supercategory": "thing"} for i, n in ((1, "a"), (2, "b"), (3, "c"))]
 BOXES = ((4, 4, 16, 12), (22, 20, 14, 16))

@@ -9,12 +9,12 @@ from format_exports import cvat_xml, draw, expected, observed, scene
 
 from detr.config import DataConfig
 from detr.data import find_layout
-from detr.data.annotations import load_source
+from detr.data.annotations import load_coco
 from detr.errors import DataError
 
 
 def read_split(root: Path, split: str) -> dict:
-    return load_source(find_layout(DataConfig(coco_path=str(root))).split(split)).dataset
+    return load_coco(find_layout(DataConfig(coco_path=str(root))).split(split)).dataset
 
 
 def test_task_export_boxes_polygons_rotation_and_label_order(tmp_path: Path) -> None:
@@ -89,4 +89,4 @@ def test_the_annotation_flag_reads_a_cvat_file_by_its_content(tmp_path: Path) ->
     cfg = DataConfig(coco_path=str(tmp_path / "task"), train_annotations="pets.xml")
     layout = find_layout(cfg)
     assert layout.kind == "flags" and layout.train.format == "cvat-xml" and layout.val.part == "held_out"
-    assert observed(load_source(layout.train).dataset) == expected(truth)
+    assert observed(load_coco(layout.train).dataset) == expected(truth)

@@ -10,12 +10,12 @@ from format_exports import draw, expected, observed, scene, via_entry, via_proje
 
 from detr.config import DataConfig
 from detr.data import find_layout
-from detr.data.annotations import load_source
+from detr.data.annotations import load_coco
 from detr.errors import DataError
 
 
 def read_split(root: Path, split: str) -> dict:
-    return load_source(find_layout(DataConfig(coco_path=str(root))).split(split)).dataset
+    return load_coco(find_layout(DataConfig(coco_path=str(root))).split(split)).dataset
 
 
 def test_balloon_layout_class_attribute_and_shapes(tmp_path: Path) -> None:

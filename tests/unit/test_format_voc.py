@@ -9,12 +9,12 @@ from format_exports import draw, expected, observed, scene, voc_devkit, voc_labe
 
 from detr.config import DataConfig
 from detr.data import find_layout
-from detr.data.annotations import load_source
+from detr.data.annotations import load_coco
 from detr.errors import DataError
 
 
 def read_split(root: Path, split: str) -> dict:
-    return load_source(find_layout(DataConfig(coco_path=str(root))).split(split)).dataset
+    return load_coco(find_layout(DataConfig(coco_path=str(root))).split(split)).dataset
 
 
 def test_devkit_splits_sizes_and_one_class_list(tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def test_the_annotation_flags_take_imagesets_lists(tmp_path: Path) -> None:
     )
     layout = find_layout(cfg)
     assert layout.train.format == "voc" and layout.train.images == tmp_path / "VOCdevkit" / "VOC2012" / "JPEGImages"
-    assert observed(load_source(layout.train).dataset) == expected(truth["val"])
+    assert observed(load_coco(layout.train).dataset) == expected(truth["val"])
     found = find_layout(DataConfig(coco_path=str(tmp_path / "VOCdevkit")))  # the one VOC20xx/ inside
     assert found.kind == "voc" and found.train.annotations.parts[-4:] == ("VOC2012", "ImageSets", "Main", "train.txt")
 

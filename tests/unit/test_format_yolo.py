@@ -9,13 +9,13 @@ from format_exports import CLASSES, draw, expected, observed, scene, write_yolo_
 
 from detr.config import DataConfig
 from detr.data import find_layout
-from detr.data.annotations import load_source
+from detr.data.annotations import load_coco
 from detr.data.formats import yolo
 from detr.errors import DataError
 
 
 def read_split(root: Path, split: str) -> dict:
-    return load_source(find_layout(DataConfig(coco_path=str(root))).split(split)).dataset
+    return load_coco(find_layout(DataConfig(coco_path=str(root))).split(split)).dataset
 
 
 def test_data_yaml_splits_boxes_polygons_and_missing_labels(tmp_path: Path) -> None:
@@ -137,7 +137,7 @@ def test_the_annotation_flags_take_a_yaml_and_its_split_entries(tmp_path: Path) 
     cfg = DataConfig(coco_path=str(tmp_path), train_annotations="pets.yml", val_annotations="pets.yml")
     layout = find_layout(cfg)
     assert (layout.train.subset, layout.val.subset, layout.val.part) == ("train", "val", "all")
-    assert observed(load_source(layout.val).dataset) == expected(truth["val"])
+    assert observed(load_coco(layout.val).dataset) == expected(truth["val"])
     with pytest.raises(DataError, match="several YOLO dataset files"):
         find_layout(DataConfig(coco_path=str(tmp_path)))
 

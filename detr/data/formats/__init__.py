@@ -1,7 +1,8 @@
 """Readers of the annotation formats that are not COCO, each into a COCO-format dict, and their layout detectors.
 
 `READERS[format](source)` reads one split (`detr.data.layout.SplitSource` with that `format`);
-`DETECTORS` are tried in order by `detr.data.layout` after the COCO layouts, each `(root, data_cfg) -> Layout | None`.
+`DETECTORS`, each `(root, data_cfg) -> Layout | None`, are tried in order by `detr.data.layout` (its
+`_native_formats` detector, after the COCO and Roboflow layouts and before the single-file JSON export).
 """
 
 from __future__ import annotations
