@@ -52,10 +52,11 @@ def show(value: object) -> str:
     return SHOWN.repr(value)
 
 
-def read_json(path: Path) -> object:
-    """The parsed JSON of `path`; DataError in one line for text that is not JSON or is nested too deep."""
+def read_json(path: Path, encoding: str = "utf-8") -> object:
+    """The parsed JSON of `path`; DataError in one line for text that is not JSON or is nested too deep.
+    `encoding="utf-8-sig"` also reads a file that starts with a byte-order mark (VIA's Windows exports)."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding=encoding) as f:
             return json.load(f)
     except UnicodeDecodeError:
         raise DataError(f"{path}: not valid JSON (not UTF-8 text)") from None

@@ -23,6 +23,7 @@ from detr.data.formats.records import (
     coco_dict,
     finite,
     locate,
+    parse_xml_root,
     polygon_box,
 )
 from detr.data.layout import Layout, SplitSource, _held_out
@@ -89,11 +90,7 @@ def read(source: SplitSource) -> CocoDict:
 
 @functools.lru_cache(maxsize=2)
 def _parse(path: Path, mtime_ns: int) -> CvatFile:  # noqa: ARG001 - the cache key
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as e:
-        line, column = e.position
-        raise DataError(f"{path}:{line}: not valid XML ({str(e).split(':')[0]}, column {column})") from None
+    root = parse_xml_root(path)
     if root.tag != "annotations":
         raise DataError(f"{path}: not a CVAT XML file (its root element is <{root.tag}>, not <annotations>)")
     if root.find("image") is None and root.find("track") is not None:

@@ -8,6 +8,7 @@ category ids 1..N in the order of the class list the reader passes.
 from __future__ import annotations
 
 import math
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -145,3 +146,12 @@ def coco_dict(records: Sequence[ImageRecord], labels: Sequence[str], image_folde
             annotations.append(ann)
     categories: list[CocoCategory] = [{"id": i + 1, "name": name} for i, name in enumerate(labels)]
     return {"info": {"description": source}, "images": images, "annotations": annotations, "categories": categories}
+
+
+def parse_xml_root(path: Path) -> ET.Element:
+    """The root element of an XML annotation file; DataError naming the line of what is not XML."""
+    try:
+        return ET.parse(path).getroot()
+    except ET.ParseError as e:
+        line, column = e.position
+        raise DataError(f"{path}:{line}: not valid XML ({str(e).split(':')[0]}, column {column})") from None

@@ -12,7 +12,6 @@ from the image headers.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -91,13 +90,9 @@ def _class_note(files: Sequence[Path]) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _load(path: Path, mtime_ns: int) -> Any:  # noqa: ARG001 - the cache key
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            return json.load(f)
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not valid JSON (not UTF-8 text)") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    from detr.data.validate import read_json
+
+    return read_json(path, encoding="utf-8-sig")
 
 
 def _data(path: Path) -> Any:

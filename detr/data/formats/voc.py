@@ -14,13 +14,20 @@ folders (every split agrees).
 from __future__ import annotations
 
 import functools
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from detr.config import DataConfig
 from detr.data.files import IMAGE_SUFFIXES
-from detr.data.formats.records import CocoDict, ImageRecord, ObjectRecord, coco_dict, finite, locate
+from detr.data.formats.records import (
+    CocoDict,
+    ImageRecord,
+    ObjectRecord,
+    coco_dict,
+    finite,
+    locate,
+    parse_xml_root,
+)
 from detr.data.layout import ROBOFLOW_VAL, Layout, SplitSource, _held_out
 from detr.errors import DataError
 
@@ -127,11 +134,7 @@ def _read_folder(folder: Path, mtime_ns: int) -> dict[str, VocFile]:  # noqa: AR
 
 def read_file(path: Path) -> VocFile:
     """One VOC XML file; DataError naming the file and element of what is malformed."""
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as e:
-        line, column = e.position
-        raise DataError(f"{path}:{line}: not valid XML ({str(e).split(':')[0]}, column {column})") from None
+    root = parse_xml_root(path)
     if root.tag != "annotation":
         raise DataError(f"{path}: not a Pascal VOC file (its root element is <{root.tag}>, not <annotation>)")
     size = root.find("size")
