@@ -31,6 +31,7 @@ __all__ = [
     "node_sequence_nr",
     "record_memory_history",
     "scaler_scale",
+    "shutdown_loader_workers",
     "storage_key",
     "tree_leaves",
 ]
@@ -92,6 +93,14 @@ def efficient_attention(
     return torch.ops.aten._scaled_dot_product_efficient_attention(
         query, key, value, attn_mask, compute_grad, dropout_p, is_causal, scale=scale
     )[0]
+
+
+def shutdown_loader_workers(iterator: object) -> None:
+    """End a DataLoader iterator's worker processes now. An iterator left inside a fetch that never returns would
+    keep them alive, holding what they inherited (the run folder's lock), until the process exits."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)  # only multi-process iterators have workers
+    if shutdown is not None:
+        shutdown()
 
 
 def storage_key(tensor: Tensor) -> int:

@@ -7,7 +7,6 @@ its event directly (the metrics writer is locked) because the main thread is blo
 
 from __future__ import annotations
 
-import ctypes
 import os
 import statistics
 import threading
@@ -22,18 +21,8 @@ from detr.engine.metrics import EvalRecord, StepRecord
 from detr.errors import DetrError
 from detrdoctor import pyspy
 
-STOP_GRACE_S = 30.0  # after raising in the main thread: then the process exits without unwinding
-DELIVERY_S = 10.0  # a main thread waiting on a DataLoader queue runs Python at least every 5 s
-
-
-class StallError(DetrError):
-    """Raised in the main thread when a stall stops the run (on_stall="stop")."""
-
-    reason = "training stalled"
-
-    def __init__(self, *args: Any):
-        # PyThreadState_SetAsyncExc raises the class without arguments: the message comes from `reason`.
-        super().__init__(*(args or (self.reason,)))
+STOP_GRACE_S = 30.0  # after asking the loop to stop: then the process exits without unwinding
+STALL_EXIT_CODE = 1  # a stalled run failed: what `fit()` reports, or the process exits with after the grace
 
 
 class StallDetector(Callback):
@@ -42,7 +31,7 @@ class StallDetector(Callback):
     The limit is max(`min_limit_s`, `factor` × the median recent step time); until the first step of
     the run completes (worker start-up, compilation, cuDNN autotuning) it is max(`min_limit_s`,
     `first_step_limit_s`). Evaluation pauses the clock. A stall is dumped up to `max_dumps` times,
-    one limit apart; with on_stall="stop" the run then ends with a `StallError`.
+    one limit apart; with on_stall="stop" the run then stops (exit 1), with the checkpoint of its last finished step.
     """
 
     def __init__(
@@ -149,21 +138,12 @@ class StallDetector(Callback):
             self._stop_main(trainer, message)
 
     def _stop_main(self, trainer: TrainerView, message: str) -> None:
-        """End the run: raise StallError in the main thread, which runs Python again within a few seconds
-        when it waits on a DataLoader queue; blocked in native code (a read in the kernel without workers, a
-        collective) it never does, so the process exits after a grace period — with the checkpoint of the
-        last finished step when the trainer was waiting for data."""
-        trainer.request_stop(f"stalled: {message}")  # should the step complete after all: stop with a checkpoint
-        StallError.reason = f"stalled: {message}"
-        main = threading.main_thread().ident
-        assert main is not None  # the main thread has long started
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(main), ctypes.py_object(StallError))
-        with self._changed:
-            if self._changed.wait_for(lambda: self._stopping, DELIVERY_S):
-                return
-        checkpoint = getattr(trainer, "checkpoint_while_waiting", None)  # detr's Trainer has it
-        if checkpoint is not None:
-            checkpoint()
+        """End the run. A loop waiting for data stops at once with the checkpoint of the last finished step (its
+        wait can always be given up, see detr/engine/batches.py); a step that finishes after all stops at its end.
+        A step blocked in native code (a kernel, a collective with a dead peer) can be reached by nothing:
+        no exception is delivered to a thread inside C, so after the grace period exiting the process is the
+        only way to end the run; the event above and the last checkpoint written are on disk by then."""
+        trainer.request_stop(f"stalled: {message}", STALL_EXIT_CODE)
         with self._changed:
             if not self._changed.wait_for(lambda: self._stopping, STOP_GRACE_S):
-                os._exit(StallError.exit_code)
+                os._exit(STALL_EXIT_CODE)

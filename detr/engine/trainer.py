@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -20,6 +19,7 @@ import torch.distributed as dist
 from detr.checkpoint import REINITIALISABLE, load_checkpoint_state_dict, load_fitting_state_dict, load_state_dict_into
 from detr.config import RunConfig, TrainConfig, config_to_toml, device_batch_size, optimizer_batch_size, validate
 from detr.data.annotations import dataset_categories
+from detr.engine.batches import TrainBatches
 from detr.engine.best import BestTracker
 from detr.engine.callbacks import Callback, StepContext
 from detr.engine.checkpointing import (
@@ -201,10 +201,7 @@ class Trainer:
         self._lock = RunLock(self.output_dir)
         self._stop_signal = 0  # the signal that asked to stop at the next step boundary (Ctrl-C, SIGTERM, SIGUSR1)
         self.stop_request: tuple[str, int] | None = None  # (reason, exit code) set by request_stop
-        # While the loop waits for a batch: (epoch, batch_in_epoch, RNG state) after the last finished step.
-        self._data_wait: tuple[int, int, dict[str, Any]] | None = None
-        self._step_position: tuple[int, int, dict[str, Any]] = (self.start_epoch, self.start_batch, {})
-        self._data_wait_lock = threading.Lock()  # no step starts while another thread checkpoints the wait
+        self.batches = TrainBatches(self.train_loader, self.start_epoch, self.start_batch)
 
     # ----------------------------------------------------------------- checkpoints
     def _restore(self, ckpt: dict[str, Any]) -> None:
@@ -381,7 +378,7 @@ class Trainer:
     def _oom_stop_line(self, ctx: StepContext, micro: int, message: str, torn: bool) -> str:
         """The one line of an out-of-memory stop, after writing the checkpoint of the last finished step."""
         self.global_step -= 1  # this step did not finish
-        position = self._step_position
+        position = self.batches.position
         hw = "×".join(str(n) for n in ctx.images.shape[-2:])
         peak = describe_peak(self.device, *peak_memory(self.device))
         if torn:  # the optimizer had begun to change the weights: the ones in memory are no step's
@@ -454,8 +451,11 @@ class Trainer:
     def _on_preemption(self, signum: int, frame: Any) -> None:  # noqa: ARG002 - signal handler signature
         """Stop at the next step boundary; while the loop waits for a batch (which may take long), at once."""
         self._stop_signal = signum
-        if self._data_wait is not None and self.world_size == 1:  # other ranks may be inside a step's collective
-            raise Preempted(signum)
+
+    def _stop_waiting(self) -> bool:
+        """Whether the wait for the next batch should end now: a stop was requested, or (one process: other ranks
+        may be inside a step's collective, which they leave only after this rank's step) a signal arrived."""
+        return self.stop_request is not None or (bool(self._stop_signal) and self.world_size == 1)
 
     def request_stop(self, reason: str, exit_code: int = 1) -> None:
         """Stop at the end of the current step: a checkpoint is written and `fit()` reports `exit_code`."""
@@ -722,40 +722,17 @@ class Trainer:
         self._epoch = self.start_epoch
         for epoch in range(self.start_epoch, t.epochs):
             self._epoch = epoch
-            start_batch = self.start_batch if epoch == self.start_epoch else 0
             self.train_set.set_epoch(epoch)
-            batch_sampler(self.train_loader).set_epoch(epoch, start_batch=start_batch)
-            batch_in_epoch = start_batch
             stop = t.max_steps and self.global_step >= t.max_steps
             data_start = time.perf_counter()
-            batches: Iterator[tuple[torch.Tensor, torch.Tensor, list[dict]]] = iter([] if stop else self.train_loader)
-            while True:
-                try:
-                    # what a resume must start from (waiting for data, or a step that runs out of memory)
-                    self._data_wait = self._step_position = (epoch, batch_in_epoch, rng_state())
-                    batch = next(batches, None)
-                    with self._data_wait_lock:
-                        self._data_wait = None
-                except BaseException as error:  # a stall (raised by its detector), a second Ctrl-C, a preemption
-                    if isinstance(error, KeyboardInterrupt):
-                        self._stop_signal = signal.SIGINT
-                    elif isinstance(error, Preempted):
-                        self._stop_signal = error.signum
-                    elif self.stop_request is None:
-                        self._data_wait = None
-                        raise
-                    self.checkpoint_while_waiting(self._stop_signal)
-                    return self._stop_signal
-                if batch is None:
-                    break
-                images, mask, targets = batch
+            for images, mask, targets in [] if stop else self.batches.epoch(epoch, self._stop_waiting):
                 data_time = time.perf_counter() - data_start
                 self._check_corrupt(targets)
                 self.global_step += 1
                 ctx = StepContext(
                     step=self.global_step,
                     epoch=epoch,
-                    batch_in_epoch=batch_in_epoch,
+                    batch_in_epoch=self.batches.position[1],
                     images=images.to(self.device, non_blocking=True),
                     mask=mask.to(self.device, non_blocking=True),
                     targets=move_targets(targets, self.device),
@@ -765,7 +742,6 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_step_start(self, ctx)
                 self.train_step_or_retry(ctx)
-                batch_in_epoch += 1
                 ctx.timings.update(data=data_time, step=time.perf_counter() - data_start)
                 record = self.step_record(ctx) if self.global_step % t.log_every == 0 else None
                 if record is not None:
@@ -774,11 +750,15 @@ class Trainer:
                     cb.on_step_end(self, ctx, record)
                 stop_signal = self._agreed_stop()
                 if stop_signal or self.stop_request or (t.max_steps and self.global_step >= t.max_steps):
-                    self.save_checkpoint(epoch, batch_in_epoch)
+                    self.save_checkpoint(epoch, ctx.batch_in_epoch + 1)
                     if stop_signal or self.stop_request:
                         self._stop_event(stop_signal)
                     return stop_signal
                 data_start = time.perf_counter()
+            if self.batches.stopped_waiting:  # the state is the last finished step's: its checkpoint resumes exactly
+                self.save_checkpoint(*self.batches.position)
+                self._stop_event(self._stop_signal, while_waiting=True)
+                return self._stop_signal
             if stop:
                 return 0
             self.scheduler.step()
@@ -796,28 +776,6 @@ class Trainer:
     def _agreed_stop(self) -> int:
         """The stop signal every rank agrees on (any rank's; 0: go on)."""
         return agree_on_stop(self._stop_signal, self.device) if self.world_size > 1 else self._stop_signal
-
-    def checkpoint_while_waiting(self, stop_signal: int = 0) -> bool:
-        """While the loop waits for a batch, the model, optimizer and sampler position are those after the last
-        finished step: write its checkpoint, which resumes exactly, and say so in a `stopped` (or `interrupted`)
-        event. Callable from another thread (a stall detector whose main thread is blocked in the kernel).
-        Returns False when the loop is not waiting for data or the checkpoint was already written."""
-        with self._data_wait_lock:
-            if self._data_wait is None:
-                return False
-            self.save_checkpoint(*self._data_wait)
-            self._data_wait = None
-        self._stop_event(stop_signal, while_waiting=True)
-        return True
-
-
-class Preempted(BaseException):
-    """Raised by the SIGTERM/SIGUSR1 handler while the loop waits for a batch; a BaseException, like
-    KeyboardInterrupt, so that no `except Exception` on the way (the DataLoader's) swallows it."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
 
 
 if TYPE_CHECKING:

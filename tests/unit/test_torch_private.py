@@ -64,3 +64,16 @@ def test_memory_history_helpers_exist():
 def test_efficient_attention_kernel_is_registered():
     # The CUDA kernel itself runs in memprofile's estimate tests (fake CUDA tensors); here: it still exists.
     assert hasattr(torch.ops.aten, "_scaled_dot_product_efficient_attention")
+
+
+def test_shutdown_loader_workers_ends_the_worker_processes():
+    import multiprocessing
+
+    from torch.utils.data import DataLoader
+
+    iterator = iter(DataLoader(list(range(8)), batch_size=2, num_workers=1))
+    next(iterator)
+    assert multiprocessing.active_children()
+    tp.shutdown_loader_workers(iterator)
+    assert not multiprocessing.active_children()
+    tp.shutdown_loader_workers(iter(DataLoader(list(range(8)), batch_size=2)))  # no workers: nothing to end
