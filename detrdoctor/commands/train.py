@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from detr.config import RunConfig
     from detr.engine.callbacks import Callback
 
@@ -152,13 +148,14 @@ def run_train(options: TrainOptions) -> int:
     another non-zero code when a diagnostic stopped the run."""
     from detr.config import AUTO, validate
     from detr.engine.trainer import Trainer
+    from detrdoctor.callbacks import build_callbacks
     from detrdoctor.commands.common import default_profile
     from detrdoctor.memprofile.auto import BatchAdvice, resolve_auto_batch
 
     cfg = resolve_train_config(options)
     profile = Path(default_profile(options.profile, options.coco_path)).stem
     data_check, train_images = check_data(cfg, options.profile)
-    callbacks = [*build_callbacks(cfg, profile), data_check]
+    callbacks = build_callbacks(cfg, profile, data_check)
     choice = None
     if cfg.train.batch_size == AUTO:  # resolved before the trainer is built: config.toml records the int
         from detrdoctor.auto_batch import AutoBatchEvent
@@ -182,8 +179,8 @@ def check_data(cfg: RunConfig, profile: str | None) -> tuple[Callback, int]:
     the number of training images.
     """
     from detr.data import resolve_num_classes
+    from detrdoctor.callbacks.data_gate import DataCheckEvents, stop_on_failures
     from detrdoctor.commands.common import announce_layout, env_check_command
-    from detrdoctor.data_check import DataCheckEvents, stop_on_failures
     from detrdoctor.dataset_doctor import collect_splits, judge_dataset
 
     announce_layout(cfg)
@@ -192,50 +189,3 @@ def check_data(cfg: RunConfig, profile: str | None) -> tuple[Callback, int]:
     rows = judge_dataset(train, val, cfg)
     stop_on_failures(rows, env_check_command(cfg, profile))
     return DataCheckEvents(rows), len(train.images)
-
-
-def build_callbacks(cfg: RunConfig, profile: str = "") -> list[Callback]:
-    """The diagnostics attached to a `train` run, in the order their hooks run."""
-    from rich.console import Console
-
-    from detrdoctor.stall import StallDetector
-
-    diagnostics = cfg.diagnostics
-    callbacks: list[Callback] = []
-    if cfg.watchdog.enabled:  # first: it may veto the optimizer step, and the displays then show its verdict
-        from detrdoctor.watchdog import GradientWatchdog
-
-        callbacks.append(GradientWatchdog(cfg.watchdog))
-    callbacks.append(progress_display(Console(highlight=False), diagnostics.dashboard, profile))
-    if diagnostics.stall_after > 0:
-        # The first step also waits for worker start-up and compilation: it gets at least five minutes.
-        callbacks.append(
-            StallDetector(
-                min_limit_s=diagnostics.stall_after,
-                first_step_limit_s=max(diagnostics.stall_after, 300.0),
-                on_stall=diagnostics.on_stall,
-            )
-        )
-    if diagnostics.profile_cpu:
-        from detrdoctor.flamegraph import CpuProfiler
-
-        callbacks.append(CpuProfiler(diagnostics.profile_cpu))
-    if diagnostics.tensorboard:
-        from detrdoctor.tensorboard import TensorBoardWriter
-
-        callbacks.append(TensorBoardWriter())
-    return callbacks
-
-
-def progress_display(console: Console, dashboard: bool, profile: str = "") -> Callback:
-    """The live dashboard on rank 0 of an interactive terminal; plain log lines otherwise."""
-    from detrdoctor.progress import PlainProgress
-
-    rank = int(os.environ.get("RANK", "0"))  # torchrun's; the trainer is not built yet
-    # isatty too: FORCE_COLOR (common in CI) makes rich call any stream a terminal, and Live would flood the log
-    interactive = sys.stdout.isatty() and console.is_terminal and not console.is_dumb_terminal
-    if interactive and dashboard and rank == 0:
-        from detrdoctor.dashboard import Dashboard
-
-        return Dashboard(console, profile=profile)
-    return PlainProgress(console)

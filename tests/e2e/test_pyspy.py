@@ -15,8 +15,8 @@ from pyspy_support import attach_problem
 from typer.testing import CliRunner
 
 from detrdoctor import pyspy
+from detrdoctor.callbacks.flamegraph import CpuProfiler
 from detrdoctor.cli import app
-from detrdoctor.flamegraph import CpuProfiler
 
 needs_pyspy = pytest.mark.skipif(attach_problem() is not None, reason=f"{attach_problem()}")
 

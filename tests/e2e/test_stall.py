@@ -17,7 +17,7 @@ from pyspy_support import attach_problem
 
 from detr.engine.callbacks import Callback
 from detrdoctor import pyspy
-from detrdoctor.stall import STALL_EXIT_CODE, StallDetector
+from detrdoctor.callbacks.stall import STALL_EXIT_CODE, StallDetector
 
 # A tiny training loop whose dataset opens a named pipe for its third image: nothing ever writes to
 # it, so the DataLoader worker blocks in open() and the loop waits for a batch that never comes.
@@ -29,7 +29,7 @@ from types import SimpleNamespace
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from detrdoctor.stall import StallDetector
+from detrdoctor.callbacks.stall import StallDetector
 
 
 def open_fifo_image(path):
@@ -195,7 +195,7 @@ def test_on_stall_stop_asks_the_trainer_to_stop_without_raising_into_it(tmp_path
 
 
 def test_stall_settings_set_the_limit_and_action_and_zero_turns_detection_off(tiny_cfg):
-    from detrdoctor.commands.train import build_callbacks
+    from detrdoctor.callbacks import build_callbacks
 
     tiny_cfg.diagnostics.stall_after, tiny_cfg.diagnostics.on_stall = 20.0, "stop"
     (detector,) = (cb for cb in build_callbacks(tiny_cfg) if isinstance(cb, StallDetector))
@@ -297,7 +297,8 @@ import sys
 from pathlib import Path
 
 from detr.engine.trainer import Trainer
-from detrdoctor import pyspy, stall
+from detrdoctor import pyspy
+from detrdoctor.callbacks import stall
 from detrdoctor.profiles import load_profile
 
 pyspy.find_pyspy = lambda: None

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from detr.engine.metrics import read_metrics
 from detr.engine.trainer import Trainer
+from detrdoctor.callbacks import build_callbacks
 from detrdoctor.cli import app
-from detrdoctor.commands.train import build_callbacks
 
 
 def test_event_files_hold_the_metrics_jsonl_scalars_and_the_events(tiny_cfg, tmp_path):

@@ -252,7 +252,7 @@ def test_attention_logits_match_the_attention_weights(batch_first):
 
 
 def test_train_command_puts_the_watchdog_first_unless_disabled(tiny_cfg):
-    from detrdoctor.commands.train import build_callbacks
+    from detrdoctor.callbacks import build_callbacks
 
     assert isinstance(build_callbacks(tiny_cfg)[0], GradientWatchdog)
     tiny_cfg.watchdog.enabled = False

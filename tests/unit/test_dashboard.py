@@ -11,7 +11,8 @@ import pytest
 import torch
 from rich.console import Console
 
-from detrdoctor.commands.train import progress_display
+from detrdoctor.callbacks import progress_display
+from detrdoctor.callbacks.progress import PlainProgress
 from detrdoctor.dashboard import Dashboard, render
 from detrdoctor.dashboard.live import CudaStepTimer
 from detrdoctor.dashboard.state import DashboardState, RunInfo
@@ -24,7 +25,6 @@ from detrdoctor.dashboard.telemetry import (
     TorchMemory,
     visible_gpu_selectors,
 )
-from detrdoctor.progress import PlainProgress
 
 GIB = 1024**3
 CPU_ONLY = Telemetry(host=HostReading(cpu_percent=45.0, cpus=2, ram_used=5 * GIB, ram_total=8 * GIB, rss=2 * GIB))
