@@ -35,7 +35,8 @@ def run_memprofile(options: MemprofileOptions) -> int:
     from detrdoctor.memprofile.render import render_json, render_text, write_csv
     from detrdoctor.memprofile.shapes import resolve_shape
     from detrdoctor.memprofile.summary import Summary
-    from detrdoctor.memprofile.sweep import Sweep, progress_bar
+    from detrdoctor.memprofile.sweep import Sweep
+    from detrdoctor.progress_bar import progress_bar
 
     plan = make_plan(options)
     shape = resolve_shape(plan.shape_option, plan.cfg, max(plan.batch_sizes))

@@ -91,11 +91,11 @@ def collect(
 ) -> Collected:
     """Build the dataset, then run the sweep and the step timing under a progress bar."""
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from detr.data import build_dataset, dataset_root
     from detr.engine.device import resolve_device
     from detrdoctor.loaderbench.measure import BenchOptions, measure_step_time, run_sweep
+    from detrdoctor.progress_bar import progress_bar
 
     has_gpu = torch.cuda.is_available()
     pins = PIN_CHOICES[options.pin_memory] if has_gpu else (False,)
@@ -116,13 +116,7 @@ def collect(
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     seconds, source = (step_time, "given") if isinstance(step_time, float) else (None, "none")
     notes = []
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with progress_bar(console, label="[progress.description]{task.description}") as progress:
         if not cfg.data.coco_path:
             gen = progress.add_task("synthetic dataset (first use only)", total=None)
             dataset_root(cfg.data, lambda done, total: progress.update(gen, completed=done, total=total))

@@ -3,7 +3,7 @@ otherwise) and/or estimated, the --find-max searches, and the snapshot; with a p
 
 from __future__ import annotations
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from detrdoctor.memprofile.estimate import Estimator
 from detrdoctor.memprofile.plan import Plan
@@ -98,14 +98,3 @@ class Sweep:
         from detrdoctor.memprofile.isolation import run_isolated
 
         return run_isolated(request)
-
-
-def progress_bar(console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
