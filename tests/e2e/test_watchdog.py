@@ -185,7 +185,11 @@ def test_gradscaler_skips_are_counted_not_reported_until_their_rate_rises(tiny_c
     assert [e["step"] for e in events(tmp_path, "amp_skip_rate")] == [4]  # 2 of the first 4 steps; then cooldown
     assert summary["watchdog"]["amp_skipped_steps"] == 5 and summary["watchdog"]["steps_skipped"] == 0
     assert all(torch.equal(inject.before[n], inject.after[n]) for n in inject.before)  # GradScaler skipped it
-    assert watchdog.latest["loss_scale"] == 2.0**16 / 2**4 and trainer.scaler.get_scale() == 2.0**16 / 2**5
+    assert (
+        watchdog.latest is not None
+        and watchdog.latest.loss_scale == 2.0**16 / 2**4
+        and trainer.scaler.get_scale() == 2.0**16 / 2**5
+    )
 
 
 def test_divergent_run_warns_at_least_5_steps_before_the_first_nonfinite_value(tiny_cfg, tmp_path):
@@ -303,7 +307,7 @@ def test_healthy_run_raises_nothing_and_resumes_the_watchdog_state(tiny_cfg, tmp
     watchdog = GradientWatchdog(tiny_cfg.watchdog)
     summary = Trainer(tiny_cfg, callbacks=[watchdog]).fit()
     assert alarms(tmp_path) == []
-    assert watchdog.rules.observed == 40
+    assert watchdog.policy.rules.observed == 40
     result = summary["watchdog"]
     assert list(result) == SUMMARY_KEYS
     assert result["steps_skipped"] == 0 and result["events"] == {}
@@ -318,7 +322,7 @@ def test_healthy_run_raises_nothing_and_resumes_the_watchdog_state(tiny_cfg, tmp
 
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_attention_logits_match_the_attention_weights(batch_first):
-    from detrdoctor.watchdog.callback import attention_logits
+    from detrdoctor.watchdog.readout import attention_logits
 
     torch.manual_seed(0)
     attn = torch.nn.MultiheadAttention(16, 4, batch_first=batch_first)
