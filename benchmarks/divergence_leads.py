@@ -31,7 +31,8 @@ from detrdoctor.watchdog import GradientWatchdog
 class Alarms(Callback):
     """The run's warning and error events, as (step, kind), its warnings alone, its rollbacks and every step's loss."""
 
-    def __init__(self):
+    def __init__(self, watchdog: GradientWatchdog):
+        self.watchdog = watchdog
         self.found: list[tuple[int, str]] = []
         self.warnings: list[tuple[int, str]] = []
         self.rollbacks: list[tuple[int, int]] = []
@@ -46,7 +47,8 @@ class Alarms(Callback):
             self.rollbacks.append((event["step"], event["restored_step"]))
 
     def on_step_end(self, trainer, ctx, record) -> None:
-        self.losses.append(trainer.callbacks[0].latest["loss"])  # the watchdog's reading of this step
+        assert self.watchdog.latest is not None
+        self.losses.append(self.watchdog.latest.loss)  # the watchdog's reading of this step
 
 
 def r50_profile() -> RunConfig:
@@ -63,7 +65,8 @@ def r50_profile() -> RunConfig:
 
 def run(cfg: RunConfig, steps: int) -> tuple[Alarms, GradientWatchdog, dict]:
     cfg.train.max_steps, cfg.train.epochs, cfg.train.log_every = steps, 10_000, 10_000
-    alarms, watchdog = Alarms(), GradientWatchdog(cfg.watchdog)
+    watchdog = GradientWatchdog(cfg.watchdog)
+    alarms = Alarms(watchdog)
     with tempfile.TemporaryDirectory() as out:
         summary = Trainer(cfg, callbacks=[watchdog, alarms], output_dir=out).fit()
     return alarms, watchdog, summary
@@ -103,7 +106,7 @@ def healthy(profile: str, seed: int, steps: int) -> None:
     alarms, watchdog, summary = run(cfg, steps)
     found = ", ".join(f"{k}@{s}" for s, k in alarms.found) or "none"
     print(
-        f"| {profile} | {seed} | {steps} | {watchdog.steps_skipped} | {found} | {summary['elapsed_s']:.0f} s |",
+        f"| {profile} | {seed} | {steps} | {watchdog.policy.steps_skipped} | {found} | {summary['elapsed_s']:.0f} s |",
         flush=True,
     )
 
@@ -126,7 +129,7 @@ def recover(mode: str, lr_backbone: float, seed: int, steps: int, snapshot_every
     )
     print(
         f"| {mode} | {lr_backbone:g} | {seed} | {snapshot_every} | {rollbacks} | {summary['exit_code']} | "
-        f"{summary['steps']} | {watchdog.steps_skipped} | {late_nonfinite} | {means} |",
+        f"{summary['steps']} | {watchdog.policy.steps_skipped} | {late_nonfinite} | {means} |",
         flush=True,
     )
 

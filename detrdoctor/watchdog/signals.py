@@ -54,6 +54,8 @@ class StepStats:
     sampled: dict[str, float] = field(default_factory=dict)  # module name → max |output| (`….logits` for attention)
     amp_skipped: bool = False  # GradScaler found inf/NaN gradients and drops the step itself
     loss_scale: float | None = None
+    culprit: str | None = None  # the non-finite gradient latest in forward order: where the NaN/inf entered
+    nonfinite_parameters: int = 0  # parameters with a non-finite gradient
 
 
 @dataclass
@@ -62,7 +64,7 @@ class Signal:
 
     kind: str  # event kind, e.g. grad_norm_spike
     signal: str  # the statistic compared with the threshold
-    value: float
+    value: float | None  # None: nothing measured (the detect_anomaly re-run)
     threshold: float | None
     message: str
     module: str | None = None  # the module group that moved most
@@ -258,7 +260,7 @@ class EarlyWarning:
             if signal is not None:
                 signal.module = model_part(where) if where in stats.sampled else where.removesuffix(" output")
                 found.append(signal)
-        fastest = None
+        fastest, fastest_factor = None, -math.inf
         for group, history in self.activation_log.items():
             value = stats.activations.get(group)
             if value is None:
@@ -267,8 +269,8 @@ class EarlyWarning:
             signal = growth(
                 "activation_growth", f"{group}_output_max", recent, self.cfg.activation_growth_factor, self.cfg
             )
-            if signal is not None and (fastest is None or signal.value > fastest.value):
-                fastest, signal.module = signal, group
+            if signal is not None and signal.value is not None and signal.value > fastest_factor:
+                fastest, fastest_factor, signal.module = signal, signal.value, group
         return found + ([fastest] if fastest else [])
 
     def forecast_signals(self, stats: StepStats, limit: float) -> list[Signal]:

@@ -9,7 +9,7 @@ from detr import build_model
 from detr.attention import MultiheadAttention
 from detr.config import DETRConfig, config_from_dict, config_to_toml, load_config_file, validate
 from detr.errors import ConfigError
-from detrdoctor.watchdog.callback import attention_logits
+from detrdoctor.watchdog.readout import attention_logits
 
 
 def attention_pair(dropout: float = 0.0) -> tuple[MultiheadAttention, MultiheadAttention]:

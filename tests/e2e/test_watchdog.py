@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -24,6 +26,51 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 EVENT_KEYS = {"type", "step", "kind", "severity", "message", "signal", "value", "threshold", "module"}
+# The run totals of `summary["watchdog"]` and the `watchdog_summary` event, in this order.
+SUMMARY_KEYS = [
+    "steps_skipped",
+    "amp_skipped_steps",
+    "rollbacks",
+    "events",
+    "max_grad_norm",
+    "clipped_fraction",
+    "first_warning_step",
+    "first_nonfinite_step",
+    "update_ratios",
+]
+# What a checkpoint keeps of the watchdog (under `callbacks.GradientWatchdog`) for `--resume`.
+STATE_KEYS = {
+    "rules",
+    "events",
+    "steps_skipped",
+    "amp_skipped_steps",
+    "rollbacks",
+    "clipped_steps",
+    "judged_steps",
+    "max_grad_norm",
+    "first_warning_step",
+    "first_nonfinite_step",
+    "last_warned",
+    "good_streak",
+    "trouble_since",
+    "skip_run",
+    "recent_drops",
+}
+BUNDLE_KEYS = {
+    "format",
+    "step",
+    "epoch",
+    "batch_in_epoch",
+    "image_ids",
+    "argv",
+    "command",
+    "config",
+    "device",
+    "rng",
+    "model",
+    "batch",
+    "observed",
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -98,15 +145,25 @@ def test_injected_nonfinite_gradient_is_named_and_never_applied(tiny_cfg, tmp_pa
 
     (error,) = events(tmp_path, "nonfinite_grad")
     assert error["step"] == 2 and error["severity"] == "error"
+    assert set(error) == EVENT_KEYS | {"nonfinite_parameters", "parameter"} and error["signal"] == "grad_norm"
+    assert error["threshold"] is None and 0 < error["nonfinite_parameters"] <= len(inject.before)
     assert error["parameter"].startswith(module + ".")  # the module itself, not one that merely ran before it
     assert error["module"] == ("encoder" if module.startswith("transformer.encoder") else "class_head")
     assert all(torch.equal(inject.before[n], inject.after[n]) for n in inject.before), "the step reached the weights"
     assert [e["step"] for e in events(tmp_path, "step_skipped")] == [2]
+    (skipped,) = events(tmp_path, "step_skipped")  # the dropped step carries the signal that dropped it
+    assert set(skipped) == EVENT_KEYS and skipped["severity"] == "warning"
+    assert skipped["message"] == "optimizer step 2 dropped: nonfinite_grad"
+    assert (skipped["signal"], skipped["module"]) == ("grad_norm", error["module"])
+    order = ["nonfinite_grad", "nonfinite_op", "step_skipped"] if detect_anomaly else ["nonfinite_grad", "step_skipped"]
+    assert [e["kind"] for e in events(tmp_path) if e["step"] == 2] == order
     assert summary["watchdog"]["steps_skipped"] == 1 and summary["exit_code"] == 0
     assert summary["steps"] == 3
     if detect_anomaly:
         (op,) = events(tmp_path, "nonfinite_op")
         assert op["op"].endswith("Backward0") and "transformer.py" in op["location"]
+        assert set(op) == EVENT_KEYS | {"op", "forward_module", "location"} and op["severity"] == "error"
+        assert (op["signal"], op["value"], op["module"]) == ("detect_anomaly", None, "encoder")
     for event in events(tmp_path):
         assert EVENT_KEYS <= event.keys() or event["kind"] in ("data_summary", "stopped")
     for line in (tmp_path / "metrics.jsonl").read_text().splitlines():  # strict JSON: no NaN or Infinity
@@ -128,7 +185,11 @@ def test_gradscaler_skips_are_counted_not_reported_until_their_rate_rises(tiny_c
     assert [e["step"] for e in events(tmp_path, "amp_skip_rate")] == [4]  # 2 of the first 4 steps; then cooldown
     assert summary["watchdog"]["amp_skipped_steps"] == 5 and summary["watchdog"]["steps_skipped"] == 0
     assert all(torch.equal(inject.before[n], inject.after[n]) for n in inject.before)  # GradScaler skipped it
-    assert watchdog.latest["loss_scale"] == 2.0**16 / 2**4 and trainer.scaler.get_scale() == 2.0**16 / 2**5
+    assert (
+        watchdog.latest is not None
+        and watchdog.latest.loss_scale == 2.0**16 / 2**4
+        and trainer.scaler.get_scale() == 2.0**16 / 2**5
+    )
 
 
 def test_divergent_run_warns_at_least_5_steps_before_the_first_nonfinite_value(tiny_cfg, tmp_path):
@@ -179,6 +240,11 @@ def test_rollback_restores_the_snapshot_bit_for_bit_and_lowers_the_lr(tiny_cfg, 
 
     (rollback,) = events(tmp_path, "rollback")
     assert rollback["step"] == 3 and rollback["restored_step"] == 2
+    assert set(rollback) == EVENT_KEYS | {"restored_step", "lrs"} and rollback["severity"] == "warning"
+    assert rollback["lrs"] == record.lr[3] and rollback["signal"] == "grad_norm" and rollback["module"] == "decoder"
+    assert rollback["message"].startswith("restored the state of step 2 after nonfinite_grad at step 3; learning rates")
+    assert rollback["message"].endswith("rollback 1 of at most 3")
+    assert [e["kind"] for e in events(tmp_path) if e["step"] == 3] == ["nonfinite_grad", "step_skipped", "rollback"]
     for name, value in record.model[2].items():
         assert torch.equal(record.model[3][name], value), name
     for index, state in record.optim[2].items():
@@ -199,9 +265,17 @@ def test_stop_writes_a_checkpoint_and_a_bundle_that_reproduces_the_step(tiny_cfg
 
     assert summary["exit_code"] == ANOMALY_EXIT_CODE and summary["steps"] == 4
     (stopped,) = events(tmp_path, "stopped")
-    assert stopped["severity"] == "error" and "repro-step4.pth" in stopped["message"]
+    path = tmp_path / "repro-step4.pth"
+    assert stopped["severity"] == "error" and stopped["message"].startswith(
+        f"watchdog: grad_norm_spike at step 4; reproduction bundle {path} "
+        f"(replay: python -m detrdoctor.watchdog.bundle {path})"
+    )
+    assert [e["kind"] for e in events(tmp_path) if e["step"] == 4][:3] == ["grad_norm_spike", "step_skipped", "stopped"]
     ckpt = load_training_checkpoint(tmp_path / "checkpoint.pth")
     bundle = load_bundle(tmp_path / "repro-step4.pth")
+    assert set(bundle) == BUNDLE_KEYS
+    assert set(bundle["observed"]) == {"loss", "loss_dict", "grad_norm", "signal", "module"}
+    assert bundle["observed"]["signal"] == "grad_norm_spike"
     assert bundle["step"] == 4 and len(bundle["image_ids"]) == tiny_cfg.train.batch_size
     assert bundle["argv"] and bundle["config"]["train"]["max_steps"] == 10
     for name, value in bundle["model"].items():  # the step was dropped: the checkpoint holds the same weights
@@ -211,7 +285,12 @@ def test_stop_writes_a_checkpoint_and_a_bundle_that_reproduces_the_step(tiny_cfg
     assert replay["loss"] == bundle["observed"]["loss"]
     assert replay["loss_dict"] == bundle["observed"]["loss_dict"]
     assert replay["grad_norm"] == pytest.approx(bundle["observed"]["grad_norm"], rel=1e-5)
-    assert replay_main([str(tmp_path / "repro-step4.pth")]) == 0  # `python -m detrdoctor.watchdog.bundle PATH`
+    assert replay_main([str(tmp_path / "repro-step4.pth")]) == 0
+    # The command the stop message prints.
+    replayed = subprocess.run(
+        [sys.executable, "-m", "detrdoctor.watchdog.bundle", str(path)], capture_output=True, text=True
+    )
+    assert replayed.returncode == 0 and replayed.stdout.rstrip().endswith("reproduced"), replayed.stderr
 
 
 def test_healthy_run_raises_nothing_and_resumes_the_watchdog_state(tiny_cfg, tmp_path):
@@ -221,25 +300,29 @@ def test_healthy_run_raises_nothing_and_resumes_the_watchdog_state(tiny_cfg, tmp
     Trainer(tiny_cfg, callbacks=[GradientWatchdog(tiny_cfg.watchdog)], output_dir=tmp_path).fit()
     ckpt = load_training_checkpoint(tmp_path / "checkpoint.pth")
     assert ckpt["callbacks"]["GradientWatchdog"]["rules"]["observed"] == 20
+    assert set(ckpt["callbacks"]["GradientWatchdog"]) == STATE_KEYS
 
     tiny_cfg.train.max_steps = 40
     tiny_cfg.train.resume = str(tmp_path / "checkpoint.pth")
     watchdog = GradientWatchdog(tiny_cfg.watchdog)
     summary = Trainer(tiny_cfg, callbacks=[watchdog]).fit()
     assert alarms(tmp_path) == []
-    assert watchdog.rules.observed == 40
+    assert watchdog.policy.rules.observed == 40
     result = summary["watchdog"]
+    assert list(result) == SUMMARY_KEYS
     assert result["steps_skipped"] == 0 and result["events"] == {}
     assert set(result["update_ratios"]) >= {"encoder", "decoder", "box_head"}
     assert all(0 < r < 1 for r in result["update_ratios"].values())
     final = events(tmp_path, "watchdog_summary")[-1]  # one per part of the run
     assert final["severity"] == "info" and final["max_grad_norm"]["step"] is not None
+    assert set(final) == EVENT_KEYS | set(SUMMARY_KEYS) and set(final["max_grad_norm"]) == {"value", "step", "group"}
+    assert final["message"].startswith("0 steps skipped, 0 rollbacks, no events; ")
     json.dumps(final)
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_attention_logits_match_the_attention_weights(batch_first):
-    from detrdoctor.watchdog.callback import attention_logits
+    from detrdoctor.watchdog.readout import attention_logits
 
     torch.manual_seed(0)
     attn = torch.nn.MultiheadAttention(16, 4, batch_first=batch_first)

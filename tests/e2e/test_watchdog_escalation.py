@@ -68,6 +68,8 @@ def test_skip_escalates_to_a_rollback_then_stops_with_the_last_good_state(tiny_c
     assert summary["exit_code"] == ANOMALY_EXIT_CODE and summary["steps"] < 60
     (rollback,) = events(tmp_path, "rollback")
     assert rollback["restored_step"] == 0 and "3 steps in a row dropped" in rollback["message"]
+    assert (rollback["signal"], rollback["value"], rollback["threshold"]) == ("steps_dropped", 3.0, 3.0)
+    assert rollback["step"] == 4 and [e["step"] for e in events(tmp_path, "step_skipped")][:3] == [2, 3, 4]
     (stopped,) = events(tmp_path, "stopped")
     assert stopped["severity"] == "error" and stopped["step"] == summary["steps"]
     assert stopped["message"].startswith(
@@ -86,6 +88,7 @@ def test_a_run_that_mostly_dropped_its_steps_never_exits_0(tiny_cfg, tmp_path):
     assert summary["exit_code"] == ANOMALY_EXIT_CODE
     (error,) = events(tmp_path, "mostly_skipped")
     assert error["severity"] == "error" and error["message"].startswith("11 of this run's 12 optimizer steps")
+    assert (error["signal"], error["value"], error["threshold"], error["step"]) == ("steps_dropped", 11, 6.0, 12)
 
 
 def test_rollback_lands_before_the_growth_began_and_the_run_recovers(tiny_cfg, tmp_path):

@@ -11,6 +11,7 @@ from detr.config import WatchdogConfig
 from detr.model import model_part
 from detrdoctor.watchdog.groups import forward_rank, owner_call
 from detrdoctor.watchdog.signals import (
+    EVENT_KINDS,
     EarlyWarning,
     StepStats,
     amp_skip_rate,
@@ -238,3 +239,23 @@ def test_overflow_forecast_speaks_before_the_warmup_ends():
         stat = StepStats(step, 10.0, {}, 10.0, {"backbone": 10.0}, {"backbone": value, "input_proj": value})
         kinds += [(step, s.kind, s.module) for s in rules.observe(stat, 1.8e19)]
     assert kinds[0] == (4, "overflow_forecast", "backbone")  # the first group in forward order: where it starts
+
+
+def test_event_kinds_are_the_contract():
+    # Displays, plots and summaries count and mark these names: extend the list, never rename one.
+    assert EVENT_KINDS == (
+        "grad_norm_spike",
+        "grad_norm_growth",
+        "loss_spike",
+        "amp_skip_rate",
+        "overflow_risk",
+        "activation_growth",
+        "overflow_forecast",
+        "nonfinite_grad",
+        "nonfinite_loss",
+        "nonfinite_op",
+        "step_skipped",
+        "rollback",
+        "stopped",
+        "mostly_skipped",
+    )
