@@ -43,7 +43,7 @@ def run_env_check(options: EnvCheckOptions) -> int:
             facts["options"]["num_workers"] = options.num_workers
         source = f"facts from {options.from_facts} ({facts.get('hostname', '?')}, {facts.get('collected_at', '?')})"
     else:
-        from detrdoctor.commands.common import data_flags
+        from detrdoctor.runconfig import data_flags
 
         flags = {k: v for k, v in data_flags(options).items() if v is not None}
         dataset = {"coco_path": options.coco_path, "profile": options.profile, "data": flags}

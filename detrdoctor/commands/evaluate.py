@@ -54,55 +54,6 @@ class EvaluateOptions:
         return {name for name, on in wanted.items() if on}
 
 
-def config_for_weights(
-    weights: str, profile: str | None, overrides: dict[str, dict[str, Any]]
-) -> tuple[RunConfig, dict[str, Any]]:
-    """The config to run `weights` with, and the loaded checkpoint: the profile if given, else the checkpoint's
-    own, else detr-r50 with what the weights reveal (class count, queries, layers, backbone); num_classes
-    "auto" takes the weights'. The flags in `overrides` apply on top, validated; no backbone weights are
-    fetched (the checkpoint carries the backbone)."""
-    from detr import infer_config_from_state_dict
-    from detr.checkpoint import load_checkpoint_file, model_state_dict
-    from detr.config import AUTO, validate
-    from detr.errors import CheckpointError
-    from detrdoctor.commands.common import apply_flags
-    from detrdoctor.commands.train import config_of_checkpoint
-    from detrdoctor.profiles import load_profile
-
-    ckpt = load_checkpoint_file(weights_file(weights))
-    try:
-        inferred = infer_config_from_state_dict(model_state_dict(ckpt, weights))
-    except CheckpointError:  # not weights at all: loading them says so, in one line
-        inferred = {}
-    cfg = load_profile(profile) if profile else config_of_checkpoint(ckpt, weights)
-    if cfg is None:
-        cfg = load_profile("detr-r50")
-        for key, value in inferred.items():
-            if hasattr(cfg.model, key):
-                setattr(cfg.model, key, value)
-    if cfg.model.num_classes == AUTO and "num_classes" in inferred:  # the weights decide the classifier's size
-        cfg.model.num_classes = inferred["num_classes"]
-    apply_flags(cfg, overrides)
-    validate(cfg)
-    cfg.model.backbone_weights = "none"
-    return cfg, ckpt
-
-
-def weights_file(weights: str) -> str:
-    """--weights: a file or URL as given; a run folder → its best.pth (else checkpoint.pth), said on stderr."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    from detr.engine.checkpointing import run_folder_weights
-
-    if weights.startswith(("http://", "https://")):
-        return weights
-    path = run_folder_weights(weights)
-    if str(path) != weights and path != Path(weights):
-        Console(stderr=True, highlight=False).print(f"weights: {escape(str(path))}", soft_wrap=True)
-    return str(path)
-
-
 def checkpoint_model(
     cfg: RunConfig, ckpt: dict[str, Any], weights: str, device: torch.device
 ) -> tuple[nn.Module, nn.Module]:
@@ -222,7 +173,7 @@ def run_evaluate(options: EvaluateOptions) -> int:
     from detr.engine.device import resolve_device
     from detr.engine.evaluate import coco_box_stats, predict_detections
     from detr.engine.loaders import build_eval_loader
-    from detrdoctor.commands.common import announce_layout, data_flags
+    from detrdoctor.runconfig import announce_layout, config_for_weights, data_flags
 
     out = checked_figure_path(options)
     overrides = {

@@ -178,8 +178,9 @@ def run_export(options: ExportOptions) -> int:
     from detr.engine.device import resolve_device
     from detr.export import DEFAULT_OPSET, check_opset, export_onnx
     from detr.onnx_runtime import OnnxDetector
-    from detrdoctor.commands.evaluate import checkpoint_model, config_for_weights
+    from detrdoctor.commands.evaluate import checkpoint_model
     from detrdoctor.commands.predict import require_detr
+    from detrdoctor.runconfig import config_for_weights
 
     opset = options.opset if options.opset is not None else DEFAULT_OPSET
     if not options.verify:

@@ -44,9 +44,9 @@ def run_loader_bench(options: LoaderBenchOptions) -> int:
     from rich.console import Console
 
     from detr.data import resolve_num_classes
-    from detrdoctor.commands.common import announce_layout, data_flags, load_run_config
     from detrdoctor.loaderbench import collect, judge, parse_step_time, parse_worker_counts, usable_cpus
     from detrdoctor.loaderbench.render import dumps, render
+    from detrdoctor.runconfig import announce_layout, data_flags, load_run_config
 
     check_options(options)
     worker_counts = parse_worker_counts(options.num_workers, usable_cpus())

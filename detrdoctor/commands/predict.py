@@ -91,9 +91,9 @@ def onnx_config_and_detector(
     from detr.engine.device import resolve_device
     from detr.errors import ConfigError
     from detr.onnx_runtime import OnnxDetector
-    from detrdoctor.commands.common import apply_flags
     from detrdoctor.extras import require
     from detrdoctor.profiles import load_profile
+    from detrdoctor.runconfig import apply_flags
 
     require("onnxruntime", "export", "onnxruntime", "predict on an ONNX file")
     if options.amp != "off":
@@ -318,7 +318,8 @@ def run_predict(options: PredictOptions) -> int:
     from detr.errors import DataError
     from detr.onnx_runtime import is_onnx_file
     from detr.outputs import make_folder
-    from detrdoctor.commands.evaluate import checkpoint_model, config_for_weights, require_finite_detections
+    from detrdoctor.commands.evaluate import checkpoint_model, require_finite_detections
+    from detrdoctor.runconfig import config_for_weights
 
     check_options(options)
     overrides: dict[str, dict[str, Any]] = {

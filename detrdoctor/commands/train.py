@@ -54,7 +54,7 @@ class TrainOptions:
 
     def overrides(self) -> dict[str, dict[str, Any]]:
         """The flags as config keys, per section."""
-        from detrdoctor.commands.common import data_flags
+        from detrdoctor.runconfig import data_flags
 
         train_keys = (
             "output_dir",
@@ -107,7 +107,7 @@ def resolve_train_config(options: TrainOptions) -> RunConfig:
 
     from detr.config import validate
     from detr.engine.checkpointing import resolve_resume
-    from detrdoctor.commands.common import apply_flags, load_run_config, with_coco_path
+    from detrdoctor.runconfig import apply_flags, config_of_run, load_run_config, with_coco_path
 
     resume, run_dir = resolve_resume(options.resume or "", options.output_dir or "")
     options = replace(options, resume=resume or None, output_dir=run_dir or None)
@@ -122,38 +122,13 @@ def resolve_train_config(options: TrainOptions) -> RunConfig:
     return load_run_config(options.profile, options.coco_path, options.overrides())
 
 
-def config_of_run(checkpoint: str) -> RunConfig | None:
-    """A run's configuration: the `config.toml` beside its checkpoint, else the checkpoint's own `args`.
-
-    None for a checkpoint that holds neither (an official one): the profile then decides.
-    """
-    from detr.config import load_config_file
-
-    beside = Path(checkpoint).expanduser().parent / "config.toml"
-    if beside.is_file():
-        return load_config_file(beside)
-    from detr.checkpoint import load_checkpoint_file
-
-    return config_of_checkpoint(load_checkpoint_file(checkpoint), checkpoint)
-
-
-def config_of_checkpoint(ckpt: dict[str, Any], source: str) -> RunConfig | None:
-    """The RunConfig a checkpoint of ours was trained with (its `args`), or None for other checkpoints."""
-    from detr.config import config_from_dict
-
-    args = ckpt.get("args")
-    if isinstance(args, dict) and "model" in args:
-        return config_from_dict({k: v for k, v in args.items() if k != "description"}, f"{source} (args)")
-    return None
-
-
 def run_train(options: TrainOptions) -> int:
     """`detrdoctor train`: exit 0 when done, 130 when stopped by Ctrl-C, 75 when preempted (SIGTERM, SIGUSR1),
     another non-zero code when a diagnostic stopped the run."""
     from detr.config import AUTO, validate
     from detr.engine.trainer import Trainer
-    from detrdoctor.commands.common import default_profile
     from detrdoctor.memprofile.auto import BatchAdvice, resolve_auto_batch
+    from detrdoctor.runconfig import default_profile
 
     cfg = resolve_train_config(options)
     profile = Path(default_profile(options.profile, options.coco_path)).stem
@@ -182,9 +157,9 @@ def check_data(cfg: RunConfig, profile: str | None) -> tuple[Callback, int]:
     the number of training images.
     """
     from detr.data import resolve_num_classes
-    from detrdoctor.commands.common import announce_layout, env_check_command
     from detrdoctor.data_check import DataCheckEvents, stop_on_failures
     from detrdoctor.dataset_doctor import collect_splits, judge_dataset
+    from detrdoctor.runconfig import announce_layout, env_check_command
 
     announce_layout(cfg)
     resolve_num_classes(cfg)

@@ -32,7 +32,7 @@ class TriageOptions:
 
     def overrides(self) -> dict[str, dict[str, Any]]:
         """The flags as config keys, per section."""
-        from detrdoctor.commands.common import data_flags
+        from detrdoctor.runconfig import data_flags
 
         return {"data": data_flags(self), "train": {"weights": self.weights, "device": self.device, "amp": self.amp}}
 
@@ -41,7 +41,7 @@ def resolve_triage_config(options: TriageOptions) -> RunConfig:
     """The profile with the flags applied; `--run` without `--profile` judges the run's own config.toml."""
     from detr.config import load_config_file, validate
     from detr.errors import ConfigError
-    from detrdoctor.commands.common import apply_flags, load_run_config, with_coco_path
+    from detrdoctor.runconfig import apply_flags, load_run_config, with_coco_path
 
     if options.images < 1:
         raise ConfigError(f"--images {options.images}: must be at least 1")
@@ -88,8 +88,8 @@ def run_triage(options: TriageOptions) -> int:
     from detr.data.split import training_objects_limit
     from detr.engine.device import resolve_amp_dtype, resolve_device
     from detr.engine.metrics import read_metrics_checked
-    from detrdoctor.commands.common import announce_layout
     from detrdoctor.envcheck.rules import summarize
+    from detrdoctor.runconfig import announce_layout
     from detrdoctor.triage import triage_check
     from detrdoctor.triage.history import judge_history
     from detrdoctor.triage.look import draw_predictions, draw_training_samples

@@ -60,7 +60,7 @@ def make_plan(options: MemprofileOptions) -> Plan:
     """Validate the memprofile options and resolve profile, device, AMP modes and target."""
     import torch
 
-    from detrdoctor.commands.common import load_run_config
+    from detrdoctor.runconfig import load_run_config
 
     batch_sizes = parse_batch_sizes(options.batch_sizes)
     if options.amp not in AMP_CHOICES:
