@@ -30,14 +30,10 @@ def load_run_config(
     from detrdoctor.profiles import load_profile
 
     cfg = load_profile(default_profile(profile, coco_path))
-    apply_flags(cfg, with_coco_path(overrides or {}, coco_path))
+    overrides = overrides or {}
+    apply_flags(cfg, {**overrides, "data": {"coco_path": coco_path, **overrides.get("data", {})}})
     validate(cfg)
     return cfg
-
-
-def with_coco_path(overrides: dict[str, dict[str, Any]], coco_path: str | None) -> dict[str, dict[str, Any]]:
-    """`overrides` with --coco-path added to its [data] keys (a plain {"data": ...} merge drops one of them)."""
-    return {**overrides, "data": {"coco_path": coco_path, **overrides.get("data", {})}}
 
 
 def apply_flags(cfg: RunConfig, overrides: dict[str, dict[str, Any]]) -> None:
@@ -49,12 +45,8 @@ def apply_flags(cfg: RunConfig, overrides: dict[str, dict[str, Any]]) -> None:
         apply_overrides(getattr(cfg, section), given, f"[{section}]")
 
 
-DATA_FLAGS = ("train_annotations", "val_annotations", "train_images", "val_images")
-
-
-def data_flags(options: Any) -> dict[str, Any]:
-    """The dataset-location flags of a command's options, as [data] keys (None: not given)."""
-    return {key: getattr(options, key) for key in DATA_FLAGS}
+# The [data] keys that place a dataset's parts (the layout finds what they leave out).
+LAYOUT_KEYS = ("train_annotations", "val_annotations", "train_images", "val_images")
 
 
 def announce_layout(cfg: RunConfig) -> None:
@@ -65,7 +57,7 @@ def announce_layout(cfg: RunConfig) -> None:
     from detr.data import find_layout
     from detr.data.split import layout_line
 
-    if not cfg.data.coco_path and not any(getattr(cfg.data, key) for key in DATA_FLAGS):
+    if not cfg.data.coco_path and not any(getattr(cfg.data, key) for key in LAYOUT_KEYS):
         return  # the synthetic dataset: nothing to recognise
     layout = find_layout(cfg.data)
     Console(stderr=True, highlight=False).print(f"dataset: {escape(layout_line(layout))}", soft_wrap=True)
