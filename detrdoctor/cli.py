@@ -9,20 +9,20 @@ import sys
 
 import typer
 
-from detrdoctor.commands.convert import ConvertOptions, run_convert
-from detrdoctor.commands.env_check import EnvCheckOptions, run_env_check
-from detrdoctor.commands.evaluate import EvaluateOptions, run_evaluate
-from detrdoctor.commands.export import ExportOptions, run_export
-from detrdoctor.commands.loader_bench import LoaderBenchOptions, run_loader_bench
-from detrdoctor.commands.memprofile import MemprofileOptions, run_memprofile
-from detrdoctor.commands.plot import PlotOptions, run_plot
-from detrdoctor.commands.predict import PredictOptions, run_predict
-from detrdoctor.commands.profiles import ProfilesOptions, run_profiles
-from detrdoctor.commands.stack import StackOptions, run_stack
-from detrdoctor.commands.synth import SynthOptions, run_synth
-from detrdoctor.commands.train import TrainOptions, run_train
-from detrdoctor.commands.triage import TriageOptions, run_triage
-from detrdoctor.options import command
+from detrdoctor.commands.convert import run_convert
+from detrdoctor.commands.env_check import run_env_check
+from detrdoctor.commands.evaluate import run_evaluate
+from detrdoctor.commands.export import run_export
+from detrdoctor.commands.loader_bench import run_loader_bench
+from detrdoctor.commands.memprofile import run_memprofile
+from detrdoctor.commands.plot import run_plot
+from detrdoctor.commands.predict import run_predict
+from detrdoctor.commands.profiles import run_profiles
+from detrdoctor.commands.stack import run_stack
+from detrdoctor.commands.synth import run_synth
+from detrdoctor.commands.train import run_train
+from detrdoctor.commands.triage import run_triage
+from detrdoctor.options import command, command_name
 
 app = typer.Typer(
     name="detrdoctor",
@@ -41,20 +41,23 @@ def main(ctx: typer.Context) -> None:
         raise typer.Exit(0)
 
 
-app.command("train")(command(TrainOptions, run_train))
-app.command("evaluate")(command(EvaluateOptions, run_evaluate))
-app.command("predict")(command(PredictOptions, run_predict))
-app.command("export")(command(ExportOptions, run_export))
-app.command("plot")(command(PlotOptions, run_plot))
-app.command("profiles")(command(ProfilesOptions, run_profiles))
-app.command("synth")(command(SynthOptions, run_synth))
-app.command("convert")(command(ConvertOptions, run_convert))
-app.command("env-check")(command(EnvCheckOptions, run_env_check))
-app.command("memprofile")(command(MemprofileOptions, run_memprofile))
-app.command("loader-bench")(command(LoaderBenchOptions, run_loader_bench))
-app.command("triage")(command(TriageOptions, run_triage))
-app.command("stack")(command(StackOptions, run_stack))
-
+# In the order `detrdoctor --help` lists them.
+for run in (
+    run_train,
+    run_evaluate,
+    run_predict,
+    run_export,
+    run_plot,
+    run_profiles,
+    run_synth,
+    run_convert,
+    run_env_check,
+    run_memprofile,
+    run_loader_bench,
+    run_triage,
+    run_stack,
+):
+    app.command(command_name(run))(command(run))
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

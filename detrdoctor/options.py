@@ -1,8 +1,8 @@
 """Each flag written once: a command's options dataclass is its flags, and the flag → config key map is derived.
 
 A command's flags are the fields of its options dataclass (`commands/train.py`'s TrainOptions, ...): a field
-typed `Annotated[T, typer.Option(...)]` is a flag, its default the flag's default. `command()` gives Typer a
-callback whose parameters are those fields, so the field is the only place a flag is declared, and the
+typed `Annotated[T, typer.Option(...)]` is a flag, its default the flag's default. `command(run_<command>)` gives
+Typer a callback whose parameters are those fields, so the field is the only place a flag is declared, and the
 command body receives the typed dataclass. Fields without a Typer annotation are not flags (a test hook).
 
 A flag that sets a RunConfig key carries `CONFIG` (or a `ConfigKey`) in its Annotated metadata: the key is the
@@ -24,14 +24,12 @@ import dataclasses
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar, get_type_hints
+from typing import Annotated, Any, Literal, get_type_hints
 
 import typer
 from typer.models import ParameterInfo
 
 from detr.config import RunConfig
-
-OptionsT = TypeVar("OptionsT")
 
 
 def run_guarded(fn: Callable[[], int | None]) -> None:
@@ -119,9 +117,11 @@ def flag_fields(options_type: type) -> list[inspect.Parameter]:
     ]
 
 
-def command(options_type: type[OptionsT], run: Callable[[OptionsT], int]) -> Callable[..., None]:
-    """The Typer callback of a command: its parameters are the flags of `options_type`, its help `run`'s
-    docstring; it builds the options and runs the command under `run_guarded`."""
+def command(run: Callable[[Any], int]) -> Callable[..., None]:
+    """The Typer callback of `run_<command>(options: <Command>Options)`: its parameters are the flags of the
+    options dataclass, its help `run`'s docstring; it builds the options and runs the command under
+    `run_guarded`."""
+    options_type = get_type_hints(run)["options"]
     config_fields(options_type)  # a CONFIG flag that names no RunConfig key fails here, at registration
 
     def callback(**flags: Any) -> None:
@@ -131,6 +131,11 @@ def command(options_type: type[OptionsT], run: Callable[[OptionsT], int]) -> Cal
     paragraphs = inspect.cleandoc(run.__doc__ or "").split("\n\n")
     callback.__doc__ = "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)  # Typer keeps line breaks
     return callback
+
+
+def command_name(run: Callable[..., int]) -> str:
+    """`run_loader_bench` → "loader-bench"."""
+    return run.__name__.removeprefix("run_").replace("_", "-")
 
 
 # ---------------------------------------------------------------- the flags several commands share
