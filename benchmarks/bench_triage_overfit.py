@@ -22,7 +22,7 @@ import torch
 
 from detr.engine.callbacks import Callback
 from detr.engine.trainer import Trainer
-from detrdoctor.commands.common import load_run_config
+from detrdoctor.runconfig import load_run_config
 from detrdoctor.triage.overfit import overfit_config, write_subset
 
 

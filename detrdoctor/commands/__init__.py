@@ -1,5 +1,7 @@
 """The body of every `detrdoctor` command: one module each, with the command's typed options.
 
-`cli.py` declares the flags and their defaults, builds the options dataclass and calls `run_<command>`.
-Modules here import torch only inside their functions, so `detrdoctor --help` stays instant.
+Each module's options dataclass declares the command's flags (detrdoctor/options.py explains how), and its
+`run_<command>` (whose docstring is the command's help) orchestrates the modules below; `cli.py` registers
+the pair. Nothing below imports from here. Modules here import torch only inside their functions, so
+`detrdoctor --help` stays instant.
 """

@@ -5,18 +5,31 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from detrdoctor.options import Json
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ConvertOptions:
-    root: str
-    out: str
-    copy: bool
-    val_fraction: float | None
-    json_output: bool
+    """The flags of `convert`."""
+
+    root: Annotated[str, typer.Argument(help="A dataset folder in any layout detrdoctor reads (COCO, YOLO, VOC, ...).")]
+    out: Annotated[str, typer.Argument(help="Output folder (new or empty): gets annotations/, train2017/, val2017/.")]
+    copy: Annotated[
+        bool, typer.Option("--copy", help="Copy the images (default: hard links, else symbolic links).")
+    ] = False
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(help="Share of the images held out for val when the dataset has one split (default: 0.1)."),
+    ] = None
+    json_output: Json = False
 
 
 def run_convert(options: ConvertOptions) -> int:
+    """Write a dataset as a COCO export (annotations/instances_{train,val}2017.json + images), for any tool."""
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

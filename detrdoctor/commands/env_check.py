@@ -3,25 +3,47 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+
+from detrdoctor.options import (
+    Json,
+    TrainAnnotations,
+    TrainImages,
+    ValAnnotations,
+    ValImages,
+    data_flag,
+    profile_flag,
+)
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class EnvCheckOptions:
-    json_output: bool
-    coco_path: str | None
-    strict: bool
-    from_facts: str | None
-    device: str
-    num_workers: int | None
-    profile: str | None
-    train_annotations: str | None
-    val_annotations: str | None
-    train_images: str | None
-    val_images: str | None
+    """The flags of `env-check`; the dataset flags go to the dataset probe, which builds its RunConfig."""
+
+    json_output: Json = False
+    coco_path: Annotated[str | None, data_flag("Also check a COCO-format dataset folder.")] = None
+    strict: Annotated[bool, typer.Option(help="Exit 1 on warnings too.")] = False
+    from_facts: Annotated[
+        str | None, typer.Option("--from", help="Judge facts collected elsewhere (a previous --json output).")
+    ] = None
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda: with cuda, a missing GPU is a failure.")] = "auto"
+    num_workers: Annotated[int | None, typer.Option(help="The num_workers you plan to use.")] = None
+    profile: Annotated[
+        str | None, profile_flag("detr-r50; with --coco-path: the profile the dataset is judged against")
+    ] = None
+    train_annotations: TrainAnnotations = None
+    val_annotations: ValAnnotations = None
+    train_images: TrainImages = None
+    val_images: ValImages = None
 
 
 def run_env_check(options: EnvCheckOptions) -> int:
-    """Collect (or load with --from), judge and render; the exit code is 1 when a check fails (--strict: or warns)."""
+    """Judge the whole stack (torch, torchvision, CUDA, NumPy, pycocotools, NVML, host limits) and name each fix.
+
+    Exit 1 when a check fails (--strict: or warns).
+    """
     from detr.engine.device import parse_device
     from detr.errors import ConfigError
     from detrdoctor.envcheck.collect import collect, load_facts
@@ -43,9 +65,9 @@ def run_env_check(options: EnvCheckOptions) -> int:
             facts["options"]["num_workers"] = options.num_workers
         source = f"facts from {options.from_facts} ({facts.get('hostname', '?')}, {facts.get('collected_at', '?')})"
     else:
-        from detrdoctor.commands.common import data_flags
+        from detrdoctor.options import config_overrides
 
-        flags = {k: v for k, v in data_flags(options).items() if v is not None}
+        flags = config_overrides(options).get("data", {})  # the layout flags given (--coco-path is the root)
         dataset = {"coco_path": options.coco_path, "profile": options.profile, "data": flags}
         facts = collect(options.device, options.num_workers, dataset if options.coco_path or flags else None)
         python = facts["python"]

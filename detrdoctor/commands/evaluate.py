@@ -5,7 +5,23 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from detrdoctor.options import (
+    BatchSize,
+    DataRoot,
+    Device,
+    Json,
+    NumWorkers,
+    TrainAnnotations,
+    TrainImages,
+    ValAnnotations,
+    ValImages,
+    Weights,
+    profile_flag,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -21,26 +37,56 @@ if TYPE_CHECKING:
 CURVE_WIDTH = 12
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class EvaluateOptions:
-    weights: str
-    profile: str | None
-    coco_path: str | None
-    batch_size: int | None
-    device: str | None
-    num_workers: int | None
-    breakdown: bool
-    per_class: bool
-    json_output: bool
-    train_annotations: str | None
-    val_annotations: str | None
-    train_images: str | None
-    val_images: str | None
-    confusion: bool = False
-    pr: bool = False
-    errors: bool = False
-    threshold: float | None = None
-    out: str | None = None
+    """The flags of `evaluate`."""
+
+    weights: Weights
+    profile: Annotated[str | None, profile_flag("the checkpoint's config, else detr-r50")] = None
+    coco_path: DataRoot = None
+    batch_size: BatchSize = None
+    device: Device = None
+    num_workers: NumWorkers = None
+    breakdown: Annotated[
+        bool,
+        typer.Option(
+            "--breakdown",
+            help="Also show what holds AP down: AP by IoU, labels, loose and spare boxes, missed objects; with "
+            "--confusion, --pr and --errors.",
+        ),
+    ] = False
+    per_class: Annotated[
+        bool,
+        typer.Option(
+            "--per-class", help="Also show each category's AP, AP50, and precision, recall and F1 at its best F1."
+        ),
+    ] = False
+    confusion: Annotated[
+        bool, typer.Option("--confusion", help="Also show the confusion matrix (IoU ≥ 0.5; categories and background).")
+    ] = False
+    pr: Annotated[
+        bool, typer.Option("--pr", help="Also show per-class precision/recall/F1 and precision–recall curves.")
+    ] = False
+    errors: Annotated[
+        bool, typer.Option("--errors", help="Also show TIDE's six error types: the AP50 each costs, and how many.")
+    ] = False
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Score a box needs to count in the confusion matrix (default: each class's best-F1 threshold)."
+        ),
+    ] = None
+    out: Annotated[
+        str | None,
+        typer.Option(
+            help="Write precision–recall curves and the confusion matrix to FILE.png or .svg (the plot extra)."
+        ),
+    ] = None
+    json_output: Json = False
+    train_annotations: TrainAnnotations = None
+    val_annotations: ValAnnotations = None
+    train_images: TrainImages = None
+    val_images: ValImages = None
 
     @property
     def sections(self) -> set[str]:
@@ -52,55 +98,6 @@ class EvaluateOptions:
             "errors": self.errors or self.breakdown,
         }
         return {name for name, on in wanted.items() if on}
-
-
-def config_for_weights(
-    weights: str, profile: str | None, overrides: dict[str, dict[str, Any]]
-) -> tuple[RunConfig, dict[str, Any]]:
-    """The config to run `weights` with, and the loaded checkpoint: the profile if given, else the checkpoint's
-    own, else detr-r50 with what the weights reveal (class count, queries, layers, backbone); num_classes
-    "auto" takes the weights'. The flags in `overrides` apply on top, validated; no backbone weights are
-    fetched (the checkpoint carries the backbone)."""
-    from detr import infer_config_from_state_dict
-    from detr.checkpoint import load_checkpoint_file, model_state_dict
-    from detr.config import AUTO, validate
-    from detr.errors import CheckpointError
-    from detrdoctor.commands.common import apply_flags
-    from detrdoctor.commands.train import config_of_checkpoint
-    from detrdoctor.profiles import load_profile
-
-    ckpt = load_checkpoint_file(weights_file(weights))
-    try:
-        inferred = infer_config_from_state_dict(model_state_dict(ckpt, weights))
-    except CheckpointError:  # not weights at all: loading them says so, in one line
-        inferred = {}
-    cfg = load_profile(profile) if profile else config_of_checkpoint(ckpt, weights)
-    if cfg is None:
-        cfg = load_profile("detr-r50")
-        for key, value in inferred.items():
-            if hasattr(cfg.model, key):
-                setattr(cfg.model, key, value)
-    if cfg.model.num_classes == AUTO and "num_classes" in inferred:  # the weights decide the classifier's size
-        cfg.model.num_classes = inferred["num_classes"]
-    apply_flags(cfg, overrides)
-    validate(cfg)
-    cfg.model.backbone_weights = "none"
-    return cfg, ckpt
-
-
-def weights_file(weights: str) -> str:
-    """--weights: a file or URL as given; a run folder → its best.pth (else checkpoint.pth), said on stderr."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    from detr.engine.checkpointing import run_folder_weights
-
-    if weights.startswith(("http://", "https://")):
-        return weights
-    path = run_folder_weights(weights)
-    if str(path) != weights and path != Path(weights):
-        Console(stderr=True, highlight=False).print(f"weights: {escape(str(path))}", soft_wrap=True)
-    return str(path)
 
 
 def checkpoint_model(
@@ -211,7 +208,7 @@ def analyse_detections(
 
 
 def run_evaluate(options: EvaluateOptions) -> int:
-    """`detrdoctor evaluate`: COCO box AP of a checkpoint."""
+    """COCO box AP of a checkpoint on the validation split."""
     import torch
     from rich.console import Console
     from rich.table import Table
@@ -222,14 +219,11 @@ def run_evaluate(options: EvaluateOptions) -> int:
     from detr.engine.device import resolve_device
     from detr.engine.evaluate import coco_box_stats, predict_detections
     from detr.engine.loaders import build_eval_loader
-    from detrdoctor.commands.common import announce_layout, data_flags
+    from detrdoctor.options import config_overrides
+    from detrdoctor.runconfig import announce_layout, config_for_weights
 
     out = checked_figure_path(options)
-    overrides = {
-        "data": {"coco_path": options.coco_path, "num_workers": options.num_workers, **data_flags(options)},
-        "train": {"batch_size": options.batch_size, "device": options.device},
-    }
-    cfg, ckpt = config_for_weights(options.weights, options.profile, overrides)
+    cfg, ckpt = config_for_weights(options.weights, options.profile, config_overrides(options))
     announce_layout(cfg)
     if cfg.model.num_classes == AUTO:  # neither the profile nor the weights fixed it
         resolve_num_classes(cfg)

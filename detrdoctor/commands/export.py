@@ -10,7 +10,11 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Annotated, TypedDict
+
+import typer
+
+from detrdoctor.options import CONFIG, Json, Weights, data_flag
 
 if TYPE_CHECKING:
     import torch
@@ -22,27 +26,47 @@ if TYPE_CHECKING:
     from detrdoctor.export_check import CheckInputs, CheckRecord, TimingRecord
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class ExportOptions:
-    weights: str
-    format: str
-    out: str
-    opset: int | None
-    batch: str
-    size: str
-    postprocess: bool
-    check: bool
-    images: list[str]
-    split: str | None
-    data: str | None
-    threshold: float
-    rtol: float
-    atol: float
-    timing_runs: int
-    batch_size: int | None
-    device: str | None
-    verify: str | None
-    json_output: bool
+    """The flags of `export`."""
+
+    images: Annotated[
+        list[str] | None,
+        typer.Argument(help="Images or folders for the check (default: synthetic images, or --split)."),
+    ] = None
+    weights: Weights
+    format: Annotated[str, typer.Option("--format", help="File format (onnx).")] = "onnx"
+    out: Annotated[str, typer.Option(help="The file to write (its folder must exist).")] = "model.onnx"
+    opset: Annotated[
+        int | None, typer.Option(help="ONNX opset (default 18; up to what the installed onnx writes).")
+    ] = None
+    batch: Annotated[str, typer.Option(help="Batch size fixed in the file, or dynamic.")] = "dynamic"
+    size: Annotated[str, typer.Option(help="Image size fixed in the file: --size H W, or dynamic.")] = "dynamic"
+    postprocess: Annotated[
+        bool,
+        typer.Option("--postprocess", help="Include the post-processing: outputs scores, labels and boxes in pixels."),
+    ] = False
+    check: Annotated[
+        bool, typer.Option("--check/--no-check", help="Compare PyTorch and onnxruntime (on by default).")
+    ] = True
+    split: Annotated[str | None, typer.Option(help="Check on a dataset split (val), with AP of both.")] = None
+    coco_path: Annotated[
+        str | None, data_flag("With --split: the dataset root (default: the checkpoint's)."), CONFIG
+    ] = None
+    threshold: Annotated[float, typer.Option(help="Detections with at least this score must match.")] = 0.5
+    rtol: Annotated[float, typer.Option(help="Relative tolerance of the outputs.")] = 1e-3
+    atol: Annotated[float, typer.Option(help="Absolute tolerance of the outputs.")] = 1e-5
+    timing_runs: Annotated[
+        int, typer.Option(help="Timed runs per runtime after 2 warm-ups (median; 0: no timing).")
+    ] = 10
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per batch in the check (default: the checkpoint's)."), CONFIG
+    ] = None
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu, cuda or cuda:N (onnxruntime: CUDA when it has it)."), CONFIG
+    ] = None
+    verify: Annotated[str | None, typer.Option(help="Check this existing ONNX file instead of exporting one.")] = None
+    json_output: Json = False
 
 
 class DynamicRecord(TypedDict):
@@ -99,7 +123,7 @@ def check_options(options: ExportOptions, images: list[str]) -> None:
         raise ConfigError(f"--split must be train or val, got '{options.split}'")
     if options.split and images:
         raise ConfigError("check either on image files/folders or on --split, not both")
-    if options.data and not options.split:
+    if options.coco_path and not options.split:
         raise ConfigError("--data names the dataset of --split: add --split val")
     if not options.check and (images or options.split):
         raise ConfigError("images and --split are what the check runs on: drop them, or drop --no-check")
@@ -161,10 +185,13 @@ def metadata_of(cfg: RunConfig, ckpt: dict, weights: str, postprocess: bool) -> 
 
 
 def run_export(options: ExportOptions) -> int:
-    """`detrdoctor export`: exit 0 when the file is written and verified (or not checked), 1 when the check failed."""
+    """Export a checkpoint to ONNX and check that onnxruntime detects what PyTorch detects.
+
+    Exit 0 when the file is written and verified (or not checked), 1 when the check failed.
+    """
     from detrdoctor.extras import require
 
-    shape, images = parse_shape(options.batch, options.size, options.images)
+    shape, images = parse_shape(options.batch, options.size, options.images or [])
     check_options(options, images)
     require("onnx", "export", "onnx", "export")
     if not options.verify:
@@ -178,17 +205,15 @@ def run_export(options: ExportOptions) -> int:
     from detr.engine.device import resolve_device
     from detr.export import DEFAULT_OPSET, check_opset, export_onnx
     from detr.onnx_runtime import OnnxDetector
-    from detrdoctor.commands.evaluate import checkpoint_model, config_for_weights
+    from detrdoctor.commands.evaluate import checkpoint_model
     from detrdoctor.commands.predict import require_detr
+    from detrdoctor.options import config_overrides
+    from detrdoctor.runconfig import config_for_weights
 
     opset = options.opset if options.opset is not None else DEFAULT_OPSET
     if not options.verify:
         check_opset(opset)
-    overrides: dict[str, dict[str, Any]] = {
-        "data": {"coco_path": options.data},
-        "train": {"batch_size": options.batch_size, "device": options.device},
-    }
-    cfg, ckpt = config_for_weights(options.weights, None, overrides)
+    cfg, ckpt = config_for_weights(options.weights, None, config_overrides(options))
     require_detr(ckpt, options.weights)
     device = resolve_device(cfg.train.device)
     inputs = check_inputs(options, images, cfg, device) if options.check else None

@@ -2,26 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass
-class LoaderBenchOptions:
-    profile: str
-    coco_path: str | None
-    split: str
-    num_workers: str
-    pin_memory: str
-    batch_size: int | None
-    batches: int
-    prefetch_factor: int | None
-    persistent_workers: bool
-    step_time: str
-    json_output: bool
-    train_annotations: str | None
-    val_annotations: str | None
-    train_images: str | None
-    val_images: str | None
+from detrdoctor.loaderbench.options import LoaderBenchOptions
 
 
 def check_options(options: LoaderBenchOptions) -> None:
@@ -40,20 +21,22 @@ def check_options(options: LoaderBenchOptions) -> None:
 
 
 def run_loader_bench(options: LoaderBenchOptions) -> int:
-    """Exit 0 when at least one setting was measured, 1 when every setting crashed."""
+    """DataLoader throughput per num_workers and pin_memory, with a verdict on GPU starvation.
+
+    Exit 0 when at least one setting was measured, 1 when every setting crashed.
+    """
     from rich.console import Console
 
     from detr.data import resolve_num_classes
-    from detrdoctor.commands.common import announce_layout, data_flags, load_run_config
     from detrdoctor.loaderbench import collect, judge, parse_step_time, parse_worker_counts, usable_cpus
     from detrdoctor.loaderbench.render import dumps, render
+    from detrdoctor.options import config_overrides
+    from detrdoctor.runconfig import announce_layout, load_run_config
 
     check_options(options)
     worker_counts = parse_worker_counts(options.num_workers, usable_cpus())
     step_time = parse_step_time(options.step_time)
-    cfg = load_run_config(
-        options.profile, options.coco_path, {"train": {"batch_size": options.batch_size}, "data": data_flags(options)}
-    )
+    cfg = load_run_config(options.profile, options.coco_path, config_overrides(options))
     announce_layout(cfg)
     resolve_num_classes(cfg)  # the step timing builds the model
     out = Console(highlight=False)

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
-
-@dataclass
-class MemprofileOptions:
-    profile: str
-    batch_sizes: str
-    amp: str
-    shape: str
-    find_max: bool
-    device: str
-    estimate: bool
-    gpu_memory: str | None
-    snapshot: bool
-    json_output: bool
-    output_dir: str | None
-    coco_path: str | None
-    in_process: bool
-    safety_margin: float
-    build: str | None = None  # "module:function" building another model than DETR (tests only; no flag)
+from detrdoctor.memprofile.options import MemprofileOptions
 
 
 def run_memprofile(options: MemprofileOptions) -> int:
-    """Plan, sweep, summarise, render. Out-of-memory points are results, so the exit code is 0."""
+    """GPU memory and speed across batch sizes, with and without AMP (estimated without a GPU).
+
+    Out-of-memory points are results, so the exit code is 0.
+    """
     import torch
     from rich.console import Console
 

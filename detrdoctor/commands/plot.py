@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from detrdoctor.options import Json
 
 if TYPE_CHECKING:
     from rich.console import JustifyMethod
@@ -16,12 +20,18 @@ SPARK_WIDTH = 24
 EVENTS_SHOWN = 8  # per run in the terminal; --json has them all
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class PlotOptions:
-    run_dirs: list[str]
-    out: str | None
-    smooth: int
-    json_output: bool
+    """The flags of `plot`."""
+
+    run_dirs: Annotated[
+        list[str], typer.Argument(help="Run folders (or their metrics.jsonl) to overlay, aligned by step.")
+    ]
+    out: Annotated[str | None, typer.Option(help="Write the figure to FILE.png or .svg (needs detrdoctor[plot]).")] = (
+        None
+    )
+    smooth: Annotated[int, typer.Option(help="Trailing mean over N logged records for losses and rates (1: raw).")] = 1
+    json_output: Json = False
 
 
 def resampled(values: list[float], width: int) -> list[float]:
@@ -90,7 +100,10 @@ def render_run(run: Run, summary: dict[str, Any], smooth: int) -> list:
 
 
 def run_plot(options: PlotOptions) -> int:
-    """`detrdoctor plot`: exit 0, or 2 for a missing extra or bad flag, 1 for a folder without metrics."""
+    """Plot runs from their metrics.jsonl: losses, AP, gradient norm with watchdog events, learning rate, throughput.
+
+    Exit 0, or 2 for a missing extra or bad flag, 1 for a folder without metrics.
+    """
     from rich.console import Console
 
     from detr.errors import ConfigError

@@ -13,7 +13,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from detrdoctor.options import CONFIG, BatchSize, Device, Json, Weights, data_flag
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,19 +29,27 @@ if TYPE_CHECKING:
     from detr.onnx_runtime import OnnxDetector
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class PredictOptions:
-    weights: str
-    sources: list[str]
-    coco_path: str | None
-    split: str | None
-    out: str
-    threshold: float
-    batch_size: int | None
-    device: str | None
-    amp: str
-    compare: bool
-    json_output: bool
+    """The flags of `predict`."""
+
+    sources: Annotated[list[str] | None, typer.Argument(help="Image files and folders (searched recursively).")] = None
+    weights: Weights
+    coco_path: Annotated[
+        str | None, data_flag("With --split: the dataset root (default: the checkpoint's)."), CONFIG
+    ] = None
+    split: Annotated[str | None, typer.Option(help="Run on a dataset split (train or val) instead of files.")] = None
+    out: Annotated[str, typer.Option(help="Folder for the drawn images and predictions.json.")] = "predictions"
+    threshold: Annotated[
+        float, typer.Option(help="Draw boxes with at least this score (predictions.json keeps all).")
+    ] = 0.5
+    batch_size: BatchSize = None
+    device: Device = None
+    amp: Annotated[str, typer.Option(help="Mixed precision: off, bf16 or fp16.")] = "off"
+    compare: Annotated[
+        bool, typer.Option("--compare", help="With --split: the ground truth drawn beside the boxes.")
+    ] = False
+    json_output: Json = False
 
 
 @dataclass
@@ -91,9 +103,9 @@ def onnx_config_and_detector(
     from detr.engine.device import resolve_device
     from detr.errors import ConfigError
     from detr.onnx_runtime import OnnxDetector
-    from detrdoctor.commands.common import apply_flags
     from detrdoctor.extras import require
     from detrdoctor.profiles import load_profile
+    from detrdoctor.runconfig import apply_flags
 
     require("onnxruntime", "export", "onnxruntime", "predict on an ONNX file")
     if options.amp != "off":
@@ -306,7 +318,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def run_predict(options: PredictOptions) -> int:
-    """`detrdoctor predict`: drawn images and predictions.json under --out, a summary on stdout."""
+    """Run a checkpoint on images or a dataset split: drawn boxes and COCO-format predictions.json."""
     import torch
     from rich.console import Console
     from rich.markup import escape
@@ -318,13 +330,12 @@ def run_predict(options: PredictOptions) -> int:
     from detr.errors import DataError
     from detr.onnx_runtime import is_onnx_file
     from detr.outputs import make_folder
-    from detrdoctor.commands.evaluate import checkpoint_model, config_for_weights, require_finite_detections
+    from detrdoctor.commands.evaluate import checkpoint_model, require_finite_detections
+    from detrdoctor.options import config_overrides
+    from detrdoctor.runconfig import config_for_weights
 
     check_options(options)
-    overrides: dict[str, dict[str, Any]] = {
-        "data": {"coco_path": options.coco_path},
-        "train": {"batch_size": options.batch_size, "device": options.device},
-    }
+    overrides = config_overrides(options)
     onnx = is_onnx_file(options.weights)
     if onnx:
         cfg, ckpt, detector = onnx_config_and_detector(options, overrides)
@@ -337,7 +348,7 @@ def run_predict(options: PredictOptions) -> int:
     if options.split:
         inputs = split_inputs(cfg, options.split, device)
     else:
-        inputs = file_inputs(cfg, options.sources, Path(options.out), device)
+        inputs = file_inputs(cfg, options.sources or [], Path(options.out), device)
     out = Path(options.out)
     check_out(out, inputs)
     if not onnx:
@@ -379,7 +390,7 @@ def run_predict(options: PredictOptions) -> int:
     if options.split:
         source: str | list[str] = f"{options.split} split of {cfg.data.coco_path or 'the synthetic dataset'}"
     else:
-        source = options.sources
+        source = options.sources or []
     summary: dict[str, Any] = {
         "weights": options.weights,
         "source": source,

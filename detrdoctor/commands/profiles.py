@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from detrdoctor.options import Json
 
-@dataclass
+
+@dataclass(frozen=True, kw_only=True)
 class ProfilesOptions:
-    json_output: bool
+    """The flags of `profiles`."""
+
+    json_output: Json = False
 
 
 def run_profiles(options: ProfilesOptions) -> int:
+    """List the named presets."""
     from rich.console import Console
     from rich.table import Table
 

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Annotated
+
+import typer
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class StackOptions:
-    pid: int
-    native: bool
+    """The flags of `stack`."""
+
+    pid: Annotated[int, typer.Argument(help="Process id of a running training process.")]
+    native: Annotated[bool, typer.Option(help="Include native frames (py-spy --native).")] = False
 
 
 def run_stack(options: StackOptions) -> int:
+    """Print the Python stacks of a running process and its DataLoader workers (py-spy)."""
     from rich.console import Console
 
     from detrdoctor import pyspy

@@ -4,92 +4,139 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from detrdoctor.options import (
+    CONFIG,
+    Amp,
+    ConfigKey,
+    DataRoot,
+    Device,
+    NumWorkers,
+    Profile,
+    TrainAnnotations,
+    TrainImages,
+    ValAnnotations,
+    ValImages,
+)
 
 if TYPE_CHECKING:
     from detr.config import RunConfig
     from detr.engine.callbacks import Callback
 
 
-@dataclass
+def batch_size_value(text: str) -> int | str:
+    """--batch-size: a whole number of images, or auto."""
+    if text.strip().isdigit():
+        if int(text) < 1:
+            from detr.errors import ConfigError
+
+            raise ConfigError(f'batch size must be "auto" or at least 1, got {text} (--batch-size)')
+        return int(text)
+    return text
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainOptions:
     """The flags of `train`; None means "not given": the profile (or the resumed run) decides."""
 
-    profile: str | None
-    coco_path: str | None
-    output_dir: str | None
-    epochs: int | None
-    max_steps: int | None
-    batch_size: int | str | None  # an int or "auto"
-    effective_batch: int | None
-    gpu_memory: str | None  # the memory `--batch-size auto` plans for (a size or a GPU name)
-    lr: float | None
-    lr_backbone: float | None
-    clip_max_norm: float | None
-    ema_decay: float | None
-    amp: str | None
-    device: str | None
-    num_workers: int | None
-    resume: str | None
-    weights: str | None
-    backbone_weights: str | None
-    seed: int | None
-    eval_every: int | None
-    log_every: int | None
-    on_anomaly: str | None
-    dashboard: bool | None
-    profile_cpu: int | None
-    stall_after: float | None
-    on_stall: str | None
-    tensorboard: bool | None
-    train_annotations: str | None
-    val_annotations: str | None
-    train_images: str | None
-    val_images: str | None
-    overwrite: bool = False
-
-    def overrides(self) -> dict[str, dict[str, Any]]:
-        """The flags as config keys, per section."""
-        from detrdoctor.commands.common import data_flags
-
-        train_keys = (
-            "output_dir",
-            "epochs",
-            "max_steps",
-            "batch_size",
-            "effective_batch",
-            "lr",
-            "lr_backbone",
-            "clip_max_norm",
-            "ema_decay",
-            "amp",
-            "device",
-            "resume",
-            "weights",
-            "seed",
-            "eval_every",
-            "log_every",
-        )
-        train = {key: getattr(self, key) for key in train_keys}
-        if isinstance(self.batch_size, str) and self.batch_size.strip().isdigit():  # the flag is text: N or auto
-            train["batch_size"] = int(self.batch_size)
-            if train["batch_size"] < 1:
-                from detr.errors import ConfigError
-
-                raise ConfigError(f'batch size must be "auto" or at least 1, got {self.batch_size} (--batch-size)')
-        return {
-            "model": {"backbone_weights": self.backbone_weights},
-            "data": {"num_workers": self.num_workers, **data_flags(self)},
-            "train": train,
-            "watchdog": {"on_anomaly": self.on_anomaly},
-            "diagnostics": {
-                "dashboard": self.dashboard,
-                "profile_cpu": self.profile_cpu,
-                "stall_after": self.stall_after,
-                "on_stall": self.on_stall,
-                "tensorboard": self.tensorboard,
-            },
-        }
+    profile: Profile = None
+    coco_path: DataRoot = None
+    output_dir: Annotated[str | None, typer.Option(help="Run folder (default: runs/<timestamp>)."), CONFIG] = None
+    epochs: Annotated[int | None, typer.Option(help="Number of epochs."), CONFIG] = None
+    max_steps: Annotated[int | None, typer.Option(help="Stop when the global step count reaches N."), CONFIG] = None
+    batch_size: Annotated[
+        str | None,
+        typer.Option(
+            help="Images per forward pass (per process), or auto: the largest that fits the device with a 10% "
+            "margin (memprofile: measured on a GPU, estimated without one)."
+        ),
+        ConfigKey(parse=batch_size_value),
+    ] = None
+    effective_batch: Annotated[
+        int | None,
+        typer.Option(help="Images per optimizer step (per process), accumulating gradients over --batch-size passes."),
+        CONFIG,
+    ] = None
+    gpu_memory: Annotated[
+        str | None,
+        typer.Option(help="Memory --batch-size auto plans for: a size (24GiB) or a GPU name (default: the device's)."),
+    ] = None
+    lr: Annotated[float | None, typer.Option(help="Learning rate of the transformer and heads."), CONFIG] = None
+    lr_backbone: Annotated[float | None, typer.Option(help="Learning rate of the backbone (0 freezes it)."), CONFIG] = (
+        None
+    )
+    clip_max_norm: Annotated[float | None, typer.Option(help="Gradient clipping max norm (0 disables)."), CONFIG] = None
+    ema_decay: Annotated[
+        float | None, typer.Option(help="Evaluate and ship an EMA of the weights (e.g. 0.998; 0 disables)."), CONFIG
+    ] = None
+    amp: Amp = None
+    device: Device = None
+    num_workers: NumWorkers = None
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="Continue exactly from a checkpoint, in its folder; a run folder or auto (the --output-dir): its "
+            "checkpoint, or a fresh start when it has none yet."
+        ),
+        CONFIG,
+    ] = None
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Start afresh in an --output-dir that holds a run (its checkpoint is replaced)."
+        ),
+    ] = False
+    weights: Annotated[
+        str | None, typer.Option(help="Load model weights only (path or URL; official checkpoints too)."), CONFIG
+    ] = None
+    backbone_weights: Annotated[
+        str | None, typer.Option(help="imagenet, none or a path to a torchvision ResNet state_dict."), CONFIG
+    ] = None
+    seed: Annotated[int | None, typer.Option(help="Random seed."), CONFIG] = None
+    eval_every: Annotated[
+        int | None, typer.Option(help="Evaluate every N epochs (0: never during training)."), CONFIG
+    ] = None
+    log_every: Annotated[int | None, typer.Option(help="Write a step record every N steps."), CONFIG] = None
+    on_anomaly: Annotated[
+        str | None, typer.Option(help="Gradient watchdog action: warn, skip, rollback or stop."), CONFIG
+    ] = None
+    dashboard: Annotated[
+        bool,
+        typer.Option("--no-dashboard", help="Plain log lines instead of the live dashboard."),
+        ConfigKey(when_on=False),
+    ] = False
+    profile_cpu: Annotated[
+        int | None, typer.Option(help="Record a py-spy flame graph over this many steps."), CONFIG
+    ] = None
+    stall_after: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds without a finished step (at least 10× the median step time) before the stacks are "
+            "dumped; 0 turns stall detection off (profile default: 60)."
+        ),
+        CONFIG,
+    ] = None
+    on_stall: Annotated[
+        str | None,
+        typer.Option(help="After a stall dump: wait (keep going) or stop the run (profile default: wait)."),
+        CONFIG,
+    ] = None
+    tensorboard: Annotated[
+        bool,
+        typer.Option(
+            "--tensorboard",
+            help="Also write scalars and events for TensorBoard into the run folder's tensorboard/ "
+            "(pip install 'detrdoctor[tensorboard]').",
+        ),
+        CONFIG,
+    ] = False
+    train_annotations: TrainAnnotations = None
+    val_annotations: ValAnnotations = None
+    train_images: TrainImages = None
+    val_images: ValImages = None
 
 
 def resolve_train_config(options: TrainOptions) -> RunConfig:
@@ -103,7 +150,8 @@ def resolve_train_config(options: TrainOptions) -> RunConfig:
 
     from detr.config import validate
     from detr.engine.checkpointing import resolve_resume
-    from detrdoctor.commands.common import apply_flags, load_run_config, with_coco_path
+    from detrdoctor.options import config_overrides
+    from detrdoctor.runconfig import apply_flags, config_of_run, load_run_config
 
     resume, run_dir = resolve_resume(options.resume or "", options.output_dir or "")
     options = replace(options, resume=resume or None, output_dir=run_dir or None)
@@ -112,45 +160,23 @@ def resolve_train_config(options: TrainOptions) -> RunConfig:
         if cfg is not None:
             cfg.train.weights = ""  # the checkpoint carries the weights the run had reached
             cfg.train.output_dir = ""  # the folder of the checkpoint (or --output-dir), below
-            apply_flags(cfg, with_coco_path(options.overrides(), options.coco_path))
+            apply_flags(cfg, config_overrides(options))
             validate(cfg)
             return cfg
-    return load_run_config(options.profile, options.coco_path, options.overrides())
-
-
-def config_of_run(checkpoint: str) -> RunConfig | None:
-    """A run's configuration: the `config.toml` beside its checkpoint, else the checkpoint's own `args`.
-
-    None for a checkpoint that holds neither (an official one): the profile then decides.
-    """
-    from detr.config import load_config_file
-
-    beside = Path(checkpoint).expanduser().parent / "config.toml"
-    if beside.is_file():
-        return load_config_file(beside)
-    from detr.checkpoint import load_checkpoint_file
-
-    return config_of_checkpoint(load_checkpoint_file(checkpoint), checkpoint)
-
-
-def config_of_checkpoint(ckpt: dict[str, Any], source: str) -> RunConfig | None:
-    """The RunConfig a checkpoint of ours was trained with (its `args`), or None for other checkpoints."""
-    from detr.config import config_from_dict
-
-    args = ckpt.get("args")
-    if isinstance(args, dict) and "model" in args:
-        return config_from_dict({k: v for k, v in args.items() if k != "description"}, f"{source} (args)")
-    return None
+    return load_run_config(options.profile, options.coco_path, config_overrides(options))
 
 
 def run_train(options: TrainOptions) -> int:
-    """`detrdoctor train`: exit 0 when done, 130 when stopped by Ctrl-C, 75 when preempted (SIGTERM, SIGUSR1),
-    another non-zero code when a diagnostic stopped the run."""
+    """Train DETR (default: the demo profile on the synthetic dataset, on the CPU).
+
+    Exit 0 when done, 130 when stopped by Ctrl-C, 75 when preempted (SIGTERM, SIGUSR1), another non-zero code
+    when a diagnostic stopped the run.
+    """
     from detr.config import AUTO, validate
     from detr.engine.trainer import Trainer
     from detrdoctor.callbacks import build_callbacks
-    from detrdoctor.commands.common import default_profile
     from detrdoctor.memprofile.auto import BatchAdvice, resolve_auto_batch
+    from detrdoctor.runconfig import default_profile
 
     cfg = resolve_train_config(options)
     profile = Path(default_profile(options.profile, options.coco_path)).stem
@@ -180,8 +206,8 @@ def check_data(cfg: RunConfig, profile: str | None) -> tuple[Callback, int]:
     """
     from detr.data import resolve_num_classes
     from detrdoctor.callbacks.data_gate import DataCheckEvents, stop_on_failures
-    from detrdoctor.commands.common import announce_layout, env_check_command
     from detrdoctor.dataset_doctor import collect_splits, judge_dataset
+    from detrdoctor.runconfig import announce_layout, env_check_command
 
     announce_layout(cfg)
     resolve_num_classes(cfg)

@@ -5,43 +5,66 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from detrdoctor.options import (
+    CONFIG,
+    DataRoot,
+    Json,
+    TrainAnnotations,
+    TrainImages,
+    ValAnnotations,
+    ValImages,
+    profile_flag,
+)
 
 if TYPE_CHECKING:
     from detr.config import RunConfig
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class TriageOptions:
     """The flags of `triage`; None means "not given": the profile (or the run's config) decides."""
 
-    profile: str | None
-    coco_path: str | None
-    weights: str | None
-    run: str | None
-    images: int
-    steps: int
-    out: str | None
-    device: str
-    amp: str | None
-    json_output: bool
-    train_annotations: str | None
-    val_annotations: str | None
-    train_images: str | None
-    val_images: str | None
-
-    def overrides(self) -> dict[str, dict[str, Any]]:
-        """The flags as config keys, per section."""
-        from detrdoctor.commands.common import data_flags
-
-        return {"data": data_flags(self), "train": {"weights": self.weights, "device": self.device, "amp": self.amp}}
+    profile: Annotated[str | None, profile_flag("demo, or detr-r50 with --coco-path; with --run: the run's config")] = (
+        None
+    )
+    coco_path: DataRoot = None
+    weights: Annotated[
+        str | None,
+        typer.Option(help="Start the overfit test from these weights (path or URL) instead of a fresh model."),
+        CONFIG,
+    ] = None
+    run: Annotated[
+        str | None, typer.Option(help="Also judge a run folder's metrics.jsonl (alone: with that run's config.toml).")
+    ] = None
+    images: Annotated[int, typer.Option(help="Training images the overfit test must memorise.")] = 4
+    steps: Annotated[int, typer.Option(help="Steps of the overfit test (0 skips it).")] = 200
+    out: Annotated[
+        str | None,
+        typer.Option(help="Folder for the drawn samples and the overfit run (default: triage-<timestamp>)."),
+    ] = None
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N for the overfit test."), CONFIG] = "auto"
+    amp: Annotated[
+        str | None,
+        typer.Option(help="Mixed precision of the overfit test: off, bf16 or fp16 (default: the profile's)."),
+        CONFIG,
+    ] = None
+    json_output: Json = False
+    train_annotations: TrainAnnotations = None
+    val_annotations: ValAnnotations = None
+    train_images: TrainImages = None
+    val_images: ValImages = None
 
 
 def resolve_triage_config(options: TriageOptions) -> RunConfig:
     """The profile with the flags applied; `--run` without `--profile` judges the run's own config.toml."""
     from detr.config import load_config_file, validate
     from detr.errors import ConfigError
-    from detrdoctor.commands.common import apply_flags, load_run_config, with_coco_path
+    from detrdoctor.options import config_overrides
+    from detrdoctor.runconfig import apply_flags, load_run_config
 
     if options.images < 1:
         raise ConfigError(f"--images {options.images}: must be at least 1")
@@ -55,10 +78,10 @@ def resolve_triage_config(options: TriageOptions) -> RunConfig:
             if not (run / "config.toml").is_file():
                 raise ConfigError(f"--run {run}: no config.toml there; add --profile with the run's profile")
             cfg = load_config_file(run / "config.toml")
-            apply_flags(cfg, with_coco_path(options.overrides(), options.coco_path))
+            apply_flags(cfg, config_overrides(options))
             validate(cfg)
             return cfg
-    return load_run_config(options.profile, options.coco_path, options.overrides())
+    return load_run_config(options.profile, options.coco_path, config_overrides(options))
 
 
 def data_checks(cfg: RunConfig) -> list[dict[str, Any]]:
@@ -81,15 +104,18 @@ def verdict(summary: dict[str, Any], overfit_ran: bool) -> str:
 
 
 def run_triage(options: TriageOptions) -> int:
-    """Collect, judge, render; exit 1 when a check fails."""
+    """Why doesn't my DETR learn? Data, schedule, an overfit test on a few images, drawn samples, a run's history.
+
+    Exit 1 when a check fails.
+    """
     from rich.console import Console
 
     from detr.data import check_dataset
     from detr.data.split import training_objects_limit
     from detr.engine.device import resolve_amp_dtype, resolve_device
     from detr.engine.metrics import read_metrics_checked
-    from detrdoctor.commands.common import announce_layout
     from detrdoctor.envcheck.rules import summarize
+    from detrdoctor.runconfig import announce_layout
     from detrdoctor.triage import triage_check
     from detrdoctor.triage.history import judge_history
     from detrdoctor.triage.look import draw_predictions, draw_training_samples

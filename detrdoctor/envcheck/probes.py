@@ -347,7 +347,7 @@ def probe_dataset(params: dict[str, Any], emit: Emit) -> None:
 
 def _dataset_config(params: dict[str, Any]) -> Any:
     """The RunConfig env-check judges the dataset with: the profile (default detr-r50) and the [data] flags."""
-    from detrdoctor.commands.common import load_run_config
+    from detrdoctor.runconfig import load_run_config
 
     profile, root = params.get("profile") or "detr-r50", params["root"] or None
     return load_run_config(profile, root, {"data": params.get("data") or {}})

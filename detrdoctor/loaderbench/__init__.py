@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from detr.config import RunConfig
-    from detrdoctor.commands.loader_bench import LoaderBenchOptions
+    from detrdoctor.loaderbench.options import LoaderBenchOptions
     from detrdoctor.loaderbench.render import Report
 
 PIN_CHOICES = {"both": (False, True), "on": (True,), "off": (False,)}

@@ -14,7 +14,7 @@ from detrdoctor.memprofile.gpus import GPU, resolve_target
 from detrdoctor.memprofile.shapes import parse_shape
 
 if TYPE_CHECKING:
-    from detrdoctor.commands.memprofile import MemprofileOptions
+    from detrdoctor.memprofile.options import MemprofileOptions
 
 AMP_CHOICES = ("both", "off", "bf16", "fp16")
 COCO_NUM_CLASSES = 91  # COCO's largest category id + 1: what "auto" resolves to on COCO
@@ -60,7 +60,7 @@ def make_plan(options: MemprofileOptions) -> Plan:
     """Validate the memprofile options and resolve profile, device, AMP modes and target."""
     import torch
 
-    from detrdoctor.commands.common import load_run_config
+    from detrdoctor.runconfig import load_run_config
 
     batch_sizes = parse_batch_sizes(options.batch_sizes)
     if options.amp not in AMP_CHOICES:

@@ -18,8 +18,9 @@ from detr.data import build_dataset
 from detr.engine.trainer import Trainer
 from detr.onnx_runtime import OnnxDetector
 from detrdoctor.cli import app
-from detrdoctor.commands.evaluate import checkpoint_model, config_for_weights
+from detrdoctor.commands.evaluate import checkpoint_model
 from detrdoctor.profiles import load_profile
+from detrdoctor.runconfig import config_for_weights
 
 runner = CliRunner()
 

@@ -93,13 +93,10 @@ def test_diagnostics_settings_round_trip_through_config_toml_and_resume(tmp_path
     assert 'on_stall = "stop"' in (run / "config.toml").read_text()
     from detrdoctor.commands.train import TrainOptions, resolve_train_config
 
-    flags = {f: None for f in TrainOptions.__dataclass_fields__}
-    resumed = resolve_train_config(TrainOptions(**{**flags, "resume": str(run / "checkpoint.pth")}))
+    resumed = resolve_train_config(TrainOptions(resume=str(run / "checkpoint.pth")))
     assert (resumed.diagnostics.stall_after, resumed.diagnostics.on_stall) == (45.0, "stop")
     assert resumed.model.hidden_dim == 64  # the run's own (tiny) model, not the default demo profile's
-    overridden = resolve_train_config(
-        TrainOptions(**{**flags, "resume": str(run / "checkpoint.pth"), "on_stall": "wait"})
-    )
+    overridden = resolve_train_config(TrainOptions(resume=str(run / "checkpoint.pth"), on_stall="wait"))
     assert overridden.diagnostics.on_stall == "wait"  # flags still override
 
 

@@ -20,7 +20,7 @@ from detr.config import DataConfig, RunConfig
 from detr.data import find_layout
 from detr.data.split import layout_line, load_split
 from detr.errors import DataError
-from detrdoctor.commands.common import env_check_command
+from detrdoctor.runconfig import env_check_command
 
 
 def layout_error(cfg: DataConfig) -> str:
