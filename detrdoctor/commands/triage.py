@@ -89,7 +89,6 @@ def run_triage(options: TriageOptions) -> int:
     from detr.engine.device import resolve_amp_dtype, resolve_device
     from detr.engine.metrics import read_metrics_checked
     from detrdoctor.commands.common import announce_layout
-    from detrdoctor.envcheck.rules import summarize
     from detrdoctor.triage import triage_check
     from detrdoctor.triage.history import judge_history
     from detrdoctor.triage.look import draw_predictions, draw_training_samples
@@ -100,6 +99,7 @@ def run_triage(options: TriageOptions) -> int:
         write_subset,
     )
     from detrdoctor.triage.schedule import judge_schedule, schedule_facts, steps_needed
+    from detrdoctor.verdict import summarize
 
     cfg = resolve_triage_config(options)
     device = resolve_device(cfg.train.device)
@@ -160,7 +160,7 @@ def render(
     console: Any,
 ) -> None:
     """env-check's table, then the overfit numbers and where the drawn samples are."""
-    from detrdoctor.envcheck.render import render_table
+    from detrdoctor.verdict import render_table
 
     source = f"{cfg.model.backbone} DETR, {cfg.data.coco_path or 'synthetic data'}"
     render_table(checks, summary, source, console, title="detrdoctor triage")

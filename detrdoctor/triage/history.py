@@ -9,6 +9,7 @@ from typing import Any
 from detr.engine.metrics import EvalRecord, EventRecord, MetricsRecord, StepRecord, is_eval, is_event, is_step
 from detrdoctor.triage import triage_check
 from detrdoctor.triage.schedule import share
+from detrdoctor.verdict import Check
 
 MIN_STEPS = 30  # step records needed before a trend means anything
 PLATEAU = 0.97  # the last third of the run's loss above this share of the middle third: no progress
@@ -32,7 +33,7 @@ def thirds(values: list[float]) -> tuple[float, float, float]:
 
 def judge_history(
     records: list[MetricsRecord], lr_drop: int, epochs: int, needed: tuple[int, str] | None
-) -> list[dict[str, str]]:
+) -> list[Check]:
     """run.* checks; `needed` is (steps, why) from the schedule rules, None when the dataset is not at hand."""
     steps = [r for r in records if is_step(r)]
     evals = [r for r in records if is_eval(r)]
@@ -48,7 +49,7 @@ def judge_history(
     ]
 
 
-def rule_plateau(steps: list[StepRecord]) -> dict[str, str]:
+def rule_plateau(steps: list[StepRecord]) -> Check:
     losses = finite([r.get("loss") for r in steps])
     if len(losses) < MIN_STEPS:
         return triage_check("run", "run.plateau", "skip", message=f"{len(losses)} step records, need {MIN_STEPS}")
@@ -67,7 +68,7 @@ def rule_plateau(steps: list[StepRecord]) -> dict[str, str]:
     return triage_check("run", "run.plateau", "pass", found, f"last third < {PLATEAU:.0%} of the middle")
 
 
-def rule_class_error(steps: list[StepRecord]) -> dict[str, str]:
+def rule_class_error(steps: list[StepRecord]) -> Check:
     errors = finite([r.get("class_error") for r in steps])
     if not errors:
         return triage_check("run", "run.class_error", "skip", message="no class_error in the step records")
@@ -88,7 +89,7 @@ def rule_class_error(steps: list[StepRecord]) -> dict[str, str]:
     return triage_check("run", "run.class_error", "pass", found, expected)
 
 
-def rule_eval_vs_loss(steps: list[StepRecord], evals: list[EvalRecord]) -> dict[str, str]:
+def rule_eval_vs_loss(steps: list[StepRecord], evals: list[EvalRecord]) -> Check:
     ap50 = finite([e.get("AP50") for e in evals])
     if not ap50:
         return triage_check("run", "run.eval_vs_loss", "skip", message="no evaluation in the run")
@@ -121,7 +122,7 @@ def rule_eval_vs_loss(steps: list[StepRecord], evals: list[EvalRecord]) -> dict[
     )
 
 
-def rule_lr(steps: list[StepRecord], lr_drop: int, epochs: int) -> dict[str, str]:
+def rule_lr(steps: list[StepRecord], lr_drop: int, epochs: int) -> Check:
     lrs = finite([r.get("lr") for r in steps])
     if not lrs:
         return triage_check("run", "run.lr", "skip", message="no lr in the step records")
@@ -153,7 +154,7 @@ def rule_lr(steps: list[StepRecord], lr_drop: int, epochs: int) -> dict[str, str
     return triage_check("run", "run.lr", "pass", found, f"{expected} (not reached yet)")
 
 
-def rule_events(events: list[EventRecord]) -> dict[str, str]:
+def rule_events(events: list[EventRecord]) -> Check:
     troubles = [e for e in events if e.get("severity") in ("warning", "error")]
     kinds = Counter(e.get("kind", "?") for e in troubles)
     found = ", ".join(f"{k} ×{n}" for k, n in kinds.most_common(4)) or "none"
@@ -182,7 +183,7 @@ def rule_events(events: list[EventRecord]) -> dict[str, str]:
     return triage_check("run", "run.events", "pass", found, "none")
 
 
-def rule_data_wait(steps: list[StepRecord]) -> dict[str, str]:
+def rule_data_wait(steps: list[StepRecord]) -> Check:
     timed = [r for r in steps[len(steps) // 20 :] if r.get("step_time_s") and r.get("data_time_s") is not None]
     if not timed:
         return triage_check("run", "run.data_wait", "skip", message="no step timings in the records")
@@ -201,7 +202,7 @@ def rule_data_wait(steps: list[StepRecord]) -> dict[str, str]:
     return triage_check("run", "run.data_wait", "pass", found, expected)
 
 
-def rule_steps(steps: list[StepRecord], needed: tuple[int, str] | None) -> dict[str, str]:
+def rule_steps(steps: list[StepRecord], needed: tuple[int, str] | None) -> Check:
     if not steps:
         return triage_check("run", "run.steps", "skip", message="no step records")
     done = max(int(r.get("step", 0)) for r in steps)

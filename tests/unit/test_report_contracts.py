@@ -15,11 +15,12 @@ from golden import assert_golden, row_keys, row_types
 from detr.config import RunConfig
 from detrdoctor.dataset_doctor import diagnose_dataset
 from detrdoctor.envcheck.render import render_json
-from detrdoctor.envcheck.rules import judge, summarize
+from detrdoctor.envcheck.rules import judge
 from detrdoctor.error_types import judge_errors
 from detrdoctor.profiles import load_profile
 from detrdoctor.triage.history import judge_history
 from detrdoctor.triage.schedule import judge_schedule
+from detrdoctor.verdict import summarize
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "envcheck" / "gpu_node_ok.json"
 STATUSES = ["fail", "pass", "skip", "warn"]
