@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from detr.config import DataConfig
+from detrdoctor.fmt import byte_size
 from detrdoctor.verdict import Check
 
 Facts = dict[str, Any]
@@ -119,10 +120,6 @@ def cudnn_string(version: int | None) -> str:
     if version >= 10000:
         return f"{version // 10000}.{version % 10000 // 100}.{version % 100}"
     return f"{version // 1000}.{version % 1000 // 100}.{version % 100}"
-
-
-def gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 # ---------------------------------------------------------------- error texts
@@ -1208,15 +1205,15 @@ def rule_shm(facts: Facts) -> list[Check]:
     if not shm:
         return [Check("host.shm", "skip", message="no /dev/shm on this system")]
     total = int(shm.get("total_bytes", 0))
-    found = f"{gib(total)} ({gib(int(shm.get('free_bytes', total)))} free)"
+    found = f"{byte_size(total)} ({byte_size(int(shm.get('free_bytes', total)))} free)"
     if total >= SHM_MIN_BYTES:
-        return [Check("host.shm", "pass", found, f"≥ {gib(SHM_MIN_BYTES)}")]
+        return [Check("host.shm", "pass", found, f"≥ {byte_size(SHM_MIN_BYTES)}")]
     return [
         Check(
             "host.shm",
             "warn",
             found,
-            f"≥ {gib(SHM_MIN_BYTES)}",
+            f"≥ {byte_size(SHM_MIN_BYTES)}",
             fix="docker run --shm-size=8g …  (or train with --num-workers 0)",
             message="DataLoader workers pass batches through /dev/shm; too little kills them with a bus error",
         )
@@ -1284,7 +1281,7 @@ def rule_disk(facts: Facts) -> list[Check]:
     if not disk:
         return [Check("host.disk", "skip", message="unknown")]
     free = int(disk.get("free_bytes", 0))
-    found, expected = f"{gib(free)} free", f"≥ {gib(DISK_MIN_BYTES)} in ./runs"
+    found, expected = f"{byte_size(free)} free", f"≥ {byte_size(DISK_MIN_BYTES)} in ./runs"
     if free >= DISK_MIN_BYTES:
         return [Check("host.disk", "pass", found, expected)]
     return [

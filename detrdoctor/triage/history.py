@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from typing import Any
 
 from detr.engine.metrics import EvalRecord, EventRecord, MetricsRecord, StepRecord, is_eval, is_event, is_step
+from detrdoctor.fmt import finite_floats
 from detrdoctor.triage import triage_check
 from detrdoctor.triage.schedule import share
 from detrdoctor.verdict import Check
@@ -18,10 +17,6 @@ AP_ZERO = 0.01
 LOSS_FELL = 0.8  # the last third's loss below this share of the first third's
 DATA_WAIT = 0.2  # share of the step spent waiting for the next batch
 TOO_FEW = 10
-
-
-def finite(values: list[Any]) -> list[float]:
-    return [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
 
 
 def thirds(values: list[float]) -> tuple[float, float, float]:
@@ -50,7 +45,7 @@ def judge_history(
 
 
 def rule_plateau(steps: list[StepRecord]) -> Check:
-    losses = finite([r.get("loss") for r in steps])
+    losses = finite_floats([r.get("loss") for r in steps])
     if len(losses) < MIN_STEPS:
         return triage_check("run", "run.plateau", "skip", message=f"{len(losses)} step records, need {MIN_STEPS}")
     first, middle, last = thirds(losses)
@@ -69,7 +64,7 @@ def rule_plateau(steps: list[StepRecord]) -> Check:
 
 
 def rule_class_error(steps: list[StepRecord]) -> Check:
-    errors = finite([r.get("class_error") for r in steps])
+    errors = finite_floats([r.get("class_error") for r in steps])
     if not errors:
         return triage_check("run", "run.class_error", "skip", message="no class_error in the step records")
     tail = errors[-max(1, len(errors) // 10) :]
@@ -90,10 +85,10 @@ def rule_class_error(steps: list[StepRecord]) -> Check:
 
 
 def rule_eval_vs_loss(steps: list[StepRecord], evals: list[EvalRecord]) -> Check:
-    ap50 = finite([e.get("AP50") for e in evals])
+    ap50 = finite_floats([e.get("AP50") for e in evals])
     if not ap50:
         return triage_check("run", "run.eval_vs_loss", "skip", message="no evaluation in the run")
-    losses = finite([r.get("loss") for r in steps])
+    losses = finite_floats([r.get("loss") for r in steps])
     best = max(ap50)
     found = f"best AP50 {best:.3f} in {len(ap50)} evaluations"
     if best > AP_ZERO or len(losses) < 3:
@@ -123,7 +118,7 @@ def rule_eval_vs_loss(steps: list[StepRecord], evals: list[EvalRecord]) -> Check
 
 
 def rule_lr(steps: list[StepRecord], lr_drop: int, epochs: int) -> Check:
-    lrs = finite([r.get("lr") for r in steps])
+    lrs = finite_floats([r.get("lr") for r in steps])
     if not lrs:
         return triage_check("run", "run.lr", "skip", message="no lr in the step records")
     last_epoch = max(int(r.get("epoch", 0)) for r in steps)

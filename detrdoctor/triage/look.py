@@ -6,7 +6,7 @@ Boxes that do not sit on the objects give away xyxy-vs-xywh and EXIF mistakes at
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
@@ -56,11 +56,12 @@ def pixel_boxes(relative_cxcywh: torch.Tensor, size: tuple[int, int]) -> torch.T
 
 def draw_training_samples(cfg: RunConfig, image_ids: list[int], folder: Path) -> list[str]:
     """The images `image_ids` after the run's training transforms (epoch 0), target boxes and class names drawn."""
+    from detr.checkpoint import dataset_categories
     from detr.data import build_dataset
 
     dataset = build_dataset(cfg.data, "train", train=True, seed=cfg.train.seed)
     dataset.set_epoch(0)
-    names = category_names(dataset.coco)
+    names = dataset_categories(dataset.coco)
     index = {image_id: i for i, image_id in enumerate(dataset.ids)}
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -79,11 +80,12 @@ def draw_predictions(trainer: Trainer, folder: Path) -> list[str]:
     """The overfit model's predictions (red, with scores) over the targets (green) on the images it trained on."""
     import torch
 
+    from detr.checkpoint import dataset_categories
     from detr.data import collate_batch
 
     dataset = trainer.val_set
     assert dataset is not None  # the overfit run evaluates
-    names = category_names(dataset.coco)
+    names = dataset_categories(dataset.coco)
     samples = [dataset[i] for i in range(len(dataset))]
     images, mask, targets = collate_batch(samples)
     model = trainer.model_without_ddp
@@ -107,7 +109,3 @@ def draw_predictions(trainer: Trainer, folder: Path) -> list[str]:
         )
         written.append(str(path))
     return written
-
-
-def category_names(coco: Any) -> dict[int, str]:
-    return {int(i): str(c.get("name", i)) for i, c in coco.cats.items()}

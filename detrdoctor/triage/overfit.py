@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from detr.criterion import LOSS_TERMS
 from detr.engine.callbacks import Callback, StepContext, TrainerView
 from detr.engine.metrics import StepRecord
+from detrdoctor.fmt import number
 from detrdoctor.triage import triage_check
 from detrdoctor.verdict import Check, fail_or_pass
 
@@ -258,7 +259,8 @@ def judge_overfit(facts: dict[str, Any], cfg: RunConfig) -> list[Check]:
             found,
             expected,
             "check lr > 0 and that parameters train (lr_backbone, frozen layers)",
-            f"nothing moves: the loss went from {_num(loss_start)} to {_num(loss_end)}; frozen "
+            f"nothing moves: the loss went from {number(loss_start, '.3f', '?')} to "
+            f"{number(loss_end, '.3f', '?')}; frozen "
             "parameters or a zero learning rate",
         )
     elif unscored:
@@ -378,9 +380,5 @@ def rule_finite(events: list[dict[str, Any]], cfg: RunConfig, fits: bool) -> Che
     return triage_check("overfit", "overfit.finite", "pass", "every step finite, no run-away values", "none")
 
 
-def _num(value: float | None, spec: str = ".3f") -> str:
-    return "?" if value is None else format(value, spec)
-
-
 def _span(ends: tuple[float | None, float | None], spec: str = ".3f") -> str:
-    return f"{_num(ends[0], spec)} → {_num(ends[1], spec)}"
+    return f"{number(ends[0], spec, '?')} → {number(ends[1], spec, '?')}"
