@@ -19,7 +19,7 @@ from pathlib import Path
 
 from detr.data.annotations import load_coco
 from detrdoctor.commands.common import load_run_config
-from detrdoctor.dataset_doctor import diagnose_dataset
+from detrdoctor.datadoctor.doctor import diagnose_dataset
 
 
 def write_split(path: Path, images: int, annotations: int, rng: random.Random) -> None:

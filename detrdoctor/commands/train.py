@@ -184,7 +184,7 @@ def check_data(cfg: RunConfig, profile: str | None) -> tuple[Callback, int]:
     from detr.data import resolve_num_classes
     from detrdoctor.commands.common import announce_layout, env_check_command
     from detrdoctor.data_check import DataCheckEvents, stop_on_failures
-    from detrdoctor.dataset_doctor import collect_splits, judge_dataset
+    from detrdoctor.datadoctor.doctor import collect_splits, judge_dataset
 
     announce_layout(cfg)
     resolve_num_classes(cfg)

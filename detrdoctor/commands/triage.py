@@ -66,7 +66,7 @@ def data_checks(cfg: RunConfig) -> list[dict[str, Any]]:
     from detrdoctor.triage import triage_check
 
     try:
-        from detrdoctor.dataset_doctor import diagnose_dataset
+        from detrdoctor.datadoctor.doctor import diagnose_dataset
     except ImportError:
         return [triage_check("data", "data.doctor", "skip", message="the dataset doctor is not in this build")]
     return [{**row, "section": "data"} for row in diagnose_dataset(cfg)]

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from detr.config import RunConfig
     from detr.engine.trainer import Trainer
 
-MIN_SIDE = 384  # small images are enlarged (by a whole factor) so that names stay readable
+MIN_SIDE = 384  # training samples are small after the transforms: enlarged more than predict's images
 TARGET_COLOUR, PREDICTION_COLOUR = (0, 255, 0), (255, 0, 0)
 SCORE = 0.5  # predictions drawn: the most likely real class at least this probable
 
@@ -30,17 +30,14 @@ def to_uint8(image: torch.Tensor) -> torch.Tensor:
 
 
 def draw(image: torch.Tensor, layers: list[tuple[torch.Tensor, list[str], tuple[int, int, int]]], path: Path) -> None:
-    """Draw each layer's pixel xyxy boxes with its labels and colour on an enlarged copy of `image`; write a PNG."""
-    import torchvision.transforms.v2.functional as F
+    """Each layer's pixel xyxy boxes, with its labels and in its colour, on an enlarged copy of `image`; a PNG."""
     from PIL import Image
-    from torchvision.utils import draw_bounding_boxes
 
-    h, w = image.shape[-2:]
-    factor = max(1, MIN_SIDE // max(h, w))
-    canvas = F.resize(image, [h * factor, w * factor], antialias=True) if factor > 1 else image
+    from detrdoctor.predictions.draw import draw_boxes, enlarged
+
+    canvas, factor = enlarged(image, MIN_SIDE)
     for boxes, labels, colour in layers:
-        if len(boxes):
-            canvas = draw_bounding_boxes(canvas, boxes.float().cpu() * factor, labels=labels, colors=colour, width=2)
+        canvas = draw_boxes(canvas, boxes.float().cpu() * factor, (), labels, colour)
     Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(path)
 
 

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 from detr.data import build_dataset
 from detr.engine.error_breakdown import error_breakdown
 from detr.engine.trainer import Trainer
-from detrdoctor.ap_breakdown import judge_breakdown
 from detrdoctor.cli import app
+from detrdoctor.predictions.ap_breakdown import judge_breakdown
 
 
 @pytest.fixture

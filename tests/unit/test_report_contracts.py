@@ -13,10 +13,10 @@ from typing import Any
 from golden import assert_golden, row_keys, row_types
 
 from detr.config import RunConfig
-from detrdoctor.dataset_doctor import diagnose_dataset
+from detrdoctor.datadoctor.doctor import diagnose_dataset
 from detrdoctor.envcheck.render import render_json
 from detrdoctor.envcheck.rules import judge
-from detrdoctor.error_types import judge_errors
+from detrdoctor.predictions.error_types import judge_errors
 from detrdoctor.profiles import load_profile
 from detrdoctor.triage.history import judge_history
 from detrdoctor.triage.schedule import judge_schedule
@@ -107,7 +107,7 @@ def breakdown_of(ap: float, agnostic: float, boxes: int) -> dict[str, Any]:
 
 
 def test_ap_breakdown_and_error_findings() -> None:
-    from detrdoctor.ap_breakdown import judge_breakdown
+    from detrdoctor.predictions.ap_breakdown import judge_breakdown
 
     good, bad = judge_breakdown(breakdown_of(1.0, 1.0, 10)), judge_breakdown(breakdown_of(0.0, 0.5, 30))
     cost = {"dAP50": 0.2, "count": 3}
