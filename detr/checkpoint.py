@@ -246,11 +246,11 @@ def _suggest_config(
 
 def category_names(checkpoint: Mapping[str, Any], coco: Any = None) -> dict[int, str]:
     """Category id → name for reports: the checkpoint's own categories, over those of the dataset scored (if any)."""
-    dataset = dataset_categories(coco) if coco is not None else {}
+    dataset = coco_category_names(coco) if coco is not None else {}
     return dataset | checkpoint_categories(checkpoint)
 
 
-def dataset_categories(coco: Any) -> dict[int, str]:
+def coco_category_names(coco: Any) -> dict[int, str]:
     """Category id → name from a COCO index (its "name", else the id)."""
     return {int(i): str(c.get("name", i)) for i, c in coco.cats.items()}
 

@@ -197,18 +197,10 @@ def _number(v: Any) -> TypeGuard[int | float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def row(
-    id: str,
-    status: str,
-    found: str = "",
-    expected: str = "",
-    fix: str = "",
-    message: str = "",
-    count: int | None = None,
-    example: str = "",
-) -> Check:
-    """A check with the doctor's details: how many are concerned (None: not counted) and an example."""
-    return Check(id, status, found, expected, fix, message, count=count, example=example)
+def row(id: str, status: str, *texts: str, count: int | None = None, example: str = "", **named: str) -> Check:
+    """A check (texts: found, expected, fix, message) with the doctor's details, always present: how many are
+    concerned (None: not counted) and an example."""
+    return Check(id, status, *texts, count=count, example=example, **named)
 
 
 def _share(n: int, total: int) -> str:
@@ -373,9 +365,9 @@ def rule_box_format(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
     fix = "convert the boxes: width = x2 - x1, height = y2 - y1 (COCO's bbox is [x, y, w, h])"
     message = "read as COCO's [x, y, w, h] they run past the image border and get clamped"
     if share >= XYXY_FAIL:
-        return row("data.box_format", "fail", found, expected, fix, message, xyxy, example)
+        return row("data.box_format", "fail", found, expected, fix, message, count=xyxy, example=example)
     if share >= XYXY_WARN:
-        return row("data.box_format", "warn", found, expected, fix, message, xyxy, example)
+        return row("data.box_format", "warn", found, expected, fix, message, count=xyxy, example=example)
     clamped = int(sum(int(s.boxes.fates.clamped.sum()) for s in (train, val) if s is not None))
     return row(
         "data.box_format",

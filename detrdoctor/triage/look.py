@@ -53,12 +53,12 @@ def pixel_boxes(relative_cxcywh: torch.Tensor, size: tuple[int, int]) -> torch.T
 
 def draw_training_samples(cfg: RunConfig, image_ids: list[int], folder: Path) -> list[str]:
     """The images `image_ids` after the run's training transforms (epoch 0), target boxes and class names drawn."""
-    from detr.checkpoint import dataset_categories
+    from detr.checkpoint import coco_category_names
     from detr.data import build_dataset
 
     dataset = build_dataset(cfg.data, "train", train=True, seed=cfg.train.seed)
     dataset.set_epoch(0)
-    names = dataset_categories(dataset.coco)
+    names = coco_category_names(dataset.coco)
     index = {image_id: i for i, image_id in enumerate(dataset.ids)}
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -77,12 +77,12 @@ def draw_predictions(trainer: Trainer, folder: Path) -> list[str]:
     """The overfit model's predictions (red, with scores) over the targets (green) on the images it trained on."""
     import torch
 
-    from detr.checkpoint import dataset_categories
+    from detr.checkpoint import coco_category_names
     from detr.data import collate_batch
 
     dataset = trainer.val_set
     assert dataset is not None  # the overfit run evaluates
-    names = dataset_categories(dataset.coco)
+    names = coco_category_names(dataset.coco)
     samples = [dataset[i] for i in range(len(dataset))]
     images, mask, targets = collate_batch(samples)
     model = trainer.model_without_ddp
