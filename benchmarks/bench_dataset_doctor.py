@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from detr.data.annotations import load_coco
-from detrdoctor.dataset_doctor import diagnose_dataset
+from detrdoctor.datadoctor.doctor import diagnose_dataset
 from detrdoctor.runconfig import load_run_config
 
 

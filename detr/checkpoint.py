@@ -246,8 +246,13 @@ def _suggest_config(
 
 def category_names(checkpoint: Mapping[str, Any], coco: Any = None) -> dict[int, str]:
     """Category id → name for reports: the checkpoint's own categories, over those of the dataset scored (if any)."""
-    dataset = {int(i): str(c.get("name", i)) for i, c in coco.cats.items()} if coco is not None else {}
+    dataset = coco_category_names(coco) if coco is not None else {}
     return dataset | checkpoint_categories(checkpoint)
+
+
+def coco_category_names(coco: Any) -> dict[int, str]:
+    """Category id → name from a COCO index (its "name", else the id)."""
+    return {int(i): str(c.get("name", i)) for i, c in coco.cats.items()}
 
 
 def checkpoint_categories(checkpoint: Mapping[str, Any]) -> dict[int, str]:

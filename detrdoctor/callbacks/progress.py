@@ -10,12 +10,13 @@ from rich.markup import escape
 from detr.criterion import LOSS_TERMS
 from detr.engine.callbacks import Callback, StepContext, TrainerView
 from detr.engine.metrics import EvalRecord, EventRecord, StepRecord
+from detrdoctor.fmt import number
 
 SEVERITY_STYLE = {"info": "dim", "warning": "yellow", "error": "bold red"}
 
 
 def fmt(value: Any, spec: str = ".4f") -> str:
-    return "nan" if value is None else format(value, spec)
+    return number(value, spec, "nan")
 
 
 class PlainProgress(Callback):

@@ -47,8 +47,9 @@ def run_env_check(options: EnvCheckOptions) -> int:
     from detr.engine.device import parse_device
     from detr.errors import ConfigError
     from detrdoctor.envcheck.collect import collect, load_facts
-    from detrdoctor.envcheck.render import render_json, render_table
-    from detrdoctor.envcheck.rules import judge, summarize
+    from detrdoctor.envcheck.render import render_json
+    from detrdoctor.envcheck.rules import judge
+    from detrdoctor.verdict import render_table, summarize
 
     parse_device(options.device)
     if options.num_workers is not None and options.num_workers < 0:

@@ -181,7 +181,7 @@ def analyse_detections(
     from detr.engine.confusion import confusion_matrix
     from detr.engine.evaluate import accumulated_cocoeval, per_class_ap, summary_stats
     from detr.engine.precision_recall import best_f1_points, pr_curves, score_thresholds
-    from detrdoctor.error_types import judge_errors
+    from detrdoctor.predictions.error_types import judge_errors
 
     coco_eval = accumulated_cocoeval(coco, detections, image_ids)  # one evaluation for every section
     stats = summary_stats(coco_eval)
@@ -246,7 +246,7 @@ def run_evaluate(options: EvaluateOptions) -> int:
     breakdown = None
     if options.breakdown:
         from detr.engine.error_breakdown import error_breakdown
-        from detrdoctor.ap_breakdown import judge_breakdown
+        from detrdoctor.predictions.ap_breakdown import judge_breakdown
 
         with Console(stderr=True).status("re-scoring the detections at 5 IoU thresholds and without labels"):
             breakdown = error_breakdown(dataset.coco, detections, image_ids)
@@ -254,7 +254,7 @@ def run_evaluate(options: EvaluateOptions) -> int:
     which = " (its EMA weights)" if ema else ""
     drawn = out is not None and "confusion" in analysis  # no detections: nothing to draw
     if out is not None and drawn:
-        from detrdoctor.eval_figure import draw_evaluation
+        from detrdoctor.predictions.eval_figure import draw_evaluation
 
         out.parent.mkdir(parents=True, exist_ok=True)
         draw_evaluation(
@@ -282,16 +282,16 @@ def run_evaluate(options: EvaluateOptions) -> int:
     if "per_class" in analysis:
         render_per_class(console, analysis["per_class"], analysis.get("pr_curves"))
     if breakdown is not None:
-        from detrdoctor.ap_breakdown import render_breakdown
+        from detrdoctor.predictions.ap_breakdown import render_breakdown
 
         render_breakdown(console, breakdown)
     if "confusion" in analysis and (options.confusion or options.breakdown):
-        from detrdoctor.confusion_table import render_confusion
+        from detrdoctor.predictions.confusion_table import render_confusion
 
         threshold = "each class's best-F1 threshold" if options.threshold is None else f"{options.threshold}"
         render_confusion(console, analysis["confusion"], names, threshold)
     if "errors" in analysis:
-        from detrdoctor.error_types import render_errors
+        from detrdoctor.predictions.error_types import render_errors
 
         render_errors(console, analysis["errors"], analysis["error_findings"])
     if out is not None:

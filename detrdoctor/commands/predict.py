@@ -239,7 +239,7 @@ def draw_image(
 
     from detr.data.decode import read_rgb
     from detr.outputs import writing
-    from detrdoctor.draw import draw_boxes, enlarged, side_by_side
+    from detrdoctor.predictions.draw import draw_boxes, enlarged, side_by_side
 
     path = inputs.files[image_id][0]
     image, factor = enlarged(read_rgb(path))

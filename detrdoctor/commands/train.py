@@ -206,7 +206,7 @@ def check_data(cfg: RunConfig, profile: str | None) -> tuple[Callback, int]:
     """
     from detr.data import resolve_num_classes
     from detrdoctor.callbacks.data_gate import DataCheckEvents, stop_on_failures
-    from detrdoctor.dataset_doctor import collect_splits, judge_dataset
+    from detrdoctor.datadoctor.doctor import collect_splits, judge_dataset
     from detrdoctor.runconfig import announce_layout, env_check_command
 
     announce_layout(cfg)

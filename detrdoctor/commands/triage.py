@@ -89,7 +89,7 @@ def data_checks(cfg: RunConfig) -> list[dict[str, Any]]:
     from detrdoctor.triage import triage_check
 
     try:
-        from detrdoctor.dataset_doctor import diagnose_dataset
+        from detrdoctor.datadoctor.doctor import diagnose_dataset
     except ImportError:
         return [triage_check("data", "data.doctor", "skip", message="the dataset doctor is not in this build")]
     return [{**row, "section": "data"} for row in diagnose_dataset(cfg)]
@@ -114,7 +114,6 @@ def run_triage(options: TriageOptions) -> int:
     from detr.data.split import training_objects_limit
     from detr.engine.device import resolve_amp_dtype, resolve_device
     from detr.engine.metrics import read_metrics_checked
-    from detrdoctor.envcheck.rules import summarize
     from detrdoctor.runconfig import announce_layout
     from detrdoctor.triage import triage_check
     from detrdoctor.triage.history import judge_history
@@ -126,6 +125,7 @@ def run_triage(options: TriageOptions) -> int:
         write_subset,
     )
     from detrdoctor.triage.schedule import judge_schedule, schedule_facts, steps_needed
+    from detrdoctor.verdict import summarize
 
     cfg = resolve_triage_config(options)
     device = resolve_device(cfg.train.device)
@@ -186,7 +186,7 @@ def render(
     console: Any,
 ) -> None:
     """env-check's table, then the overfit numbers and where the drawn samples are."""
-    from detrdoctor.envcheck.render import render_table
+    from detrdoctor.verdict import render_table
 
     source = f"{cfg.model.backbone} DETR, {cfg.data.coco_path or 'synthetic data'}"
     render_table(checks, summary, source, console, title="detrdoctor triage")

@@ -24,13 +24,13 @@ from detrdoctor.dashboard.state import (
     clipped_fraction,
     data_wait_share,
     eta_s,
-    finite,
     images_per_s,
     latest_gradient_warning,
-    smoothed,
+    recent_mean,
     wait_level,
 )
 from detrdoctor.dashboard.telemetry import GpuReading, Telemetry
+from detrdoctor.fmt import finite_floats
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 SEVERITY_STYLE = {"info": "dim", "warning": "yellow", "error": "bold red"}
@@ -53,7 +53,7 @@ def sparkline(values: Sequence[float | None], width: int, log: bool = False) -> 
         return ""
     shown = list(values)[-width:]
     scaled = [(math.log10(v) if v > 0 else None) if (log and v is not None) else v for v in shown]
-    good = finite(scaled)
+    good = finite_floats(scaled)
     if not good:
         return " " * len(shown)
     low, high = min(good), max(good)
@@ -153,12 +153,12 @@ def losses_panel(view: View, width: int) -> list[Text]:
     lines = []
     for key, label in LOSS_LABEL.items():
         series = view.losses.get(key, ())
-        current = finite(series[-1:])
+        current = finite_floats(series[-1:])
         lines.append(
             line(
                 f"{label:<6}",
                 (f"{num(current[0] if current else None):>8}", "bold"),
-                (f" ~{num(smoothed(series)):<7} ", "dim"),
+                (f" ~{num(recent_mean(series)):<7} ", "dim"),
                 (sparkline(series, spark_width), "cyan"),
             )
         )
@@ -182,13 +182,13 @@ def _get(mapping: dict[str, Any], key: str) -> float | None:
 
 def gradients_panel(view: View, width: int) -> list[Text]:
     norms = view.grad_norms
-    current = finite(norms[-1:])
+    current = finite_floats(norms[-1:])
     spark_width = max(0, width - 4 - 24)
     lines = [
         line(
             f"{'norm':<6}",
             (f"{num(current[0] if current else None):>8}", "bold"),
-            (f" ~{num(smoothed(norms)):<7} ", "dim"),
+            (f" ~{num(recent_mean(norms)):<7} ", "dim"),
             (sparkline(norms, spark_width, log=True), "magenta"),
         )
     ]
@@ -399,10 +399,10 @@ def summary(view: View) -> RenderableType:
         result = Text(f"finished {steps} steps in {duration(elapsed)}", style="green")
     table.add_row("result", result)
     losses = view.losses.get("loss", ())
-    known = finite(losses)
+    known = finite_floats(losses)
     if known:
         table.add_row(
-            "loss", f"{num(known[0])} → {num(known[-1])} (last {min(len(known), 20)} mean {num(smoothed(losses))})"
+            "loss", f"{num(known[0])} → {num(known[-1])} (last {min(len(known), 20)} mean {num(recent_mean(losses))})"
         )
     ev = s.get("last_eval") or view.last_eval
     if ev:

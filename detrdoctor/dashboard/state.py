@@ -18,6 +18,7 @@ from typing import Any
 from detr.criterion import LOSS_TERMS
 from detr.engine.metrics import EvalRecord, EventRecord, StepRecord
 from detrdoctor.dashboard.telemetry import Telemetry
+from detrdoctor.fmt import finite_floats
 from detrdoctor.watchdog.signals import is_watchdog_warning
 
 HISTORY = 256  # points kept per series: more than the widest sparkline shows
@@ -235,13 +236,9 @@ def split_means(host: list[tuple[float, ...]], gpu: list[tuple[float, float, flo
 # ----------------------------------------------------------------------------- judgements
 
 
-def finite(values: Iterable[float | None]) -> list[float]:
-    return [v for v in values if v is not None and math.isfinite(v)]
-
-
-def smoothed(values: Iterable[float | None], window: int = SMOOTH) -> float | None:
+def recent_mean(values: Iterable[float | None], window: int = SMOOTH) -> float | None:
     """Mean of the last `window` finite values."""
-    recent = finite(list(values)[-window:])
+    recent = finite_floats(list(values)[-window:])
     return sum(recent) / len(recent) if recent else None
 
 
@@ -275,7 +272,7 @@ def clip_ratio(view: View) -> float | None:
     """Clipped norm / raw norm of the latest logged step (1.0: not clipped); None when clipping is off."""
     if view.clip_ratio is not None:
         return view.clip_ratio
-    norms = finite(view.grad_norms[-1:])
+    norms = finite_floats(view.grad_norms[-1:])
     if not norms or view.info is None or view.info.clip_max_norm <= 0:
         return None
     return min(1.0, view.info.clip_max_norm / norms[0]) if norms[0] > 0 else 1.0
@@ -283,7 +280,7 @@ def clip_ratio(view: View) -> float | None:
 
 def clipped_fraction(view: View) -> float | None:
     """Share of recent logged steps whose gradient norm exceeded the clip threshold."""
-    norms = finite(view.grad_norms[-WINDOW:])
+    norms = finite_floats(view.grad_norms[-WINDOW:])
     if not norms or view.info is None or view.info.clip_max_norm <= 0:
         return None
     return sum(n > view.info.clip_max_norm for n in norms) / len(norms)

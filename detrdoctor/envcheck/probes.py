@@ -340,7 +340,7 @@ def probe_dataset(params: dict[str, Any], emit: Emit) -> None:
                 s.update(_inspect_split(split, int(params.get("sample", 8)), cfg))
         if r.get("ok"):
             with _step(emit, "doctor") as d:
-                from detrdoctor.dataset_doctor import diagnose_dataset
+                from detrdoctor.datadoctor.doctor import diagnose_dataset
 
                 d["checks"] = diagnose_dataset(cfg, int(params.get("doctor_sample", 32)))
 

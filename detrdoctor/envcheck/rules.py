@@ -1,8 +1,7 @@
 """Judge the facts: pure functions from the facts dict to checks, so every rule is testable with a hand-made dict.
 
-A check is a plain dict with the stable keys of the `--json` contract: id, status (pass | warn | fail | skip),
-found, expected, fix (a command or setting; empty when nothing needs doing) and message (why, in a sentence).
-Rules read the facts with defaults throughout: a partial or older facts file gives `skip`s, not crashes.
+Each check is a `detrdoctor.verdict.Check` (id, status, found, expected, fix, message). Rules read the facts
+with defaults throughout: a partial or older facts file gives `skip`s, not crashes.
 """
 
 from __future__ import annotations
@@ -14,11 +13,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from detr.config import DataConfig
+from detrdoctor.fmt import byte_size
+from detrdoctor.verdict import Check
 
 Facts = dict[str, Any]
-Check = dict[str, str]
-
-STATUSES = ("pass", "warn", "fail", "skip")
 
 # The oldest driver for each CUDA major (minor-version compatibility covers the rest of the major).
 MIN_DRIVER = {11: 450, 12: 525, 13: 580}
@@ -28,11 +26,6 @@ WHEEL_INDEX = "https://download.pytorch.org/whl/"
 SHM_MIN_BYTES = 2**30
 NOFILE_MIN = 4096
 DISK_MIN_BYTES = 2 * 2**30
-
-
-def check(id: str, status: str, found: str = "", expected: str = "", fix: str = "", message: str = "") -> Check:
-    """One row of the verdict (every key always present, strings only)."""
-    return {"id": id, "status": status, "found": found, "expected": expected, "fix": fix, "message": message}
 
 
 # ---------------------------------------------------------------- versions
@@ -127,10 +120,6 @@ def cudnn_string(version: int | None) -> str:
     if version >= 10000:
         return f"{version // 10000}.{version % 10000 // 100}.{version % 100}"
     return f"{version // 1000}.{version % 1000 // 100}.{version % 100}"
-
-
-def gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 # ---------------------------------------------------------------- error texts
@@ -317,12 +306,12 @@ def rule_python(facts: Facts) -> list[Check]:
     py = facts.get("python") or {}
     version, spec = py.get("version"), requirement(facts, "python")
     if not version:
-        return [check("python.version", "skip", message="no Python facts")]
+        return [Check("python.version", "skip", message="no Python facts")]
     found = f"{version} ({py.get('implementation', 'Python')})"
     if meets(version, spec):
-        return [check("python.version", "pass", found, spec)]
+        return [Check("python.version", "pass", found, spec)]
     return [
-        check(
+        Check(
             "python.version",
             "fail",
             found,
@@ -340,12 +329,12 @@ def rule_torch_version(facts: Facts) -> list[Check]:
         tv = pkg(facts, "torchvision")
         needed = torch_for_torchvision(tv) if tv else None
         fix = f"pip install torch=={needed} torchvision=={tv}" if needed else "pip install torch torchvision"
-        return [check("torch.version", "fail", "not installed", spec, fix=fix, message="torch is not installed")]
+        return [Check("torch.version", "fail", "not installed", spec, fix=fix, message="torch is not installed")]
     if not record.get("ok"):
         error = step_error(facts, "torch", "import")
         cause = classify(error)
         return [
-            check(
+            Check(
                 "torch.version",
                 "fail",
                 f"{installed}: import fails",
@@ -359,7 +348,7 @@ def rule_torch_version(facts: Facts) -> list[Check]:
     runtime = record.get("version", "")
     if installed and release(installed) != release(runtime):
         return [
-            check(
+            Check(
                 "torch.version",
                 "warn",
                 f"imports {runtime} from {record.get('file', '?')}",
@@ -370,7 +359,7 @@ def rule_torch_version(facts: Facts) -> list[Check]:
         ]
     if not meets(runtime, spec):
         return [
-            check(
+            Check(
                 "torch.version",
                 "fail",
                 runtime,
@@ -379,7 +368,7 @@ def rule_torch_version(facts: Facts) -> list[Check]:
                 message=f"detrdoctor needs torch {spec}",
             )
         ]
-    return [check("torch.version", "pass", runtime, spec)]
+    return [Check("torch.version", "pass", runtime, spec)]
 
 
 def _torch_import_fix(facts: Facts, cause: Cause | None) -> str:
@@ -393,7 +382,7 @@ def _torch_import_fix(facts: Facts, cause: Cause | None) -> str:
 
 def rule_torch_build(facts: Facts) -> list[Check]:
     if not torch_ok(facts):
-        return [check("torch.build", "skip", message="torch did not import (see torch.version)")]
+        return [Check("torch.build", "skip", message="torch did not import (see torch.version)")]
     if torch_hip(facts):
         found = f"ROCm {torch_hip(facts)}"
     elif torch_cuda(facts):
@@ -402,7 +391,7 @@ def rule_torch_build(facts: Facts) -> list[Check]:
         found = "CPU-only"
     debug = " (debug build: slow)" if step(facts, "torch", "import").get("debug") else ""
     return [
-        check(
+        Check(
             "torch.build",
             "warn" if debug else "pass",
             found + debug,
@@ -415,7 +404,7 @@ def rule_torch_build(facts: Facts) -> list[Check]:
 def rule_torchvision_pairs(facts: Facts) -> list[Check]:
     torch, tv = torch_version(facts), pkg(facts, "torchvision")
     if not torch:
-        return [check("torchvision.pairs", "skip", message="torch is not installed")]
+        return [Check("torchvision.pairs", "skip", message="torch is not installed")]
     wanted_tv = torchvision_for_torch(torch)
     if not tv:
         fix = (
@@ -424,7 +413,7 @@ def rule_torchvision_pairs(facts: Facts) -> list[Check]:
             else "pip install torchvision"
         )
         return [
-            check(
+            Check(
                 "torchvision.pairs",
                 "fail",
                 "not installed",
@@ -444,7 +433,7 @@ def rule_torchvision_pairs(facts: Facts) -> list[Check]:
         needed = minor_of(torch_for_torchvision(tv))
         expected = f"{minor_of(wanted_tv)}.x for torch {minor_of(torch)}"
     if ok:
-        return [check("torchvision.pairs", "pass", found, expected)]
+        return [Check("torchvision.pairs", "pass", found, expected)]
     other = torch_for_torchvision(tv)
     alternative = (
         f"; or keep torchvision and move torch: pip install torch=={pin or other} torchvision=={tv}"
@@ -452,7 +441,7 @@ def rule_torchvision_pairs(facts: Facts) -> list[Check]:
         else ""
     )
     return [
-        check(
+        Check(
             "torchvision.pairs",
             "fail",
             found,
@@ -465,40 +454,40 @@ def rule_torchvision_pairs(facts: Facts) -> list[Check]:
 
 def rule_torchvision_ops(facts: Facts) -> list[Check]:
     if not torch_ok(facts) or not pkg(facts, "torchvision"):
-        return [check("torchvision.ops", "skip", message="needs torch and torchvision installed")]
+        return [Check("torchvision.ops", "skip", message="needs torch and torchvision installed")]
     record = step(facts, "torch", "torchvision_ops")
     if record.get("ok"):
         library = str(record.get("library", "")).rsplit("/", 1)[-1]
-        return [check("torchvision.ops", "pass", f"nms runs ({library})", "compiled ops load")]
+        return [Check("torchvision.ops", "pass", f"nms runs ({library})", "compiled ops load")]
     error = step_error(facts, "torch", "torchvision_ops")
     if error is None:
-        return [check("torchvision.ops", "skip", message="the probe did not get this far")]
+        return [Check("torchvision.ops", "skip", message="the probe did not get this far")]
     cause = classify(error)
     fix = pair_fix(facts) or "pip install --force-reinstall torchvision"
     if cause and cause.key == "torchvision_abi":
         message = f"{cause.explanation}: {first_line(error)}"
     else:
         message = first_line(error)
-    return [check("torchvision.ops", "fail", "compiled ops don't load", "nms runs", fix=fix, message=message)]
+    return [Check("torchvision.ops", "fail", "compiled ops don't load", "nms runs", fix=fix, message=message)]
 
 
 def rule_torchvision_cuda(facts: Facts) -> list[Check]:
     record = step(facts, "torch", "torchvision_ops")
     if not record.get("ok") or "cuda_version" not in record:
-        return [check("torchvision.cuda", "skip", message="torchvision's ops did not load (see torchvision.ops)")]
+        return [Check("torchvision.cuda", "skip", message="torchvision's ops did not load (see torchvision.ops)")]
     if torch_hip(facts):
-        return [check("torchvision.cuda", "skip", message="ROCm build: no CUDA version to compare")]
+        return [Check("torchvision.cuda", "skip", message="ROCm build: no CUDA version to compare")]
     code = int(record["cuda_version"])
     tv = f"{code // 1000}.{code % 1000 // 10}" if code > 0 else None
     torch = torch_cuda(facts)
     found, expected = f"CUDA {tv}" if tv else "CPU-only", f"CUDA {torch} (torch's)" if torch else "CPU-only (torch's)"
     if release(tv)[:2] == release(torch)[:2]:
-        return [check("torchvision.cuda", "pass", found, expected)]
+        return [Check("torchvision.cuda", "pass", found, expected)]
     wanted = torchvision_for_torch(torch_version(facts) or "")
     fix = f"pip install --force-reinstall torchvision=={wanted}{index_flag(cuda_tag(torch) or 'cpu')}" if wanted else ""
     if tv and torch and release(tv)[0] == release(torch)[0]:
         return [
-            check(
+            Check(
                 "torchvision.cuda",
                 "warn",
                 found,
@@ -508,7 +497,7 @@ def rule_torchvision_cuda(facts: Facts) -> list[Check]:
             )
         ]
     return [
-        check(
+        Check(
             "torchvision.cuda",
             "fail",
             found,
@@ -525,9 +514,9 @@ def rule_torchvision_cuda(facts: Facts) -> list[Check]:
 def rule_cuda_available(facts: Facts) -> list[Check]:
     cid = "cuda.available"
     if wants_cpu(facts):
-        return [check(cid, "skip", message="--device cpu")]
+        return [Check(cid, "skip", message="--device cpu")]
     if not torch_ok(facts):
-        return [check(cid, "skip", message="torch did not import (see torch.version)")]
+        return [Check(cid, "skip", message="torch did not import (see torch.version)")]
     record = step(facts, "torch", "cuda")
     devices = record.get("devices") or []
     if record.get("available"):
@@ -538,7 +527,7 @@ def rule_cuda_available(facts: Facts) -> list[Check]:
             cause = classify(kernel_error)
             fix = cuda_wheel_fix(facts, _tag_for_gpus(facts)) if cause and cause.key == "arch" else ""
             return [
-                check(
+                Check(
                     cid,
                     "fail",
                     found,
@@ -547,7 +536,7 @@ def rule_cuda_available(facts: Facts) -> list[Check]:
                     message=f"a tiny CUDA kernel failed: {first_line(kernel_error)}",
                 )
             ]
-        return [check(cid, "pass", found, "a CUDA kernel runs")]
+        return [Check(cid, "pass", found, "a CUDA kernel runs")]
     visible = gpus(facts)
     status = "fail" if wants_cuda(facts) or visible else "skip"
     env_devices = (facts.get("env") or {}).get("CUDA_VISIBLE_DEVICES")
@@ -555,9 +544,9 @@ def rule_cuda_available(facts: Facts) -> list[Check]:
         tag = newest_tag_for_driver(nvml(facts).get("cuda_driver_version"))
         found = "CPU-only torch" + (f", {len(visible)} GPU(s) present" if visible else "")
         if status == "skip":
-            return [check(cid, "skip", found, message="no GPU here: training runs on the CPU")]
+            return [Check(cid, "skip", found, message="no GPU here: training runs on the CPU")]
         return [
-            check(
+            Check(
                 cid,
                 status,
                 found,
@@ -568,7 +557,7 @@ def rule_cuda_available(facts: Facts) -> list[Check]:
         ]
     if env_devices is not None and env_devices.strip() in ("", "-1", "none", "NoDevFiles"):
         return [
-            check(
+            Check(
                 cid,
                 status,
                 f"CUDA_VISIBLE_DEVICES={env_devices!r}",
@@ -579,9 +568,9 @@ def rule_cuda_available(facts: Facts) -> list[Check]:
         ]
     if not visible:
         if status == "skip":
-            return [check(cid, "skip", "no GPU", message="no NVIDIA GPU here: training runs on the CPU")]
+            return [Check(cid, "skip", "no GPU", message="no NVIDIA GPU here: training runs on the CPU")]
         return [
-            check(
+            Check(
                 cid,
                 "fail",
                 "no GPU",
@@ -594,7 +583,7 @@ def rule_cuda_available(facts: Facts) -> list[Check]:
     cause = classify(text)
     fix = _driver_fix(facts) if cause and cause.key == "driver_old" else ""
     return [
-        check(
+        Check(
             cid,
             "fail",
             f"{len(visible)} GPU(s) seen by NVML, none by torch",
@@ -620,16 +609,16 @@ def rule_cuda_driver(facts: Facts) -> list[Check]:
     cid = "cuda.driver"
     cuda = torch_cuda(facts)
     if wants_cpu(facts):
-        return [check(cid, "skip", message="--device cpu")]
+        return [Check(cid, "skip", message="--device cpu")]
     if not cuda:
-        return [check(cid, "skip", message="not a CUDA build of torch" if torch_ok(facts) else "torch did not import")]
+        return [Check(cid, "skip", message="not a CUDA build of torch" if torch_ok(facts) else "torch did not import")]
     record = nvml(facts)
     if not record.get("ok"):
         error = step_error(facts, "nvml", "init") or "NVML did not run"
         cause = classify(error)
         if wants_cuda(facts):
             return [
-                check(
+                Check(
                     cid,
                     "fail",
                     "NVML unavailable",
@@ -641,7 +630,7 @@ def rule_cuda_driver(facts: Facts) -> list[Check]:
         reason = (
             "no NVIDIA driver here" if cause and cause.key == "no_driver" else f"NVML unavailable: {first_line(error)}"
         )
-        return [check(cid, "skip", message=reason)]
+        return [Check(cid, "skip", message=reason)]
     driver, driver_cuda = record.get("driver_version", ""), record.get("cuda_driver_version", "")
     major = (release(cuda) or (0,))[0]
     minimum = MIN_DRIVER.get(major)
@@ -649,7 +638,7 @@ def rule_cuda_driver(facts: Facts) -> list[Check]:
     if minimum is None:
         ok = release(driver_cuda)[:1] >= (major,)
         return [
-            check(
+            Check(
                 cid,
                 "pass" if ok else "fail",
                 found,
@@ -660,10 +649,10 @@ def rule_cuda_driver(facts: Facts) -> list[Check]:
         ]
     expected = f"≥ {minimum} for CUDA {cuda}"
     if (release(driver) or (0,))[0] >= minimum:
-        return [check(cid, "pass", found, expected)]
+        return [Check(cid, "pass", found, expected)]
     tag = newest_tag_for_driver(driver_cuda)
     return [
-        check(
+        Check(
             cid,
             "fail",
             found,
@@ -714,15 +703,15 @@ def _tag_for_gpus(facts: Facts) -> str:
 def rule_cuda_arch(facts: Facts) -> list[Check]:
     cid = "cuda.arch"
     if wants_cpu(facts):
-        return [check(cid, "skip", message="--device cpu")]
+        return [Check(cid, "skip", message="--device cpu")]
     if torch_hip(facts):
-        return [check(cid, "skip", message="ROCm build: gfx targets are not checked")]
+        return [Check(cid, "skip", message="ROCm build: gfx targets are not checked")]
     devices = [g for g in gpus(facts) if capability(g)]
     arch_list = step(facts, "torch", "libs").get("arch_list") or []
     if not devices:
-        return [check(cid, "skip", message="no GPU here")]
+        return [Check(cid, "skip", message="no GPU here")]
     if not arch_list:
-        return [check(cid, "skip", message="torch's arch list is unknown (torch did not import, or a CPU-only build)")]
+        return [Check(cid, "skip", message="torch's arch list is unknown (torch did not import, or a CPU-only build)")]
     verdicts = [(g, cap, arch_support(cap, arch_list)) for g in devices if (cap := capability(g))]
     seen: dict[str, str] = {}
     for g, cap, _ in verdicts:
@@ -733,7 +722,7 @@ def rule_cuda_arch(facts: Facts) -> list[Check]:
     missing = [f"sm_{c[0]}{c[1]}" for _, c, v in verdicts if v is None]
     ptx_only = [f"sm_{c[0]}{c[1]}" for _, c, v in verdicts if v == "ptx"]
     if not missing and not ptx_only:
-        return [check(cid, "pass", found, expected)]
+        return [Check(cid, "pass", found, expected)]
     fix = cuda_wheel_fix(facts, _tag_for_gpus(facts))
     torch_warning = next(
         (w for w in step(facts, "torch", "cuda").get("warnings", []) if (cause := classify(w)) and cause.key == "arch"),
@@ -742,7 +731,7 @@ def rule_cuda_arch(facts: Facts) -> list[Check]:
     if missing:
         arches = ", ".join(sorted(set(missing)))
         return [
-            check(
+            Check(
                 cid,
                 "fail",
                 found,
@@ -755,7 +744,7 @@ def rule_cuda_arch(facts: Facts) -> list[Check]:
         ]
     arches = ", ".join(sorted(set(ptx_only)))
     return [
-        check(
+        Check(
             cid,
             "warn",
             found,
@@ -771,16 +760,16 @@ def rule_cuda_cudnn(facts: Facts) -> list[Check]:
     libs = step(facts, "torch", "libs")
     if not torch_ok(facts) or not torch_cuda(facts):
         return [
-            check(
+            Check(
                 "cuda.cudnn", "skip", message="not a CUDA build of torch" if torch_ok(facts) else "torch did not import"
             )
         ]
     if not libs:
-        return [check("cuda.cudnn", "skip", message="the torch probe did not get this far")]
+        return [Check("cuda.cudnn", "skip", message="the torch probe did not get this far")]
     if libs.get("cudnn_available"):
-        return [check("cuda.cudnn", "pass", cudnn_string(libs.get("cudnn_version")), "loads")]
+        return [Check("cuda.cudnn", "pass", cudnn_string(libs.get("cudnn_version")), "loads")]
     return [
-        check(
+        Check(
             "cuda.cudnn",
             "warn",
             "not loadable",
@@ -795,19 +784,19 @@ def rule_cuda_nccl(facts: Facts) -> list[Check]:
     libs = step(facts, "torch", "libs")
     if not torch_ok(facts) or not (torch_cuda(facts) or torch_hip(facts)):
         return [
-            check(
+            Check(
                 "cuda.nccl", "skip", message="not a GPU build of torch" if torch_ok(facts) else "torch did not import"
             )
         ]
     if not libs:
-        return [check("cuda.nccl", "skip", message="the torch probe did not get this far")]
+        return [Check("cuda.nccl", "skip", message="the torch probe did not get this far")]
     if libs.get("nccl_version"):
-        return [check("cuda.nccl", "pass", libs["nccl_version"], "present")]
+        return [Check("cuda.nccl", "pass", libs["nccl_version"], "present")]
     if (facts.get("python") or {}).get("platform") != "linux":
-        return [check("cuda.nccl", "skip", message="NCCL ships only with Linux builds")]
+        return [Check("cuda.nccl", "skip", message="NCCL ships only with Linux builds")]
     status = "warn" if len(gpus(facts)) > 1 else "pass"
     return [
-        check(
+        Check(
             "cuda.nccl",
             status,
             "not found",
@@ -820,14 +809,14 @@ def rule_cuda_nccl(facts: Facts) -> list[Check]:
 
 def rule_cuda_bf16(facts: Facts) -> list[Check]:
     if wants_cpu(facts):
-        return [check("cuda.bf16", "skip", message="--device cpu")]
+        return [Check("cuda.bf16", "skip", message="--device cpu")]
     devices = gpus(facts)
     if not devices:
-        return [check("cuda.bf16", "skip", message="no GPU here")]
+        return [Check("cuda.bf16", "skip", message="no GPU here")]
     if torch_hip(facts):
         bf16 = step(facts, "torch", "cuda").get("bf16")
         return [
-            check(
+            Check(
                 "cuda.bf16",
                 "pass" if bf16 else "warn",
                 "yes" if bf16 else "no",
@@ -840,9 +829,9 @@ def rule_cuda_bf16(facts: Facts) -> list[Check]:
         f"{g.get('name', '?')} (sm_{cap[0]}{cap[1]})" for g in devices if (cap := capability(g)) and cap < (8, 0)
     ]
     if not without:
-        return [check("cuda.bf16", "pass", "all GPUs (sm_80+)", "sm_80+ for --amp bf16")]
+        return [Check("cuda.bf16", "pass", "all GPUs (sm_80+)", "sm_80+ for --amp bf16")]
     return [
-        check(
+        Check(
             "cuda.bf16",
             "warn",
             "no bf16: " + ", ".join(sorted(set(without))),
@@ -857,14 +846,14 @@ def rule_cuda_device_order(facts: Facts) -> list[Check]:
     cid = "cuda.device_order"
     devices = list(nvml(facts).get("devices") or [])
     if len(devices) < 2:
-        return [check(cid, "skip", message="fewer than two GPUs")]
+        return [Check(cid, "skip", message="fewer than two GPUs")]
     names = [d.get("name", "?") for d in devices]
     order = (facts.get("env") or {}).get("CUDA_DEVICE_ORDER")
     if len(set(names)) == 1:
-        return [check(cid, "pass", f"{len(names)}× {names[0]}", "any (identical GPUs)")]
+        return [Check(cid, "pass", f"{len(names)}× {names[0]}", "any (identical GPUs)")]
     found = f"CUDA_DEVICE_ORDER={order}" if order else "CUDA_DEVICE_ORDER unset"
     if order == "PCI_BUS_ID":
-        return [check(cid, "pass", found, "PCI_BUS_ID (cuda:N = nvidia-smi's N)")]
+        return [Check(cid, "pass", found, "PCI_BUS_ID (cuda:N = nvidia-smi's N)")]
     torch_names = [d.get("name") for d in step(facts, "torch", "cuda").get("devices") or []]
     if torch_names and not (facts.get("env") or {}).get("CUDA_VISIBLE_DEVICES") and torch_names != names:
         message = f"torch's cuda:0 is {torch_names[0]} but nvidia-smi's GPU 0 is {names[0]}"
@@ -873,7 +862,7 @@ def rule_cuda_device_order(facts: Facts) -> list[Check]:
             f"mixed GPUs ({', '.join(names)}): torch counts fastest first, nvidia-smi by PCI bus, so indices can differ"
         )
     return [
-        check(
+        Check(
             cid,
             "warn",
             found,
@@ -891,10 +880,10 @@ def rule_numpy_version(facts: Facts) -> list[Check]:
     record = step(facts, "numeric", "numpy")
     installed = pkg(facts, "numpy")
     if record.get("ok"):
-        return [check("numpy.version", "pass", record.get("version", installed or ""), "imports")]
+        return [Check("numpy.version", "pass", record.get("version", installed or ""), "imports")]
     if not installed:
         return [
-            check(
+            Check(
                 "numpy.version",
                 "fail",
                 "not installed",
@@ -905,9 +894,9 @@ def rule_numpy_version(facts: Facts) -> list[Check]:
         ]
     error = step_error(facts, "numeric", "numpy")
     if error is None:
-        return [check("numpy.version", "skip", installed, message="the NumPy probe did not run")]
+        return [Check("numpy.version", "skip", installed, message="the NumPy probe did not run")]
     return [
-        check(
+        Check(
             "numpy.version",
             "fail",
             f"{installed}: import fails",
@@ -954,7 +943,7 @@ def _numpy_fix(package: str, cause: Cause) -> str:
 def rule_numpy_abi(facts: Facts) -> list[Check]:
     numpy = step(facts, "numeric", "numpy").get("version") or pkg(facts, "numpy")
     if not numpy:
-        return [check("numpy.abi", "skip", message="NumPy is not installed")]
+        return [Check("numpy.abi", "skip", message="NumPy is not installed")]
     broken = _numpy_causes(facts)
     loaded = {
         "torch": step(facts, "torch", "numpy").get("ok"),
@@ -965,10 +954,10 @@ def rule_numpy_abi(facts: Facts) -> list[Check]:
     if broken:
         package, (cause, _) = next(iter(broken.items()))
         fixes = " ; ".join(dict.fromkeys(_numpy_fix(p, c) for p, (c, _) in broken.items()))
-        return [check("numpy.abi", "fail", found, expected, fix=fixes, message=f"{package}: {cause.explanation}")]
+        return [Check("numpy.abi", "fail", found, expected, fix=fixes, message=f"{package}: {cause.explanation}")]
     if "ok" not in verdicts.values():
-        return [check("numpy.abi", "skip", found, message="neither torch nor pycocotools got far enough to tell")]
-    return [check("numpy.abi", "pass", found, expected)]
+        return [Check("numpy.abi", "skip", found, message="neither torch nor pycocotools got far enough to tell")]
+    return [Check("numpy.abi", "pass", found, expected)]
 
 
 def rule_pycocotools(facts: Facts) -> list[Check]:
@@ -976,7 +965,7 @@ def rule_pycocotools(facts: Facts) -> list[Check]:
     version, spec = pkg(facts, "pycocotools"), requirement(facts, "pycocotools")
     if not version:
         return [
-            check(
+            Check(
                 cid,
                 "fail",
                 "not installed",
@@ -993,14 +982,14 @@ def rule_pycocotools(facts: Facts) -> list[Check]:
                 fix, message = _numpy_fix("pycocotools", cause), f"{cause.explanation}: {first_line(error)}"
             else:
                 fix, message = PYCOCOTOOLS_FIX, first_line(error)
-            return [check(cid, "fail", f"{version}: {what}", "COCOeval runs", fix=fix, message=message)]
+            return [Check(cid, "fail", f"{version}: {what}", "COCOeval runs", fix=fix, message=message)]
     record = step(facts, "numeric", "cocoeval")
     if not record:
-        return [check(cid, "skip", version, message="the pycocotools probe did not run")]
+        return [Check(cid, "skip", version, message="the pycocotools probe did not run")]
     ap = record.get("ap")
     if ap != 1.0:
         return [
-            check(
+            Check(
                 cid,
                 "fail",
                 f"{version}: AP {ap}",
@@ -1011,7 +1000,7 @@ def rule_pycocotools(facts: Facts) -> list[Check]:
         ]
     if not meets(version, spec):
         return [
-            check(
+            Check(
                 cid,
                 "warn",
                 version,
@@ -1020,14 +1009,14 @@ def rule_pycocotools(facts: Facts) -> list[Check]:
                 message=f"detrdoctor expects pycocotools {spec}",
             )
         ]
-    return [check(cid, "pass", f"{version}, AP 1.0", "COCOeval AP 1.0")]
+    return [Check(cid, "pass", f"{version}, AP 1.0", "COCOeval AP 1.0")]
 
 
 def rule_scipy(facts: Facts) -> list[Check]:
     version, spec = pkg(facts, "scipy"), requirement(facts, "scipy")
     if not version:
         return [
-            check(
+            Check(
                 "scipy.lsa",
                 "fail",
                 "not installed",
@@ -1040,7 +1029,7 @@ def rule_scipy(facts: Facts) -> list[Check]:
     if error:
         cause = classify(error)
         return [
-            check(
+            Check(
                 "scipy.lsa",
                 "fail",
                 f"{version}: fails",
@@ -1050,10 +1039,10 @@ def rule_scipy(facts: Facts) -> list[Check]:
             )
         ]
     if not step(facts, "numeric", "scipy"):
-        return [check("scipy.lsa", "skip", version, message="the scipy probe did not run (see numpy.version)")]
+        return [Check("scipy.lsa", "skip", version, message="the scipy probe did not run (see numpy.version)")]
     if not meets(version, spec):
         return [
-            check(
+            Check(
                 "scipy.lsa",
                 "warn",
                 version,
@@ -1062,7 +1051,7 @@ def rule_scipy(facts: Facts) -> list[Check]:
                 message=f"detrdoctor expects scipy {spec}",
             )
         ]
-    return [check("scipy.lsa", "pass", version, "solves a 3×3")]
+    return [Check("scipy.lsa", "pass", version, "solves a 3×3")]
 
 
 def rule_cli_deps(facts: Facts) -> list[Check]:
@@ -1070,10 +1059,10 @@ def rule_cli_deps(facts: Facts) -> list[Check]:
     for name in ("typer", "rich"):
         version, spec = pkg(facts, name), requirement(facts, name)
         if version and meets(version, spec):
-            checks.append(check(f"deps.{name}", "pass", version, spec))
+            checks.append(Check(f"deps.{name}", "pass", version, spec))
         else:
             checks.append(
-                check(
+                Check(
                     f"deps.{name}",
                     "fail",
                     version or "not installed",
@@ -1093,11 +1082,11 @@ def rule_py_spy(facts: Facts) -> list[Check]:
     spec = requirement(facts, "py-spy")
     fix = f'pip install "py-spy{spec}"'
     if not info.get("path"):
-        return [check("profiling.py-spy", "warn", "not found", spec, fix=fix, message="--profile-cpu needs py-spy")]
+        return [Check("profiling.py-spy", "warn", "not found", spec, fix=fix, message="--profile-cpu needs py-spy")]
     run = info.get("run") or {}
     if not run.get("ok"):
         return [
-            check(
+            Check(
                 "profiling.py-spy",
                 "warn",
                 f"{info['path']} does not run",
@@ -1109,7 +1098,7 @@ def rule_py_spy(facts: Facts) -> list[Check]:
     version = (run.get("output") or "").replace("py-spy", "").strip() or pkg(facts, "py-spy") or "?"
     if not meets(version, spec):
         return [
-            check(
+            Check(
                 "profiling.py-spy",
                 "warn",
                 version,
@@ -1118,26 +1107,26 @@ def rule_py_spy(facts: Facts) -> list[Check]:
                 message=f"detrdoctor expects py-spy {spec}",
             )
         ]
-    return [check("profiling.py-spy", "pass", version, spec)]
+    return [Check("profiling.py-spy", "pass", version, spec)]
 
 
 def rule_ptrace(facts: Facts) -> list[Check]:
     cid = "profiling.ptrace"
     host = facts.get("host") or {}
     if (facts.get("python") or {}).get("platform") != "linux":
-        return [check(cid, "skip", message="ptrace rules are checked on Linux only")]
+        return [Check(cid, "skip", message="ptrace rules are checked on Linux only")]
     scope, cap = host.get("ptrace_scope"), host.get("cap_sys_ptrace")
     found = ("no Yama" if scope is None else f"ptrace_scope={scope}") + (", CAP_SYS_PTRACE" if cap else "")
     expected = "CAP_SYS_PTRACE/scope 0"
     if cap or (scope in (None, 0)):
-        return [check(cid, "pass", found, expected)]
+        return [Check(cid, "pass", found, expected)]
     if host.get("in_container"):
         fix = "docker run --cap-add SYS_PTRACE …  (or on the host: sudo sysctl kernel.yama.ptrace_scope=0)"
     else:
         fix = "sudo sysctl kernel.yama.ptrace_scope=0"
     if scope == 3:
         return [
-            check(
+            Check(
                 cid,
                 "warn",
                 found,
@@ -1150,7 +1139,7 @@ def rule_ptrace(facts: Facts) -> list[Check]:
         message = "py-spy may attach to the trainer that starts it, but not to its DataLoader workers"
     else:
         message = "only a process with CAP_SYS_PTRACE may attach: --profile-cpu fails"
-    return [check(cid, "warn", found, expected, fix=fix, message=message)]
+    return [Check(cid, "warn", found, expected, fix=fix, message=message)]
 
 
 def rule_nvml_package(facts: Facts) -> list[Check]:
@@ -1161,7 +1150,7 @@ def rule_nvml_package(facts: Facts) -> list[Check]:
     swap = "pip uninstall -y pynvml && pip install --force-reinstall nvidia-ml-py"
     if official and old and ships is not False:
         return [
-            check(
+            Check(
                 cid,
                 "warn",
                 f"nvidia-ml-py {official} + pynvml {old}",
@@ -1173,7 +1162,7 @@ def rule_nvml_package(facts: Facts) -> list[Check]:
         ]
     if not official and old:
         return [
-            check(
+            Check(
                 cid,
                 "warn",
                 f"pynvml {old} (deprecated)",
@@ -1184,7 +1173,7 @@ def rule_nvml_package(facts: Facts) -> list[Check]:
         ]
     if not official:
         return [
-            check(
+            Check(
                 cid,
                 "warn",
                 "not installed",
@@ -1196,7 +1185,7 @@ def rule_nvml_package(facts: Facts) -> list[Check]:
     note = f" + pynvml {old} (shim)" if old else ""
     if not meets(official, spec):
         return [
-            check(
+            Check(
                 cid,
                 "warn",
                 f"nvidia-ml-py {official}{note}",
@@ -1205,7 +1194,7 @@ def rule_nvml_package(facts: Facts) -> list[Check]:
                 message=f"detrdoctor expects nvidia-ml-py {spec}",
             )
         ]
-    return [check(cid, "pass", f"nvidia-ml-py {official}{note}", f"nvidia-ml-py{spec}")]
+    return [Check(cid, "pass", f"nvidia-ml-py {official}{note}", f"nvidia-ml-py{spec}")]
 
 
 # ---------------------------------------------------------------- rules: host limits
@@ -1214,17 +1203,17 @@ def rule_nvml_package(facts: Facts) -> list[Check]:
 def rule_shm(facts: Facts) -> list[Check]:
     shm = (facts.get("host") or {}).get("shm")
     if not shm:
-        return [check("host.shm", "skip", message="no /dev/shm on this system")]
+        return [Check("host.shm", "skip", message="no /dev/shm on this system")]
     total = int(shm.get("total_bytes", 0))
-    found = f"{gib(total)} ({gib(int(shm.get('free_bytes', total)))} free)"
+    found = f"{byte_size(total)} ({byte_size(int(shm.get('free_bytes', total)))} free)"
     if total >= SHM_MIN_BYTES:
-        return [check("host.shm", "pass", found, f"≥ {gib(SHM_MIN_BYTES)}")]
+        return [Check("host.shm", "pass", found, f"≥ {byte_size(SHM_MIN_BYTES)}")]
     return [
-        check(
+        Check(
             "host.shm",
             "warn",
             found,
-            f"≥ {gib(SHM_MIN_BYTES)}",
+            f"≥ {byte_size(SHM_MIN_BYTES)}",
             fix="docker run --shm-size=8g …  (or train with --num-workers 0)",
             message="DataLoader workers pass batches through /dev/shm; too little kills them with a bus error",
         )
@@ -1234,17 +1223,17 @@ def rule_shm(facts: Facts) -> list[Check]:
 def rule_nofile(facts: Facts) -> list[Check]:
     limits = (facts.get("host") or {}).get("nofile")
     if not limits:
-        return [check("host.nofile", "skip", message="unknown on this system")]
+        return [Check("host.nofile", "skip", message="unknown on this system")]
     soft, hard = limits.get("soft"), limits.get("hard")
     found = f"{soft} (hard {hard})"
     if soft == "unlimited" or int(soft) >= NOFILE_MIN:
-        return [check("host.nofile", "pass", found, f"≥ {NOFILE_MIN}")]
+        return [Check("host.nofile", "pass", found, f"≥ {NOFILE_MIN}")]
     if hard == "unlimited" or int(hard) >= NOFILE_MIN:
         fix = f"ulimit -n {65536 if hard == 'unlimited' else min(int(hard), 65536)}"
     else:
         fix = "docker run --ulimit nofile=65536:65536 …  (or raise nofile in /etc/security/limits.conf)"
     return [
-        check(
+        Check(
             "host.nofile",
             "warn",
             found,
@@ -1267,16 +1256,16 @@ def effective_cpus(facts: Facts) -> int | None:
 def rule_cpus(facts: Facts) -> list[Check]:
     cpus = effective_cpus(facts)
     if not cpus:
-        return [check("host.cpus", "skip", message="CPU count unknown")]
+        return [Check("host.cpus", "skip", message="CPU count unknown")]
     detail = (facts.get("host") or {}).get("cpus") or {}
     found = f"{cpus} CPUs" + (f" (cgroup quota {detail['cgroup_quota']})" if detail.get("cgroup_quota") else "")
     asked = options(facts).get("num_workers")
     workers = DataConfig().num_workers if asked is None else int(asked)
     expected = f"≥ {workers} ({'--num-workers' if asked is not None else 'default num_workers'})"
     if workers <= cpus:
-        return [check("host.cpus", "pass", found, expected)]
+        return [Check("host.cpus", "pass", found, expected)]
     return [
-        check(
+        Check(
             "host.cpus",
             "warn",
             found,
@@ -1290,13 +1279,13 @@ def rule_cpus(facts: Facts) -> list[Check]:
 def rule_disk(facts: Facts) -> list[Check]:
     disk = (facts.get("host") or {}).get("disk")
     if not disk:
-        return [check("host.disk", "skip", message="unknown")]
+        return [Check("host.disk", "skip", message="unknown")]
     free = int(disk.get("free_bytes", 0))
-    found, expected = f"{gib(free)} free", f"≥ {gib(DISK_MIN_BYTES)} in ./runs"
+    found, expected = f"{byte_size(free)} free", f"≥ {byte_size(DISK_MIN_BYTES)} in ./runs"
     if free >= DISK_MIN_BYTES:
-        return [check("host.disk", "pass", found, expected)]
+        return [Check("host.disk", "pass", found, expected)]
     return [
-        check(
+        Check(
             "host.disk",
             "warn",
             found,
@@ -1326,10 +1315,10 @@ def rule_dataset(facts: Facts) -> list[Check]:
     if not step(facts, "dataset", "root").get("exists"):
         error = step_error(facts, "dataset", "root")
         if error:
-            return [check("dataset.layout", "fail", "probe failed", "a dataset folder", message=first_line(error))]
+            return [Check("dataset.layout", "fail", "probe failed", "a dataset folder", message=first_line(error))]
         archive = step(facts, "dataset", "root").get("archive")
         return [
-            check(
+            Check(
                 "dataset.layout",
                 "fail",
                 f"{root}: an archive" if archive else f"{root}: not found",
@@ -1346,20 +1335,17 @@ def rule_dataset(facts: Facts) -> list[Check]:
     if doctor.get("checks"):
         rows += doctor["checks"]
     elif step_error(facts, "dataset", "doctor"):
-        doctor_row: dict[str, Any] = (  # as the doctor's rows: a check plus count and example
-            {
-                **check(
-                    "data.checks",
-                    "fail",
-                    "not judged",
-                    "the dataset doctor's checks",
-                    message=first_line(step_error(facts, "dataset", "doctor")),
-                ),
-                "count": None,
-                "example": "",
-            }
+        rows.append(
+            Check(  # as the doctor's rows: a check plus count and example
+                "data.checks",
+                "fail",
+                "not judged",
+                "the dataset doctor's checks",
+                message=first_line(step_error(facts, "dataset", "doctor")),
+                count=None,
+                example="",
+            )
         )
-        rows.append(doctor_row)
     return rows
 
 
@@ -1367,9 +1353,9 @@ def _layout(facts: Facts) -> Check:
     layout = step(facts, "dataset", "layout")
     expected = "a layout detrdoctor reads"
     if layout.get("description"):
-        return check("dataset.layout", "pass", layout["description"], expected)
+        return Check("dataset.layout", "pass", layout["description"], expected)
     error = step_error(facts, "dataset", "layout") or "layout not determined"
-    return check(
+    return Check(
         "dataset.layout",
         "fail",
         "no usable layout",
@@ -1392,30 +1378,27 @@ def _annotations(splits: list[dict[str, Any]]) -> Check:
         s = broken[0]
         what, _, fix = first_line(s["parse_error"]).partition("; fix: ")
         problems = [line for b in broken for line in b.get("problems") or [b["parse_error"]]]
-        failed: dict[str, Any] = {  # a check plus every problem line
-            **check(
-                "dataset.annotations",
-                "fail",
-                found or "not usable",
-                expected,
-                fix=fix or f"regenerate or re-download {s['annotations']}",
-                message=what,
-            ),
-            "problems": problems,
-        }
-        return failed
+        return Check(  # a check plus every problem line
+            "dataset.annotations",
+            "fail",
+            found or "not usable",
+            expected,
+            fix=fix or f"regenerate or re-download {s['annotations']}",
+            message=what,
+            problems=problems,
+        )
     if not parsed:
-        return check("dataset.annotations", "skip", message="no annotation file found (see dataset.layout)")
-    return check("dataset.annotations", "pass", found, expected)
+        return Check("dataset.annotations", "skip", message="no annotation file found (see dataset.layout)")
+    return Check("dataset.annotations", "pass", found, expected)
 
 
 def _images(splits: list[dict[str, Any]]) -> Check:
     parsed = [s for s in splits if s.get("counts")]
     if not parsed:
-        return check("dataset.images", "skip", message="no parsed annotation file")
+        return Check("dataset.images", "skip", message="no parsed annotation file")
     missing = [s for s in parsed if s.get("missing_images")]
     if not missing:
-        return check(
+        return Check(
             "dataset.images",
             "pass",
             f"all {sum(s['counts']['images'] for s in parsed)} present",
@@ -1423,7 +1406,7 @@ def _images(splits: list[dict[str, Any]]) -> Check:
         )
     found = ", ".join(f"{s['name']}: {s['missing_images']} of {s['counts']['images']} missing" for s in missing)
     first = "; ".join(f"{s['name']}/{', '.join(s.get('missing_first', []))}" for s in missing)
-    return check(
+    return Check(
         "dataset.images",
         "fail",
         found,
@@ -1439,7 +1422,7 @@ def _decode(splits: list[dict[str, Any]]) -> Check:
     errors = [d["error"] for _, d in decodes if d.get("error")]
     failed = [(s["name"], f) for s, d in decodes for f in d.get("failed", [])]
     if errors and not tried:
-        return check(
+        return Check(
             "dataset.decode",
             "warn",
             "not tried",
@@ -1448,11 +1431,11 @@ def _decode(splits: list[dict[str, Any]]) -> Check:
             message=first_line(errors[0]),
         )
     if not tried:
-        return check("dataset.decode", "skip", message="no images to sample")
+        return Check("dataset.decode", "skip", message="no images to sample")
     if not failed:
-        return check("dataset.decode", "pass", f"{tried}/{tried} decoded", "a sample decodes")
+        return Check("dataset.decode", "pass", f"{tried}/{tried} decoded", "a sample decodes")
     name, first = failed[0]
-    return check(
+    return Check(
         "dataset.decode",
         "fail",
         f"{len(failed)} of {tried} sampled images fail",
@@ -1495,10 +1478,3 @@ RULES: tuple[Callable[[Facts], list[Check]], ...] = (
 def judge(facts: Facts) -> list[Check]:
     """Every rule's checks, in a fixed order."""
     return [c for rule in RULES for c in rule(facts)]
-
-
-def summarize(checks: list[Check], strict: bool) -> dict[str, Any]:
-    """Counts by status and the exit code: 1 on any fail (and, with --strict, on any warn)."""
-    counts = {s: sum(1 for c in checks if c["status"] == s) for s in STATUSES}
-    failing = counts["fail"] + (counts["warn"] if strict else 0)
-    return {**counts, "total": len(checks), "strict": strict, "ok": failing == 0, "exit_code": 1 if failing else 0}

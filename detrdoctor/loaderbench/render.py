@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from detrdoctor.fmt import number
 from detrdoctor.loaderbench.results import Recommendation, SettingResult, Starvation
 from detrdoctor.loaderbench.stages import STAGES
 
@@ -37,10 +38,6 @@ class Report:
             "starvation": dataclasses.asdict(self.starvation),
             "notes": self.notes,
         }
-
-
-def _num(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
 
 
 def _mib(value: int | None) -> str:
@@ -91,7 +88,7 @@ def results_table(report: Report) -> Table:
                 f"{r.first_batch_s:.2f} s",
                 f"{r.images_per_s:.1f}±{r.images_per_s_spread:.1f}",
                 f"{r.batches_per_s:.2f}",
-                _num(r.cpu_percent, ".0f"),
+                number(r.cpu_percent, ".0f", "n/a"),
                 _mib(r.peak_rss_bytes),
                 _mib(r.pss_bytes),
                 wait_cell,
@@ -121,8 +118,8 @@ def stages_table(report: Report) -> Table | None:
         [
             str(r.num_workers),
             r.pin_memory,
-            *(_num(r.stages_ms.get(s), ".2f") for s in STAGES),
-            *((_num(r.h2d_copy_ms, ".2f"),) if has_h2d else ()),
+            *(number(r.stages_ms.get(s), ".2f", "n/a") for s in STAGES),
+            *((number(r.h2d_copy_ms, ".2f", "n/a"),) if has_h2d else ()),
         ]
         for r in timed
     ]

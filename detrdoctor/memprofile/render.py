@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from detrdoctor.fmt import byte_size, number
 from detrdoctor.memprofile.request import PointResult
 from detrdoctor.memprofile.summary import Summary, used_bytes
 
@@ -31,18 +32,6 @@ CSV_FIELDS = [
     "device",
     "error",
 ]
-
-
-def fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "–"
-    if n >= 2**30:
-        return f"{n / 2**30:.2f} GiB"
-    return f"{n / 2**20:.0f} MiB" if n >= 10 * 2**20 else f"{n / 2**20:.1f} MiB"
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
 
 
 def render_text(summary: Summary, console: Console) -> None:
@@ -76,8 +65,8 @@ def _header(s: Summary) -> Text:
     ]
     if s.target is not None:
         lines.append(
-            f"planning for {escape(s.target.name)}: {fmt_bytes(s.target.memory_bytes)}, "
-            f"{s.safety_margin:.0%} safety margin → {fmt_bytes(s.usable_bytes)} usable"
+            f"planning for {escape(s.target.name)}: {byte_size(s.target.memory_bytes)}, "
+            f"{s.safety_margin:.0%} safety margin → {byte_size(s.usable_bytes)} usable"
         )
     if s.shape.source == "dataset":
         d = s.shape.distribution
@@ -132,16 +121,16 @@ def _table(s: Summary) -> Table:
         row: list[str | Text] = [
             str(r.batch_size),
             r.amp,
-            fmt_bytes(r.peak_bytes),
-            fmt_bytes(r.reserved_bytes),
-            fmt_bytes(used_bytes(r)) if r.status == "ok" else "–",
+            byte_size(r.peak_bytes),
+            byte_size(r.reserved_bytes),
+            byte_size(used_bytes(r)) if r.status == "ok" else "–",
             f"{r.step_time_s * 1000:.0f} ms" if r.step_time_s else "–",
-            _fmt(r.images_per_s, ".1f"),
+            number(r.images_per_s, ".1f", "–"),
             _fits_cell(s, r),
         ]
         if estimates:
             e = estimates.get((r.batch_size, r.amp))
-            row.append(fmt_bytes(e.peak_bytes) if e else "–")
+            row.append(byte_size(e.peak_bytes) if e else "–")
         if errors:
             error = errors.get((r.batch_size, r.amp))
             row.append(
@@ -171,7 +160,7 @@ def _chart(s: Summary) -> Group:
                 if limit_col is not None and limit_col < BAR_WIDTH:
                     bar[limit_col] = "│"
                 line.append("".join(bar), style="red" if s.fits(r) is False else "green")
-                line.append(f" {fmt_bytes(used_bytes(r))}")
+                line.append(f" {byte_size(used_bytes(r))}")
             parts.append(line)
     return Group(*parts)
 
@@ -189,9 +178,9 @@ def _savings(s: Summary) -> Table | None:
             str(row["batch_size"]),
             row["amp"],
             f"{row['memory_ratio']:.2f}×",
-            fmt_bytes(row["memory_saved_bytes"])
+            byte_size(row["memory_saved_bytes"])
             if row["memory_saved_bytes"] >= 0
-            else "−" + fmt_bytes(-row["memory_saved_bytes"]),
+            else "−" + byte_size(-row["memory_saved_bytes"]),
             speed,
         )
     return table

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from typing import Any
 
 from detr.engine.metrics import EvalRecord, EventRecord, MetricsRecord, StepRecord, is_eval, is_event, is_step
+from detrdoctor.fmt import finite_floats
 from detrdoctor.triage import triage_check
 from detrdoctor.triage.schedule import share
+from detrdoctor.verdict import Check
 
 MIN_STEPS = 30  # step records needed before a trend means anything
 PLATEAU = 0.97  # the last third of the run's loss above this share of the middle third: no progress
@@ -17,10 +17,6 @@ AP_ZERO = 0.01
 LOSS_FELL = 0.8  # the last third's loss below this share of the first third's
 DATA_WAIT = 0.2  # share of the step spent waiting for the next batch
 TOO_FEW = 10
-
-
-def finite(values: list[Any]) -> list[float]:
-    return [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
 
 
 def thirds(values: list[float]) -> tuple[float, float, float]:
@@ -32,7 +28,7 @@ def thirds(values: list[float]) -> tuple[float, float, float]:
 
 def judge_history(
     records: list[MetricsRecord], lr_drop: int, epochs: int, needed: tuple[int, str] | None
-) -> list[dict[str, str]]:
+) -> list[Check]:
     """run.* checks; `needed` is (steps, why) from the schedule rules, None when the dataset is not at hand."""
     steps = [r for r in records if is_step(r)]
     evals = [r for r in records if is_eval(r)]
@@ -48,8 +44,8 @@ def judge_history(
     ]
 
 
-def rule_plateau(steps: list[StepRecord]) -> dict[str, str]:
-    losses = finite([r.get("loss") for r in steps])
+def rule_plateau(steps: list[StepRecord]) -> Check:
+    losses = finite_floats([r.get("loss") for r in steps])
     if len(losses) < MIN_STEPS:
         return triage_check("run", "run.plateau", "skip", message=f"{len(losses)} step records, need {MIN_STEPS}")
     first, middle, last = thirds(losses)
@@ -67,8 +63,8 @@ def rule_plateau(steps: list[StepRecord]) -> dict[str, str]:
     return triage_check("run", "run.plateau", "pass", found, f"last third < {PLATEAU:.0%} of the middle")
 
 
-def rule_class_error(steps: list[StepRecord]) -> dict[str, str]:
-    errors = finite([r.get("class_error") for r in steps])
+def rule_class_error(steps: list[StepRecord]) -> Check:
+    errors = finite_floats([r.get("class_error") for r in steps])
     if not errors:
         return triage_check("run", "run.class_error", "skip", message="no class_error in the step records")
     tail = errors[-max(1, len(errors) // 10) :]
@@ -88,11 +84,11 @@ def rule_class_error(steps: list[StepRecord]) -> dict[str, str]:
     return triage_check("run", "run.class_error", "pass", found, expected)
 
 
-def rule_eval_vs_loss(steps: list[StepRecord], evals: list[EvalRecord]) -> dict[str, str]:
-    ap50 = finite([e.get("AP50") for e in evals])
+def rule_eval_vs_loss(steps: list[StepRecord], evals: list[EvalRecord]) -> Check:
+    ap50 = finite_floats([e.get("AP50") for e in evals])
     if not ap50:
         return triage_check("run", "run.eval_vs_loss", "skip", message="no evaluation in the run")
-    losses = finite([r.get("loss") for r in steps])
+    losses = finite_floats([r.get("loss") for r in steps])
     best = max(ap50)
     found = f"best AP50 {best:.3f} in {len(ap50)} evaluations"
     if best > AP_ZERO or len(losses) < 3:
@@ -121,8 +117,8 @@ def rule_eval_vs_loss(steps: list[StepRecord], evals: list[EvalRecord]) -> dict[
     )
 
 
-def rule_lr(steps: list[StepRecord], lr_drop: int, epochs: int) -> dict[str, str]:
-    lrs = finite([r.get("lr") for r in steps])
+def rule_lr(steps: list[StepRecord], lr_drop: int, epochs: int) -> Check:
+    lrs = finite_floats([r.get("lr") for r in steps])
     if not lrs:
         return triage_check("run", "run.lr", "skip", message="no lr in the step records")
     last_epoch = max(int(r.get("epoch", 0)) for r in steps)
@@ -153,7 +149,7 @@ def rule_lr(steps: list[StepRecord], lr_drop: int, epochs: int) -> dict[str, str
     return triage_check("run", "run.lr", "pass", found, f"{expected} (not reached yet)")
 
 
-def rule_events(events: list[EventRecord]) -> dict[str, str]:
+def rule_events(events: list[EventRecord]) -> Check:
     troubles = [e for e in events if e.get("severity") in ("warning", "error")]
     kinds = Counter(e.get("kind", "?") for e in troubles)
     found = ", ".join(f"{k} ×{n}" for k, n in kinds.most_common(4)) or "none"
@@ -182,7 +178,7 @@ def rule_events(events: list[EventRecord]) -> dict[str, str]:
     return triage_check("run", "run.events", "pass", found, "none")
 
 
-def rule_data_wait(steps: list[StepRecord]) -> dict[str, str]:
+def rule_data_wait(steps: list[StepRecord]) -> Check:
     timed = [r for r in steps[len(steps) // 20 :] if r.get("step_time_s") and r.get("data_time_s") is not None]
     if not timed:
         return triage_check("run", "run.data_wait", "skip", message="no step timings in the records")
@@ -201,7 +197,7 @@ def rule_data_wait(steps: list[StepRecord]) -> dict[str, str]:
     return triage_check("run", "run.data_wait", "pass", found, expected)
 
 
-def rule_steps(steps: list[StepRecord], needed: tuple[int, str] | None) -> dict[str, str]:
+def rule_steps(steps: list[StepRecord], needed: tuple[int, str] | None) -> Check:
     if not steps:
         return triage_check("run", "run.steps", "skip", message="no step records")
     done = max(int(r.get("step", 0)) for r in steps)

@@ -6,7 +6,7 @@ Boxes that do not sit on the objects give away xyxy-vs-xywh and EXIF mistakes at
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from detr.config import RunConfig
     from detr.engine.trainer import Trainer
 
-MIN_SIDE = 384  # small images are enlarged (by a whole factor) so that names stay readable
+MIN_SIDE = 384  # training samples are small after the transforms: enlarged more than predict's images
 TARGET_COLOUR, PREDICTION_COLOUR = (0, 255, 0), (255, 0, 0)
 SCORE = 0.5  # predictions drawn: the most likely real class at least this probable
 
@@ -30,17 +30,14 @@ def to_uint8(image: torch.Tensor) -> torch.Tensor:
 
 
 def draw(image: torch.Tensor, layers: list[tuple[torch.Tensor, list[str], tuple[int, int, int]]], path: Path) -> None:
-    """Draw each layer's pixel xyxy boxes with its labels and colour on an enlarged copy of `image`; write a PNG."""
-    import torchvision.transforms.v2.functional as F
+    """Each layer's pixel xyxy boxes, with its labels and in its colour, on an enlarged copy of `image`; a PNG."""
     from PIL import Image
-    from torchvision.utils import draw_bounding_boxes
 
-    h, w = image.shape[-2:]
-    factor = max(1, MIN_SIDE // max(h, w))
-    canvas = F.resize(image, [h * factor, w * factor], antialias=True) if factor > 1 else image
+    from detrdoctor.predictions.draw import draw_boxes, enlarged
+
+    canvas, factor = enlarged(image, MIN_SIDE)
     for boxes, labels, colour in layers:
-        if len(boxes):
-            canvas = draw_bounding_boxes(canvas, boxes.float().cpu() * factor, labels=labels, colors=colour, width=2)
+        canvas = draw_boxes(canvas, boxes.float().cpu() * factor, (), labels, colour)
     Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(path)
 
 
@@ -56,11 +53,12 @@ def pixel_boxes(relative_cxcywh: torch.Tensor, size: tuple[int, int]) -> torch.T
 
 def draw_training_samples(cfg: RunConfig, image_ids: list[int], folder: Path) -> list[str]:
     """The images `image_ids` after the run's training transforms (epoch 0), target boxes and class names drawn."""
+    from detr.checkpoint import coco_category_names
     from detr.data import build_dataset
 
     dataset = build_dataset(cfg.data, "train", train=True, seed=cfg.train.seed)
     dataset.set_epoch(0)
-    names = category_names(dataset.coco)
+    names = coco_category_names(dataset.coco)
     index = {image_id: i for i, image_id in enumerate(dataset.ids)}
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -79,11 +77,12 @@ def draw_predictions(trainer: Trainer, folder: Path) -> list[str]:
     """The overfit model's predictions (red, with scores) over the targets (green) on the images it trained on."""
     import torch
 
+    from detr.checkpoint import coco_category_names
     from detr.data import collate_batch
 
     dataset = trainer.val_set
     assert dataset is not None  # the overfit run evaluates
-    names = category_names(dataset.coco)
+    names = coco_category_names(dataset.coco)
     samples = [dataset[i] for i in range(len(dataset))]
     images, mask, targets = collate_batch(samples)
     model = trainer.model_without_ddp
@@ -107,7 +106,3 @@ def draw_predictions(trainer: Trainer, folder: Path) -> list[str]:
         )
         written.append(str(path))
     return written
-
-
-def category_names(coco: Any) -> dict[int, str]:
-    return {int(i): str(c.get("name", i)) for i, c in coco.cats.items()}

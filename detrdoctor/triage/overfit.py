@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 from detr.criterion import LOSS_TERMS
 from detr.engine.callbacks import Callback, StepContext, TrainerView
 from detr.engine.metrics import StepRecord
+from detrdoctor.fmt import number
 from detrdoctor.triage import triage_check
+from detrdoctor.verdict import Check, fail_or_pass
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -213,7 +215,7 @@ def stuck(start: float | None, end: float | None) -> bool:
     return start is not None and end is not None and end > STUCK * start
 
 
-def judge_overfit(facts: dict[str, Any], cfg: RunConfig) -> list[dict[str, str]]:
+def judge_overfit(facts: dict[str, Any], cfg: RunConfig) -> list[Check]:
     """overfit.fit, overfit.labels, overfit.boxes and overfit.finite from the overfit run's records."""
     s = "overfit"
     n, steps, ap50 = facts["images"], facts["steps"], facts["ap50"]
@@ -257,7 +259,8 @@ def judge_overfit(facts: dict[str, Any], cfg: RunConfig) -> list[dict[str, str]]
             found,
             expected,
             "check lr > 0 and that parameters train (lr_backbone, frozen layers)",
-            f"nothing moves: the loss went from {_num(loss_start)} to {_num(loss_end)}; frozen "
+            f"nothing moves: the loss went from {number(loss_start, '.3f', '?')} to "
+            f"{number(loss_end, '.3f', '?')}; frozen "
             "parameters or a zero learning rate",
         )
     elif unscored:
@@ -303,7 +306,7 @@ def judge_overfit(facts: dict[str, Any], cfg: RunConfig) -> list[dict[str, str]]
             f"the model did not memorise {n} images yet, but every loss still falls: more steps",
         )
     both = " (both heads stuck: the cause is likely common, see overfit.fit)" if labels_stuck and boxes_stuck else ""
-    labels = verdict_row(
+    labels = fail_or_pass(
         "overfit.labels",
         labels_stuck,
         f"loss_ce {_span(ce)}, class_error {_span(error, '.0f')}",
@@ -311,6 +314,7 @@ def judge_overfit(facts: dict[str, Any], cfg: RunConfig) -> list[dict[str, str]]
         "check category ids against num_classes (data rows) and eos_coef (schedule.eos_coef)",
         "the classifier does not learn the labels: category ids colliding with the no-object class, or an "
         "eos_coef that drowns the objects, usually" + both,
+        section=s,
     )
     if unscored:
         return [
@@ -329,7 +333,7 @@ def judge_overfit(facts: dict[str, Any], cfg: RunConfig) -> list[dict[str, str]]
                 "learned clamped and scored unclamped",
             ),
         ]
-    boxes = verdict_row(
+    boxes = fail_or_pass(
         "overfit.boxes",
         boxes_stuck,
         f"loss_bbox {_span(bbox)}, loss_giou {_span(giou)}",
@@ -337,18 +341,12 @@ def judge_overfit(facts: dict[str, Any], cfg: RunConfig) -> list[dict[str, str]]
         "look at the drawn samples: boxes must sit on the objects (box format, image size/EXIF, transforms)",
         "the box regression does not learn: boxes that do not match the images (sizes, EXIF rotation), or "
         "transforms that move images but not boxes" + both,
+        section=s,
     )
     return [finite, fit, labels, boxes]
 
 
-def verdict_row(id: str, failing: bool, found: str, expected: str, fix: str, message: str) -> dict[str, str]:
-    """A fail row with its fix and reason, or a pass row without them (they would not be true)."""
-    if failing:
-        return triage_check("overfit", id, "fail", found, expected, fix, message)
-    return triage_check("overfit", id, "pass", found, expected)
-
-
-def rule_finite(events: list[dict[str, Any]], cfg: RunConfig, fits: bool) -> dict[str, str]:
+def rule_finite(events: list[dict[str, Any]], cfg: RunConfig, fits: bool) -> Check:
     """Non-finite steps fail; the watchdog's run-away warnings fail too when the model could not fit."""
     t = cfg.train
     fix = f"lower the lr: [train] lr = {t.lr / 10:g}, lr_backbone = {t.lr_backbone / 10:g}" + (
@@ -382,9 +380,5 @@ def rule_finite(events: list[dict[str, Any]], cfg: RunConfig, fits: bool) -> dic
     return triage_check("overfit", "overfit.finite", "pass", "every step finite, no run-away values", "none")
 
 
-def _num(value: float | None, spec: str = ".3f") -> str:
-    return "?" if value is None else format(value, spec)
-
-
 def _span(ends: tuple[float | None, float | None], spec: str = ".3f") -> str:
-    return f"{_num(ends[0], spec)} → {_num(ends[1], spec)}"
+    return f"{number(ends[0], spec, '?')} → {number(ends[1], spec, '?')}"

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from detrdoctor.triage import triage_check
+from detrdoctor.verdict import Check
 
 if TYPE_CHECKING:
     from detr.config import RunConfig
@@ -81,7 +82,7 @@ def steps_needed(cfg: RunConfig, facts: dict[str, Any]) -> tuple[int, str]:
     return SCRATCH_STEPS, "no pretrained weights at all: ~300k, more in practice"
 
 
-def judge_schedule(cfg: RunConfig, facts: dict[str, Any]) -> list[dict[str, str]]:
+def judge_schedule(cfg: RunConfig, facts: dict[str, Any]) -> list[Check]:
     return [
         rule_steps(cfg, facts),
         rule_lr_drop(cfg, facts),
@@ -93,7 +94,7 @@ def judge_schedule(cfg: RunConfig, facts: dict[str, Any]) -> list[dict[str, str]
     ]
 
 
-def rule_steps(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, str]:
+def rule_steps(cfg: RunConfig, facts: dict[str, Any]) -> Check:
     total, (needed, why) = total_steps(cfg, facts), steps_needed(cfg, facts)
     found = f"{total:,} steps ({cfg.train.epochs} epochs × {steps_per_epoch(cfg, facts):,})"
     expected = f"≥ {needed:,} ({why})"
@@ -125,7 +126,7 @@ def share(part: float, whole: float) -> str:
     return f"{part / whole:.0%}" if part >= whole / 100 else f"{part / whole:.2%}"
 
 
-def rule_lr_drop(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, str]:
+def rule_lr_drop(cfg: RunConfig, facts: dict[str, Any]) -> Check:
     epochs = math.ceil(total_steps(cfg, facts) / steps_per_epoch(cfg, facts))
     drop, found = cfg.train.lr_drop, f"lr_drop {cfg.train.lr_drop} with {epochs} epochs"
     expected = f"< {epochs} (the paper: 200 of 300)"
@@ -160,7 +161,7 @@ def lr_band(batch: int) -> tuple[float, float]:
     return scaled, max(scaled, PAPER_LR)
 
 
-def rule_lr(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, str]:
+def rule_lr(cfg: RunConfig, facts: dict[str, Any]) -> Check:
     from detr.config import optimizer_batch_size
 
     batch = optimizer_batch_size(cfg.train) * facts["world_size"]  # the optimizer's batch: accumulation included
@@ -202,7 +203,7 @@ def rule_lr(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, str]:
     return triage_check("schedule", "schedule.lr", "pass", found, expected)
 
 
-def rule_lr_backbone(cfg: RunConfig) -> dict[str, str]:
+def rule_lr_backbone(cfg: RunConfig) -> Check:
     t = cfg.train
     pretrained = cfg.model.backbone_weights != "none" or bool(t.weights)
     found, expected = f"{t.lr_backbone:g} with lr {t.lr:g}", f"≈ lr / 10 ({t.lr / 10:g}) for pretrained weights"
@@ -221,7 +222,7 @@ def rule_lr_backbone(cfg: RunConfig) -> dict[str, str]:
     return triage_check("schedule", "schedule.lr_backbone", "pass", found, expected)
 
 
-def rule_clip(cfg: RunConfig) -> dict[str, str]:
+def rule_clip(cfg: RunConfig) -> Check:
     clip = cfg.train.clip_max_norm
     found, expected = "off" if clip == 0 else f"max norm {clip:g}", f"max norm {PAPER_CLIP} (the paper)"
     if clip == 0:
@@ -237,7 +238,7 @@ def rule_clip(cfg: RunConfig) -> dict[str, str]:
     return triage_check("schedule", "schedule.clip", "pass", found, expected)
 
 
-def rule_eos_coef(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, str]:
+def rule_eos_coef(cfg: RunConfig, facts: dict[str, Any]) -> Check:
     m, objects = cfg.model, facts["objects_per_image"]
     spare = m.num_queries - objects
     if objects <= 0 or spare <= 0:
@@ -275,7 +276,7 @@ def rule_eos_coef(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, str]:
     return triage_check("schedule", "schedule.eos_coef", "pass", found, expected)
 
 
-def rule_amp(cfg: RunConfig, facts: dict[str, Any]) -> dict[str, str]:
+def rule_amp(cfg: RunConfig, facts: dict[str, Any]) -> Check:
     amp, found = cfg.train.amp, f"amp {cfg.train.amp}"
     if amp == "fp16" and facts["bf16"]:
         return triage_check(

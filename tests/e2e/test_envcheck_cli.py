@@ -204,7 +204,7 @@ def test_modules_and_help_do_not_import_torch():
     code = (
         "import sys\n"
         "import detrdoctor.cli, detrdoctor.envcheck, detrdoctor.envcheck.collect, detrdoctor.envcheck.rules\n"
-        "import detrdoctor.envcheck.render, detrdoctor.envcheck.probes\n"
+        "import detrdoctor.envcheck.render, detrdoctor.envcheck.probes, detrdoctor.verdict\n"
         "assert not {'torch', 'torchvision', 'numpy', 'pycocotools'} & set(sys.modules), 'heavy import'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -2,13 +2,14 @@ import json
 
 import numpy as np
 import pytest
+from golden import assert_golden, row_keys
 from typer.testing import CliRunner
 
 from detr.data import build_dataset
 from detr.engine.error_breakdown import error_breakdown
 from detr.engine.trainer import Trainer
-from detrdoctor.ap_breakdown import judge_breakdown
 from detrdoctor.cli import app
+from detrdoctor.predictions.ap_breakdown import judge_breakdown
 
 
 @pytest.fixture
@@ -74,6 +75,8 @@ def test_evaluate_breakdown_in_json_and_as_a_chart(tiny_cfg, tmp_path):
     assert list(breakdown["AP_at_iou"]) == ["0.1", "0.3", "0.5", "0.7", "0.9"]
     assert breakdown["AP_at_iou"]["0.5"] == pytest.approx(report["AP50"])
     assert {f["check"] for f in breakdown["findings"]} == {"labels", "localisation", "spare boxes", "missed objects"}
+    golden = {"top_level": list(report), "breakdown": list(breakdown), "finding_keys": row_keys(breakdown["findings"])}
+    assert_golden("evaluate_breakdown_cli", golden | {"checks": [f["check"] for f in breakdown["findings"]]})
 
     result = CliRunner().invoke(app, ["evaluate", "--weights", weights, "--breakdown"])
     assert result.exit_code == 0, result.output

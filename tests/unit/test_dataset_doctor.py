@@ -12,7 +12,7 @@ from exports import ROBOFLOW_CATEGORIES, coco_json, write_image
 from detr.config import RunConfig
 from detr.errors import DataError
 from detrdoctor.callbacks.data_gate import DataCheckEvents, stop_on_failures
-from detrdoctor.dataset_doctor import diagnose_dataset
+from detrdoctor.datadoctor.doctor import diagnose_dataset
 
 IDS = (
     "data.num_classes",

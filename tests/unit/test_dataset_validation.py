@@ -34,7 +34,7 @@ from detr.config import DataConfig, RunConfig
 from detr.data import check_dataset
 from detr.data.split import training_objects_limit
 from detr.errors import DataError
-from detrdoctor.dataset_doctor import diagnose_dataset, read_headers
+from detrdoctor.datadoctor.doctor import diagnose_dataset, read_headers
 
 TRAIN_FILE = "annotations/instances_train2017.json"
 

@@ -15,7 +15,7 @@ from detr.engine.confusion import confusion_matrix
 from detr.engine.evaluate import accumulated_cocoeval, per_class_ap, summary_stats
 from detr.engine.precision_recall import best_f1_points, pr_curves, score_thresholds
 from detr.engine.tide import ERROR_TYPES, ap50, error_costs
-from detrdoctor.error_types import judge_errors
+from detrdoctor.predictions.error_types import judge_errors
 
 SIDE = 40.0
 # IoU of two SIDE×SIDE squares offset by d along x is (SIDE - d) / (SIDE + d): 0.3 at d = SIDE·0.7/1.3.

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from detrdoctor.envcheck import rules
-from detrdoctor.envcheck.rules import judge, summarize
+from detrdoctor.envcheck.rules import judge
+from detrdoctor.verdict import STATUSES, summarize
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "envcheck" / "gpu_node_ok.json"
 BASE_FACTS = json.loads(FIXTURE.read_text())["facts"]
@@ -65,7 +66,7 @@ def test_every_check_has_the_contract_keys_and_string_values(facts):
     for c in judge(facts):
         assert list(c) == ["id", "status", "found", "expected", "fix", "message"]
         assert all(isinstance(v, str) for v in c.values())
-        assert c["status"] in rules.STATUSES
+        assert c["status"] in STATUSES
 
 
 def test_empty_or_partial_facts_judge_without_crashing():
@@ -74,7 +75,7 @@ def test_empty_or_partial_facts_judge_without_crashing():
         {"format": 1, "probes": {"torch": {"error": "probe timed out after 180 s", "steps": {}}}},
     ):
         checks = judge(partial)
-        assert checks and all(c["status"] in rules.STATUSES for c in checks)
+        assert checks and all(c["status"] in STATUSES for c in checks)
 
 
 # ---------------------------------------------------------------- versions and pairing

@@ -1,9 +1,9 @@
 """The dataset doctor: one judgement of a dataset against the model that will train on it.
 
 Collect the facts (the annotation files of both splits and the headers of a sample of images), then judge
-them with plain rules, as env-check does. Each check is an env-check row (`detrdoctor.envcheck.rules.check`)
-plus `count` (how many annotations, images or categories are concerned; None when not counted) and
-`example` (a file name or annotation id). Used by `env-check --coco-path`, by `train` before the first
+them with plain rules, as env-check does. Each check is a `detrdoctor.verdict.Check` with two details: `count`
+(how many annotations, images or categories are concerned; None when not counted) and `example` (a file name
+or annotation id). Used by `env-check --coco-path`, by `train` before the first
 step (fail rows stop it, warn rows become `data_check` events) and by `triage`.
 """
 
@@ -19,14 +19,12 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
-from detrdoctor.envcheck.rules import check
+from detrdoctor.verdict import Check
 
 if TYPE_CHECKING:
     from detr.config import RunConfig
     from detr.data.split import SplitData
     from detr.data.targets import BoxFates
-
-Row = dict[str, Any]
 
 QUERIES_CLOSE = 0.8  # an image with more objects than this share of num_queries leaves few spare queries
 XYXY_FAIL, XYXY_WARN = 0.25, 0.1  # shares of the boxes that fit the image only read as [x1, y1, x2, y2]
@@ -77,7 +75,7 @@ class SplitFacts:
         return Boxes.of(self)
 
 
-def diagnose_dataset(cfg: RunConfig, sample_images: int = 32, read_timeout_s: float | None = None) -> list[Row]:
+def diagnose_dataset(cfg: RunConfig, sample_images: int = 32, read_timeout_s: float | None = None) -> list[Check]:
     """The doctor's checks of `cfg`'s training (and validation) data against `cfg.model`.
 
     DataError when the dataset is missing or an annotation file it trains or evaluates on is not usable;
@@ -199,18 +197,10 @@ def _number(v: Any) -> TypeGuard[int | float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def row(
-    id: str,
-    status: str,
-    found: str = "",
-    expected: str = "",
-    fix: str = "",
-    message: str = "",
-    count: int | None = None,
-    example: str = "",
-) -> Row:
-    """An env-check row plus the doctor's count and example."""
-    return {**check(id, status, found, expected, fix, message), "count": count, "example": example}
+def row(id: str, status: str, *texts: str, count: int | None = None, example: str = "", **named: str) -> Check:
+    """A check (texts: found, expected, fix, message) with the doctor's details, always present: how many are
+    concerned (None: not counted) and an example."""
+    return Check(id, status, *texts, count=count, example=example, **named)
 
 
 def _share(n: int, total: int) -> str:
@@ -220,7 +210,7 @@ def _share(n: int, total: int) -> str:
 # ---------------------------------------------------------------- rules
 
 
-def rule_num_classes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+def rule_num_classes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Check:
     from detr.config import AUTO
 
     ids: list[Any] = [c.get("id") for c in train.categories]  # JSON values, checked next
@@ -289,7 +279,7 @@ def _named(names_counts: Sequence[tuple[str, int]]) -> str:
     return shown + (f" and {len(names_counts) - SHOWN_IMAGES} more" if len(names_counts) > SHOWN_IMAGES else "")
 
 
-def rule_num_queries(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+def rule_num_queries(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Check:
     queries = cfg.model.num_queries
     counts = [(split, _objects_per_image(split)) for split in ((train, val) if val is not None else (train,))]
     skipped = [(s.file_name, s.objects) for s in train.data.skipped]
@@ -353,7 +343,7 @@ def rule_num_queries(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) 
     return row("data.num_queries", "pass", found, expected, count=0)
 
 
-def rule_box_format(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+def rule_box_format(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Check:
     judged = xyxy = 0
     example = ""
     for split in (train, val) if val is not None else (train,):
@@ -375,9 +365,9 @@ def rule_box_format(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
     fix = "convert the boxes: width = x2 - x1, height = y2 - y1 (COCO's bbox is [x, y, w, h])"
     message = "read as COCO's [x, y, w, h] they run past the image border and get clamped"
     if share >= XYXY_FAIL:
-        return row("data.box_format", "fail", found, expected, fix, message, xyxy, example)
+        return row("data.box_format", "fail", found, expected, fix, message, count=xyxy, example=example)
     if share >= XYXY_WARN:
-        return row("data.box_format", "warn", found, expected, fix, message, xyxy, example)
+        return row("data.box_format", "warn", found, expected, fix, message, count=xyxy, example=example)
     clamped = int(sum(int(s.boxes.fates.clamped.sum()) for s in (train, val) if s is not None))
     return row(
         "data.box_format",
@@ -397,7 +387,7 @@ def _rotated_matches(header: dict[str, Any]) -> bool:
     return header.get("orientation") in ROTATING and (jw, jh) == (rh, rw) != (rw, rh)
 
 
-def rule_image_size(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+def rule_image_size(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Check:
     headers = [h for s in (train, val) if s is not None for h in s.headers if "real" in h]
     judged = [h for h in headers if all(_number(v) and v > 0 for v in h["json"])]
     if not judged:
@@ -432,7 +422,7 @@ def rule_image_size(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
     )
 
 
-def rule_exif(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+def rule_exif(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Check:
     headers = [h for s in (train, val) if s is not None for h in s.headers if "real" in h]
     from detr.data.decode import ROTATING
 
@@ -463,7 +453,7 @@ def rule_exif(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
     return row("data.exif", "pass", found, expected, message=how, count=len(oriented), example=oriented[0]["file_name"])
 
 
-def rule_duplicates(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+def rule_duplicates(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Check:
     problems: list[str] = []
     count, example = 0, ""
     for split in (train, val) if val is not None else (train,):
@@ -515,7 +505,7 @@ def _paths(split: SplitFacts) -> list[str]:
     return [os.path.normpath(folder + str(img["file_name"])) for img in split.images]
 
 
-def rule_empty_images(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+def rule_empty_images(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Check:
     boxes = train.boxes
     has_boxes = np.zeros(len(train.images), dtype=bool)
     has_boxes[boxes.image[boxes.usable]] = True
@@ -561,7 +551,7 @@ def resize_factors(image_sizes: np.ndarray, scale: int, max_size: int | None) ->
     return per_size[inverse.reshape(-1)]
 
 
-def rule_small_boxes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+def rule_small_boxes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Check:
     boxes = train.boxes
     smallest = min(cfg.data.train_scales)
     kept = ~boxes.crowd & boxes.known
@@ -595,7 +585,7 @@ def rule_small_boxes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) 
     return row("data.small_boxes", "pass", found, expected, count=int(lost.sum()), example=example)
 
 
-def rule_crowd(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+def rule_crowd(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Check:
     crowd, total = int(train.boxes.crowd.sum()), len(train.annotations)
     found = f"{_share(crowd, total)} annotations"
     expected = f"≤ {CROWD_WARN:.0%}"
@@ -614,7 +604,7 @@ def rule_crowd(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row
     return row("data.crowd", "pass", found, expected, count=crowd, example=example)
 
 
-def rule_categories(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+def rule_categories(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Check:
     names = {c.get("id"): str(c.get("name", "")) for c in train.categories}
     used = Counter(a.get("category_id") for a in train.annotations if not a.get("iscrowd", 0))
     supercategories = {str(c.get("supercategory", "")) for c in train.categories}
@@ -670,7 +660,7 @@ def rule_categories(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -
     )
 
 
-def rule_pixels(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+def rule_pixels(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Check:
     """Images over [data] max_image_pixels are never decoded: by the JSON's sizes (every image) and the
     sampled headers (the real size)."""
     limit = cfg.data.max_image_pixels
@@ -701,7 +691,7 @@ def rule_pixels(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Ro
     )
 
 
-def rule_dropped_boxes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+def rule_dropped_boxes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Check:
     """What training drops, counted by the function `data_summary` comes from (its counts are the row's `counts`)."""
     summary = train.data.summary()
     fates = train.boxes.fates
@@ -736,10 +726,11 @@ def rule_dropped_boxes(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig
         count=dropped,
         example=example,
     )
-    return {**result, "counts": counts}
+    result["counts"] = counts
+    return result
 
 
-def rule_readable(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Row:
+def rule_readable(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> Check:
     headers = [(s.name, h) for s in (train, val) if s is not None for h in s.headers]
     stuck = [(n, h) for n, h in headers if "timeout" in h]
     broken = [(n, h) for n, h in headers if "error" in h]
@@ -778,7 +769,7 @@ def rule_readable(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> 
     return row("data.readable", "pass", found, expected, count=0)
 
 
-RULES: tuple[Callable[[SplitFacts, SplitFacts | None, Any], Row], ...] = (
+RULES: tuple[Callable[[SplitFacts, SplitFacts | None, Any], Check], ...] = (
     rule_num_classes,
     rule_num_queries,
     rule_box_format,
@@ -795,6 +786,6 @@ RULES: tuple[Callable[[SplitFacts, SplitFacts | None, Any], Row], ...] = (
 )
 
 
-def judge_dataset(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> list[Row]:
+def judge_dataset(train: SplitFacts, val: SplitFacts | None, cfg: RunConfig) -> list[Check]:
     """Every rule's row, in a fixed order."""
     return [rule(train, val, cfg) for rule in RULES]

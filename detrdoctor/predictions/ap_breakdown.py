@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from detrdoctor.verdict import Check, Finding, as_finding, render_findings
+
 LABEL_GAP = 0.05  # AP50 with labels ignored above AP50 by this much: wrong labels cost AP
 LOOSE_GAP = 0.1  # AP at IoU 0.1 above AP at IoU 0.5 by this much: objects are found, boxes are loose
 SPARE_RATIO = 1.3  # confident boxes per object above this: spare queries fire confident duplicates
@@ -15,17 +17,17 @@ FOUND_RECALL = 0.9  # recall at IoU 0.1 below this: some objects get no box at a
 BAR_WIDTH = 30
 
 
-def judge_breakdown(breakdown: dict[str, Any]) -> list[dict[str, str]]:
-    """One finding per check: {"check", "status": "ok" | "limits", "message"}."""
+def judge_breakdown(breakdown: dict[str, Any]) -> list[Finding]:
+    """One finding per check (`detrdoctor.verdict.Finding`): a warn check where it limits AP, else a pass."""
     ap_at, recall_at = breakdown["AP_at_iou"], breakdown["recall_at_iou"]
     loose, tight, strict = ap_at["0.1"] or 0.0, ap_at["0.5"] or 0.0, ap_at["0.7"] or 0.0
     ap50, agnostic = tight, breakdown["AP50_class_agnostic"] or 0.0
     boxes, objects = breakdown["confident_detections"], breakdown["objects"]
     found = recall_at["0.1"] or 0.0
-    findings = []
+    findings: list[Finding] = []
 
     def add(check: str, limits: bool, bad: str, good: str) -> None:
-        findings.append({"check": check, "status": "limits" if limits else "ok", "message": bad if limits else good})
+        findings.append(as_finding(Check(check, "warn" if limits else "pass", message=bad if limits else good)))
 
     add(
         "labels",
@@ -74,6 +76,4 @@ def render_breakdown(console: Console, breakdown: dict[str, Any]) -> None:
             "—" if recall is None else f"{recall:.3f}",
         )
     console.print(table)
-    for finding in breakdown["findings"]:
-        mark = ("✓ ", "green") if finding["status"] == "ok" else ("✗ ", "yellow")
-        console.print(Text.assemble(mark, (f"{finding['check']}: ", "bold"), finding["message"]))
+    render_findings(console, breakdown["findings"])

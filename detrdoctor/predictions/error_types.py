@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING
+
+from detrdoctor.verdict import Check, Finding, as_finding, render_findings
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -38,32 +40,21 @@ USUAL_CAUSE = {
 }
 
 
-class ErrorFinding(TypedDict):
-    check: str  # an error type, or "errors" when none matters
-    status: str  # "limits" or "ok"
-    message: str
-
-
-def judge_errors(errors: Mapping[str, ErrorCost]) -> list[ErrorFinding]:
+def judge_errors(errors: Mapping[str, ErrorCost]) -> list[Finding]:
     """One finding per error type costing at least MATTERS AP50, largest first (it dominates), else one "ok"."""
     costly = sorted((k for k in errors if errors[k]["dAP50"] >= MATTERS), key=lambda k: -errors[k]["dAP50"])
     if not costly:
-        return [{"check": "errors", "status": "ok", "message": f"no error type costs {MATTERS} AP50 or more"}]
-    findings: list[ErrorFinding] = []
+        return [as_finding(Check("errors", "pass", message=f"no error type costs {MATTERS} AP50 or more"))]
+    findings: list[Finding] = []
     for rank, kind in enumerate(costly):
         count, what = errors[kind]["count"], "objects" if kind == "missed" else "boxes"
         lead = "dominates — fixing it alone gains" if rank == 0 else "costs"
-        findings.append(
-            {
-                "check": kind,
-                "status": "limits",
-                "message": f"{lead} {errors[kind]['dAP50']:.3f} AP50 ({count} {what}): {USUAL_CAUSE[kind]}",
-            }
-        )
+        message = f"{lead} {errors[kind]['dAP50']:.3f} AP50 ({count} {what}): {USUAL_CAUSE[kind]}"
+        findings.append(as_finding(Check(kind, "warn", message=message)))
     return findings
 
 
-def render_errors(console: Console, errors: Mapping[str, ErrorCost], findings: list[ErrorFinding]) -> None:
+def render_errors(console: Console, errors: Mapping[str, ErrorCost], findings: list[Finding]) -> None:
     """The six types as a bar table of dAP50 with their counts, then the findings."""
     from rich import box
     from rich.table import Table
@@ -82,6 +73,4 @@ def render_errors(console: Console, errors: Mapping[str, ErrorCost], findings: l
             Text(WHAT_IT_IS[kind], style="dim"),
         )
     console.print(table)
-    for finding in findings:
-        mark = ("✓ ", "green") if finding["status"] == "ok" else ("✗ ", "yellow")
-        console.print(Text.assemble(mark, (f"{finding['check']}: ", "bold"), finding["message"]))
+    render_findings(console, findings)

@@ -1,4 +1,5 @@
-"""Boxes drawn with torchvision's `draw_bounding_boxes`: a stable colour per class, labels sized to the image."""
+"""Boxes drawn with torchvision's `draw_bounding_boxes`, for `predict` and `triage`: a stable colour per class (or
+one colour per layer), labels sized to the image, small images enlarged so their labels stay readable."""
 
 from __future__ import annotations
 
@@ -50,25 +51,30 @@ def text_colour(background: tuple[int, int, int]) -> str:
     return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 150 else "white"
 
 
-def enlarged(image: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """`image` (uint8 3×H×W) repeated by a whole factor until its longer side reaches MIN_SIDE, and the factor."""
-    factor = math.ceil(MIN_SIDE / max(image.shape[-2:]))
+def enlarged(image: torch.Tensor, min_side: int = MIN_SIDE) -> tuple[torch.Tensor, int]:
+    """`image` (uint8 3×H×W) repeated by a whole factor until its longer side reaches `min_side`, and the factor."""
+    factor = math.ceil(min_side / max(image.shape[-2:]))
     if factor <= 1:
         return image, 1
     return image.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1), factor
 
 
 def draw_boxes(
-    image: torch.Tensor, boxes: torch.Tensor, category_ids: Sequence[int], texts: Sequence[str]
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    category_ids: Sequence[int],
+    texts: Sequence[str],
+    colour: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
-    """`image` (uint8 3×H×W, already enlarged) with xyxy pixel `boxes`, coloured by class, labelled with `texts`."""
+    """`image` (uint8 3×H×W, already enlarged) with xyxy pixel `boxes`, labelled with `texts` and coloured by class,
+    or all in `colour` (triage tells targets from predictions by colour)."""
     from torchvision.utils import draw_bounding_boxes
 
     if len(boxes) == 0:
         return image.clone()
     side = max(image.shape[-2:])
     font = label_font()
-    colours = [class_colour(c) for c in category_ids]
+    colours = [colour] * len(boxes) if colour else [class_colour(c) for c in category_ids]
     # Labels on a filled background in the box's colour (torchvision >= 0.22), else in the box's colour.
     filled = {"label_colors": [text_colour(c) for c in colours], "fill_labels": True} if label_fill_supported() else {}
     return draw_bounding_boxes(
