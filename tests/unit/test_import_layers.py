@@ -23,7 +23,7 @@ LAYERS = {
     "detrdoctor.pyspy": 1,
     "detrdoctor.profiles": 1,
     "detrdoctor.runconfig": 1,
-    "detrdoctor.options": 3,
+    "detrdoctor.options": 1,  # the shared flag declarations: diagnostics packages declare their own with them
     "detrdoctor.commands": 3,
     "detrdoctor.cli": 4,
 }
