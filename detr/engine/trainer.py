@@ -52,6 +52,7 @@ from detr.engine.oom import (
     free_memory,
     peak_memory,
 )
+from detr.engine.compile import compile_model
 from detr.engine.optim import build_optimizer, build_scheduler
 from detr.engine.runlock import RunLock
 from detr.engine.step import StepResult, TrainingStep
@@ -158,8 +159,7 @@ class Trainer:
             model.backbone.to(memory_format=torch.channels_last)
         # Copied before compiling: the average is only evaluated, in plain eager mode.
         self.ema = ModelEMA(model, t.ema_decay) if t.ema_decay > 0 else None
-        if t.compile_backbone:
-            model.backbone.compile()
+        compile_model(model, t)
         self.model_without_ddp = model
         self.model: torch.nn.Module = model
         if self.world_size > 1:

@@ -1,0 +1,244 @@
+"""DETR-R50 training step: ours against Hugging Face's DetrForObjectDetection, and ours against its own levers.
+
+Equal settings on both sides: random weights (no downloads), 91 classes, 100 queries, auxiliary losses,
+the backbone frozen (the same 18.1M trainable parameters), dropout 0.1 and the given attention dropout,
+one padded batch (the second image narrower, so the padding masks are real), fused AdamW (Hugging Face's
+Trainer default, `adamw_torch_fused`; ours builds the same), gradient clipping at 0.1. The timed step is
+the whole of it: forward, matcher, loss, backward, clipping, optimizer step. Ours is the trainer's own
+`TrainingStep` on a model built as the trainer builds it (channels-last, `detr.engine.compile.compile_model`).
+
+The two take turns, one step each, in alternating order, after a warm-up, so the machine's load hits both
+alike. A round is `--steps` steps of each; each round's medians and their ratio are printed, then the
+median over every step. `--levers` times ours against variants of itself the same way (no Hugging Face).
+`transformers==5.23.0` is installed into the running environment when missing (it is never a dependency).
+
+    python benchmarks/bench_vs_hf.py [--rounds 5] [--steps 3] [--attention-dropout 0.1 0] [--threads N]
+    python benchmarks/bench_vs_hf.py --levers [unfolded channels-last bf16 foreach compile] [--amp bf16]
+
+Measured 2026-12-07, 2-core AMD EPYC (Zen 4, AVX-512 BF16, no AMX) KVM guest, torch 2.14.1, 2 threads,
+shared with ~4 other agents (load average in brackets; noisy, the ratios are the numbers to read):
+see the report lines at the end of this docstring, which the lead re-measures quietly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from bench_attention import hf_model, padded_batch
+
+from detr import build_model
+from detr.backbone import unfold_frozen_batchnorm
+from detr.config import RunConfig
+from detr.engine.compile import compile_model
+from detr.engine.optim import build_optimizer
+from detr.engine.step import TrainingStep
+from detrdoctor.memprofile.step import Batch
+from detrdoctor.profiles import load_profile
+
+TRANSFORMERS = "transformers==5.23.0"
+LEVERS = ("unfolded", "channels-last", "bf16", "foreach", "compile")
+Step = Callable[[], None]
+
+
+def ensure_transformers() -> None:
+    """Install the pinned transformers into this interpreter's environment once, when it is missing."""
+    if importlib.util.find_spec("transformers") is not None:
+        return
+    print(f"installing {TRANSFORMERS} for this benchmark only: {sys.executable} -m pip install {TRANSFORMERS}")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", TRANSFORMERS], check=True)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def load() -> str:
+    return "load %.2f %.2f %.2f" % os.getloadavg()
+
+
+@dataclass
+class Variant:
+    """How ours is built: the trainer's keys a lever changes, and the reference-only undo of the BN fold."""
+
+    channels_last: bool = False
+    compile: bool = False
+    amp: str = "off"
+    unfolded: bool = False
+    foreach: bool = False
+
+
+def variant_of(lever: str, amp: str) -> Variant:
+    base = Variant(amp=amp)
+    if lever == "baseline":
+        return base
+    if lever == "unfolded":
+        base.unfolded = True
+    elif lever == "channels-last":
+        base.channels_last = True
+    elif lever == "bf16":
+        base.amp = "bf16"
+    elif lever == "foreach":
+        base.foreach = True
+    elif lever == "compile":
+        base.compile = True
+    return base
+
+
+def our_step(cfg: RunConfig, attention_dropout: float, batch: Batch, variant: Variant) -> Step:
+    """The trainer's step on the trainer's model, with `variant`'s levers."""
+    cfg.model.attention_dropout = attention_dropout
+    cfg.train.channels_last, cfg.train.compile, cfg.train.amp = variant.channels_last, variant.compile, variant.amp
+    torch.manual_seed(0)
+    model, criterion, _ = build_model(cfg.model, train_backbone=False)
+    if variant.unfolded:
+        unfold_frozen_batchnorm(model)
+    model.train()
+    if variant.foreach:
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+            params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, foreach=True
+        )
+    else:
+        optimizer = build_optimizer(model, cfg.train)
+    if variant.channels_last:
+        model.backbone.to(memory_format=torch.channels_last)
+    compile_model(model, cfg.train)
+    step = TrainingStep(
+        model,
+        criterion,
+        optimizer,
+        [p for p in model.parameters() if p.requires_grad],
+        device_type="cpu",
+        amp_dtype=torch.bfloat16 if variant.amp == "bf16" else None,
+        clip_max_norm=cfg.train.clip_max_norm,
+    )
+    images = batch.images.contiguous(memory_format=torch.channels_last) if variant.channels_last else batch.images
+
+    def run() -> None:
+        step.run(images, batch.mask, batch.targets)
+
+    return run
+
+
+def hf_step(cfg: RunConfig, attention_dropout: float, batch: Batch, amp: str) -> Step:
+    model = hf_model(cfg, attention_dropout, torch.device("cpu"))
+    assert model is not None, "the DETR-R50 profile builds a Hugging Face twin"
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=True)
+    pixel_mask = (~batch.mask).long()  # Hugging Face marks the valid pixels
+    labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in batch.targets]
+    print(f"  Hugging Face attention: {model.config._attn_implementation}")
+
+    def run() -> None:
+        with torch.autocast("cpu", torch.bfloat16, enabled=amp == "bf16"):
+            loss = model(pixel_values=batch.images, pixel_mask=pixel_mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.train.clip_max_norm)
+        optimizer.step()
+
+    return run
+
+
+def rounds(steps: dict[str, Step], num_rounds: int, per_round: int, warmup: int) -> list[dict[str, list[float]]]:
+    """Seconds of every step, per round; the models take turns, the first of each turn alternating."""
+    names = list(steps)
+    for i in range(warmup):
+        for name in names if i % 2 == 0 else names[::-1]:
+            steps[name]()
+    out = []
+    for r in range(num_rounds):
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for i in range(per_round):
+            for name in names if (r * per_round + i) % 2 == 0 else names[::-1]:
+                start = time.perf_counter()
+                steps[name]()
+                times[name].append(time.perf_counter() - start)
+        out.append(times)
+    return out
+
+
+def report(measured: list[dict[str, list[float]]], ours: str, other: str) -> float:
+    """Per-round medians and ratios, then the ratio of the medians over every step; returns that ratio."""
+    ratios = []
+    for r, times in enumerate(measured):
+        mine, theirs = statistics.median(times[ours]), statistics.median(times[other])
+        ratios.append(mine / theirs)
+        print(f"  round {r + 1}: {ours} {mine * 1e3:.0f} ms, {other} {theirs * 1e3:.0f} ms → {ratios[-1]:.2f} [{load()}]")
+    mine = statistics.median(t for times in measured for t in times[ours])
+    theirs = statistics.median(t for times in measured for t in times[other])
+    overall = mine / theirs
+    print(
+        f"  overall: {ours} {mine * 1e3:.0f} ms, {other} {theirs * 1e3:.0f} ms → {ours}/{other} = {overall:.2f} "
+        f"(rounds {min(ratios):.2f}–{max(ratios):.2f})"
+    )
+    return overall
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=512, help="padded batch side (pixels)")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3, help="steps of each model per round")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each first")
+    parser.add_argument("--attention-dropout", type=float, nargs="+", default=[0.1, 0.0])
+    parser.add_argument("--amp", default="off", choices=["off", "bf16"], help="both sides' autocast")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument(
+        "--levers", nargs="*", choices=LEVERS, help="ours against these variants of itself (none named: all)"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_profile("detr-r50")
+    cfg.model.backbone_weights, cfg.model.num_classes, cfg.train.lr_backbone = "none", 91, 0.0
+    cpu_flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    bf16_flags = [f for f in ("avx512_bf16", "amx_bf16") if f in cpu_flags]
+    print(
+        f"{cpu_model()} ({os.cpu_count()} CPUs, ATen {torch.backends.cpu.get_cpu_capability()}, "
+        f"bf16: {', '.join(bf16_flags) or 'none'}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"DETR-R50 {args.size}×{args.size}, batch {args.batch_size}, frozen backbone, amp {args.amp} [{load()}]"
+    )
+    batch = padded_batch(args.batch_size, args.size, 91, torch.device("cpu"))
+    if args.levers is not None:
+        for lever in args.levers or LEVERS:
+            for p in args.attention_dropout:
+                print(f"\n{lever} against ours as it ships, attention dropout {p}:")
+                steps = {
+                    "ours": our_step(cfg, p, batch, variant_of("baseline", args.amp)),
+                    lever: our_step(cfg, p, batch, variant_of(lever, args.amp)),
+                }
+                report(rounds(steps, args.rounds, args.steps, args.warmup), lever, "ours")
+        return 0
+    ensure_transformers()
+    import transformers
+
+    ok = True
+    for p in args.attention_dropout:
+        print(f"\nours against Hugging Face transformers {transformers.__version__}, attention dropout {p}:")
+        steps = {"ours": our_step(cfg, p, batch, Variant(amp=args.amp)), "hf": hf_step(cfg, p, batch, args.amp)}
+        ok = report(rounds(steps, args.rounds, args.steps, args.warmup), "ours", "hf") <= 0.8 and ok
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
