@@ -23,6 +23,7 @@ see the report lines at the end of this docstring, which the lead re-measures qu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import platform
@@ -35,18 +36,20 @@ from dataclasses import dataclass
 
 import torch
 from bench_attention import hf_model, padded_batch
+from official_reference import OfficialMatcher, official_train_step
 
 from detr import build_model
 from detr.backbone import unfold_frozen_batchnorm
 from detr.config import RunConfig
 from detr.engine.compile import compile_model
+from detr.engine.device import amp_dtype
 from detr.engine.optim import build_optimizer
 from detr.engine.step import TrainingStep
 from detrdoctor.memprofile.step import Batch
 from detrdoctor.profiles import load_profile
 
 TRANSFORMERS = "transformers==5.23.0"
-LEVERS = ("unfolded", "channels-last", "bf16", "foreach", "compile")
+LEVERS = ("unfolded", "channels-last", "bf16", "fp16", "foreach", "compile", "official")
 Step = Callable[[], None]
 
 
@@ -70,7 +73,8 @@ def cpu_model() -> str:
 
 
 def load() -> str:
-    return "load %.2f %.2f %.2f" % os.getloadavg()
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 @dataclass
@@ -82,26 +86,24 @@ class Variant:
     amp: str = "off"
     unfolded: bool = False
     foreach: bool = False
+    official: bool = False  # the official loop (benchmarks/official_reference.py) on our model
 
 
-def variant_of(lever: str, amp: str) -> Variant:
-    base = Variant(amp=amp)
-    if lever == "baseline":
-        return base
-    if lever == "unfolded":
-        base.unfolded = True
-    elif lever == "channels-last":
-        base.channels_last = True
-    elif lever == "bf16":
-        base.amp = "bf16"
-    elif lever == "foreach":
-        base.foreach = True
-    elif lever == "compile":
-        base.compile = True
-    return base
+def variant_of(lever: str, shipped: Variant) -> Variant:
+    """Ours as shipped with one lever pulled."""
+    changes: dict[str, object] = {
+        "unfolded": {"unfolded": True},
+        "channels-last": {"channels_last": True},
+        "bf16": {"amp": "bf16"},
+        "fp16": {"amp": "fp16"},
+        "foreach": {"foreach": True},
+        "compile": {"compile": True},
+        "official": {"official": True, "foreach": True},
+    }[lever]
+    return dataclasses.replace(shipped, **changes)  # type: ignore[arg-type]
 
 
-def our_step(cfg: RunConfig, attention_dropout: float, batch: Batch, variant: Variant) -> Step:
+def our_step(cfg: RunConfig, attention_dropout: float, batch: Batch, variant: Variant, device: torch.device) -> Step:
     """The trainer's step on the trainer's model, with `variant`'s levers."""
     cfg.model.attention_dropout = attention_dropout
     cfg.train.channels_last, cfg.train.compile, cfg.train.amp = variant.channels_last, variant.compile, variant.amp
@@ -109,9 +111,10 @@ def our_step(cfg: RunConfig, attention_dropout: float, batch: Batch, variant: Va
     model, criterion, _ = build_model(cfg.model, train_backbone=False)
     if variant.unfolded:
         unfold_frozen_batchnorm(model)
-    model.train()
-    if variant.foreach:
-        params = [p for p in model.parameters() if p.requires_grad]
+    model.train().to(device)
+    criterion.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if variant.foreach:  # torch's default AdamW, as the official loop and before fused
         optimizer: torch.optim.Optimizer = torch.optim.AdamW(
             params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, foreach=True
         )
@@ -120,16 +123,25 @@ def our_step(cfg: RunConfig, attention_dropout: float, batch: Batch, variant: Va
     if variant.channels_last:
         model.backbone.to(memory_format=torch.channels_last)
     compile_model(model, cfg.train)
+    images = batch.images.contiguous(memory_format=torch.channels_last) if variant.channels_last else batch.images
+    if variant.official:
+        m = cfg.model
+        criterion.matcher = OfficialMatcher(m.set_cost_class, m.set_cost_bbox, m.set_cost_giou)  # type: ignore[assignment]
+
+        def official() -> None:
+            official_train_step(model, criterion, optimizer, images, batch.mask, batch.targets, cfg.train.clip_max_norm)
+
+        return official
     step = TrainingStep(
         model,
         criterion,
         optimizer,
-        [p for p in model.parameters() if p.requires_grad],
-        device_type="cpu",
-        amp_dtype=torch.bfloat16 if variant.amp == "bf16" else None,
+        params,
+        device_type=device.type,
+        amp_dtype=amp_dtype(variant.amp),
         clip_max_norm=cfg.train.clip_max_norm,
+        scaler=torch.amp.GradScaler(device.type) if variant.amp == "fp16" else None,
     )
-    images = batch.images.contiguous(memory_format=torch.channels_last) if variant.channels_last else batch.images
 
     def run() -> None:
         step.run(images, batch.mask, batch.targets)
@@ -137,8 +149,8 @@ def our_step(cfg: RunConfig, attention_dropout: float, batch: Batch, variant: Va
     return run
 
 
-def hf_step(cfg: RunConfig, attention_dropout: float, batch: Batch, amp: str) -> Step:
-    model = hf_model(cfg, attention_dropout, torch.device("cpu"))
+def hf_step(cfg: RunConfig, attention_dropout: float, batch: Batch, amp: str, device: torch.device) -> Step:
+    model = hf_model(cfg, attention_dropout, device)
     assert model is not None, "the DETR-R50 profile builds a Hugging Face twin"
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -148,7 +160,7 @@ def hf_step(cfg: RunConfig, attention_dropout: float, batch: Batch, amp: str) ->
     print(f"  Hugging Face attention: {model.config._attn_implementation}")
 
     def run() -> None:
-        with torch.autocast("cpu", torch.bfloat16, enabled=amp == "bf16"):
+        with torch.autocast(device.type, amp_dtype(amp) or torch.float32, enabled=amp != "off"):
             loss = model(pixel_values=batch.images, pixel_mask=pixel_mask, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -158,7 +170,9 @@ def hf_step(cfg: RunConfig, attention_dropout: float, batch: Batch, amp: str) ->
     return run
 
 
-def rounds(steps: dict[str, Step], num_rounds: int, per_round: int, warmup: int) -> list[dict[str, list[float]]]:
+def rounds(
+    steps: dict[str, Step], num_rounds: int, per_round: int, warmup: int, device: torch.device
+) -> list[dict[str, list[float]]]:
     """Seconds of every step, per round; the models take turns, the first of each turn alternating."""
     names = list(steps)
     for i in range(warmup):
@@ -169,25 +183,35 @@ def rounds(steps: dict[str, Step], num_rounds: int, per_round: int, warmup: int)
         times: dict[str, list[float]] = {name: [] for name in names}
         for i in range(per_round):
             for name in names if (r * per_round + i) % 2 == 0 else names[::-1]:
+                synchronize(device)
                 start = time.perf_counter()
                 steps[name]()
+                synchronize(device)
                 times[name].append(time.perf_counter() - start)
         out.append(times)
     return out
 
 
-def report(measured: list[dict[str, list[float]]], ours: str, other: str) -> float:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def report(measured: list[dict[str, list[float]]], ours: str, other: str, batch_size: int) -> float:
     """Per-round medians and ratios, then the ratio of the medians over every step; returns that ratio."""
     ratios = []
     for r, times in enumerate(measured):
         mine, theirs = statistics.median(times[ours]), statistics.median(times[other])
         ratios.append(mine / theirs)
-        print(f"  round {r + 1}: {ours} {mine * 1e3:.0f} ms, {other} {theirs * 1e3:.0f} ms → {ratios[-1]:.2f} [{load()}]")
+        print(
+            f"  round {r + 1}: {ours} {mine * 1e3:.0f} ms, {other} {theirs * 1e3:.0f} ms → {ratios[-1]:.2f} [{load()}]"
+        )
     mine = statistics.median(t for times in measured for t in times[ours])
     theirs = statistics.median(t for times in measured for t in times[other])
     overall = mine / theirs
     print(
-        f"  overall: {ours} {mine * 1e3:.0f} ms, {other} {theirs * 1e3:.0f} ms → {ours}/{other} = {overall:.2f} "
+        f"  overall: {ours} {mine * 1e3:.0f} ms ({batch_size / mine:.2f} img/s), {other} {theirs * 1e3:.0f} ms "
+        f"({batch_size / theirs:.2f} img/s) → {ours}/{other} = {overall:.2f} "
         f"(rounds {min(ratios):.2f}–{max(ratios):.2f})"
     )
     return overall
@@ -201,7 +225,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3, help="steps of each model per round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each first")
     parser.add_argument("--attention-dropout", type=float, nargs="+", default=[0.1, 0.0])
-    parser.add_argument("--amp", default="off", choices=["off", "bf16"], help="both sides' autocast")
+    parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"], help="both sides' autocast")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--channels-last", action="store_true", help="ours with [train] channels_last = true")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument(
         "--levers", nargs="*", choices=LEVERS, help="ours against these variants of itself (none named: all)"
@@ -218,16 +244,19 @@ def main() -> int:
         f"bf16: {', '.join(bf16_flags) or 'none'}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"DETR-R50 {args.size}×{args.size}, batch {args.batch_size}, frozen backbone, amp {args.amp} [{load()}]"
     )
-    batch = padded_batch(args.batch_size, args.size, 91, torch.device("cpu"))
+    device = torch.device(args.device)
+    batch = padded_batch(args.batch_size, args.size, 91, device)
+    shipped = Variant(amp=args.amp, channels_last=args.channels_last)
     if args.levers is not None:
         for lever in args.levers or LEVERS:
             for p in args.attention_dropout:
                 print(f"\n{lever} against ours as it ships, attention dropout {p}:")
                 steps = {
-                    "ours": our_step(cfg, p, batch, variant_of("baseline", args.amp)),
-                    lever: our_step(cfg, p, batch, variant_of(lever, args.amp)),
+                    "ours": our_step(cfg, p, batch, shipped, device),
+                    lever: our_step(cfg, p, batch, variant_of(lever, shipped), device),
                 }
-                report(rounds(steps, args.rounds, args.steps, args.warmup), lever, "ours")
+                measured = rounds(steps, args.rounds, args.steps, args.warmup, device)
+                report(measured, lever, "ours", args.batch_size)
         return 0
     ensure_transformers()
     import transformers
@@ -235,8 +264,9 @@ def main() -> int:
     ok = True
     for p in args.attention_dropout:
         print(f"\nours against Hugging Face transformers {transformers.__version__}, attention dropout {p}:")
-        steps = {"ours": our_step(cfg, p, batch, Variant(amp=args.amp)), "hf": hf_step(cfg, p, batch, args.amp)}
-        ok = report(rounds(steps, args.rounds, args.steps, args.warmup), "ours", "hf") <= 0.8 and ok
+        steps = {"ours": our_step(cfg, p, batch, shipped, device), "hf": hf_step(cfg, p, batch, args.amp, device)}
+        measured = rounds(steps, args.rounds, args.steps, args.warmup, device)
+        ok = report(measured, "ours", "hf", args.batch_size) <= 0.8 and ok
     return 0 if ok else 1
 
 

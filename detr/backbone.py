@@ -83,7 +83,7 @@ def unfold_frozen_batchnorm(module: nn.Module) -> None:
     for conv in module.modules():
         if isinstance(conv, FoldedConv2d):
             conv._norm.folded = False
-            conv.__class__ = nn.Conv2d
+            conv.__class__ = nn.Conv2d  # type: ignore[assignment]  # back to the plain class, in place
             del conv._norm
 
 

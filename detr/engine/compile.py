@@ -7,10 +7,10 @@ graph is compiled for the first shape, the first change recompiles once with dyn
 (`dynamic=None`, PyTorch's automatic dynamic shapes), and later sizes reuse that graph.
 
 Measured on a 2-core AMD EPYC (Zen 4) VM shared with other agents, DETR-R50 at 512×512, batch 2, frozen
-backbone: the first compile took ~240 s and the recompile at the first new size ~170 s; on the CPU the
-compiled step was not faster than eager (see benchmarks/bench_vs_hf.py), and a third size failed inside
-inductor's CPU convolution with a stride assertion. So it stays off by default: it is the GPU lever
-(`benchmarks/gpu_check.sh` measures it there).
+backbone: the first compile took ~240 s and the recompile at the first new size ~170 s; once compiled, the
+CPU step took 0.95× eager's (rounds 0.87–0.95, benchmarks/bench_vs_hf.py --levers compile), and a third size
+failed inside inductor's CPU convolution with a stride assertion (torch 2.14.1). So it stays off by default:
+it is the GPU lever (`benchmarks/gpu_check.sh` measures it there).
 """
 
 from __future__ import annotations

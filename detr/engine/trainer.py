@@ -34,6 +34,7 @@ from detr.engine.checkpointing import (
     save_atomic,
     set_rng_state,
 )
+from detr.engine.compile import compile_model
 from detr.engine.device import resolve_amp_dtype, resolve_device
 from detr.engine.distributed import agree_on_stop, broadcast_flag, init_distributed, is_collective_failure, peer_lost
 from detr.engine.ema import ModelEMA
@@ -52,7 +53,6 @@ from detr.engine.oom import (
     free_memory,
     peak_memory,
 )
-from detr.engine.compile import compile_model
 from detr.engine.optim import build_optimizer, build_scheduler
 from detr.engine.runlock import RunLock
 from detr.engine.step import StepResult, TrainingStep
