@@ -35,3 +35,14 @@ def test_bf16_loss_and_gradients_stay_within_the_stated_tolerance(tiny_config):
     g32, g16 = torch.cat(grads32), torch.cat(grads16)
     assert abs(g16.norm() - g32.norm()) <= 0.1 * g32.norm()
     assert torch.nn.functional.cosine_similarity(g16, g32, dim=0) > 0.98
+
+
+def test_the_cpu_bf16_features_are_read_from_the_flags():
+    from detr.engine.device import cpu_bf16_features
+
+    zen4 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"
+    sapphire_rapids = "flags\t\t: avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    assert cpu_bf16_features(zen4) == ["avx512_bf16"]
+    assert cpu_bf16_features(sapphire_rapids) == ["avx512_bf16", "amx_bf16"]
+    assert cpu_bf16_features("flags\t\t: fpu sse avx2\n") == []
+    assert cpu_bf16_features("") == []
