@@ -50,3 +50,15 @@ cp /tmp/run-auto/config.toml "$out/config-auto.toml" 2>/dev/null
 run python3 -m detrdoctor.cli train --profile detr-r50 --backbone-weights none --batch-size 256 --max-steps 2 \
     --eval-every 0 --log-every 1 --device cuda --no-dashboard --output-dir /tmp/run-oom
 cp /tmp/run-oom/metrics.jsonl "$out/metrics-oom.jsonl" 2>/dev/null
+# 7. Training-step levers (issue 31): DETR-R50 img/s at 800×800, batch 4, frozen backbone, with and without each
+#    lever (BN fold undone, channels-last, bf16 and fp16 AMP, foreach instead of fused AdamW, torch.compile of the
+#    whole model) and the official loop, each interleaved with ours as it ships; then ours against Hugging Face
+#    (transformers installed by the benchmark when missing: needs the wheel in .whl, the machine is offline).
+run python3 benchmarks/bench_vs_hf.py --device cuda --size 800 --batch-size 4 --rounds 5 --steps 5 --warmup 3 \
+    --attention-dropout 0.1 --levers unfolded channels-last bf16 fp16 foreach official
+run python3 benchmarks/bench_vs_hf.py --device cuda --size 800 --batch-size 4 --rounds 3 --steps 5 --warmup 3 \
+    --attention-dropout 0.1 --levers compile
+run python3 benchmarks/bench_vs_hf.py --device cuda --size 800 --batch-size 4 --rounds 5 --steps 5 --warmup 3 \
+    --attention-dropout 0.1 0
+run python3 benchmarks/bench_vs_hf.py --device cuda --size 800 --batch-size 4 --rounds 5 --steps 5 --warmup 3 \
+    --attention-dropout 0.1 --amp bf16 --channels-last

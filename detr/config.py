@@ -140,6 +140,9 @@ class TrainConfig:
     resume: str = ""
     weights: str = ""
     channels_last: bool = False  # backbone in NHWC: faster convolutions on GPUs and with oneDNN on CPUs
+    # torch.compile of the whole model (detr.engine.compile): the GPU lever; on a CPU the compile takes minutes
+    # and did not pay (measured: benchmarks/bench_vs_hf.py). compile_backbone compiles the backbone alone.
+    compile: bool = False
     compile_backbone: bool = False
     # 0 disables. Else an exponential moving average of the weights (decay per step) is what evaluation
     # scores and checkpoints ship as `model_ema`: it smooths the noise of a high learning rate.

@@ -34,6 +34,7 @@ from detr.engine.checkpointing import (
     save_atomic,
     set_rng_state,
 )
+from detr.engine.compile import compile_model
 from detr.engine.device import resolve_amp_dtype, resolve_device
 from detr.engine.distributed import agree_on_stop, broadcast_flag, init_distributed, is_collective_failure, peer_lost
 from detr.engine.ema import ModelEMA
@@ -158,8 +159,7 @@ class Trainer:
             model.backbone.to(memory_format=torch.channels_last)
         # Copied before compiling: the average is only evaluated, in plain eager mode.
         self.ema = ModelEMA(model, t.ema_decay) if t.ema_decay > 0 else None
-        if t.compile_backbone:
-            model.backbone.compile()
+        compile_model(model, t)
         self.model_without_ddp = model
         self.model: torch.nn.Module = model
         if self.world_size > 1:

@@ -36,10 +36,12 @@ def test_estimates_grow_with_batch_size(tiny_estimates):
 
 def test_bf16_estimate_is_below_fp32_and_saves_more_for_larger_batches(tiny_estimates):
     # At tiny's own 96×96 bf16 costs more: autocast's bf16 copies of the weights outweigh the activations.
-    # At 320×320 the activations dominate; they stay bf16 through the backbone's frozen BatchNorm.
+    # At 320×320 the activations dominate; they stay bf16 through the backbone's frozen BatchNorm. That norm is
+    # folded into its convolution (no activation of its own saved), which made the float32 step itself ~22 %
+    # smaller, so bf16 saves less on top of it than the ~27 % it saved before the fold.
     saving = {b: 1 - tiny_estimates[b, "bf16"].peak_bytes / tiny_estimates[b, "off"].peak_bytes for b in (4, 16)}
     assert 0 < saving[4] < saving[16]
-    assert saving[16] > 0.2
+    assert saving[16] > 0.1
 
 
 def test_breakdown_sums_to_the_peak_and_names_detr_parts(tiny_estimates):
