@@ -32,13 +32,13 @@ def run_convert(options: ConvertOptions) -> int:
     """Write a dataset as a COCO export (annotations/instances_{train,val}2017.json + images), for any tool."""
     from rich.console import Console
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from detr.config import DataConfig
     from detr.data.export import check_out, export_coco
     from detr.data.layout import find_layout
     from detr.data.root import dataset_root
     from detr.errors import ConfigError
+    from detrdoctor.progress_bar import progress_bar
 
     data_cfg = DataConfig(coco_path=options.root)
     if options.val_fraction is not None:
@@ -48,14 +48,7 @@ def run_convert(options: ConvertOptions) -> int:
     check_out(dataset_root(data_cfg), Path(options.out))  # bad paths and unknown layouts: named before the bar
     find_layout(data_cfg)
     console = Console(stderr=True, highlight=False)
-    with Progress(
-        TextColumn("linking" if not options.copy else "copying"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with progress_bar(console, remaining=True, label="linking" if not options.copy else "copying") as progress:
         task = progress.add_task("convert", total=None)
         summary = export_coco(
             data_cfg,

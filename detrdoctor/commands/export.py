@@ -260,14 +260,11 @@ def run_check(
     err: Console,
 ) -> tuple[CheckRecord, TimingRecord | None]:
     """The comparison with progress on stderr, its verdict, and the speed of both on the first image."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from detrdoctor.export_check import compare, first_image, judge, time_both
+    from detrdoctor.progress_bar import progress_bar
 
     total = len(inputs.batches) if hasattr(inputs.batches, "__len__") else None  # type: ignore[arg-type]
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
-    ) as progress:
+    with progress_bar(err) as progress:
         task = progress.add_task("checking: PyTorch and onnxruntime (batches)", total=total)
         comparison = compare(
             model,

@@ -322,7 +322,6 @@ def run_predict(options: PredictOptions) -> int:
     import torch
     from rich.console import Console
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from detr.checkpoint import category_names
     from detr.engine.device import resolve_amp_dtype, resolve_device
@@ -332,6 +331,7 @@ def run_predict(options: PredictOptions) -> int:
     from detr.outputs import make_folder
     from detrdoctor.commands.evaluate import checkpoint_model, require_finite_detections
     from detrdoctor.options import config_overrides
+    from detrdoctor.progress_bar import progress_bar
     from detrdoctor.runconfig import config_for_weights
 
     check_options(options)
@@ -357,14 +357,7 @@ def run_predict(options: PredictOptions) -> int:
     names = category_names(ckpt, inputs.coco)
 
     started = time.perf_counter()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as progress:
+    with progress_bar(Console(stderr=True), remaining=True) as progress:
         batches = tracked(inputs.loader, progress, "predicting (batches)")
         with torch.inference_mode():
             if onnx:

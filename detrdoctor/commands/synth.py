@@ -22,10 +22,10 @@ class SynthOptions:
 def run_synth(options: SynthOptions) -> int:
     """Render a synthetic COCO-format detection dataset."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from detr.data import generate_synthetic_coco
     from detr.errors import ConfigError
+    from detrdoctor.progress_bar import progress_bar
 
     for flag, value, low in (
         ("--train-images", options.train_images, 1),
@@ -36,14 +36,7 @@ def run_synth(options: SynthOptions) -> int:
             raise ConfigError(f"{flag} must be at least {low}, got {value}")
     console = Console(stderr=True)
     total = options.train_images + options.val_images
-    with Progress(
-        TextColumn("rendering"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with progress_bar(console, remaining=True, label="rendering") as progress:
         task = progress.add_task("synth", total=total)
         root = generate_synthetic_coco(
             options.out,

@@ -109,22 +109,9 @@ class OverfitProgress(Callback):
         self.progress: Any = None
 
     def on_train_start(self, trainer: TrainerView) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+        from detrdoctor.progress_bar import progress_bar
 
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=True,
-        )
+        self.progress = progress_bar(self.console)
         self.progress.start()
         self.task = self.progress.add_task("overfit", total=trainer.cfg.train.max_steps)
 

@@ -23,6 +23,7 @@ LAYERS = {
     "detrdoctor.pyspy": 1,
     "detrdoctor.profiles": 1,
     "detrdoctor.runconfig": 1,
+    "detrdoctor.progress_bar": 1,
     "detrdoctor.options": 1,  # the shared flag declarations: diagnostics packages declare their own with them
     "detrdoctor.commands": 3,
     "detrdoctor.cli": 4,
