@@ -32,8 +32,9 @@ class DETRConfig:
 
     backbone: str = "resnet50"
     dilation: bool = False
-    # The ResNet stage that feeds the transformer: 4 (C5, stride 32: the paper) or 3 (C4, stride 16; for
-    # small inputs, where C5 leaves only a handful of tokens whose receptive field is the whole image).
+    # The ResNet stage that feeds the transformer: 4 (C5, stride 32: the paper), 3 (C4, stride 16) or 2 (C3,
+    # stride 8). The finer stages are for small inputs, where C5 leaves only a handful of tokens whose receptive
+    # field is the whole image and whose boxes cannot be placed finer than a token.
     backbone_stage: int = 4
     backbone_weights: str = "none"  # "imagenet", "none" or a path to a torchvision state_dict
     # The paper freezes the stem and layer1 because they come pretrained; a backbone trained from scratch
@@ -337,7 +338,7 @@ def backbone_checks(m: DETRConfig) -> list[tuple[bool, str]]:
             not (m.dilation and m.backbone in ("resnet18", "resnet34")),
             f"dilation (DC5) needs a bottleneck ResNet (resnet50/101), got '{m.backbone}'",
         ),
-        (m.backbone_stage in (3, 4), f"backbone_stage must be 3 or 4, got {m.backbone_stage}"),
+        (m.backbone_stage in (2, 3, 4), f"backbone_stage must be 2, 3 or 4, got {m.backbone_stage}"),
         (not (m.dilation and m.backbone_stage != 4), "dilation (DC5) dilates stage 4: it needs backbone_stage = 4"),
         (m.backbone_norm in ("frozen", "batch"), f"backbone_norm must be frozen or batch, got '{m.backbone_norm}'"),
     ]

@@ -39,7 +39,7 @@ def judge_breakdown(breakdown: dict[str, Any]) -> list[Finding]:
         "localisation",
         loose - tight >= LOOSE_GAP,
         f"objects are found but boxes are loose (AP {loose:.2f} at IoU 0.1, {tight:.2f} at 0.5, {strict:.2f} at 0.7):"
-        " train longer, or give the transformer finer features (larger images, a stride-16 stage)",
+        " train longer, or give the transformer finer features (larger images, [model] backbone_stage = 3 or 2)",
         f"tight (AP {loose:.2f} at IoU 0.1, {tight:.2f} at 0.5, {strict:.2f} at 0.7)",
     )
     add(

@@ -28,7 +28,7 @@ USUAL_CAUSE = {
     "classification": "boxes sit on objects but name another class: the confusion matrix names the pairs; more (or"
     " checked) labels of those classes, or longer training of the class head",
     "localisation": "objects are found but boxes are loose: DETR's boxes tighten late, so train longer; larger"
-    " images or finer features (a stride-16 stage) help small objects",
+    " images or finer features ([model] backbone_stage = 3 or 2) help small objects",
     "both": "boxes near objects of another class, neither class nor box right: crowded scenes; it shrinks as"
     " localisation and classification improve",
     "duplicate": "several queries fire on one object: DETR removes duplicates only through its set loss, learnt in"

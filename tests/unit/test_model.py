@@ -90,12 +90,18 @@ def test_a_backbone_trained_from_scratch_can_train_its_stem_with_real_batchnorm(
     assert extra and all(k.endswith("num_batches_tracked") for k in extra)
 
 
-def test_backbone_stage_3_feeds_stride_16_features_and_builds_no_layer4(tiny_config):
-    tiny_config.backbone_stage = 3
+@pytest.mark.parametrize(
+    ("stage", "channels", "stride", "unbuilt"), [(3, 256, 16, ["layer4"]), (2, 128, 8, ["layer3", "layer4"])]
+)
+def test_a_finer_backbone_stage_feeds_its_features_and_builds_no_later_layer(
+    tiny_config, stage, channels, stride, unbuilt
+):
+    tiny_config.backbone_stage = stage
     model, _, _ = build_model(tiny_config)
     features, mask, pos = model.backbone(torch.randn(2, 3, 64, 96), torch.zeros(2, 64, 96, dtype=torch.bool))
-    assert features.shape == (2, 256, 4, 6) and mask.shape == (2, 4, 6) and pos.shape[-2:] == (4, 6)
-    assert not any(".layer4." in k for k in model.state_dict())
+    h, w = 64 // stride, 96 // stride
+    assert features.shape == (2, channels, h, w) and mask.shape == (2, h, w) and pos.shape[-2:] == (h, w)
+    assert not any(f".{layer}." in k for k in model.state_dict() for layer in unbuilt)
     assert model(torch.randn(1, 3, 64, 96))["pred_boxes"].shape == (1, tiny_config.num_queries, 4)
 
 
