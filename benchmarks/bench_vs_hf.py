@@ -106,10 +106,10 @@ class Variant:
 
 
 def variant_of(lever: str, shipped: Variant) -> Variant:
-    """Ours as shipped with one lever pulled."""
+    """Ours as shipped with one lever pulled (`channels-last` switches the layout the profile ships)."""
     changes: dict[str, object] = {
         "unfolded": {"unfolded": True},
-        "channels-last": {"channels_last": True},
+        "channels-last": {"channels_last": not shipped.channels_last},  # the other layout
         "bf16": {"amp": "bf16"},
         "fp16": {"amp": "fp16"},
         "foreach": {"foreach": True},
@@ -243,7 +243,12 @@ def main() -> int:
     parser.add_argument("--attention-dropout", type=float, nargs="+", default=[0.1, 0.0])
     parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"], help="both sides' autocast")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--channels-last", action="store_true", help="ours with [train] channels_last = true")
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ours with [train] channels_last on or off (default: the detr-r50 profile's, on)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument(
         "--levers", nargs="*", choices=LEVERS, help="ours against these variants of itself (none named: all)"
@@ -253,15 +258,17 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     cfg = load_profile("detr-r50")
     cfg.model.backbone_weights, cfg.model.num_classes, cfg.train.lr_backbone = "none", 91, 0.0
+    channels_last = cfg.train.channels_last if args.channels_last is None else args.channels_last
     print(
         f"{cpu_model()} ({os.cpu_count()} CPUs, ATen {torch.backends.cpu.get_cpu_capability()}, "
         f"bf16: {', '.join(cpu_bf16_features()) or 'none'}), torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; "
-        f"DETR-R50 {args.size}×{args.size}, batch {args.batch_size}, frozen backbone, amp {args.amp} [{load()}]"
+        f"DETR-R50 {args.size}×{args.size}, batch {args.batch_size}, frozen backbone, amp {args.amp}, "
+        f"channels-last {channels_last} [{load()}]"
     )
     device = torch.device(args.device)
     batch = padded_batch(args.batch_size, args.size, 91, device)
-    shipped = Variant(amp=args.amp, channels_last=args.channels_last)
+    shipped = Variant(amp=args.amp, channels_last=channels_last)
     if args.levers is not None:
         for lever in args.levers or LEVERS:
             for p in args.attention_dropout:

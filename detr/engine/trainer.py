@@ -34,7 +34,7 @@ from detr.engine.checkpointing import (
     save_atomic,
     set_rng_state,
 )
-from detr.engine.compile import compile_model
+from detr.engine.compile import CompileCounts, compile_model, recompile_limit
 from detr.engine.device import resolve_amp_dtype, resolve_device
 from detr.engine.distributed import agree_on_stop, broadcast_flag, init_distributed, is_collective_failure, peer_lost
 from detr.engine.ema import ModelEMA
@@ -160,6 +160,7 @@ class Trainer:
         # Copied before compiling: the average is only evaluated, in plain eager mode.
         self.ema = ModelEMA(model, t.ema_decay) if t.ema_decay > 0 else None
         compile_model(model, t)
+        self._compiled = CompileCounts.now() if t.compile or t.compile_backbone else None
         self.model_without_ddp = model
         self.model: torch.nn.Module = model
         if self.world_size > 1:
@@ -763,6 +764,7 @@ class Trainer:
                 return 0
             self.scheduler.step()
             self.save_checkpoint(epoch + 1, 0)
+            self._report_compiles(epoch)
             stop_signal = self._agreed_stop()
             if stop_signal:  # no evaluation: a preempted job has seconds left
                 self._stop_event(stop_signal)
@@ -772,6 +774,34 @@ class Trainer:
                 if self._early_stop_due():
                     return 0
         return 0
+
+    def _report_compiles(self, epoch: int) -> None:
+        """A `compile` event after an epoch that compiled graphs: recompiles are visible, not only slow."""
+        if self._compiled is None:
+            return
+        before, now = self._compiled, CompileCounts.now()
+        self._compiled = now
+        new = now.graphs - before.graphs
+        if new == 0:
+            return
+        limit = recompile_limit()
+        over = now.graphs >= limit
+        self.emit_event(
+            "compile",
+            f"epoch {epoch}: {new} graph{'s' if new > 1 else ''} compiled ({now.graphs} in all, "
+            f"{now.graph_breaks} graph breaks)"
+            + (
+                f"; dynamo's recompile_limit is {limit}: past it the model runs uncompiled "
+                "(fewer input sizes: [data] train_scales; or [train] compile = false)"
+                if over
+                else ""
+            ),
+            severity="warning" if over else "info",
+            graphs=now.graphs,
+            new_graphs=new,
+            graph_breaks=now.graph_breaks,
+            recompile_limit=limit,
+        )
 
     def _agreed_stop(self) -> int:
         """The stop signal every rank agrees on (any rank's; 0: go on)."""

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from detr.engine.device import cpu_bf16_features
 from detrdoctor.envcheck.probes import start_probes
 from detrdoctor.pyspy import find_pyspy, ptrace_scope
 
@@ -171,7 +172,12 @@ def _nofile() -> dict[str, int | str] | None:
 def _cpus() -> dict[str, Any]:
     """CPUs this process may use: the affinity mask, and the cgroup quota that containers set without touching it."""
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {"affinity": affinity, "count": os.cpu_count(), "cgroup_quota": _cgroup_quota()}
+    return {
+        "affinity": affinity,
+        "count": os.cpu_count(),
+        "cgroup_quota": _cgroup_quota(),
+        "bf16": cpu_bf16_features(),
+    }
 
 
 def _cgroup_quota() -> float | None:

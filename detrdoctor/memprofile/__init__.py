@@ -10,6 +10,7 @@ from __future__ import annotations
 import platform
 from typing import Any
 
+from detr.engine.device import cpu_bf16_features
 from detrdoctor.memprofile.plan import Plan
 
 BUSY_FRACTION = 0.5  # a GPU with less than this share free at the start is "mostly used" by others
@@ -42,6 +43,7 @@ def device_facts(plan: Plan, torch_version: str) -> dict[str, Any]:
         return {
             "type": "cpu",
             "name": platform.processor() or platform.machine(),
+            "bf16": cpu_bf16_features(),
             "torch": torch_version,
             "description": "CPU, measured (peak: live tensor bytes; device total: the process's peak RSS)"
             + (", with estimates for CUDA" if plan.estimate else ""),
@@ -56,6 +58,14 @@ def device_facts(plan: Plan, torch_version: str) -> dict[str, Any]:
 
 def estimate_notes(plan: Plan) -> list[str]:
     notes = list(plan.notes)
+    if plan.device == "cpu" and "bf16" in plan.amp_modes:
+        features = cpu_bf16_features()
+        notes.append(
+            f"This CPU has {' and '.join(features)}: bf16 autocast runs natively, and its step time is the one to read."
+            if features
+            else "This CPU has no bf16 instructions (avx512_bf16, amx_bf16): bf16 is emulated, so its step is "
+            "slower than fp32's; its memory is still what bf16 saves."
+        )
     if plan.estimate:
         notes.append(
             "Estimates count tensors, the caching allocator's rounding and segments, cuBLAS workspaces "

@@ -31,3 +31,19 @@ def test_the_compiled_model_has_the_eager_loss_and_gradients(tiny_config):
     torch.testing.assert_close(compiled_loss, loss, rtol=1e-4, atol=1e-5)
     for ours, reference in zip(compiled_grads, grads):
         torch.testing.assert_close(ours, reference, rtol=1e-3, atol=1e-5)
+
+
+def test_compiles_are_counted_and_a_third_size_reuses_the_dynamic_graph():
+    from detr.engine.compile import CompileCounts, recompile_limit
+
+    before = CompileCounts.now()
+    layer = torch.nn.Linear(4, 4)
+    compile_model(layer, TrainConfig(compile=True))
+    layer(torch.randn(2, 4))
+    after_first = CompileCounts.now()
+    assert after_first.graphs == before.graphs + 1
+    layer(torch.randn(3, 4))  # a new size: one recompile, with the size dynamic
+    layer(torch.randn(5, 4))  # reuses it: no storm
+    assert CompileCounts.now().graphs == after_first.graphs + 1
+    assert CompileCounts.now().graph_breaks == before.graph_breaks
+    assert recompile_limit() >= 2

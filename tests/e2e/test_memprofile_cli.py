@@ -99,3 +99,16 @@ def test_gpu_only_requests_without_a_gpu_exit_2(args, message):
     result = runner.invoke(app, ["memprofile", *args])
     assert result.exit_code == 2 and message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_cpu_measurement_says_whether_the_cpu_runs_bf16(tmp_path):
+    from detr.engine.device import cpu_bf16_features
+
+    args = ["memprofile", "--profile", "tiny", "--device", "cpu", "--batch-sizes", "1", "--amp", "bf16", "--json"]
+    result = runner.invoke(app, [*args, "--output-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["device"]["type"] == "cpu" and doc["device"]["bf16"] == cpu_bf16_features()
+    bf16_notes = [n for n in doc["notes"] if "bf16" in n]
+    assert len(bf16_notes) == 1
+    assert ("runs natively" in bf16_notes[0]) == bool(cpu_bf16_features())

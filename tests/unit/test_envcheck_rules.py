@@ -462,6 +462,18 @@ def test_more_workers_than_cpus_warns(facts):
     assert get(facts, "host.cpus")["status"] == "pass"
 
 
+def test_cpu_bf16_says_whether_amp_bf16_pays_on_the_cpu(facts):
+    facts["options"]["device"] = "cpu"
+    facts["host"]["cpus"]["bf16"] = ["avx512_bf16", "amx_bf16"]
+    c = get(facts, "host.cpu_bf16")
+    assert c["status"] == "pass" and c["found"].startswith("avx512_bf16, amx_bf16") and "pays" in c["found"]
+    facts["host"]["cpus"]["bf16"] = []
+    c = get(facts, "host.cpu_bf16")
+    assert c["status"] == "pass" and "emulated" in c["found"] and "--amp off" in c["message"]
+    del facts["host"]["cpus"]["bf16"]  # facts collected by an older version (`--from`)
+    assert get(facts, "host.cpu_bf16")["status"] == "skip"
+
+
 def test_low_disk_warns(facts):
     facts["host"]["disk"]["free_bytes"] = 2**30
     assert get(facts, "host.disk")["status"] == "warn"
