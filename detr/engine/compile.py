@@ -12,7 +12,7 @@ CPU step took 0.95× eager's (rounds 0.87–0.95, benchmarks/bench_vs_hf.py --le
 failed inside inductor's CPU convolution with a stride assertion (torch 2.14.1). So it stays off by default:
 it is the GPU lever (`benchmarks/gpu_check.sh` measures it there).
 
-Every compile is counted (`compile_counts`): the trainer logs a `compile` event after each epoch that
+Every compile is counted (`CompileCounts.now()`): the trainer logs a `compile` event after each epoch that
 compiled something, so a recompilation storm shows in the log instead of only as a slow run. It warns once
 the count reaches dynamo's `recompile_limit`, past which dynamo stops compiling the model and runs it eagerly.
 """
